@@ -1,0 +1,187 @@
+"""The `thrifty` command line: train, evaluate, predict, config.
+
+Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
+the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
+(exit code 130).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+from thrifty.errors import Interrupted, ThriftyError
+
+EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
+  --data.max_train_examples 500 --data.max_length 64 --train.epochs 2 --train.batch_size 16
+  --train.learning_rate 5e-5 --train.seed 1 --strategy.name lora
+`thrifty config` prints every key with its default."""
+
+
+def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate `--section.key value` pairs (config overrides) from the command's own arguments."""
+    rest, overrides = [], []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "." in arg.split("=", 1)[0] and not arg[2:3].isdigit():
+            if "=" in arg:
+                overrides.append(arg)
+                i += 1
+            else:
+                overrides.extend(argv[i : i + 2])
+                i += 2
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers for text classification, cheaply.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune a model from a YAML config", epilog=EPILOG_TRAIN,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults on the bundled Banking77 sample)")
+    p.add_argument("--output", help="run folder (default: output.dir of the config)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="metrics and a confusion-matrix plot of a finished run on a labelled file")
+    p.add_argument("run_dir")
+    p.add_argument("--data", required=True, help="labelled file (any supported format)")
+    p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png (default: RUN_DIR/evaluations/FILE)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--batch-size", type=int, default=128)
+
+    p = sub.add_parser("predict", help="labels and probabilities for new texts")
+    p.add_argument("run_dir")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", action="append", help="a text to classify (repeatable); results go to stdout as JSON lines")
+    src.add_argument("--input", help="file of texts: .txt (one per line) or CSV/TSV/JSONL/Parquet")
+    p.add_argument("--output", help="where to write results: .jsonl or .csv (default: stdout as JSON lines)")
+    p.add_argument("--text-column", help="text column of a table input (default: the one used in training)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--batch-size", type=int, default=128)
+
+    sub.add_parser("config", help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
+        "config", nargs="?")
+    return parser
+
+
+def _version() -> str:
+    from thrifty import __version__
+
+    return f"thrifty {__version__}"
+
+
+def _cmd_train(args, overrides: list[str]) -> int:
+    from thrifty.training.recipe import train
+
+    if args.resume and (args.config or args.output):
+        raise ThriftyError("--resume takes the run folder only; drop the config and --output (the saved config is used)")
+    train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
+          progress=not args.no_progress)
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from thrifty.api import evaluate
+    from thrifty.evaluation.metrics import summary
+
+    metrics = evaluate(args.run_dir, args.data, output=args.output, text_column=args.text_column,
+                       label_column=args.label_column, batch_size=args.batch_size)
+    print(f"{Path(args.data).name}: {summary(metrics)}")
+    print(f"wrote {metrics['output_dir']}/metrics.json and confusion_matrix.png")
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from thrifty.data.readers import read_table
+    from thrifty.inference.predictor import Predictor
+    from thrifty.training.run_dir import writing
+
+    out_path = Path(args.output) if args.output else None
+    if out_path is not None:
+        if out_path.suffix.lower() not in (".jsonl", ".csv"):
+            raise ThriftyError(f"--output {out_path} must end in .jsonl or .csv")
+        if out_path.exists() and not args.overwrite:
+            raise ThriftyError(f"{out_path} already exists; choose another --output or add --overwrite")
+    predictor = Predictor.load(args.run_dir)
+    if args.text is not None:
+        texts = args.text
+    else:
+        table = read_table(args.input, role="input", text_column=args.text_column or predictor.text_column,
+                           label_column=None, plain_lines=True)
+        texts = table.texts
+    results = predictor.predict(texts, args.batch_size)
+    if out_path is None:
+        for text, result in zip(texts, results):
+            print(json.dumps({"text": text, **result}, ensure_ascii=False))
+        return 0
+    buffer = io.StringIO()
+    if out_path.suffix.lower() == ".jsonl":
+        for text, result in zip(texts, results):
+            buffer.write(json.dumps({"text": text, **result}, ensure_ascii=False) + "\n")
+    else:
+        writer = csv.writer(buffer)
+        writer.writerow(["text", "label", "score"] + [f"p_{name}" for name in predictor.label_names])
+        for text, result in zip(texts, results):
+            writer.writerow([text, result["label"], f"{result['score']:.6f}"]
+                            + [f"{result['probabilities'][n]:.6f}" for n in predictor.label_names])
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with writing(out_path.parent, out_path.name):
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        os.replace(tmp, out_path)
+    print(f"wrote {len(results)} predictions to {out_path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_config(args, overrides: list[str]) -> int:
+    import yaml
+
+    from thrifty.config import load_config
+
+    print(yaml.safe_dump(load_config(args.config, overrides).to_dict(), sort_keys=False), end="")
+    return 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, overrides = _split_overrides(argv)
+    args = _parser().parse_args(rest)
+    try:
+        if overrides and args.command not in ("train", "config"):
+            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train` and `thrifty config`")
+        if args.command == "train":
+            return _cmd_train(args, overrides)
+        if args.command == "evaluate":
+            return _cmd_evaluate(args)
+        if args.command == "predict":
+            return _cmd_predict(args)
+        return _cmd_config(args, overrides)
+    except ThriftyError as exc:
+        if args.debug:
+            raise
+        prefix = "" if isinstance(exc, Interrupted) else "error: "
+        print(f"thrifty: {prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("thrifty: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

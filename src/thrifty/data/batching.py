@@ -1,0 +1,58 @@
+"""Batches without wasted padding.
+
+Training batches are length-grouped: a seeded shuffle, then sorting inside large windows and shuffling the
+resulting batches, so each batch holds texts of similar length while the epoch stays random. The order of
+epoch ``e`` depends only on (seed, e), which is what makes a resumed run see exactly the same batches.
+Evaluation and prediction batches are sorted by length; callers put results back in input order.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+GROUP_WINDOW_BATCHES = 50  # sort within windows of this many batches: enough to group, still random
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed * 100_003 + epoch)
+    return g
+
+
+def training_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
+    g = epoch_generator(seed, epoch)
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    if not group_by_length:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    window = batch_size * GROUP_WINDOW_BATCHES
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    shuffled = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in shuffled]
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Longest first, so an out-of-memory problem shows up on the first batch, not the last."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def collate(
+    input_ids: Sequence[Sequence[int]], indices: Sequence[int], pad_id: int, labels: Optional[Sequence[int]] = None
+) -> dict[str, torch.Tensor]:
+    """Right-pad the selected examples to the longest one in this batch."""
+    width = max(len(input_ids[i]) for i in indices)
+    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(indices), width), dtype=torch.long)
+    for row, i in enumerate(indices):
+        seq = input_ids[i]
+        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, : len(seq)] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if labels is not None:
+        batch["labels"] = torch.as_tensor([labels[i] for i in indices], dtype=torch.long)
+    return batch

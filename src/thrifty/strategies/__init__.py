@@ -1,0 +1,139 @@
+"""Fine-tuning strategies: which weights train.
+
+- ``full``: every weight.
+- ``freeze``: embeddings and the bottom N transformer layers frozen, the layers above and the head train.
+- ``head``: only the classification head (and any weights the checkpoint did not have): a linear probe.
+- ``lora``: PEFT LoRA adapters on the attention projections, found from the architecture, plus the head.
+
+Each strategy only sets ``requires_grad`` (or wraps the model with PEFT); the training loop then trains
+whatever is trainable, so a new strategy never touches the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch.nn as nn
+
+from thrifty.config import StrategyConfig
+from thrifty.errors import ModelError
+from thrifty.models.loading import count_parameters
+
+# Known attention projection names, most specific first: (architectures, Linear leaf names).
+LORA_TARGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Llama, Mistral, Qwen, Phi-3-style decoders", ("q_proj", "k_proj", "v_proj", "o_proj")),
+    ("BERT, RoBERTa, ELECTRA, MiniLM-style encoders", ("query", "key", "value")),
+    ("DistilBERT", ("q_lin", "k_lin", "v_lin")),
+    ("GPT-2", ("c_attn",)),
+)
+HEAD_NAMES = ("classifier", "score", "pre_classifier")
+
+
+@dataclass
+class StrategyInfo:
+    name: str
+    total_parameters: int
+    trainable_parameters: int
+    details: dict[str, Any]
+
+    def describe(self) -> str:
+        pct = 100.0 * self.trainable_parameters / max(1, self.total_parameters)
+        extra = ", ".join(f"{k}={v}" for k, v in self.details.items())
+        return (f"strategy {self.name}: {self.total_parameters / 1e6:.2f}M parameters, "
+                f"{self.trainable_parameters / 1e6:.3f}M trainable ({pct:.2f}%)" + (f"; {extra}" if extra else ""))
+
+
+def find_layers(model: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks: the longest ModuleList called layer/layers/h/block."""
+    candidates = [
+        module for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "h", "block") and len(module) > 0
+    ]
+    if not candidates:
+        raise ModelError(f"cannot find the transformer layers of {type(model).__name__}; use strategy full or lora")
+    return max(candidates, key=len)
+
+
+def _embedding_modules(model: nn.Module) -> list[nn.Module]:
+    base = getattr(model, "base_model", model)
+    found = [getattr(base, "embeddings")] if hasattr(base, "embeddings") else []
+    found.append(model.get_input_embeddings())
+    for name in ("wpe", "embed_positions"):  # separate position tables in GPT-2 and some decoders
+        if hasattr(base, name):
+            found.append(getattr(base, name))
+    return found
+
+
+def _head_parameter_names(model: nn.Module, new_keys: set[str]) -> set[str]:
+    names = {n for n, _ in model.named_parameters() if n.split(".")[0] in HEAD_NAMES}
+    return names | {n for n, _ in model.named_parameters() if n in new_keys}
+
+
+def _linear_leaf_names(model: nn.Module) -> set[str]:
+    out = set()
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D":
+            out.add(name.split(".")[-1])
+    return out
+
+
+def lora_target_modules(model: nn.Module) -> list[str]:
+    leaves = _linear_leaf_names(model)
+    for _, names in LORA_TARGETS:
+        if all(n in leaves for n in names):
+            return list(names)
+    known = "; ".join(f"{arch}: {','.join(names)}" for arch, names in LORA_TARGETS)
+    shown = ", ".join(sorted(leaves - set(HEAD_NAMES))[:8])
+    raise ModelError(
+        f"strategy lora does not fit {type(model).__name__}: no known attention projections ({known}); "
+        f"set strategy.lora_target_modules to some of its Linear layers: {shown}"
+    )
+
+
+def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str]) -> tuple[nn.Module, StrategyInfo]:
+    """Set which parameters train; may return a wrapped (PEFT) model."""
+    details: dict[str, Any] = {}
+    if config.name == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+    elif config.name == "head":
+        head = _head_parameter_names(model, new_keys)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in head)
+        details["trained"] = sorted({n.rsplit(".", 1)[0] for n in head})
+    elif config.name == "freeze":
+        layers = find_layers(model)
+        frozen = config.frozen_layers if config.frozen_layers is not None else len(layers) // 2
+        if frozen >= len(layers):
+            raise ModelError(
+                f"strategy freeze with frozen_layers={frozen} leaves no transformer layer to train: the model has "
+                f"{len(layers)} layers; use strategy.frozen_layers below {len(layers)}, or strategy head"
+            )
+        for p in model.parameters():
+            p.requires_grad_(True)
+        for module in _embedding_modules(model) + [layers[i] for i in range(frozen)]:
+            for p in module.parameters():
+                p.requires_grad_(False)
+        details.update(frozen_layers=frozen, of_layers=len(layers))
+    elif config.name == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        targets = config.lora_target_modules or lora_target_modules(model)
+        leaves = _linear_leaf_names(model)
+        missing = [t for t in targets if t not in leaves]
+        if missing:
+            raise ModelError(f"strategy.lora_target_modules {missing} are not Linear layers of {type(model).__name__}; choose from: {', '.join(sorted(leaves)[:12])}")
+        head = sorted({n.split(".")[0] for n in _head_parameter_names(model, new_keys)})
+        lora = LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout, target_modules=targets, modules_to_save=head or None,
+        )
+        model = get_peft_model(model, lora)
+        details.update(target_modules=",".join(targets), r=config.lora_r, alpha=config.lora_alpha)
+    else:  # pragma: no cover - the config only admits the names above
+        raise ModelError(f"unknown strategy {config.name}")
+    total, trainable = count_parameters(model)
+    if trainable == 0:
+        raise ModelError(f"strategy {config.name} leaves nothing to train on {type(model).__name__}; choose another strategy")
+    return model, StrategyInfo(config.name, total, trainable, details)

@@ -1,0 +1,1 @@
+"""Training: the run folder, optimisation, checkpoints, and the training loop itself."""

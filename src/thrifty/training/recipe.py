@@ -1,0 +1,447 @@
+"""`thrifty train`: from a config to a fine-tuned, evaluated model in a run folder.
+
+Read it top to bottom: config and run folder -> data -> model, tokenizer and strategy -> optimiser ->
+(resume) -> the training loop -> best model restored, evaluated, saved. There is no framework underneath:
+the loop below is the whole of training, which is what lets later features (cost budgets, cached frozen
+layers, hyperparameter search, multi-GPU through Accelerate) change it without a rewrite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from thrifty.config import (
+    BUILTIN_DATA, Config, apply_overrides, config_from_dict, dump_config, load_config, load_yaml,
+)
+from thrifty.data.batching import collate, training_batches
+from thrifty.data.prepare import format_report, prepare_data
+from thrifty.data.tokenize import encode, length_stats, resolve_max_length, token_lengths
+from thrifty.errors import ConfigError, Interrupted, RunDirError
+from thrifty.evaluation.evaluate import evaluate_split
+from thrifty.evaluation.metrics import is_better, summary
+from thrifty.evaluation.plots import plot_confusion_matrix
+from thrifty.models.loading import load_classifier, load_tokenizer, resolve_model
+from thrifty.strategies import apply_strategy
+from thrifty.training import checkpoint as ckpt
+from thrifty.training.optim import linear_warmup_decay, make_optimizer, warmup_steps_for
+from thrifty.training.run_dir import (
+    check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing,
+)
+
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _as_config(config: Config | str | Path | dict | None, overrides: Optional[list[str]]) -> Config:
+    """Accept a Config, a dict shaped like the YAML, a YAML path, or None (built-in defaults)."""
+    if isinstance(config, Config):
+        return apply_overrides(copy.deepcopy(config), overrides)
+    if isinstance(config, dict):
+        return apply_overrides(config_from_dict(config), overrides)
+    return load_config(config, overrides)
+
+
+def _resolved_for_saving(config: Config, run_dir: Path) -> Config:
+    """Absolute paths, so the saved config (and --resume) works from any folder."""
+    saved = copy.deepcopy(config)
+    for key in ("train", "validation", "test"):
+        value = getattr(saved.data, key)
+        if value and value != BUILTIN_DATA:
+            setattr(saved.data, key, str(Path(value).expanduser().resolve()))
+    if Path(saved.model.name).expanduser().exists():
+        saved.model.name = str(Path(saved.model.name).expanduser().resolve())
+    saved.output.dir = str(run_dir.resolve())
+    return saved
+
+
+def _precision(config: Config, device: torch.device) -> str:
+    wanted = config.train.precision
+    if device.type != "cuda":
+        if wanted in ("bf16", "fp16"):
+            raise ConfigError(f"train.precision={wanted} needs a GPU and this machine has none; use fp32 (or auto)")
+        return "no"
+    if wanted == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return {"fp32": "no"}.get(wanted, wanted)
+
+
+class _StopFlag:
+    """Ctrl-C / SIGTERM set a flag; the loop stops at the next step boundary with a checkpoint."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # a second Ctrl-C means "now"
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping at the next step boundary (Ctrl-C again to abort at once) ...", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_StopFlag":
+        with contextlib.suppress(ValueError):  # signals can only be set from the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def train(
+    config: Config | str | Path | dict | None = None,
+    *,
+    output: Optional[str | Path] = None,
+    overrides: Optional[list[str]] = None,
+    resume: Optional[str | Path] = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Fine-tune a classifier. The Python twin of ``thrifty train``; returns the run folder and metrics."""
+    wall_start = time.perf_counter()
+
+    # ---- 0. Config and run folder. Problems here are found before any expensive work.
+    if resume is not None:
+        run_dir = Path(resume).expanduser()
+        if not (run_dir / CONFIG_FILE).exists():
+            raise RunDirError(f"cannot resume {run_dir}: it has no {CONFIG_FILE}; give the folder of an earlier `thrifty train`")
+        if read_status(run_dir).get("status") == "complete":
+            raise RunDirError(f"{run_dir} is already complete; nothing to resume (start a new run with another --output)")
+        checkpoint_path = ckpt.find_checkpoint(run_dir)
+        if checkpoint_path is None:
+            raise RunDirError(f"{run_dir} has no checkpoint to resume from (it stopped before the first one); start it again with --overwrite")
+        config = config_from_dict(load_yaml(run_dir / CONFIG_FILE))
+        if overrides:
+            raise ConfigError("a resumed run keeps its saved config; drop the --section.key overrides (or start a new run)")
+        config.validate()
+    else:
+        config = _as_config(config, overrides)
+        if output is not None:
+            config.output.dir = str(output)
+        run_dir = check_new_run_dir(config.output.dir, overwrite)
+        checkpoint_path = None
+    tc = config.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    from transformers import set_seed
+
+    set_seed(tc.seed)
+
+    # ---- 1. Data: read, clean, split, report.
+    data = prepare_data(config.data, tc.seed)
+
+    # ---- 2. Model, tokenizer, tokens, strategy.
+    model_path = resolve_model(config.model.name)
+    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
+    model, new_keys = load_classifier(
+        config.model.name, data.label_names, dropout=tc.dropout,
+        trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+    )
+    max_length, train_len_stats, how = resolve_max_length(
+        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile
+    )
+    train_ids = encode(tokenizer, data.train.texts, max_length)
+    val_ids = encode(tokenizer, data.validation.texts, max_length)
+    test_ids = encode(tokenizer, data.test.texts, max_length) if data.test is not None else None
+    data.report["tokens"] = {
+        "max_length": max_length, "chosen": how, "train": train_len_stats,
+        "validation": length_stats(token_lengths(tokenizer, data.validation.texts), max_length),
+    }
+    model, strategy = apply_strategy(model, config.strategy, new_keys)
+
+    # ---- 3. The run folder exists only from here on: bad data or a bad model leave nothing behind.
+    if checkpoint_path is None:
+        create_run_dir(run_dir, overwrite)
+        with writing(run_dir, CONFIG_FILE):
+            dump_config(_resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)
+    set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None)
+    write_json(run_dir / "data_report.json", data.report)
+
+    _log(format_report(data.report))
+    tok = data.report["tokens"]["train"]
+    _log(f"tokens: max_length {max_length} ({how}); train mean {tok['mean']}, p99 {tok['p99']}, "
+         f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated")
+    _log(strategy.describe())
+
+    # ---- 4. Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
+    from accelerate import Accelerator
+
+    device_probe = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    accelerator = Accelerator(mixed_precision=_precision(config, device_probe), cpu=device_probe.type == "cpu")
+    device = accelerator.device
+    optimizer = make_optimizer(model, tc.learning_rate, tc.weight_decay, device)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+
+    train_lengths = [len(ids) for ids in train_ids]
+    batches_per_epoch = math.ceil(len(train_ids) / tc.batch_size / accelerator.num_processes)
+    steps_per_epoch = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total_steps = min(total_steps, tc.max_steps)
+    warmup = warmup_steps_for(total_steps, tc.warmup_ratio)
+    scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
+    effective_batch = tc.batch_size * tc.gradient_accumulation_steps * accelerator.num_processes
+    _log(f"training: {len(train_ids)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
+         f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {tc.learning_rate:g}, "
+         f"device {device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}")
+
+    # ---- 5. Loop state, restored from the checkpoint when resuming.
+    state: dict[str, Any] = {
+        "global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
+        "evals_without_improvement": 0, "history": [], "tokens_seen": 0, "padded_tokens_seen": 0,
+        "examples_seen": 0, "step_seconds": 0.0, "stop_reason": None,
+    }
+    best_weights: Optional[dict[str, torch.Tensor]] = None
+    if checkpoint_path is not None:
+        trainable, best_weights, saved = ckpt.load_checkpoint(checkpoint_path)
+        ckpt.load_trainable_state(accelerator.unwrap_model(model), trainable)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        ckpt.restore_rng(saved["rng"])
+        state.update(saved["loop"])
+        _truncate_log(run_dir / "train_log.jsonl", state["global_step"])
+        _log(f"resumed from step {state['global_step']} (epoch {state['epoch'] + 1})")
+
+    writer = _tensorboard(run_dir, config, purge_step=state["global_step"] if checkpoint_path else None)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
+
+    def evaluate_now() -> dict[str, Any]:
+        return evaluate_split(model, val_ids, data.validation.labels, data.label_names, tokenizer.pad_token_id,
+                              tc.eval_batch_size, device, autocast_dtype)
+
+    def save_checkpoint() -> None:
+        ckpt.save_checkpoint(run_dir, accelerator.unwrap_model(model), best_weights, optimizer, scheduler, state)
+
+    bar = _progress_bar(total_steps, state["global_step"], progress)
+    log_file = open(run_dir / "train_log.jsonl", "a", encoding="utf-8")
+    model.train()
+    try:
+        with _StopFlag() as stop:
+            done = state["global_step"] >= total_steps or state["stop_reason"] is not None
+            while not done and state["epoch"] < tc.epochs:
+                epoch = state["epoch"]
+                # The same (seed, epoch) always gives the same batches; each process takes its share.
+                batches = training_batches(train_lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length)
+                batches = batches[accelerator.process_index :: accelerator.num_processes]
+                accum = tc.gradient_accumulation_steps
+                groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
+                for g in range(state["batch_in_epoch"] // accum, len(groups)):
+                    t0 = time.perf_counter()
+                    step_loss = 0.0
+                    for idx in groups[g]:
+                        batch = {k: v.to(device, non_blocking=True) for k, v in
+                                 collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels).items()}
+                        labels = batch.pop("labels")
+                        with accelerator.autocast():
+                            logits = model(**batch).logits
+                        loss = torch.nn.functional.cross_entropy(logits.float(), labels) / len(groups[g])
+                        accelerator.backward(loss)
+                        step_loss += loss.item()
+                        state["tokens_seen"] += int(batch["attention_mask"].sum())
+                        state["padded_tokens_seen"] += batch["attention_mask"].numel()
+                        state["examples_seen"] += len(idx)
+                    grad_norm = None
+                    if tc.max_grad_norm > 0:
+                        grad_norm = float(accelerator.clip_grad_norm_(trainable_params, tc.max_grad_norm))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    state["step_seconds"] += time.perf_counter() - t0
+                    state["global_step"] += 1
+                    state["batch_in_epoch"] = min(len(batches), (g + 1) * accum)
+                    step = state["global_step"]
+                    tps = state["tokens_seen"] / max(state["step_seconds"], 1e-9)
+                    record = {"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
+                              "grad_norm": grad_norm, "tokens_per_second": round(tps, 1)}
+                    log_file.write(json.dumps(record) + "\n")
+                    if writer:
+                        writer.add_scalar("train/loss", step_loss, step)
+                        writer.add_scalar("train/lr", record["lr"], step)
+                        writer.add_scalar("train/tokens_per_second", tps, step)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+
+                    last_step = step >= total_steps
+                    end_of_epoch = g == len(groups) - 1
+                    evaluate_due = (step % tc.eval_every_steps == 0) if tc.eval_every_steps else end_of_epoch
+                    if evaluate_due or last_step:
+                        metrics = evaluate_now()
+                        value = metrics[tc.metric]
+                        improved = is_better(tc.metric, value, state["best_metric"])
+                        if improved:
+                            state.update(best_metric=value, best_step=step, evals_without_improvement=0)
+                            best_weights = ckpt.trainable_state(accelerator.unwrap_model(model))
+                        else:
+                            state["evals_without_improvement"] += 1
+                        state["history"].append({"step": step, "epoch": epoch + 1, "accuracy": metrics["accuracy"],
+                                                 "macro_f1": metrics["macro_f1"], "loss": metrics["loss"]})
+                        if writer:
+                            for key in ("accuracy", "macro_f1", "loss"):
+                                writer.add_scalar(f"validation/{key}", metrics[key], step)
+                        bar.write(f"step {step} (epoch {epoch + 1}): validation {summary(metrics)}"
+                                  + ("  * best" if improved else ""))
+                        if tc.early_stopping_patience and state["evals_without_improvement"] >= tc.early_stopping_patience:
+                            state["stop_reason"] = "early_stopping"
+                    if last_step and state["stop_reason"] is None:
+                        cut_short = total_steps < steps_per_epoch * tc.epochs
+                        state["stop_reason"] = "max_steps" if cut_short else "completed"
+                    if state["stop_reason"] is not None or stop.requested:
+                        break
+                    if (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
+                        not tc.checkpoint_every_steps and (evaluate_due or last_step)
+                    ):
+                        log_file.flush()
+                        save_checkpoint()
+                if stop.requested and state["stop_reason"] is None:
+                    log_file.flush()
+                    save_checkpoint()
+                    set_status(run_dir, "interrupted", step=state["global_step"])
+                    raise Interrupted(f"stopped by the user at step {state['global_step']}; continue with: thrifty train --resume {run_dir}")
+                if state["stop_reason"] is not None:
+                    break
+                state["epoch"] += 1
+                state["batch_in_epoch"] = 0
+            if state["stop_reason"] is None:
+                state["stop_reason"] = "completed"
+            log_file.flush()
+            save_checkpoint()  # the finished loop is resumable too, should saving the model fail below
+    except Interrupted:
+        raise
+    except KeyboardInterrupt:
+        set_status(run_dir, "interrupted", step=state["global_step"])
+        raise Interrupted(f"aborted at step {state['global_step']}; continue from the last checkpoint with: thrifty train --resume {run_dir}") from None
+    except BaseException:
+        set_status(run_dir, "failed", step=state["global_step"])
+        raise
+    finally:
+        bar.close()
+        log_file.close()
+        if writer:
+            writer.flush()
+
+    # ---- 7. The best model: restored, evaluated on validation (and test, once), saved.
+    unwrapped = accelerator.unwrap_model(model)
+    if best_weights is not None:
+        ckpt.load_trainable_state(unwrapped, best_weights)
+    results: dict[str, Any] = {"validation": evaluate_now()}
+    if test_ids is not None:
+        results["test"] = evaluate_split(unwrapped, test_ids, data.test.labels, data.label_names, tokenizer.pad_token_id,
+                                         tc.eval_batch_size, device, autocast_dtype)
+    wall = time.perf_counter() - wall_start
+    step_seconds = max(state["step_seconds"], 1e-9)
+    results["train"] = {
+        "seconds": round(wall, 2),
+        "step_seconds": round(state["step_seconds"], 2),
+        "examples": state["examples_seen"],
+        "tokens": state["tokens_seen"],
+        "tokens_per_second": round(state["tokens_seen"] / step_seconds, 1),
+        "examples_per_second": round(state["examples_seen"] / step_seconds, 2),
+        "padding_fraction": round(1 - state["tokens_seen"] / max(1, state["padded_tokens_seen"]), 4),
+        "steps": state["global_step"],
+        "epochs": tc.epochs,
+        "stop_reason": state["stop_reason"],
+        "resumed": checkpoint_path is not None,
+    }
+    results["best"] = {"metric": tc.metric, "value": state["best_metric"], "step": state["best_step"]}
+    results["history"] = state["history"]
+    results["model"] = {"name": config.model.name, "strategy": strategy.name, "total_parameters": strategy.total_parameters,
+                        "trainable_parameters": strategy.trainable_parameters, "max_length": max_length,
+                        "labels": data.label_names, "device": device.type, "precision": accelerator.mixed_precision}
+    if writer:
+        for split in ("validation", "test"):
+            if split in results:
+                writer.add_scalar(f"final/{split}_accuracy", results[split]["accuracy"], state["global_step"])
+        writer.close()
+
+    _save_model(run_dir, unwrapped, tokenizer, config, data.label_names, max_length)
+    with writing(run_dir, "plots"):
+        for split in ("validation", "test"):
+            if split in results:
+                plot_confusion_matrix(results[split]["confusion_matrix"], data.label_names,
+                                      run_dir / f"confusion_matrix_{split}.png", f"{split} ({config.model.name})")
+    write_json(run_dir / "metrics.json", results)  # written last: its presence means the run is complete
+    if not config.output.keep_checkpoints:
+        import shutil
+
+        shutil.rmtree(run_dir / ckpt.CHECKPOINT_DIR, ignore_errors=True)
+    set_status(run_dir, "complete", step=state["global_step"])
+    _log(f"validation: {summary(results['validation'])}")
+    if "test" in results:
+        _log(f"test: {summary(results['test'])}")
+    tr = results["train"]
+    _log(f"trained {tr['steps']} steps in {tr['seconds']:.1f}s ({tr['tokens_per_second']:,.0f} real tokens/s, "
+         f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
+    return RunResult(run_dir, results)
+
+
+def _save_model(run_dir: Path, model, tokenizer, config: Config, label_names: list[str], max_length: int) -> None:
+    """The final model in Hugging Face format (safetensors), plus what predict needs to use it."""
+    import shutil
+
+    final = run_dir / "model"
+    tmp = run_dir / "model.tmp"
+    meta = {"base_model": config.model.name, "strategy": config.strategy.name, "labels": label_names,
+            "max_length": max_length, "text_column": config.data.text_column, "format": "full"}
+    with writing(run_dir, "the model"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        if config.strategy.name == "lora":
+            model.save_pretrained(tmp)  # the adapter and the trained head only: megabytes, not the base model
+            if config.strategy.merge_lora:
+                shutil.rmtree(run_dir / "adapter", ignore_errors=True)
+                tmp.rename(run_dir / "adapter")
+                model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+            else:
+                meta["format"] = "lora_adapter"
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "thrifty.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    """After a resume, steps past the checkpoint are redone: drop their earlier log lines."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _tensorboard(run_dir: Path, config: Config, purge_step: Optional[int]):
+    if not config.tracking.tensorboard:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    interactive = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True,
+                mininterval=0.5 if interactive else 30.0, file=sys.stderr)
