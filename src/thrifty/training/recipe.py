@@ -12,6 +12,7 @@ import contextlib
 import copy
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -190,7 +191,7 @@ def train(
     device_probe = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     accelerator = Accelerator(mixed_precision=_precision(config, device_probe), cpu=device_probe.type == "cpu")
     device = accelerator.device
-    optimizer = make_optimizer(model, tc.learning_rate, tc.weight_decay, device)
+    optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, device)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable_params = [p for p in model.parameters() if p.requires_grad]
 
@@ -204,7 +205,7 @@ def train(
     scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
     effective_batch = tc.batch_size * tc.gradient_accumulation_steps * accelerator.num_processes
     _log(f"training: {len(train_ids)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
-         f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {tc.learning_rate:g}, "
+         f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
          f"device {device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}")
 
     # ---- 5. Loop state, restored from the checkpoint when resuming.
@@ -280,6 +281,7 @@ def train(
                         writer.add_scalar("train/loss", step_loss, step)
                         writer.add_scalar("train/lr", record["lr"], step)
                         writer.add_scalar("train/tokens_per_second", tps, step)
+                    _inject_fault(step)
                     bar.update(1)
                     bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
 
@@ -368,6 +370,7 @@ def train(
     results["history"] = state["history"]
     results["model"] = {"name": config.model.name, "strategy": strategy.name, "total_parameters": strategy.total_parameters,
                         "trainable_parameters": strategy.trainable_parameters, "max_length": max_length,
+                        "learning_rate": config.learning_rate,
                         "labels": data.label_names, "device": device.type, "precision": accelerator.mixed_precision}
     if writer:
         for split in ("validation", "test"):
@@ -423,12 +426,27 @@ def _save_model(run_dir: Path, model, tokenizer, config: Config, label_names: li
 
 
 def _truncate_log(path: Path, last_step: int) -> None:
-    """After a resume, steps past the checkpoint are redone: drop their earlier log lines."""
+    """After a resume, steps past the checkpoint are redone: drop their earlier (possibly half-written) lines."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= last_step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            break  # a line cut by a crash: everything after it is newer than the checkpoint anyway
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def _inject_fault(step: int) -> None:
+    """Testing hook: THRIFTY_FAULT_AT_STEP="5:KILL" (kill -9) or "3:INT" (Ctrl-C) after that optimizer step."""
+    spec = os.environ.get("THRIFTY_FAULT_AT_STEP")
+    if not spec:
+        return
+    at, _, sig = spec.partition(":")
+    if int(at) == step:
+        os.kill(os.getpid(), {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}[sig or "KILL"])
 
 
 def _tensorboard(run_dir: Path, config: Config, purge_step: Optional[int]):

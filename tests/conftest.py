@@ -1,0 +1,92 @@
+"""Shared fixtures: real data paths, a tiny BERT for fast mechanism tests, deliberate thread counts."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded in tests
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+# Two cores: one process, two threads. Tests never run training processes side by side.
+torch.set_num_threads(int(os.environ.get("THRIFTY_TEST_THREADS", "2")))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+
+
+def shared_file(*parts: str) -> Path:
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"{path} is not available (../shared/data is needed for real-data tests)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    from thrifty.models.loading import default_model_dir
+
+    return default_model_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's real tokenizer, deterministically initialised."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).bert.save_pretrained(folder, safe_serialization=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir / name).exists():
+            shutil.copy(minilm_dir / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer Llama-architecture decoder (no pad token, as real decoders ship)."""
+    from transformers import LlamaConfig, LlamaModel
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128,
+                         bos_token_id=101, eos_token_id=102, pad_token_id=None)
+    torch.manual_seed(0)
+    LlamaModel(config).save_pretrained(folder, safe_serialization=True)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(minilm_dir)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def small_csv(tmp_path) -> Path:
+    """A tiny, clean two-class data set with easy-to-learn texts."""
+    rows = ["text,label"]
+    for i in range(40):
+        rows.append(f"I loved this wonderful film number {i},pos")
+        rows.append(f"I hated this terrible film number {i},neg")
+    path = tmp_path / "small.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_config(model_dir: Path, data: Path, **train) -> dict:
+    """A config dict for a fast run of the tiny model."""
+    settings = {"epochs": 2, "batch_size": 8, "learning_rate": 1e-3, "seed": 7, "num_threads": 2}
+    settings.update(train)
+    return {
+        "model": {"name": str(model_dir)},
+        "data": {"train": str(data), "validation_fraction": 0.25},
+        "train": settings,
+        "tracking": {"tensorboard": True},
+    }

@@ -1,0 +1,60 @@
+"""Batching: length-grouped training batches and sorted evaluation batches."""
+
+import random
+
+import torch
+
+from thrifty.data.batching import collate, sorted_batches, training_batches
+
+
+def lengths(n=1000, seed=0):
+    rng = random.Random(seed)
+    return [rng.randint(3, 120) for _ in range(n)]
+
+
+def test_grouped_batches_cover_every_example_once_per_epoch():
+    lens = lengths()
+    for epoch in range(3):
+        batches = training_batches(lens, 32, seed=1, epoch=epoch, group_by_length=True)
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(len(lens)))
+        assert all(1 <= len(b) <= 32 for b in batches)
+
+
+def test_order_depends_only_on_seed_and_epoch():
+    lens = lengths()
+    a = training_batches(lens, 32, seed=1, epoch=2, group_by_length=True)
+    assert a == training_batches(lens, 32, seed=1, epoch=2, group_by_length=True)
+    assert a != training_batches(lens, 32, seed=1, epoch=3, group_by_length=True)
+    assert a != training_batches(lens, 32, seed=2, epoch=2, group_by_length=True)
+
+
+def padded_tokens(batches, lens):
+    return sum(max(lens[i] for i in b) * len(b) for b in batches)
+
+
+def test_grouping_cuts_padding_but_stays_random():
+    lens = lengths(4000)
+    grouped = training_batches(lens, 32, seed=0, epoch=0, group_by_length=True)
+    plain = training_batches(lens, 32, seed=0, epoch=0, group_by_length=False)
+    real = sum(lens)
+    assert padded_tokens(grouped, lens) - real < 0.2 * (padded_tokens(plain, lens) - real)
+    first_lengths = [max(lens[i] for i in b) for b in grouped[:20]]
+    assert first_lengths != sorted(first_lengths, reverse=True)  # batches are shuffled, not longest-first
+
+
+def test_sorted_batches_for_evaluation():
+    lens = lengths(100)
+    batches = sorted_batches(lens, 16)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(100))
+    assert [lens[i] for i in flat] == sorted(lens, reverse=True)
+
+
+def test_collate_pads_to_the_batch_not_the_data_set():
+    ids = [[101, 5, 102], [101, 5, 6, 7, 8, 102], [101, 102]]
+    batch = collate(ids, [0, 2], pad_id=0, labels=[1, 0, 1])
+    assert batch["input_ids"].shape == (2, 3)
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert batch["labels"].tolist() == [1, 1]
+    assert batch["input_ids"].dtype == torch.long
