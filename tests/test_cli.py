@@ -46,7 +46,8 @@ def assert_clean_failure(code, err, fragment, run_dir=None):
 
 @pytest.mark.parametrize("case", [
     "missing_file", "folder", "wrong_column", "empty", "one_class", "unseen_label", "non_utf8",
-    "bad_yaml", "unknown_key", "missing_model", "not_a_transformer", "strategy_misfit", "unwritable_output",
+    "bad_yaml", "unknown_key", "missing_model", "hub_model_offline", "not_a_transformer", "strategy_misfit",
+    "unwritable_output", "bf16_on_cpu",
 ])
 def test_bad_input(case, tmp_path, tiny_bert, capsys):
     data = write(tmp_path / "train.csv", "text,label\n" + good_rows())
@@ -62,6 +63,8 @@ def test_bad_input(case, tmp_path, tiny_bert, capsys):
         "bad_yaml": "malformed YAML",
         "unknown_key": "unknown config key 'train.epochz'",
         "missing_model": "model folder not found",
+        "hub_model_offline": "not in the Hugging Face cache, and the hub is unreachable",
+        "bf16_on_cpu": "train.precision=bf16 needs a GPU",
         "not_a_transformer": "not a transformer model folder",
         "strategy_misfit": "leaves no transformer layer to train",
         "unwritable_output": "is not a writable folder",
@@ -86,6 +89,14 @@ def test_bad_input(case, tmp_path, tiny_bert, capsys):
         sections["train"] = {"epochz": 3}
     elif case == "missing_model":
         sections["model"] = {"name": "./no/such/model"}
+    elif case == "hub_model_offline":
+        sections["model"] = {"name": "someone/not-cached-model"}
+    elif case == "bf16_on_cpu":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, where bf16 is valid")
+        sections["train"] = {"precision": "bf16"}
     elif case == "not_a_transformer":
         (tmp_path / "plain").mkdir()
         sections["model"] = {"name": str(tmp_path / "plain")}
@@ -159,6 +170,11 @@ def test_evaluate_writes_metrics_and_plot(tmp_path, tiny_bert, small_csv, capsys
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["examples"] == 80 and 0.0 <= metrics["accuracy"] <= 1.0
     assert (tmp_path / "ev" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run_main(capsys, ["evaluate", tmp_path / "run", "--data", small_csv, "--output", tmp_path / "ev"])
+    assert_clean_failure(code, err, "already exists")  # earlier results are not overwritten
+    for expected in ("small.csv", "small.csv-2"):
+        code, _, _ = run_main(capsys, ["evaluate", tmp_path / "run", "--data", small_csv])
+        assert code == 0 and (tmp_path / "run" / "evaluations" / expected / "metrics.json").exists()
     bad = write(tmp_path / "bad.csv", "text,label\nsomething,neutral\n")
     code, _, err = run_main(capsys, ["evaluate", tmp_path / "run", "--data", bad])
     assert_clean_failure(code, err, "labels the model was not trained on")

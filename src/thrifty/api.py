@@ -56,7 +56,7 @@ def evaluate(
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
     metrics = classification_metrics(y, logits.argmax(axis=1), predictor.label_names, loss=loss)
     metrics["data"] = {"file": table.source, **counts}
-    out_dir = Path(output) if output else run / "evaluations" / Path(table.source).name
+    out_dir = _evaluation_dir(run, table.source, output)
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
@@ -64,6 +64,23 @@ def evaluate(
                               f"{Path(table.source).name} ({run.name})")
     metrics["output_dir"] = str(out_dir)
     return metrics
+
+
+def _evaluation_dir(run: Path, source: str, output: Optional[str | Path]) -> Path:
+    """Earlier results are never overwritten: a new default folder gets a suffix, a named one must be new."""
+    from thrifty.errors import RunDirError
+
+    if output is not None:
+        out = Path(output)
+        if out.exists() and any(out.iterdir()):
+            raise RunDirError(f"evaluation output {out} already exists and is not empty; choose another --output")
+        return out
+    base = run / "evaluations" / Path(source).name
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
 
 
 def read_metrics(run_dir: str | Path) -> dict[str, Any]:

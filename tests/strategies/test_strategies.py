@@ -98,3 +98,9 @@ def test_pickled_weights_are_refused(tmp_path, tiny_bert):
     (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x04pickle")
     with pytest.raises(ModelError, match="does not load because unpickling can run code"):
         load_classifier(str(tmp_path), LABELS)
+
+
+def test_dropout_override_reaches_the_model(tiny_bert):
+    model, _ = load_classifier(str(tiny_bert), LABELS, dropout=0.0)
+    assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
+    assert model.dropout.p == 0.0  # the classifier's own dropout layer follows (classifier_dropout)

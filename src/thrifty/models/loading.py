@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from pathlib import Path
 from typing import Any, Optional
 
@@ -56,7 +57,34 @@ def resolve_model(name: str) -> str:
         return str(path.resolve())
     if name.startswith((".", "/", "~")) or name.count("/") > 1:  # hub ids are 'name' or 'org/name'
         raise ModelError(f"model folder not found: {name}; check model.name (or use a Hugging Face model id)")
+    if _hub_unreachable():
+        return _from_hub_cache(name)
     return name
+
+
+def _hub_unreachable() -> bool:
+    """Offline (by setting or by fact): decided in milliseconds, instead of a minute of download retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return True
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # a proxy may reach the hub where a direct connection cannot
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+def _from_hub_cache(name: str) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, local_files_only=True)
+    except Exception:  # LocalEntryNotFoundError, or an invalid repo id
+        raise ModelError(
+            f"model '{name}' is not a local folder, not in the Hugging Face cache, and the hub is unreachable; "
+            f"use a local model folder or the packaged default ({DEFAULT_MODEL})"
+        ) from None
 
 
 def _check_safetensors(path: str) -> None:

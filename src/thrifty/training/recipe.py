@@ -143,8 +143,11 @@ def train(
         run_dir = check_new_run_dir(config.output.dir, overwrite)
         checkpoint_path = None
     tc = config.train
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    mixed_precision = _precision(config, torch.device(device_type))
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    model_path = resolve_model(config.model.name)  # a missing model fails here, before the data work
     from transformers import set_seed
 
     set_seed(tc.seed)
@@ -153,10 +156,9 @@ def train(
     data = prepare_data(config.data, tc.seed)
 
     # ---- 2. Model, tokenizer, tokens, strategy.
-    model_path = resolve_model(config.model.name)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     model, new_keys = load_classifier(
-        config.model.name, data.label_names, dropout=tc.dropout,
+        model_path, data.label_names, dropout=tc.dropout,
         trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
     )
     max_length, train_len_stats, how = resolve_max_length(
@@ -188,8 +190,7 @@ def train(
     # ---- 4. Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
     from accelerate import Accelerator
 
-    device_probe = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = Accelerator(mixed_precision=_precision(config, device_probe), cpu=device_probe.type == "cpu")
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device_type == "cpu")
     device = accelerator.device
     optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, device)
     model, optimizer = accelerator.prepare(model, optimizer)

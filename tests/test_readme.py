@@ -1,0 +1,61 @@
+"""The README stays true: every tour command runs, and the test command is what CI runs."""
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def tour_commands() -> list[str]:
+    section = README.split("## Quick tour", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("thrifty ")]
+
+
+def two_commands() -> list[str]:
+    section = README.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return [line.strip() for line in re.findall(r"```text\n(.*?)```", section, flags=re.S)]
+
+
+def test_the_test_command_is_what_ci_runs():
+    setup_and_run, setup_and_test = two_commands()
+    assert setup_and_run.startswith("bash scripts/setup.sh && .venv/bin/thrifty train")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert setup_and_test in ci
+
+
+def test_tour_has_the_main_commands():
+    verbs = {shlex.split(c)[1] for c in tour_commands()}
+    assert {"train", "predict", "evaluate", "config"} <= verbs
+
+
+def test_every_tour_command_runs(tmp_path):
+    if not (SHARED / "sst2").exists():
+        pytest.skip("../shared/data is needed by the tour")
+    # A sandbox that looks like the repository root, so runs/ is created there and not in the checkout.
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name in ("examples", "src"):
+        (root / name).symlink_to(REPO / name)
+    (tmp_path / "shared").symlink_to(SHARED.parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    for command in tour_commands():
+        args = shlex.split(command)[1:]
+        if args[0] == "train":
+            args += ["--no-progress", "--train.num_threads", "2"]
+        result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
+                                capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
+    assert (root / "runs" / "quickstart" / "metrics.json").exists()
+    lines = (root / "runs" / "quickstart-predictions.jsonl").read_text().splitlines()
+    assert len(lines) == len((REPO / "examples" / "questions.txt").read_text().splitlines())
+    assert (root / "runs" / "sst2-small" / "evaluations" / "stsa.binary.test" / "confusion_matrix.png").exists()
