@@ -112,6 +112,7 @@ class TrainConfig:
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
     max_steps: int = 0  # stop after this many optimizer steps; 0 = run all epochs
     group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch
+    cache_frozen_layers: bool = True  # freeze/head: compute frozen layers once, reuse them every epoch
     eval_batch_size: int = 128
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
     num_threads: int = 0  # CPU threads for torch; 0 = all cores

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -11,7 +11,9 @@ from thrifty.data.batching import collate, sorted_batches
 from thrifty.evaluation.metrics import classification_metrics
 
 
-def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None) -> np.ndarray:
+def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None,
+                   forward: Optional[Callable] = None) -> np.ndarray:
+    """Logits in input order. `forward(batch, indices)` replaces `model(**batch).logits` (e.g. cached features)."""
     was_training = model.training
     model.eval()
     num_labels = model.config.num_labels
@@ -22,7 +24,7 @@ def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch
             batch = collate(input_ids, idx, pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = model(**batch).logits
+                logits = forward(batch, idx) if forward is not None else model(**batch).logits
             out[idx] = logits.float().cpu().numpy()
     if was_training:
         model.train()
@@ -37,9 +39,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def evaluate_split(
     model, input_ids, labels: Sequence[int], label_names: list[str], pad_id: int, batch_size: int, device,
-    autocast_dtype: Optional[torch.dtype] = None,
+    autocast_dtype: Optional[torch.dtype] = None, forward: Optional[Callable] = None,
 ) -> dict[str, Any]:
-    logits = predict_logits(model, input_ids, pad_id, batch_size, device, autocast_dtype)
+    logits = predict_logits(model, input_ids, pad_id, batch_size, device, autocast_dtype, forward)
     labels_arr = np.asarray(labels, dtype=np.int64)
     loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels_arr)))
     return classification_metrics(labels_arr, logits.argmax(axis=1), label_names, loss=loss)

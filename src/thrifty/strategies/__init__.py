@@ -11,6 +11,8 @@ whatever is trainable, so a new strategy never touches the loop.
 
 from __future__ import annotations
 
+import contextlib
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +107,17 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     )
 
 
+def pin_eval_mode(module: nn.Module) -> None:
+    """Keep a frozen module in eval mode (no dropout) even when the model around it is put in train mode.
+
+    Frozen layers are then a fixed function of their input: the same output every epoch, which is what
+    makes their output cacheable (training/feature_cache.py) and the cached and recomputed runs identical.
+    """
+    module.train(False)
+    for sub in module.modules():
+        sub.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), sub)
+
+
 def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str]) -> tuple[nn.Module, StrategyInfo]:
     """Set which parameters train; may return a wrapped (PEFT) model."""
     details: dict[str, Any] = {}
@@ -116,6 +129,11 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str])
         for n, p in model.named_parameters():
             p.requires_grad_(n in head)
         details["trained"] = sorted({n.rsplit(".", 1)[0] for n in head})
+        with contextlib.suppress(ModelError):  # an unusual model keeps dropout in its frozen body
+            layers = find_layers(model)
+            for module in _embedding_modules(model) + list(layers):
+                pin_eval_mode(module)
+            details["frozen_layers"] = len(layers)
     elif config.name == "freeze":
         layers = find_layers(model)
         frozen = config.frozen_layers if config.frozen_layers is not None else len(layers) // 2
@@ -129,6 +147,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str])
         for module in _embedding_modules(model) + [layers[i] for i in range(frozen)]:
             for p in module.parameters():
                 p.requires_grad_(False)
+            pin_eval_mode(module)
         details.update(frozen_layers=frozen, of_layers=len(layers))
     elif config.name == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
