@@ -79,7 +79,7 @@ def main() -> None:
     for name, row in rows.items():
         test = row["test"]
         test_cells = f"{test['accuracy']:.4f} | {test['macro_f1']:.4f}" if test else "held out | held out"
-        best_epoch = next((h["epoch"] for h in row["history"] if h["step"] == row["best"]["step"]), "-")
+        best_epoch = next((round(h["epoch"]) for h in row["history"] if h["step"] == row["best"]["step"]), "-")
         lines.append(
             f"| {name} | {row['validation']['accuracy']:.4f} | {row['validation']['macro_f1']:.4f} | "
             f"{test_cells} | {best_epoch} | "

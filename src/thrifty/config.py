@@ -109,6 +109,7 @@ class TrainConfig:
     eval_every_steps: int = 0  # 0 = evaluate at the end of each epoch
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"  # for early stopping and the best model
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
+    stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
     max_steps: int = 0  # stop after this many optimizer steps; 0 = run all epochs
     group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch

@@ -201,3 +201,11 @@ def test_merged_lora_gives_the_same_predictions_as_the_adapter(tiny_bert, small_
     predictor.model = PeftModel.from_pretrained(base, str(tmp_path / "run" / "adapter")).eval()
     adapter = predictor.predict(["I loved this wonderful film"])[0]["probabilities"]
     assert adapter == pytest.approx(merged, abs=1e-5)
+
+
+def test_stop_at_metric_ends_the_run_when_the_target_is_reached(tiny_bert, small_csv, tmp_path):
+    config = tiny_config(tiny_bert, small_csv, epochs=20, eval_every_steps=2, stop_at_metric=0.0)
+    result = thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert result.metrics["train"]["stop_reason"] == "target_reached"
+    assert result.metrics["train"]["steps"] == 2  # the first evaluation already meets an accuracy of 0
+    assert result.metrics["best"]["seconds"] == result.metrics["history"][0]["seconds"] > 0

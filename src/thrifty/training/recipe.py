@@ -227,7 +227,7 @@ def train(
     state: dict[str, Any] = {
         "global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
         "evals_without_improvement": 0, "history": [], "tokens_seen": 0, "padded_tokens_seen": 0,
-        "examples_seen": 0, "step_seconds": 0.0, "stop_reason": None,
+        "examples_seen": 0, "step_seconds": 0.0, "eval_seconds": 0.0, "stop_reason": None,
     }
     best_weights: Optional[dict[str, torch.Tensor]] = None
     if checkpoint_path is not None:
@@ -313,7 +313,9 @@ def train(
                     end_of_epoch = g == len(groups) - 1
                     evaluate_due = (step % tc.eval_every_steps == 0) if tc.eval_every_steps else end_of_epoch
                     if evaluate_due or last_step:
+                        t_eval = time.perf_counter()
                         metrics = evaluate_now()
+                        state["eval_seconds"] += time.perf_counter() - t_eval
                         value = metrics[tc.metric]
                         improved = is_better(tc.metric, value, state["best_metric"])
                         if improved:
@@ -321,8 +323,11 @@ def train(
                             best_weights = ckpt.trainable_state(accelerator.unwrap_model(model))
                         else:
                             state["evals_without_improvement"] += 1
-                        state["history"].append({"step": step, "epoch": epoch + 1, "accuracy": metrics["accuracy"],
-                                                 "macro_f1": metrics["macro_f1"], "loss": metrics["loss"]})
+                        spent = state["step_seconds"] + state["eval_seconds"] + cache_seconds
+                        state["history"].append({"step": step, "epoch": round(epoch + (g + 1) / len(groups), 3),
+                                                 "accuracy": metrics["accuracy"],
+                                                 "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],
+                                                 "seconds": round(spent, 2)})  # training + evaluation so far
                         if writer:
                             for key in ("accuracy", "macro_f1", "loss"):
                                 writer.add_scalar(f"validation/{key}", metrics[key], step)
@@ -330,6 +335,8 @@ def train(
                                   + ("  * best" if improved else ""))
                         if tc.early_stopping_patience and state["evals_without_improvement"] >= tc.early_stopping_patience:
                             state["stop_reason"] = "early_stopping"
+                        if tc.stop_at_metric is not None and not is_better(tc.metric, tc.stop_at_metric, value):
+                            state["stop_reason"] = "target_reached"  # value is at least as good as the target
                     if last_step and state["stop_reason"] is None:
                         cut_short = total_steps < steps_per_epoch * tc.epochs
                         state["stop_reason"] = "max_steps" if cut_short else "completed"
@@ -393,7 +400,8 @@ def train(
         "stop_reason": state["stop_reason"],
         "resumed": checkpoint_path is not None,
     }
-    results["best"] = {"metric": tc.metric, "value": state["best_metric"], "step": state["best_step"]}
+    results["best"] = {"metric": tc.metric, "value": state["best_metric"], "step": state["best_step"],
+                       "seconds": next((h["seconds"] for h in state["history"] if h["step"] == state["best_step"]), None)}
     results["history"] = state["history"]
     results["model"] = {"name": config.model.name, "strategy": strategy.name, "total_parameters": strategy.total_parameters,
                         "trainable_parameters": strategy.trainable_parameters, "max_length": max_length,
