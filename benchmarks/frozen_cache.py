@@ -21,9 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = (REPO / ".." / "shared" / "data" / "sst2").resolve()
-RESULTS = REPO / "benchmarks" / "results"
+from common import REPO, SST2, machine, write_results
 VARIANTS = {
     "full": {"name": "full"},
     "freeze-4-recompute": {"name": "freeze", "frozen_layers": 4, "cache": False},
@@ -81,24 +79,19 @@ def main() -> None:
         later = sum(row["epoch_seconds"][1:]) / max(1, args.epochs - 1)
         row["later_epoch_seconds"] = round(later, 2)
         row["later_epoch_speedup_vs_full"] = round(full_later / later, 2)
-    import torch
-
-    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "threads": args.threads, "torch": torch.__version__,
+    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": machine(args.threads),
            "setup": {"data": f"SST-2 train, {args.examples} sentences (seeded sample)", "epochs": args.epochs,
                      "batch_size": 32, "model": "all-MiniLM-L6-v2 (6 layers)"},
            "variants": results}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "frozen_cache.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [f"# Frozen-layer caching ({out['date']})", "",
              f"SST-2 train ({args.examples} sentences), {args.epochs} epochs, batch 32, all-MiniLM-L6-v2, "
-             f"{args.threads} threads, torch {out['torch']}. Epoch 1 includes building the cache.", "",
+             f"{out['machine']['cpu']}, {args.threads} threads, torch {out['machine']['torch']}. Epoch 1 includes building the cache.", "",
              "| variant | trainable params | epoch seconds | later epoch vs full | dev accuracy |",
              "| --- | --- | --- | --- | --- |"]
     for name, row in results.items():
         lines.append(f"| {name} | {row['trainable_parameters'] / 1e6:.2f}M | {', '.join(map(str, row['epoch_seconds']))} | "
                      f"{row['later_epoch_speedup_vs_full']:.2f}x | {row['dev_accuracy']:.4f} |")
-    (RESULTS / "frozen_cache.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("frozen_cache", out, lines)
 
 
 if __name__ == "__main__":

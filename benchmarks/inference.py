@@ -11,15 +11,12 @@ Results: benchmarks/results/inference.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = (REPO / ".." / "shared" / "data" / "sst2").resolve()
-RESULTS = REPO / "benchmarks" / "results"
+from common import SST2, machine, read_sst2, write_results
 
 
 def main() -> None:
@@ -35,8 +32,8 @@ def main() -> None:
     from thrifty.inference.predictor import Predictor
     from transformers import pipeline
 
-    texts = [line.partition(" ")[2] for line in (SST2 / "stsa.binary.test").read_text().splitlines() if line.strip()]
-    labels = [line.partition(" ")[0] for line in (SST2 / "stsa.binary.test").read_text().splitlines() if line.strip()]
+    texts, int_labels = read_sst2("stsa.binary.test")
+    labels = [str(y) for y in int_labels]
     with tempfile.TemporaryDirectory() as tmp:
         run = thrifty.train({"data": {"train": str(SST2 / "stsa.binary.train"), "validation": str(SST2 / "stsa.binary.dev"),
                                       "max_train_examples": 1000},
@@ -67,18 +64,15 @@ def main() -> None:
             for name, t in timings.items()}
     ratios = {f"thrifty_vs_{n}": round(rows["thrifty"]["texts_per_second"] / rows[n]["texts_per_second"], 2)
               for n in rows if n != "thrifty"}
-    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "texts": len(texts), "threads": args.threads,
-           "torch": torch.__version__, "systems": rows, "ratios": ratios}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "inference.json").write_text(json.dumps(out, indent=2) + "\n")
+    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "texts": len(texts), "machine": machine(args.threads),
+           "systems": rows, "ratios": ratios}
     lines = [f"# Inference, thrifty vs pipeline ({out['date']})", "",
-             f"SST-2 test, {len(texts)} sentences, all-MiniLM-L6-v2 fine-tuned, {args.threads} threads, torch {out['torch']}.", "",
+             f"SST-2 test, {len(texts)} sentences, all-MiniLM-L6-v2 fine-tuned; {out['machine']['cpu']}, {args.threads} threads, torch {out['machine']['torch']}.", "",
              "| system | seconds | texts/s | test accuracy (same model) |", "| --- | --- | --- | --- |"]
     for name, row in rows.items():
         lines.append(f"| {name} | {row['seconds']:.2f} | {row['texts_per_second']:.1f} | {row['test_accuracy']:.4f} |")
     lines += ["", "Ratios: " + ", ".join(f"{k} = {v:.2f}x" for k, v in ratios.items())]
-    (RESULTS / "inference.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("inference", out, lines)
 
 
 if __name__ == "__main__":

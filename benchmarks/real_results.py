@@ -12,34 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, machine, write_results
+
 RUNS = REPO / "benchmarks" / "runs"
-RESULTS = REPO / "benchmarks" / "results"
 EXPERIMENTS = {
     "sst2-full": ["examples/sst2.yaml"],
     "banking77-full": ["examples/banking77.yaml"],
 }
-
-
-def machine() -> dict:
-    import torch
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads()}
 
 
 def run(name: str, args: list[str], threads: int) -> None:
@@ -69,9 +52,7 @@ def main() -> None:
             "train": metrics["train"], "best": metrics["best"],
             "history": metrics["history"], "model": {k: v for k, v in metrics["model"].items() if k != "labels"},
         }
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "runs": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "real_results.json").write_text(json.dumps(result, indent=2) + "\n")
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": machine(args.threads), "runs": rows}
     lines = [f"# Real results ({result['date']})", "",
              f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, torch {result['machine']['torch']}, fp32.", "",
              "| run | validation acc | validation macro-F1 | test acc | test macro-F1 | best epoch | wall s | real tokens/s | padding |",
@@ -85,8 +66,7 @@ def main() -> None:
             f"{test_cells} | {best_epoch} | "
             f"{row['train']['seconds']:.0f} | {row['train']['tokens_per_second']:,.0f} | {100 * row['train']['padding_fraction']:.1f}% |")
     lines += ["", "Commands:", ""] + [f"- `{row['command']}`" for row in rows.values()]
-    (RESULTS / "real_results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("real_results", result, lines)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = (REPO / ".." / "shared" / "data" / "sst2").resolve()
-RESULTS = REPO / "benchmarks" / "results"
+from common import REPO, machine, read_sst2, write_results
+
 TARGET, MAX_EPOCHS = 0.87, 3
-
-
-def read(name: str):
-    rows = [line.partition(" ") for line in (SST2 / name).read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [r[2] for r in rows], [int(r[0]) for r in rows]
 
 
 def run_trainer() -> dict:
@@ -48,7 +42,7 @@ def run_trainer() -> dict:
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
 
     def dataset(name):
-        texts, labels = read(name)
+        texts, labels = read_sst2(name)
         enc = tokenizer(texts, truncation=True, max_length=128)
         return [{"input_ids": i, "attention_mask": m, "labels": y} for i, m, y in zip(enc["input_ids"], enc["attention_mask"], labels)]
 
@@ -117,22 +111,18 @@ def main() -> None:
         results[system]["seconds_to_target"] = hit["seconds"] if hit else None
         print(system, results[system], flush=True)
     a, b = results["thrifty"]["seconds_to_target"], results["trainer"]["seconds_to_target"]
-    import torch
 
-    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "target": TARGET, "threads": args.threads, "torch": torch.__version__,
+    out = {"date": time.strftime("%Y-%m-%d %H:%M"), "target": TARGET, "machine": machine(args.threads),
            "systems": results, "ratio_thrifty_over_trainer": round(a / b, 3) if a and b else None}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "time_to_accuracy.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [f"# Time to {TARGET} SST-2 dev accuracy ({out['date']})", "",
-             f"all-MiniLM-L6-v2, full SST-2 train, {args.threads} threads, torch {out['torch']}, fp32; seconds of training + evaluation.", "",
+             f"all-MiniLM-L6-v2, full SST-2 train; {out['machine']['cpu']}, {args.threads} threads, torch {out['machine']['torch']}, fp32; seconds of training + evaluation.", "",
              "| system | seconds to target | evaluations (epoch: accuracy @ seconds) |", "| --- | --- | --- |"]
     for name, row in results.items():
         evals = "; ".join(f"{h['epoch']:.2f}: {h['accuracy']:.4f} @ {h['seconds']:.0f}s" for h in row["history"])
         target = f"{row['seconds_to_target']:.0f}" if row["seconds_to_target"] else "not reached"
         lines.append(f"| {name} | {target} | {evals} |")
     lines += ["", f"Ratio thrifty / Trainer: {out['ratio_thrifty_over_trainer']}"]
-    (RESULTS / "time_to_accuracy.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("time_to_accuracy", out, lines)
 
 
 if __name__ == "__main__":

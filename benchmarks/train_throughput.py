@@ -29,23 +29,19 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SST2 = (REPO / ".." / "shared" / "data" / "sst2").resolve()
-RESULTS = REPO / "benchmarks" / "results"
+from common import REPO, SST2, machine, read_sst2, write_results
+
 SYSTEMS = ("trainer-default", "thrifty", "trainer-grouped")
 BATCH, LR, MAX_LENGTH, SEED = 32, 1e-4, 128, 0
 
 
-def load_lines(path: Path) -> list[tuple[int, str]]:
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        label, _, text = line.partition(" ")
-        rows.append((int(label), text))
-    return rows
+def load_lines(name: str) -> list[tuple[int, str]]:
+    texts, labels = read_sst2(name)
+    return list(zip(labels, texts))
 
 
 def subset(n: int | None) -> list[tuple[int, str]]:
-    rows = load_lines(SST2 / "stsa.binary.train")
+    rows = load_lines("stsa.binary.train")
     if n is not None and n < len(rows):
         rows = random.Random(SEED).sample(rows, n)
     return rows
@@ -69,14 +65,13 @@ def dev_accuracy(model, tokenizer) -> float:
     from thrifty.data.tokenize import encode
     from thrifty.evaluation.evaluate import evaluate_split
 
-    dev = load_lines(SST2 / "stsa.binary.dev")
+    dev = load_lines("stsa.binary.dev")
     ids = encode(tokenizer, [t for _, t in dev], MAX_LENGTH)
     metrics = evaluate_split(model, ids, [y for y, _ in dev], ["0", "1"], tokenizer.pad_token_id, 128, torch.device("cpu"))
     return metrics["accuracy"]
 
 
 def run_trainer(rows, grouped: bool) -> dict:
-    import torch
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, set_seed)
 
@@ -168,19 +163,6 @@ def model_flops(lengths: list[int]) -> float:
     return sum(6 * non_embedding * n + 12 * layers * d * n * n for n in lengths)
 
 
-def machine(threads: int) -> dict:
-    import platform
-
-    import torch
-
-    cpu = platform.processor()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="all 6,920 sentences, 3 rounds")
@@ -233,9 +215,7 @@ def main() -> None:
                         "max_length": MAX_LENGTH, "rounds": rounds, "precision": "fp32"},
               "machine": machine(args.threads), "matmul_peak_gflops": round(peak / 1e9, 1),
               "systems": summary, "ratios": ratios}
-    RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "train_throughput" + ("_full" if args.full else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [f"# Training throughput, thrifty vs Trainer ({result['date']}, {result['mode']})", "",
              f"{result['machine']['cpu']}, {args.threads} threads, torch {result['machine']['torch']}; "
              f"SST-2 train ({n or 'all'} sentences), 1 epoch, batch {BATCH}, lr {LR:g}, max length {MAX_LENGTH}, fp32; "
@@ -247,8 +227,7 @@ def main() -> None:
                      f"{row['real_tokens_per_second']:,.0f} | {100 * row['padding_fraction']:.1f}% | "
                      f"{100 * row['mfu']:.1f}% | {', '.join(f'{a:.3f}' for a in row['dev_accuracy'])} |")
     lines += ["", "Ratios (real tokens/s): " + ", ".join(f"{k} = {v:.2f}x" for k, v in ratios.items())]
-    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(stem, result, lines)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ so "learned" means better than both chance and the untrained network.
 """
 
 import numpy as np
-import pytest
 
 import thrifty
 from thrifty.config import DataConfig
