@@ -119,9 +119,11 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert result.stderr.strip() == "thrifty: error: train.epochs must be an integer, got 'zero'"
 
 
-def test_debug_flag_shows_the_traceback(capsys):
+@pytest.mark.parametrize("args", [["--debug", "train", "--train.epochs", "zero"],
+                                  ["train", "--train.epochs", "zero", "--debug"]])
+def test_debug_flag_shows_the_traceback(args):
     with pytest.raises(Exception, match="must be an integer"):
-        main(["--debug", "train", "--train.epochs", "zero"])
+        main(args)
 
 
 def test_megabyte_text_trains_with_the_cut_reported(tmp_path, tiny_bert, capsys):

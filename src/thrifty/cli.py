@@ -11,7 +11,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -46,10 +45,12 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers for text classification, cheaply.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common = argparse.ArgumentParser(add_help=False)  # so `thrifty train ... --debug` works as well
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="fine-tune a model from a YAML config", epilog=EPILOG_TRAIN,
+    p = sub.add_parser("train", parents=[common], help="fine-tune a model from a YAML config", epilog=EPILOG_TRAIN,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults on the bundled Banking77 sample)")
     p.add_argument("--output", help="run folder (default: output.dir of the config)")
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", help="metrics and a confusion-matrix plot of a finished run on a labelled file")
+    p = sub.add_parser("evaluate", parents=[common], help="metrics and a confusion-matrix plot of a finished run on a labelled file")
     p.add_argument("run_dir")
     p.add_argument("--data", required=True, help="labelled file (any supported format)")
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png (default: RUN_DIR/evaluations/FILE)")
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--batch-size", type=int, default=128)
 
-    p = sub.add_parser("predict", help="labels and probabilities for new texts")
+    p = sub.add_parser("predict", parents=[common], help="labels and probabilities for new texts")
     p.add_argument("run_dir")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="a text to classify (repeatable); results go to stdout as JSON lines")
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int, default=128)
 
-    sub.add_parser("config", help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
+    sub.add_parser("config", parents=[common], help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
         "config", nargs="?")
     return parser
 
@@ -110,7 +111,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     from thrifty.data.readers import read_table
     from thrifty.inference.predictor import Predictor
-    from thrifty.training.run_dir import writing
+    from thrifty.training.run_dir import atomic_write_text, writing
 
     out_path = Path(args.output) if args.output else None
     if out_path is not None:
@@ -140,11 +141,9 @@ def _cmd_predict(args) -> int:
         for text, result in zip(texts, results):
             writer.writerow([text, result["label"], f"{result['score']:.6f}"]
                             + [f"{result['probabilities'][n]:.6f}" for n in predictor.label_names])
-    tmp = out_path.with_name(out_path.name + ".tmp")
     with writing(out_path.parent, out_path.name):
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.replace(tmp, out_path)
+    atomic_write_text(out_path, buffer.getvalue())  # a crash mid-write never leaves half a results file
     print(f"wrote {len(results)} predictions to {out_path}", file=sys.stderr)
     return 0
 
