@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -81,7 +80,3 @@ def _evaluation_dir(run: Path, source: str, output: Optional[str | Path]) -> Pat
         n += 1
         out = base.with_name(f"{base.name}-{n}")
     return out
-
-
-def read_metrics(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
