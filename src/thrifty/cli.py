@@ -111,7 +111,7 @@ def _cmd_evaluate(args) -> int:
 def _cmd_predict(args) -> int:
     from thrifty.data.readers import read_table
     from thrifty.inference.predictor import Predictor
-    from thrifty.training.run_dir import atomic_write_text, writing
+    from thrifty.training.run_dir import atomic_write_text
 
     out_path = Path(args.output) if args.output else None
     if out_path is not None:
@@ -141,8 +141,6 @@ def _cmd_predict(args) -> int:
         for text, result in zip(texts, results):
             writer.writerow([text, result["label"], f"{result['score']:.6f}"]
                             + [f"{result['probabilities'][n]:.6f}" for n in predictor.label_names])
-    with writing(out_path.parent, out_path.name):
-        out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_path, buffer.getvalue())  # a crash mid-write never leaves half a results file
     print(f"wrote {len(results)} predictions to {out_path}", file=sys.stderr)
     return 0

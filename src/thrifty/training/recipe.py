@@ -198,7 +198,7 @@ def train(
     trainable_params = [p for p in model.parameters() if p.requires_grad]
 
     # Frozen layers are a fixed function of the text: compute them once, not once per epoch.
-    cache, features, cache_seconds = None, {}, 0.0
+    cache, features, cache_seconds, cache_bytes = None, {}, 0.0, 0
     unwrapped_model = accelerator.unwrap_model(model)
     if (config.strategy.name in ("freeze", "head") and tc.cache_frozen_layers and "frozen_layers" in strategy.details
             and FrozenFeatureCache.supported(unwrapped_model)):
@@ -207,7 +207,8 @@ def train(
         features = {"train": cache.compute(train_ids, tokenizer.pad_token_id, tc.eval_batch_size, device),
                     "validation": cache.compute(val_ids, tokenizer.pad_token_id, tc.eval_batch_size, device)}
         cache_seconds = time.perf_counter() - t0
-        _log(f"frozen-layer cache: {cache.frozen_layers} layers, {sum(f.nbytes for f in features.values()) / 2**20:.1f} MiB, "
+        cache_bytes = sum(f.nbytes for f in features.values())
+        _log(f"frozen-layer cache: {cache.frozen_layers} layers, {cache_bytes / 2**20:.1f} MiB, "
              f"built in {cache_seconds:.1f}s; later epochs skip those layers")
 
     train_lengths = [len(ids) for ids in train_ids]
@@ -243,14 +244,17 @@ def train(
     writer = _tensorboard(run_dir, config, purge_step=state["global_step"] if checkpoint_path else None)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
 
-    def forward_cached(split: str):
+    def forward_for(split: str):
+        """`(batch, indices) -> logits` for one split: through the frozen-layer cache where there is one."""
         if cache is None:
-            return None
+            return lambda batch, idx: model(**batch).logits
         return lambda batch, idx: cache.forward(model, features[split], idx, batch)
+
+    train_forward, validation_forward = forward_for("train"), forward_for("validation")
 
     def evaluate_now() -> dict[str, Any]:
         return evaluate_split(model, val_ids, data.validation.labels, data.label_names, tokenizer.pad_token_id,
-                              tc.eval_batch_size, device, autocast_dtype, forward_cached("validation"))
+                              tc.eval_batch_size, device, autocast_dtype, validation_forward)
 
     def save_checkpoint() -> None:
         ckpt.save_checkpoint(run_dir, accelerator.unwrap_model(model), best_weights, optimizer, scheduler, state)
@@ -276,10 +280,7 @@ def train(
                                  collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels).items()}
                         labels = batch.pop("labels")
                         with accelerator.autocast():
-                            if cache is not None:
-                                logits = cache.forward(model, features["train"], idx, batch)
-                            else:
-                                logits = model(**batch).logits
+                            logits = train_forward(batch, idx)
                         loss = torch.nn.functional.cross_entropy(logits.float(), labels) / len(groups[g])
                         accelerator.backward(loss)
                         step_loss += loss.item()
@@ -389,7 +390,7 @@ def train(
         "seconds": round(wall, 2),
         "step_seconds": round(state["step_seconds"], 2),
         "cache_seconds": round(cache_seconds, 3),
-        "frozen_cache": {"layers": cache.frozen_layers, "bytes": sum(f.nbytes for f in features.values())} if cache else None,
+        "frozen_cache": {"layers": cache.frozen_layers, "bytes": cache_bytes} if cache else None,
         "examples": state["examples_seen"],
         "tokens": state["tokens_seen"],
         "tokens_per_second": round(state["tokens_seen"] / step_seconds, 1),

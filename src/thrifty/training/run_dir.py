@@ -66,6 +66,7 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with writing(path.parent, path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
 
