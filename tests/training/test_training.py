@@ -33,6 +33,19 @@ def test_golden_losses(tiny_bert, small_csv, tmp_path):
     assert got == pytest.approx(GOLDEN_LOSSES, abs=2e-4)
 
 
+def test_losses_read_back_in_batches_are_the_same_log(tiny_bert, small_csv, tmp_path):
+    # The GPU path reads losses back every N steps instead of every step; the log must not change.
+    each = thrifty.train(tiny_config(tiny_bert, small_csv), output=tmp_path / "each", progress=False)
+    batched = thrifty.train(tiny_config(tiny_bert, small_csv, sync_every_steps=4), output=tmp_path / "batched", progress=False)
+    lines = [json.loads(l) for l in (batched.run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines] == list(range(1, batched.metrics["train"]["steps"] + 1))
+    assert losses(batched.run_dir) == losses(each.run_dir)
+    assert [l["grad_norm"] for l in lines] == [json.loads(l)["grad_norm"] for l in
+                                                (each.run_dir / "train_log.jsonl").read_text().splitlines()]
+    assert all(l["seconds"] > 0 for l in lines)
+    assert [h["accuracy"] for h in batched.metrics["history"]] == [h["accuracy"] for h in each.metrics["history"]]
+
+
 def test_same_seed_same_losses_other_seed_differs(tiny_bert, small_csv, tmp_path):
     a = thrifty.train(tiny_config(tiny_bert, small_csv, epochs=1), output=tmp_path / "a", progress=False)
     b = thrifty.train(tiny_config(tiny_bert, small_csv, epochs=1), output=tmp_path / "b", progress=False)

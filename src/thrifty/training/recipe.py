@@ -261,6 +261,33 @@ def train(
 
     bar = _progress_bar(total_steps, state["global_step"], progress)
     log_file = open(run_dir / "train_log.jsonl", "a", encoding="utf-8")
+    # On a GPU every .item() makes the CPU wait for the GPU, so per-step losses stay on the device and are
+    # read back together every `sync_every` steps (and before every evaluation, checkpoint and stop).
+    # On the CPU there is nothing to wait for: every step is logged as it ends, with its exact time.
+    sync_every = tc.sync_every_steps or (1 if device.type == "cpu" else 50)
+    pending: list[tuple[dict[str, Any], torch.Tensor, Optional[torch.Tensor]]] = []
+    window_start = time.perf_counter()
+
+    def flush_steps() -> None:
+        if not pending:
+            return
+        values = torch.stack([torch.stack([loss, norm if norm is not None else torch.zeros_like(loss)])
+                              for _, loss, norm in pending]).tolist()  # the one wait for the device
+        elapsed = time.perf_counter() - window_start
+        state["step_seconds"] += elapsed
+        tps = state["tokens_seen"] / max(state["step_seconds"], 1e-9)
+        for (record, _, norm), (loss, grad_norm) in zip(pending, values):
+            record.update(loss=loss, grad_norm=grad_norm if norm is not None else None,
+                          seconds=round(elapsed / len(pending), 4), tokens_per_second=round(tps, 1))
+            log_file.write(json.dumps(record) + "\n")
+            if writer:
+                writer.add_scalar("train/loss", loss, record["step"])
+                writer.add_scalar("train/lr", record["lr"], record["step"])
+                writer.add_scalar("train/tokens_per_second", tps, record["step"])
+        bar.set_postfix(epoch=pending[-1][0]["epoch"], loss=f"{values[-1][0]:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
+        pending.clear()
+
+    pin = device.type == "cuda"
     model.train()
     try:
         with _StopFlag() as stop:
@@ -273,46 +300,42 @@ def train(
                 accum = tc.gradient_accumulation_steps
                 groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
                 for g in range(state["batch_in_epoch"] // accum, len(groups)):
-                    t0 = time.perf_counter()
-                    step_loss = 0.0
+                    if not pending:  # a new timing window: evaluation and checkpoint time stay out of it
+                        window_start = time.perf_counter()
+                    step_loss = torch.zeros((), device=device)
                     for idx in groups[g]:
-                        batch = {k: v.to(device, non_blocking=True) for k, v in
-                                 collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels).items()}
+                        cpu_batch = collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels)
+                        state["tokens_seen"] += int(cpu_batch["attention_mask"].sum())  # counted on the CPU: no wait
+                        state["padded_tokens_seen"] += cpu_batch["attention_mask"].numel()
+                        state["examples_seen"] += len(idx)
+                        batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in cpu_batch.items()}
                         labels = batch.pop("labels")
                         with accelerator.autocast():
                             logits = train_forward(batch, idx)
                         loss = torch.nn.functional.cross_entropy(logits.float(), labels) / len(groups[g])
                         accelerator.backward(loss)
-                        step_loss += loss.item()
-                        state["tokens_seen"] += int(batch["attention_mask"].sum())
-                        state["padded_tokens_seen"] += batch["attention_mask"].numel()
-                        state["examples_seen"] += len(idx)
+                        step_loss += loss.detach()
                     grad_norm = None
                     if tc.max_grad_norm > 0:
-                        grad_norm = float(accelerator.clip_grad_norm_(trainable_params, tc.max_grad_norm))
+                        grad_norm = accelerator.clip_grad_norm_(trainable_params, tc.max_grad_norm).detach()
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    step_time = time.perf_counter() - t0
-                    state["step_seconds"] += step_time
                     state["global_step"] += 1
                     state["batch_in_epoch"] = min(len(batches), (g + 1) * accum)
                     step = state["global_step"]
-                    tps = state["tokens_seen"] / max(state["step_seconds"], 1e-9)
-                    record = {"step": step, "epoch": epoch + 1, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
-                              "grad_norm": grad_norm, "seconds": round(step_time, 4), "tokens_per_second": round(tps, 1)}
-                    log_file.write(json.dumps(record) + "\n")
-                    if writer:
-                        writer.add_scalar("train/loss", step_loss, step)
-                        writer.add_scalar("train/lr", record["lr"], step)
-                        writer.add_scalar("train/tokens_per_second", tps, step)
-                    _inject_fault(step)
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{step_loss:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
-
+                    pending.append(({"step": step, "epoch": epoch + 1, "loss": None, "lr": scheduler.get_last_lr()[0]},
+                                    step_loss, grad_norm))
                     last_step = step >= total_steps
                     end_of_epoch = g == len(groups) - 1
                     evaluate_due = (step % tc.eval_every_steps == 0) if tc.eval_every_steps else end_of_epoch
+                    checkpoint_due = (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
+                        not tc.checkpoint_every_steps and (evaluate_due or last_step))
+                    if len(pending) >= sync_every or evaluate_due or last_step or checkpoint_due or stop.requested:
+                        flush_steps()
+                    _inject_fault(step)
+                    bar.update(1)
+
                     if evaluate_due or last_step:
                         t_eval = time.perf_counter()
                         metrics = evaluate_now()
@@ -343,12 +366,11 @@ def train(
                         state["stop_reason"] = "max_steps" if cut_short else "completed"
                     if state["stop_reason"] is not None or stop.requested:
                         break
-                    if (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
-                        not tc.checkpoint_every_steps and (evaluate_due or last_step)
-                    ):
+                    if checkpoint_due:
                         log_file.flush()
                         save_checkpoint()
                 if stop.requested and state["stop_reason"] is None:
+                    flush_steps()
                     log_file.flush()
                     save_checkpoint()
                     set_status(run_dir, "interrupted", step=state["global_step"])
@@ -359,6 +381,7 @@ def train(
                 state["batch_in_epoch"] = 0
             if state["stop_reason"] is None:
                 state["stop_reason"] = "completed"
+            flush_steps()
             log_file.flush()
             save_checkpoint()  # the finished loop is resumable too, should saving the model fail below
     except Interrupted:
