@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded in tests
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Caches written by tests (token ids, converted models) go to a throwaway folder, not the user's ~/.cache.
+os.environ.setdefault("THRIFTY_CACHE_DIR", tempfile.mkdtemp(prefix="thrifty-test-cache-"))
 
 import torch  # noqa: E402
 

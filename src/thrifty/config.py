@@ -57,6 +57,7 @@ class DataConfig:
     encoding_errors: Literal["error", "replace"] = "error"  # non-UTF-8 bytes: fail with line numbers, or U+FFFD
     max_chars: int = 100_000  # longer texts are cut to this many characters (counted in the report)
     labels: Optional[list[str]] = None  # fixes the label order; default: sorted labels of the training set
+    cache_tokens: bool = True  # keep token ids in ~/.cache/thrifty/tokens (THRIFTY_CACHE_DIR), keyed by a hash
 
     def validate(self) -> None:
         if not 0.0 < self.validation_fraction < 0.9:
@@ -114,6 +115,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimizer steps; 0 = run all epochs
     group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch
     cache_frozen_layers: bool = True  # freeze/head: compute frozen layers once, reuse them every epoch
+    prune_last_layer: bool = True  # BERT/RoBERTa: last layer only for [CLS], the one position the head reads
     eval_batch_size: int = 128
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
     num_threads: int = 0  # CPU threads for torch; 0 = all cores

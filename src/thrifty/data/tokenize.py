@@ -68,10 +68,11 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return [list(ids) for ids in out["input_ids"]]
 
 
-def resolve_max_length(tokenizer, model_config, train_texts: list[str], configured: Optional[int], percentile: float):
-    """Returns (max_length, train length stats, how it was chosen)."""
+def resolve_max_length(tokenizer, model_config, train_texts: list[str], configured: Optional[int], percentile: float,
+                       lengths: Optional[np.ndarray] = None):
+    """Returns (max_length, train length stats, how it was chosen); `lengths` if already known."""
     limit = model_length_limit(tokenizer, model_config)
-    lengths = token_lengths(tokenizer, train_texts)
+    lengths = token_lengths(tokenizer, train_texts) if lengths is None else lengths
     if configured is not None:
         chosen, how = min(configured, limit), "configured" + (f" (capped at the model limit {limit})" if configured > limit else "")
     else:

@@ -15,6 +15,7 @@ from thrifty.config import DataConfig
 from thrifty.data.tokenize import encode
 from thrifty.errors import RunDirError
 from thrifty.evaluation.evaluate import predict_logits, softmax
+from thrifty.models import first_token
 from thrifty.models.loading import load_classifier, load_tokenizer, quiet_transformers
 from thrifty.training.run_dir import require_complete_run
 
@@ -53,6 +54,7 @@ class Predictor:
             model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.to(dev).eval()
+        first_token.enable(model.get_base_model() if hasattr(model, "get_base_model") else model)  # same logits, less work
         return cls(model, tokenizer, meta["labels"], int(meta["max_length"]), meta.get("text_column", "text"), config.data, dev)
 
     def logits(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:

@@ -27,12 +27,14 @@ from thrifty.config import (
 )
 from thrifty.data.batching import collate, training_batches
 from thrifty.data.prepare import format_report, prepare_data
+from thrifty.data.token_cache import TokenCache
 from thrifty.data.tokenize import encode, length_stats, resolve_max_length, token_lengths
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.evaluate import evaluate_split
 from thrifty.evaluation.metrics import is_better, summary
 from thrifty.evaluation.plots import plot_confusion_matrix
-from thrifty.models.loading import load_classifier, load_tokenizer, resolve_model
+from thrifty.models import first_token
+from thrifty.models.loading import cache_dir, load_classifier, load_tokenizer, resolve_model
 from thrifty.strategies import apply_strategy
 from thrifty.training import checkpoint as ckpt
 from thrifty.training.feature_cache import FrozenFeatureCache
@@ -162,15 +164,19 @@ def train(
         model_path, data.label_names, dropout=tc.dropout,
         trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
     )
+    # Token ids come from the on-disk cache when these texts met this tokenizer before.
+    tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
     max_length, train_len_stats, how = resolve_max_length(
-        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile
+        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
+        lengths=tokens.lengths(data.train.texts, token_lengths),
     )
-    train_ids = encode(tokenizer, data.train.texts, max_length)
-    val_ids = encode(tokenizer, data.validation.texts, max_length)
-    test_ids = encode(tokenizer, data.test.texts, max_length) if data.test is not None else None
+    train_ids = tokens.encode(data.train.texts, max_length, encode)
+    val_ids = tokens.encode(data.validation.texts, max_length, encode)
+    test_ids = tokens.encode(data.test.texts, max_length, encode) if data.test is not None else None
     data.report["tokens"] = {
         "max_length": max_length, "chosen": how, "train": train_len_stats,
-        "validation": length_stats(token_lengths(tokenizer, data.validation.texts), max_length),
+        "validation": length_stats(tokens.lengths(data.validation.texts, token_lengths), max_length),
+        "cache": {"folder": str(tokens.folder) if tokens.folder else None, "hits": tokens.hits, "misses": tokens.misses},
     }
     model, strategy = apply_strategy(model, config.strategy, new_keys)
 
@@ -185,7 +191,8 @@ def train(
     _log(format_report(data.report))
     tok = data.report["tokens"]["train"]
     _log(f"tokens: max_length {max_length} ({how}); train mean {tok['mean']}, p99 {tok['p99']}, "
-         f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated")
+         f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated"
+         + (f"; token cache {tokens.hits} hits, {tokens.misses} misses" if tokens.folder else ""))
     _log(strategy.describe())
 
     # ---- 4. Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
@@ -210,6 +217,10 @@ def train(
         cache_bytes = sum(f.nbytes for f in features.values())
         _log(f"frozen-layer cache: {cache.frozen_layers} layers, {cache_bytes / 2**20:.1f} MiB, "
              f"built in {cache_seconds:.1f}s; later epochs skip those layers")
+    # After the cache (which stores every position): the head reads only the first token of the last layer.
+    hf_model = unwrapped_model.get_base_model() if hasattr(unwrapped_model, "get_base_model") else unwrapped_model
+    if tc.prune_last_layer and first_token.enable(hf_model):
+        _log("last layer computed for the first token only (the only position the classifier reads)")
 
     train_lengths = [len(ids) for ids in train_ids]
     batches_per_epoch = math.ceil(len(train_ids) / tc.batch_size / accelerator.num_processes)
