@@ -40,3 +40,21 @@ def write_results(stem: str, data: dict, markdown: list[str]) -> None:
     (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
+
+
+class WorkerFailed(RuntimeError):
+    """A benchmark worker process ended without printing its RESULT line."""
+
+
+def run_worker(script: str, args: list[str], threads: int) -> dict:
+    """Run `script --worker ...` in a fresh process with `threads` threads; its `RESULT {json}` line, parsed."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    out = subprocess.run([sys.executable, script, *args, "--threads", str(threads)], capture_output=True, text=True,
+                         env=env, cwd=REPO)
+    line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        raise WorkerFailed((out.stderr.strip().splitlines() or ["no output"])[-1][:300] + "\n" + out.stderr[-3000:])
+    return json.loads(line[len("RESULT "):])

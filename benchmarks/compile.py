@@ -16,13 +16,12 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, machine, read_sst2, write_results  # noqa: E402
+from common import WorkerFailed, machine, read_sst2, run_worker, write_results  # noqa: E402
 
 VARIANTS = ("eager", "compile-dynamic", "compile-pad16")
 BATCH, MAX_LENGTH = 32, 128
@@ -92,17 +91,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         print("RESULT " + json.dumps(worker(args.worker, args.examples)))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = {}
     for variant in VARIANTS:
-        out = subprocess.run([sys.executable, __file__, "--worker", variant, "--examples", str(args.examples),
-                              "--threads", str(args.threads)], capture_output=True, text=True, env=env, cwd=REPO)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            rows[variant] = {"error": (out.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        try:
+            rows[variant] = run_worker(__file__, ["--worker", variant, "--examples", str(args.examples)], args.threads)
+        except WorkerFailed as exc:
+            rows[variant] = {"error": str(exc).splitlines()[0]}
             print(f"{variant}: failed: {rows[variant]['error']}", flush=True)
             continue
-        rows[variant] = json.loads(line[len("RESULT "):])
         print(f"{variant}: {rows[variant]}", flush=True)
     eager = rows["eager"]
     for variant, row in rows.items():

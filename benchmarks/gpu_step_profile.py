@@ -102,7 +102,6 @@ def time_variant(folder, cpu_batches, *, pin=True, sync_every=0, outer_autocast=
                 step(b, i)
             sync()
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
-    del model, optimizer
     torch.cuda.empty_cache()
     return {"ms_per_step": round(ms, 2), "profile": table}
 

@@ -17,14 +17,13 @@ import json
 import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, SST2, machine, write_results  # noqa: E402
+from common import SST2, WorkerFailed, machine, run_worker, write_results  # noqa: E402
 
 SYSTEMS = ("load only", "thrifty full", "thrifty freeze", "thrifty lora", "trainer full", "trainer lora")
 BATCH = 32
@@ -79,15 +78,12 @@ def main() -> None:
     from thrifty.models.loading import resolve_model
 
     resolve_model("smollm2-135m")  # convert once, outside the measured processes
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     rows = {}
     for system in SYSTEMS:
-        out = subprocess.run([sys.executable, __file__, "--worker", system, "--steps", str(args.steps),
-                              "--threads", str(args.threads)], capture_output=True, text=True, env=env, cwd=REPO)
-        line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"{system} failed:\n{out.stderr[-3000:]}")
-        rows[system] = json.loads(line[len("RESULT "):])
+        try:
+            rows[system] = run_worker(__file__, ["--worker", system, "--steps", str(args.steps)], args.threads)
+        except WorkerFailed as exc:
+            raise SystemExit(f"{system} failed: {exc}") from None
         print(f"{system}: peak {rows[system]['peak_rss_bytes'] / 2**30:.2f} GiB in {rows[system]['seconds']}s", flush=True)
     base = rows["load only"]["peak_rss_bytes"]
     for row in rows.values():
