@@ -1,0 +1,85 @@
+"""Training FLOPs counted, not guessed: the model's own forward and backward, run on the meta device.
+
+A formula per architecture and strategy (6 x parameters per token, minus frozen layers, plus LoRA's
+back-propagation through the layers above the lowest adapter, ...) is easy to get subtly wrong. Instead
+thrifty builds the configured model skeleton on PyTorch's meta device (shapes only: no weights, no memory,
+no arithmetic), applies the same strategy, and lets ``torch.utils.flop_counter`` count the matrix
+products of one forward and backward pass. Autograd itself decides what backward computes: frozen
+layers below every trainable weight get no backward at all, LoRA back-propagates through every layer
+above its lowest adapter, embeddings are lookups and count nothing. Counting takes milliseconds.
+
+FLOPs of a sequence are a polynomial in its length n (linear layers ~ n, attention ~ n^2, the first-token
+head ~ 1), so three probe lengths determine them for every length; a data set's FLOPs are then summed
+over its real (padded) batches.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+PROBE_LENGTHS = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class FlopModel:
+    """FLOPs of one sequence of length n: c0 + c1 * n + c2 * n^2, for a forward and a training pass."""
+
+    forward: tuple[float, float, float]
+    train: tuple[float, float, float]
+
+    @staticmethod
+    def _eval(coeffs: tuple[float, float, float], n: np.ndarray) -> np.ndarray:
+        return coeffs[0] + coeffs[1] * n + coeffs[2] * n * n
+
+    def forward_flops(self, lengths: Sequence[int] | np.ndarray) -> float:
+        return float(np.sum(self._eval(self.forward, np.asarray(lengths, dtype=np.float64))))
+
+    def train_flops(self, lengths: Sequence[int] | np.ndarray) -> float:
+        return float(np.sum(self._eval(self.train, np.asarray(lengths, dtype=np.float64))))
+
+    def batches_train_flops(self, batch_widths: Sequence[tuple[int, int]]) -> float:
+        """Sum over (batch size, padded width) pairs: padded positions are computed too."""
+        return float(sum(size * self._eval(self.train, np.float64(width)) for size, width in batch_widths))
+
+
+def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1) -> tuple[int, int]:
+    """(forward FLOPs, forward + backward FLOPs) of one batch, on whatever device the model is (meta: free)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    input_ids = torch.ones(batch_size, length, dtype=torch.long, device=device)
+    was_training = model.training
+    model.train()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            logits = model(input_ids=input_ids).logits
+            forward = counter.get_total_flops()
+            if any(p.requires_grad for p in model.parameters()):
+                logits.float().sum().backward()
+            total = counter.get_total_flops()
+    finally:
+        model.train(was_training)
+    return int(forward), int(total)
+
+
+def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+    # Deep-copying parameters onto "meta" through a memo avoids ever duplicating real weights in memory.
+    memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+            for p in model.parameters()}
+    memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
+    return copy.deepcopy(model, memo)
+
+
+def flop_model(model: torch.nn.Module) -> FlopModel:
+    """Fit c0 + c1 n + c2 n^2 to exact counts at three lengths (exact: the counts are that polynomial)."""
+    skeleton = _meta_copy(model)
+    counts = [count_pass(skeleton, n) for n in PROBE_LENGTHS]
+    x = np.array([[1.0, n, n * n] for n in PROBE_LENGTHS])
+    forward = np.linalg.solve(x, np.array([c[0] for c in counts], dtype=np.float64))
+    train = np.linalg.solve(x, np.array([c[1] for c in counts], dtype=np.float64))
+    return FlopModel(tuple(float(v) for v in forward), tuple(float(v) for v in train))
