@@ -76,6 +76,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int, default=128)
 
+    p = sub.add_parser("estimate", parents=[common], help="parameters, tokens, FLOPs, memory and time of a run, before it starts")
+    p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
+    p.add_argument("--output", help="also save the estimate as JSON to this file")
+
     sub.add_parser("config", parents=[common], help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
         "config", nargs="?")
     return parser
@@ -146,6 +151,18 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_estimate(args, overrides: list[str]) -> int:
+    from thrifty.cost.estimate import estimate, format_estimate
+    from thrifty.training.run_dir import atomic_write_text
+
+    result = estimate(args.config, overrides)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        atomic_write_text(Path(args.output), text + "\n")
+    print(text if args.json else format_estimate(result))
+    return 0
+
+
 def _cmd_config(args, overrides: list[str]) -> int:
     import yaml
 
@@ -160,10 +177,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
     try:
-        if overrides and args.command not in ("train", "config"):
-            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train` and `thrifty config`")
+        if overrides and args.command not in ("train", "config", "estimate"):
+            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `estimate` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
+        if args.command == "estimate":
+            return _cmd_estimate(args, overrides)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         if args.command == "predict":

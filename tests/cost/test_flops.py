@@ -47,6 +47,9 @@ def test_frozen_layers_need_forward_only(tiny_bert):
     # gradient of the trainable layer's query/key/value projections (nothing below wants it).
     expected_backward = 2 * top - 3 * 2 * n * d * d
     assert frozen.train_flops([n]) - frozen.forward_flops([n]) == pytest.approx(expected_backward, rel=1e-9)
+    # What a frozen-layer cache saves in later epochs: exactly the frozen layer's forward pass.
+    cached = flop_model(model_for(tiny_bert, "freeze", frozen_layers=1), frozen_layers=1)
+    assert cached.frozen_forward_flops([n]) == pytest.approx(per_layer, rel=1e-9)
 
 
 def test_lora_back_propagates_through_the_frozen_base(tiny_bert):
@@ -63,7 +66,7 @@ def test_lora_back_propagates_through_the_frozen_base(tiny_bert):
 def test_meta_count_equals_a_count_on_real_tensors(tiny_bert):
     model = model_for(tiny_bert)
     torch.manual_seed(0)
-    forward, total = count_pass(model, length=23, batch_size=3)
+    forward, total, _ = count_pass(model, length=23, batch_size=3)
     fm = flop_model(model)
     assert forward == pytest.approx(fm.forward_flops([23] * 3), rel=1e-9)
     assert total == pytest.approx(fm.train_flops([23] * 3), rel=1e-9)

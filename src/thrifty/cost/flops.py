@@ -31,6 +31,7 @@ class FlopModel:
 
     forward: tuple[float, float, float]
     train: tuple[float, float, float]
+    frozen_forward: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the bottom layers a frozen-layer cache replaces
 
     @staticmethod
     def _eval(coeffs: tuple[float, float, float], n: np.ndarray) -> np.ndarray:
@@ -42,13 +43,17 @@ class FlopModel:
     def train_flops(self, lengths: Sequence[int] | np.ndarray) -> float:
         return float(np.sum(self._eval(self.train, np.asarray(lengths, dtype=np.float64))))
 
+    def frozen_forward_flops(self, lengths: Sequence[int] | np.ndarray) -> float:
+        return float(np.sum(self._eval(self.frozen_forward, np.asarray(lengths, dtype=np.float64))))
+
     def batches_train_flops(self, batch_widths: Sequence[tuple[int, int]]) -> float:
         """Sum over (batch size, padded width) pairs: padded positions are computed too."""
         return float(sum(size * self._eval(self.train, np.float64(width)) for size, width in batch_widths))
 
 
-def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1) -> tuple[int, int]:
-    """(forward FLOPs, forward + backward FLOPs) of one batch, on whatever device the model is (meta: free)."""
+def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1, frozen_layers: int = 0) -> tuple[int, int, int]:
+    """(forward, forward + backward, forward of the bottom `frozen_layers` encoder layers) FLOPs of one batch,
+    on whatever device the model is (on meta: free)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     device = next(model.parameters()).device
@@ -59,12 +64,14 @@ def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1) -> tupl
         with FlopCounterMode(display=False) as counter:
             logits = model(input_ids=input_ids).logits
             forward = counter.get_total_flops()
+            wanted = tuple(f".layer.{i}" for i in range(frozen_layers))
+            frozen = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(wanted))
             if any(p.requires_grad for p in model.parameters()):
                 logits.float().sum().backward()
             total = counter.get_total_flops()
     finally:
         model.train(was_training)
-    return int(forward), int(total)
+    return int(forward), int(total), int(frozen)
 
 
 def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
@@ -75,11 +82,10 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(model, memo)
 
 
-def flop_model(model: torch.nn.Module) -> FlopModel:
+def flop_model(model: torch.nn.Module, frozen_layers: int = 0) -> FlopModel:
     """Fit c0 + c1 n + c2 n^2 to exact counts at three lengths (exact: the counts are that polynomial)."""
     skeleton = _meta_copy(model)
-    counts = [count_pass(skeleton, n) for n in PROBE_LENGTHS]
+    counts = np.array([count_pass(skeleton, n, frozen_layers=frozen_layers) for n in PROBE_LENGTHS], dtype=np.float64)
     x = np.array([[1.0, n, n * n] for n in PROBE_LENGTHS])
-    forward = np.linalg.solve(x, np.array([c[0] for c in counts], dtype=np.float64))
-    train = np.linalg.solve(x, np.array([c[1] for c in counts], dtype=np.float64))
-    return FlopModel(tuple(float(v) for v in forward), tuple(float(v) for v in train))
+    forward, train, frozen = (tuple(float(v) for v in np.linalg.solve(x, counts[:, k])) for k in range(3))
+    return FlopModel(forward, train, frozen)
