@@ -21,36 +21,24 @@ CALIBRATION_STEPS = 4
 
 
 def estimate(config: Config | str | Path | dict | None = None, overrides: Optional[list[str]] = None,
-             calibration_steps: int = CALIBRATION_STEPS, log=print) -> dict[str, Any]:
+             calibration_steps: int = CALIBRATION_STEPS) -> dict[str, Any]:
     from thrifty.cost.flops import flop_model
     from thrifty.cost.memory import training_memory
     from thrifty.data.batching import collate, sorted_batches, training_batches
-    from thrifty.data.prepare import prepare_data
-    from thrifty.data.token_cache import TokenCache
-    from thrifty.data.tokenize import encode, resolve_max_length, token_lengths
     from thrifty.evaluation.evaluate import predict_logits
     from thrifty.models import first_token
-    from thrifty.models.loading import cache_dir, load_classifier, load_tokenizer, resolve_model
-    from thrifty.strategies import apply_strategy
+    from thrifty.models.loading import resolve_model
     from thrifty.training.optim import make_optimizer
-    from thrifty.training.recipe import _as_config
+    from thrifty.training.recipe import _as_config, prepare_inputs
 
     config = _as_config(config, overrides)
     tc = config.train
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     started = time.perf_counter()
-    model_path = resolve_model(config.model.name)
-    data = prepare_data(config.data, tc.seed)
-    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
-    model, new_keys = load_classifier(model_path, data.label_names, dropout=tc.dropout,
-                                      trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id)
-    tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
-    max_length, _, _ = resolve_max_length(tokenizer, model.config, data.train.texts, config.data.max_length,
-                                          config.data.length_percentile, lengths=tokens.lengths(data.train.texts, token_lengths))
-    train_ids = tokens.encode(data.train.texts, max_length, encode)
-    val_ids = tokens.encode(data.validation.texts, max_length, encode)
-    model, strategy = apply_strategy(model, config.strategy, new_keys)
+    inputs = prepare_inputs(config, resolve_model(config.model.name))
+    data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
+    max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
     hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if tc.prune_last_layer:
         first_token.enable(hf_model)

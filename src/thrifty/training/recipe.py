@@ -78,6 +78,48 @@ def _resolved_for_saving(config: Config, run_dir: Path) -> Config:
     return saved
 
 
+@dataclass
+class Inputs:
+    """Everything a run starts from, before any training: shared by `train` and `estimate`."""
+
+    data: Any  # PreparedData
+    tokenizer: Any
+    model: Any  # with the strategy applied
+    strategy: Any
+    tokens: TokenCache
+    max_length: int
+    max_length_how: str
+    train_ids: list
+    val_ids: list
+    test_ids: Optional[list]
+
+
+def prepare_inputs(config: Config, model_path: str) -> Inputs:
+    """Read, clean and split the data (with its report), load the model and tokenizer, tokenise (through the
+    on-disk token cache), and apply the strategy."""
+    data = prepare_data(config.data, config.train.seed)
+    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
+    model, new_keys = load_classifier(
+        model_path, data.label_names, dropout=config.train.dropout,
+        trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
+    )
+    tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
+    max_length, train_len_stats, how = resolve_max_length(
+        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
+        lengths=tokens.lengths(data.train.texts, token_lengths),
+    )
+    train_ids = tokens.encode(data.train.texts, max_length, encode)
+    val_ids = tokens.encode(data.validation.texts, max_length, encode)
+    test_ids = tokens.encode(data.test.texts, max_length, encode) if data.test is not None else None
+    data.report["tokens"] = {
+        "max_length": max_length, "chosen": how, "train": train_len_stats,
+        "validation": length_stats(tokens.lengths(data.validation.texts, token_lengths), max_length),
+        "cache": {"folder": str(tokens.folder) if tokens.folder else None, "hits": tokens.hits, "misses": tokens.misses},
+    }
+    model, strategy = apply_strategy(model, config.strategy, new_keys)
+    return Inputs(data, tokenizer, model, strategy, tokens, max_length, how, train_ids, val_ids, test_ids)
+
+
 def _precision(config: Config, device: torch.device) -> str:
     wanted = config.train.precision
     if device.type != "cuda":
@@ -155,30 +197,11 @@ def train(
 
     set_seed(tc.seed)
 
-    # ---- 1. Data: read, clean, split, report.
-    data = prepare_data(config.data, tc.seed)
-
-    # ---- 2. Model, tokenizer, tokens, strategy.
-    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
-    model, new_keys = load_classifier(
-        model_path, data.label_names, dropout=tc.dropout,
-        trust_remote_code=config.model.trust_remote_code, pad_token_id=tokenizer.pad_token_id,
-    )
-    # Token ids come from the on-disk cache when these texts met this tokenizer before.
-    tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
-    max_length, train_len_stats, how = resolve_max_length(
-        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
-        lengths=tokens.lengths(data.train.texts, token_lengths),
-    )
-    train_ids = tokens.encode(data.train.texts, max_length, encode)
-    val_ids = tokens.encode(data.validation.texts, max_length, encode)
-    test_ids = tokens.encode(data.test.texts, max_length, encode) if data.test is not None else None
-    data.report["tokens"] = {
-        "max_length": max_length, "chosen": how, "train": train_len_stats,
-        "validation": length_stats(tokens.lengths(data.validation.texts, token_lengths), max_length),
-        "cache": {"folder": str(tokens.folder) if tokens.folder else None, "hits": tokens.hits, "misses": tokens.misses},
-    }
-    model, strategy = apply_strategy(model, config.strategy, new_keys)
+    # ---- 1-2. Data (read, clean, split, report), model, tokenizer, tokens, strategy.
+    inputs = prepare_inputs(config, model_path)
+    data, tokenizer, model, strategy, tokens = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy, inputs.tokens
+    max_length, how = inputs.max_length, inputs.max_length_how
+    train_ids, val_ids, test_ids = inputs.train_ids, inputs.val_ids, inputs.test_ids
 
     # ---- 3. The run folder exists only from here on: bad data or a bad model leave nothing behind.
     if checkpoint_path is None:
