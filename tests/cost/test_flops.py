@@ -14,7 +14,7 @@ def model_for(path, strategy="full", prune=False, **kwargs):
     model, new_keys = load_classifier(str(path), ["a", "b", "c"])
     model, _ = apply_strategy(model, StrategyConfig(name=strategy, **kwargs), new_keys)
     if prune:
-        first_token.enable(model.get_base_model() if hasattr(model, "get_base_model") else model)
+        first_token.enable(model)
     return model
 
 

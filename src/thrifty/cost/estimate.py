@@ -28,6 +28,7 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     from thrifty.evaluation.evaluate import predict_logits
     from thrifty.models import first_token
     from thrifty.models.loading import resolve_model
+    from thrifty.training.feature_cache import FrozenFeatureCache
     from thrifty.training.optim import make_optimizer
     from thrifty.training.recipe import _as_config, prepare_inputs
 
@@ -39,20 +40,15 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     inputs = prepare_inputs(config, resolve_model(config.model.name))
     data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
     max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     if tc.prune_last_layer:
-        first_token.enable(hf_model)
+        first_token.enable(model)
 
     # ---- Arithmetic, counted from the real batches of one epoch.
     lengths = [len(x) for x in train_ids]
     batches = training_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
     widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
-    from thrifty.training.feature_cache import FrozenFeatureCache
-
-    cached_layers = 0
-    if (config.strategy.name in ("freeze", "head") and tc.cache_frozen_layers and "frozen_layers" in strategy.details
-            and FrozenFeatureCache.supported(model)):
-        cached_layers = strategy.details["frozen_layers"]  # computed once, then skipped (as the training loop does)
+    # Layers the training loop computes once and then skips, as it will.
+    cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details, model)
     flops = flop_model(model, frozen_layers=cached_layers)
     steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
     total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)

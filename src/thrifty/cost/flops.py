@@ -74,7 +74,7 @@ def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1, frozen_
     return int(forward), int(total), int(frozen)
 
 
-def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
+def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     # Deep-copying parameters onto "meta" through a memo avoids ever duplicating real weights in memory.
     memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
             for p in model.parameters()}
@@ -84,7 +84,7 @@ def _meta_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 def flop_model(model: torch.nn.Module, frozen_layers: int = 0) -> FlopModel:
     """Fit c0 + c1 n + c2 n^2 to exact counts at three lengths (exact: the counts are that polynomial)."""
-    skeleton = _meta_copy(model)
+    skeleton = meta_copy(model)
     counts = np.array([count_pass(skeleton, n, frozen_layers=frozen_layers) for n in PROBE_LENGTHS], dtype=np.float64)
     x = np.array([[1.0, n, n * n] for n in PROBE_LENGTHS])
     forward, train, frozen = (tuple(float(v) for v in np.linalg.solve(x, counts[:, k])) for k in range(3))

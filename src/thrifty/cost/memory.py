@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from thrifty.cost.flops import _meta_copy
+from thrifty.cost.flops import meta_copy
 
 ADAMW_STATE_TENSORS = 2  # first and second moments, each the size of the trainable parameters
 
@@ -65,6 +65,6 @@ def training_memory(model: torch.nn.Module, batch_size: int, length: int, dtype_
     params = {id(p): p for p in model.parameters()}.values()  # tied weights count once
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    activations = saved_activation_bytes(_meta_copy(model), batch_size, length) if trainable else 0
+    activations = saved_activation_bytes(meta_copy(model), batch_size, length) if trainable else 0
     return TrainingMemory(weights=total * dtype_bytes, gradients=trainable * dtype_bytes,
                           optimizer=ADAMW_STATE_TENSORS * trainable * dtype_bytes, activations=activations)

@@ -54,7 +54,7 @@ class Predictor:
             model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.to(dev).eval()
-        first_token.enable(model.get_base_model() if hasattr(model, "get_base_model") else model)  # same logits, less work
+        first_token.enable(model)  # same logits, less work
         return cls(model, tokenizer, meta["labels"], int(meta["max_length"]), meta.get("text_column", "text"), config.data, dev)
 
     def logits(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:

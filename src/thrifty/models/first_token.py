@@ -65,8 +65,15 @@ def _first_token_forward(self, hidden_states: torch.Tensor, attention_mask: Opti
     return self.feed_forward_chunk(attention_output)
 
 
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The Hugging Face model inside a PEFT wrapper (LoRA), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def enable(model: nn.Module) -> bool:
-    """Compute the last layer for the first token only, where the head reads nothing else; True if applied."""
+    """Compute the last layer for the first token only, where the head reads nothing else; True if applied.
+    A PEFT (LoRA) wrapper is looked through: its adapters sit inside the same layers."""
+    model = _unwrapped(model)
     if not supported(model):
         return False
     last = _encoder_layers(model)[-1]
@@ -75,6 +82,6 @@ def enable(model: nn.Module) -> bool:
 
 
 def disable(model: nn.Module) -> None:
-    layers = _encoder_layers(model)
+    layers = _encoder_layers(_unwrapped(model))
     if layers is not None and "forward" in vars(layers[-1]):
         del layers[-1].forward

@@ -64,6 +64,14 @@ class FrozenFeatureCache:
         self.replay = _Replay()
 
     @staticmethod
+    def layers_to_cache(strategy_name: str, enabled: bool, strategy_details: dict, model: nn.Module) -> int:
+        """How many bottom layers a run caches: the frozen layers of `freeze`/`head` where supported, else 0."""
+        if strategy_name in ("freeze", "head") and enabled and "frozen_layers" in strategy_details \
+                and FrozenFeatureCache.supported(model):
+            return int(strategy_details["frozen_layers"])
+        return 0
+
+    @staticmethod
     def supported(model: nn.Module) -> bool:
         base = getattr(model, "base_model", None)
         encoder = getattr(base, "encoder", None)

@@ -230,10 +230,11 @@ def train(
     # Frozen layers are a fixed function of the text: compute them once, not once per epoch.
     cache, features, cache_seconds, cache_bytes = None, {}, 0.0, 0
     unwrapped_model = accelerator.unwrap_model(model)
-    if (config.strategy.name in ("freeze", "head") and tc.cache_frozen_layers and "frozen_layers" in strategy.details
-            and FrozenFeatureCache.supported(unwrapped_model)):
+    cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details,
+                                                       unwrapped_model)
+    if cached_layers:
         t0 = time.perf_counter()
-        cache = FrozenFeatureCache(unwrapped_model, strategy.details["frozen_layers"])
+        cache = FrozenFeatureCache(unwrapped_model, cached_layers)
         features = {"train": cache.compute(train_ids, tokenizer.pad_token_id, tc.eval_batch_size, device),
                     "validation": cache.compute(val_ids, tokenizer.pad_token_id, tc.eval_batch_size, device)}
         cache_seconds = time.perf_counter() - t0
@@ -241,8 +242,7 @@ def train(
         _log(f"frozen-layer cache: {cache.frozen_layers} layers, {cache_bytes / 2**20:.1f} MiB, "
              f"built in {cache_seconds:.1f}s; later epochs skip those layers")
     # After the cache (which stores every position): the head reads only the first token of the last layer.
-    hf_model = unwrapped_model.get_base_model() if hasattr(unwrapped_model, "get_base_model") else unwrapped_model
-    if tc.prune_last_layer and first_token.enable(hf_model):
+    if tc.prune_last_layer and first_token.enable(unwrapped_model):
         _log("last layer computed for the first token only (the only position the classifier reads)")
 
     train_lengths = [len(ids) for ids in train_ids]
