@@ -1,4 +1,4 @@
-"""The `thrifty` command line: train, evaluate, predict, config.
+"""The `thrifty` command line: train, evaluate, predict, estimate, tune, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -80,6 +81,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the summary")
     p.add_argument("--output", help="also save the estimate as JSON to this file")
+    p.add_argument("--hardware", help="predict time and price on this profile instead of this machine (same as --cost.hardware; "
+                                      "`thrifty hardware` lists them)")
+
+    p = sub.add_parser("tune", parents=[common], help="hyperparameter search (Optuna TPE, pruning, SQLite study, budget)",
+                       epilog="the config's budget section is the budget of the whole search, e.g. --budget.max_minutes 30",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML config to start from (default: built-in defaults)")
+    p.add_argument("--trials", type=int, default=10, help="number of trials (with --resume: the total, done ones included)")
+    p.add_argument("--output", default="runs/tune", help="search folder: study.db, trials/, tune.json, best_config.yaml")
+    p.add_argument("--space", help="YAML of config keys to ranges, e.g. 'train.learning_rate: {low: 1e-5, high: 1e-3, log: true}'; "
+                                   "merged into the default space of the strategy (a key set to null is left out)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
+    p.add_argument("--multi-objective", action="store_true", help="search accuracy against cost; plots the Pareto front")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("hardware", parents=[common], help="the hardware profiles: peak FLOP/s, memory, price and its source")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     sub.add_parser("config", parents=[common], help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
         "config", nargs="?")
@@ -98,7 +116,7 @@ def _cmd_train(args, overrides: list[str]) -> int:
     if args.resume and (args.config or args.output):
         raise ThriftyError("--resume takes the run folder only; drop the config and --output (the saved config is used)")
     train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
-          progress=not args.no_progress)
+          progress=not args.no_progress, clock_start=args.started)  # the budget counts imports too
     return 0
 
 
@@ -155,11 +173,40 @@ def _cmd_estimate(args, overrides: list[str]) -> int:
     from thrifty.cost.estimate import estimate, format_estimate
     from thrifty.training.run_dir import atomic_write_text
 
+    if args.hardware:
+        overrides = overrides + ["--cost.hardware", args.hardware]
     result = estimate(args.config, overrides)
     text = json.dumps(result, indent=2)
     if args.output:
         atomic_write_text(Path(args.output), text + "\n")
     print(text if args.json else format_estimate(result))
+    return 0
+
+
+def _cmd_tune(args, overrides: list[str]) -> int:
+    from thrifty.tuning.search import tune
+
+    if args.resume and args.config:
+        raise ThriftyError("--resume continues the search saved in --output; drop the config argument")
+    tune(args.config, trials=args.trials, output=args.output, overrides=overrides, space=args.space, resume=args.resume,
+         multi_objective=args.multi_objective, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_hardware(args) -> int:
+    from thrifty.cost.hardware import get_hardware, profile_names
+
+    profiles = [get_hardware(name).as_dict() for name in profile_names()]
+    if args.json:
+        print(json.dumps(profiles, indent=2))
+        return 0
+    print(f"{'name':<6} {'kind':<4} {'peak TFLOP/s':>12} {'memory GiB':>10} {'USD/hour':>9}  {'instance':<14} as of    source")
+    for p in profiles:
+        peak = "-" if p["peak_tflops"] is None else f"{p['peak_tflops']:g}"
+        mem = "-" if p["memory_gib"] is None else f"{p['memory_gib']:g}"
+        cost = "unknown" if p["price_per_hour"] is None else f"{p['price_per_hour']:.4g}"
+        print(f"{p['name']:<6} {p['kind']:<4} {peak:>12} {mem:>10} {cost:>9}  {p['instance']:<14} {p['as_of']:<8} {p['source']}")
+    print("cpu is priced for this machine's cores; edit thrifty/resources/hardware.yaml or set cost.price_per_hour")
     return 0
 
 
@@ -173,12 +220,14 @@ def _cmd_config(args, overrides: list[str]) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    started = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
+    args.started = started
     try:
-        if overrides and args.command not in ("train", "config", "estimate"):
-            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `estimate` and `config`")
+        if overrides and args.command not in ("train", "config", "estimate", "tune"):
+            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `tune`, `estimate` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
         if args.command == "estimate":
@@ -187,6 +236,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "tune":
+            return _cmd_tune(args, overrides)
+        if args.command == "hardware":
+            return _cmd_hardware(args)
         return _cmd_config(args, overrides)
     except ThriftyError as exc:
         if args.debug:

@@ -154,6 +154,41 @@ class TrackingConfig:
 
 
 @dataclass
+class CostConfig:
+    hardware: str = "auto"  # price and predict for: auto = this machine; or a profile (`thrifty hardware` lists them)
+    price_per_hour: Optional[float] = None  # the whole machine's price per hour; overrides the profile's
+    efficiency: Optional[float] = None  # another machine: fraction of its peak FLOP/s reached; None = profile's
+    currency: str = "USD"  # a label for the prices above
+
+    def validate(self) -> None:
+        from thrifty.cost.hardware import get_hardware
+
+        if self.price_per_hour is not None and self.price_per_hour < 0:
+            raise ConfigError(f"cost.price_per_hour={self.price_per_hour} must be >= 0 (the machine's price per hour)")
+        if self.efficiency is not None and not 0.0 < self.efficiency <= 1.0:
+            raise ConfigError(f"cost.efficiency={self.efficiency} must be in (0, 1], e.g. 0.4 for 40% of peak")
+        get_hardware(self.hardware, self.price_per_hour, self.efficiency)  # an unknown profile fails here
+
+
+@dataclass
+class BudgetConfig:
+    max_minutes: Optional[float] = None  # wall time of the whole run, data preparation to saved model
+    max_cost: Optional[float] = None  # in cost.currency, at the price of cost.hardware
+    max_flops: Optional[float] = None  # training + evaluation FLOPs, counted per step
+    plan: bool = True  # before training, fit the run into the budget (fewer epochs, shorter max_length, cheaper strategy)
+
+    def validate(self) -> None:
+        for key in ("max_minutes", "max_cost", "max_flops"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"budget.{key}={value} must be > 0 (or null for no limit)")
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_minutes, self.max_cost, self.max_flops))
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -161,6 +196,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    cost: CostConfig = field(default_factory=CostConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):
@@ -274,7 +311,7 @@ def config_from_dict(raw: dict[str, Any] | None, base: Config | None = None) -> 
     if raw is None:
         return config
     if not isinstance(raw, dict):
-        raise ConfigError("the config must be a mapping of sections (model, data, strategy, train, output, tracking)")
+        raise ConfigError("the config must be a mapping of sections (model, data, strategy, train, output, tracking, cost, budget)")
     for section, values in raw.items():
         if section not in _SECTIONS:
             _apply(config, str(section), "", None)  # raises with the list of sections

@@ -22,7 +22,11 @@ def test_estimate_adds_up(tiny_bert, small_csv):
     assert e["train_flops"] == pytest.approx(2 * e["train_flops_per_epoch"])
     assert e["padded_tokens_per_epoch"] >= e["tokens_per_epoch"] > 0
     assert e["peak_memory_bytes"] == sum(e["memory"][k] for k in ("weights", "gradients", "optimizer", "activations"))
-    assert e["predicted_seconds"] == pytest.approx(sum(e["predicted"].values()), abs=0.2) and e["predicted_seconds"] > 0
+    parts = ("training_seconds", "evaluation_seconds", "frozen_cache_seconds")
+    assert e["predicted_seconds"] == pytest.approx(sum(e["predicted"][k] for k in parts), abs=0.2)
+    assert e["predicted_seconds"] > 0
+    seconds = sum(e["predicted"][k] for k in parts)  # unrounded, unlike predicted_seconds
+    assert e["cost"] == pytest.approx(seconds / 3600 * e["hardware"]["price_per_hour"], rel=0.05)
     lora = estimate(tiny_config(tiny_bert, small_csv, epochs=2) | {"strategy": {"name": "lora"}}, calibration_steps=2)
     assert lora["trainable_parameters"] < e["trainable_parameters"] / 5
     assert lora["memory"]["optimizer"] < e["memory"]["optimizer"] / 5

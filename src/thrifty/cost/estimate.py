@@ -18,68 +18,162 @@ import torch
 from thrifty.config import Config
 
 CALIBRATION_STEPS = 4
+STEP_OVERHEAD_SECONDS = 0.002  # per optimizer step: the JSON log line, TensorBoard scalars, the progress bar
+EVAL_OVERHEAD_SECONDS = 0.05  # per evaluation: metrics, TensorBoard, the log line
+COPY_BYTES_PER_SECOND = 2e9  # an improved evaluation copies the trainable weights (the best so far)
 
 
 def estimate(config: Config | str | Path | dict | None = None, overrides: Optional[list[str]] = None,
              calibration_steps: int = CALIBRATION_STEPS) -> dict[str, Any]:
-    from thrifty.cost.flops import flop_model
-    from thrifty.cost.memory import training_memory
-    from thrifty.data.batching import collate, sorted_batches, training_batches
-    from thrifty.evaluation.evaluate import predict_logits
-    from thrifty.models import first_token
+    """The estimate of a config: the data is read and tokenised and the model loaded, exactly as `train` would."""
     from thrifty.models.loading import resolve_model
-    from thrifty.training.feature_cache import FrozenFeatureCache
-    from thrifty.training.optim import make_optimizer
     from thrifty.training.recipe import _as_config, prepare_inputs
 
     config = _as_config(config, overrides)
-    tc = config.train
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
+    if config.train.num_threads:
+        torch.set_num_threads(config.train.num_threads)
     started = time.perf_counter()
     inputs = prepare_inputs(config, resolve_model(config.model.name))
+    result = estimate_prepared(config, inputs, calibration_steps=calibration_steps)
+    result["estimate_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str, Any]] = None,
+                      calibration_steps: int = CALIBRATION_STEPS, hardware=None) -> dict[str, Any]:
+    """The estimate for prepared inputs (`recipe.prepare_inputs`). A given `calibration` (seconds per FLOP from an
+    earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
+    calibration steps are undone (weights, optimizer-free) and the random state is restored."""
+    from thrifty.cost.flops import flop_model
+    from thrifty.cost.hardware import hardware_for, price
+    from thrifty.cost.memory import training_memory
+    from thrifty.data.batching import sorted_batches, training_batches
+    from thrifty.models import first_token
+    from thrifty.training.feature_cache import FrozenFeatureCache
+
+    tc = config.train
     data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
     max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
-    if tc.prune_last_layer:
-        first_token.enable(model)
+    test_ids = inputs.test_ids or []
+    pruned = tc.prune_last_layer and first_token.enable(model)
+    try:
+        # ---- Arithmetic, counted from the real batches of one epoch.
+        lengths = [len(x) for x in train_ids]
+        batches = training_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
+        widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
+        # Layers the training loop computes once and then skips, as it will.
+        cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details,
+                                                           model)
+        flops = flop_model(model, frozen_layers=cached_layers)
+        steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
+        total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
+        epochs_run = total_steps / steps_per_epoch
 
-    # ---- Arithmetic, counted from the real batches of one epoch.
-    lengths = [len(x) for x in train_ids]
-    batches = training_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
-    widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
-    # Layers the training loop computes once and then skips, as it will.
-    cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details, model)
-    flops = flop_model(model, frozen_layers=cached_layers)
-    steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
-    epochs_run = total_steps / steps_per_epoch
-    def sorted_widths(ids):  # evaluation and the frozen-layer cache pad sorted batches of eval_batch_size
-        seq = [len(x) for x in ids]
-        return [(len(idx), max(seq[i] for i in idx)) for idx in sorted_batches(seq, tc.eval_batch_size)]
+        def sorted_widths(ids):  # evaluation and the frozen-layer cache pad sorted batches of eval_batch_size
+            seq = [len(x) for x in ids]
+            return [(len(idx), max(seq[i] for i in idx)) for idx in sorted_batches(seq, tc.eval_batch_size)]
 
-    def forward_flops(pairs, frozen_only=False):
-        rate = flops.frozen_forward_flops if frozen_only else flops.forward_flops
-        return sum(size * rate([width]) for size, width in pairs)
+        def forward_flops(pairs, frozen_only=False):
+            rate = flops.frozen_forward_flops if frozen_only else flops.forward_flops
+            return sum(size * rate([width]) for size, width in pairs)
 
-    val_widths = sorted_widths(val_ids)
-    frozen_per_epoch = forward_flops(widths, frozen_only=True)
-    train_flops_epoch = flops.batches_train_flops(widths) - frozen_per_epoch
-    cache_flops = forward_flops(sorted_widths(train_ids), frozen_only=True) + forward_flops(val_widths, frozen_only=True)
-    evaluations = (math.floor(total_steps / tc.eval_every_steps) if tc.eval_every_steps else math.ceil(epochs_run)) + 1
-    eval_flops = evaluations * (forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True))
-    memory = training_memory(model, tc.batch_size, max(w for _, w in widths))
+        val_widths, test_widths = sorted_widths(val_ids), sorted_widths(test_ids) if test_ids else []
+        frozen_per_epoch = forward_flops(widths, frozen_only=True)
+        train_flops_epoch = flops.batches_train_flops(widths) - frozen_per_epoch
+        cache_flops = forward_flops(sorted_widths(train_ids), frozen_only=True) + forward_flops(val_widths, frozen_only=True)
+        # An evaluation at every epoch end (or every eval_every_steps, and at the last step); the best model's
+        # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
+        evaluations = (math.floor(total_steps / tc.eval_every_steps) if tc.eval_every_steps else math.ceil(epochs_run))
+        if tc.eval_every_steps and total_steps % tc.eval_every_steps:
+            evaluations += 1
+        eval_each_flops = forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True)
+        test_flops = forward_flops(test_widths)
+        eval_flops = evaluations * eval_each_flops + test_flops
+        memory = training_memory(model, tc.batch_size, max(w for _, w in widths))
 
-    # ---- Calibration: a few real steps (after a warm-up step) and a forward pass, on this machine.
+        hardware = hardware or hardware_for(config.cost)
+        if hardware.kind == "cpu":
+            if calibration is None:
+                calibration = _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flops,
+                                         calibration_steps, forward_flops, sorted_widths)
+            # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
+            # weights): invisible for real models, most of the time for tiny ones.
+            train_seconds = (train_flops_epoch * epochs_run * calibration["seconds_per_train_flop"]
+                             + total_steps * STEP_OVERHEAD_SECONDS)
+            eval_each_seconds = (eval_each_flops * calibration["seconds_per_forward_flop"] + EVAL_OVERHEAD_SECONDS
+                                 + strategy.trainable_parameters * 4 / COPY_BYTES_PER_SECOND)
+            test_seconds = test_flops * calibration["seconds_per_forward_flop"]
+            cache_seconds = cache_flops * calibration["seconds_per_forward_flop"]
+        else:
+            # Another machine: each batch takes the longer of its FLOPs at peak x efficiency and the host's launch time.
+            layers = getattr(model.config, "num_hidden_layers", 12)
+            live = layers - cached_layers
+            frozen_rate = flops.frozen_forward_flops
+            train_seconds = epochs_run * sum(
+                hardware.train_step_seconds(flops.batches_train_flops([(n, w)]) - n * frozen_rate([w]), live)
+                for n, w in widths)
+            eval_each_seconds = sum(hardware.forward_seconds(n * (flops.forward_flops([w]) - frozen_rate([w])), live)
+                                    for n, w in val_widths)
+            test_seconds = sum(hardware.forward_seconds(n * flops.forward_flops([w]), layers) for n, w in test_widths)
+            cache_seconds = sum(hardware.forward_seconds(n * frozen_rate([w]), cached_layers)
+                                for n, w in sorted_widths(train_ids) + val_widths) if cached_layers else 0.0
+            calibration = None
+    finally:
+        if pruned:
+            first_token.disable(model)
+    eval_seconds = evaluations * eval_each_seconds + test_seconds
+    predicted = train_seconds + eval_seconds + cache_seconds
+    cost = price(predicted, hardware)
+    if cost is not None:
+        cost_note = (f"{predicted / 3600:.3f} h x {hardware.machine_price_per_hour:.4g} {config.cost.currency}/h "
+                     f"({hardware.name}: {hardware.instance}, price as of {hardware.as_of}; set cost.price_per_hour for yours)")
+    else:
+        cost_note = f"no price for hardware '{hardware.name}': set cost.price_per_hour (the machine's price per hour)"
+    fits = None if hardware.memory_gib is None else memory.total <= hardware.memory_gib * 2**30
+    return {
+        "model": config.model.name, "strategy": strategy.name,
+        "total_parameters": strategy.total_parameters, "trainable_parameters": strategy.trainable_parameters,
+        "examples": len(train_ids), "tokens_per_epoch": int(sum(lengths)),
+        "padded_tokens_per_epoch": int(sum(size * width for size, width in widths)),
+        "max_length": max_length, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
+        "epochs": round(epochs_run, 3), "evaluations": evaluations,
+        "train_flops_per_epoch": train_flops_epoch, "train_flops": train_flops_epoch * epochs_run,
+        "eval_flops": eval_flops, "eval_flops_each": eval_each_flops, "cache_flops": cache_flops,
+        "peak_memory_bytes": memory.total, "memory": memory.as_dict(), "fits_memory": fits,
+        "calibration": calibration,
+        "predicted_seconds": round(predicted, 1),
+        "predicted": {"training_seconds": round(train_seconds, 2), "evaluation_seconds": round(eval_seconds, 2),
+                      "frozen_cache_seconds": round(cache_seconds, 2), "seconds_per_step": train_seconds / max(1, total_steps),
+                      "seconds_per_evaluation": eval_each_seconds, "test_seconds": test_seconds},
+        "frozen_cache": {"layers": cached_layers, "flops": cache_flops} if cached_layers else None,
+        "hardware": hardware.as_dict(),
+        "cost": None if cost is None else float(f"{cost:.4g}"), "currency": config.cost.currency, "cost_note": cost_note,
+    }
+
+
+def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flops, steps, forward_flops,
+               sorted_widths) -> dict[str, Any]:
+    """Seconds per FLOP on this machine's CPU: a few real training steps (after a warm-up) and a forward pass."""
+    from thrifty.data.batching import collate
+    from thrifty.evaluation.evaluate import predict_logits
+    from thrifty.training.optim import make_optimizer
+
+    tc = config.train
+    saved_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    saved_rng = torch.get_rng_state()
     optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, torch.device("cpu"))
     model.train()
-    sample = batches[: calibration_steps + 1]
+    sample = batches[: steps + 1]
     timed_flops, timed = 0.0, 0.0
+    trainable = [p for p in model.parameters() if p.requires_grad]
     for k, idx in enumerate(sample):
+        t0 = time.perf_counter()
         batch = collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels)
         labels = batch.pop("labels")
-        t0 = time.perf_counter()
         loss = torch.nn.functional.cross_entropy(model(**batch).logits.float(), labels)
         loss.backward()
+        if tc.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if k > 0:  # the first step pays one-off allocations
@@ -91,37 +185,18 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     t0 = time.perf_counter()
     predict_logits(model, probe, tokenizer.pad_token_id, tc.eval_batch_size, torch.device("cpu"))
     seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths(probe)), 1.0)
-
-    train_seconds = train_flops_epoch * epochs_run * seconds_per_train_flop
-    eval_seconds = eval_flops * seconds_per_forward_flop
-    cache_seconds = cache_flops * seconds_per_forward_flop
-    predicted = train_seconds + eval_seconds + cache_seconds
-    result = {
-        "model": config.model.name, "strategy": strategy.name,
-        "total_parameters": strategy.total_parameters, "trainable_parameters": strategy.trainable_parameters,
-        "examples": len(train_ids), "tokens_per_epoch": int(sum(lengths)),
-        "padded_tokens_per_epoch": int(sum(size * width for size, width in widths)),
-        "max_length": max_length, "steps": total_steps, "epochs": round(epochs_run, 3), "evaluations": evaluations,
-        "train_flops_per_epoch": train_flops_epoch, "train_flops": train_flops_epoch * epochs_run,
-        "eval_flops": eval_flops, "peak_memory_bytes": memory.total, "memory": memory.as_dict(),
-        "calibration": {"steps": len(sample) - 1, "seconds": round(timed, 3),
-                        "train_flops_per_second": round(1 / seconds_per_train_flop), "threads": torch.get_num_threads(),
-                        "forward_flops_per_second": round(1 / seconds_per_forward_flop)},
-        "predicted_seconds": round(predicted, 1),
-        "predicted": {"training_seconds": round(train_seconds, 1), "evaluation_seconds": round(eval_seconds, 1),
-                      "frozen_cache_seconds": round(cache_seconds, 1)},
-        "frozen_cache": {"layers": cached_layers, "flops": cache_flops} if cached_layers else None,
-        "hardware": "this machine (cpu)",
-        "cost": None,
-        "cost_note": "prices are not configured yet: multiply predicted_seconds by your machine's price",
-        "estimate_seconds": round(time.perf_counter() - started, 1),
-    }
-    return result
+    model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
+    torch.set_rng_state(saved_rng)
+    model.train()
+    return {"steps": len(sample) - 1, "seconds": round(timed, 3), "threads": torch.get_num_threads(),
+            "train_flops_per_second": round(1 / seconds_per_train_flop),
+            "forward_flops_per_second": round(1 / seconds_per_forward_flop),
+            "seconds_per_train_flop": seconds_per_train_flop, "seconds_per_forward_flop": seconds_per_forward_flop}
 
 
 def format_estimate(e: dict[str, Any]) -> str:
     gib = 2**30
-    m = e["memory"]
+    m, hw = e["memory"], e["hardware"]
     return "\n".join([
         f"model {e['model']}, strategy {e['strategy']}: {e['total_parameters'] / 1e6:.2f}M parameters, "
         f"{e['trainable_parameters'] / 1e6:.3f}M trainable",
@@ -131,9 +206,21 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"+ {e['eval_flops'] / 1e12:.2f} TFLOP for {e['evaluations']} evaluations",
         f"memory: {e['peak_memory_bytes'] / gib:.2f} GiB peak = weights {m['weights'] / gib:.2f} + gradients "
         f"{m['gradients'] / gib:.2f} + AdamW {m['optimizer'] / gib:.2f} + activations {m['activations'] / gib:.2f}",
-        f"time: {e['predicted_seconds']:.0f} s predicted on {e['hardware']} (calibrated: "
-        f"{e['calibration']['train_flops_per_second'] / 1e9:.1f} GFLOP/s training, "
-        f"{e['calibration']['forward_flops_per_second'] / 1e9:.1f} GFLOP/s inference, "
-        f"{e['calibration']['threads']} threads)",
-        f"cost: {e['cost_note']}",
-    ])
+        _time_line(e),
+        "cost: " + ("" if e["cost"] is None else f"{e['cost']:.4f} {e['currency']} = ") + e["cost_note"],
+    ] + ([f"warning: {e['peak_memory_bytes'] / gib:.1f} GiB will not fit in the {hw['memory_gib']} GiB of {hw['name']}; "
+          "use strategy lora or freeze, a smaller train.batch_size or data.max_length"]
+         if e.get("fits_memory") is False else []))
+
+
+def _time_line(e: dict[str, Any]) -> str:
+    hw, cal = e["hardware"], e["calibration"]
+    if cal is not None:
+        how = (f"calibrated here: {cal['train_flops_per_second'] / 1e9:.1f} GFLOP/s training, "
+               f"{cal['forward_flops_per_second'] / 1e9:.1f} GFLOP/s inference, {cal['threads']} threads")
+        where = f"this machine ({hw['cores']} cpu cores)"
+    else:
+        how = (f"{hw['peak_tflops']:g} TFLOP/s peak x {hw['efficiency']:g} efficiency, at least "
+               "the host's launch time per layer")
+        where = f"{hw['name']} ({hw['description']})"
+    return f"time: {e['predicted_seconds']:.0f} s predicted on {where} ({how})"

@@ -18,10 +18,13 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 
+from thrifty.cost import budget as budget_mod
+from thrifty.cost.hardware import get_hardware
 from thrifty.config import (
     BUILTIN_DATA, Config, apply_overrides, config_from_dict, dump_config, load_config, load_yaml,
 )
@@ -44,6 +47,7 @@ from thrifty.training.run_dir import (
 )
 
 CONFIG_FILE = "config.yaml"
+_FEATURE_MEMO: dict[str, Any] = {}  # the last frozen-layer features computed in this process (see train)
 
 
 @dataclass
@@ -163,9 +167,14 @@ def train(
     resume: Optional[str | Path] = None,
     overwrite: bool = False,
     progress: bool = True,
+    clock_start: Optional[float] = None,
+    on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None,
 ) -> RunResult:
-    """Fine-tune a classifier. The Python twin of ``thrifty train``; returns the run folder and metrics."""
-    wall_start = time.perf_counter()
+    """Fine-tune a classifier. The Python twin of ``thrifty train``; returns the run folder and metrics.
+    `clock_start` (a `time.perf_counter()` value) starts the budget's clock earlier, e.g. when the command began.
+    `on_evaluation(n, metrics)` is called after the n-th validation (n from 1); returning True stops the run there
+    (`thrifty tune` prunes poor trials this way), keeping the best model so far like any other stop."""
+    wall_start = clock_start if clock_start is not None else time.perf_counter()
 
     # ---- 0. Config and run folder. Problems here are found before any expensive work.
     if resume is not None:
@@ -203,19 +212,30 @@ def train(
     max_length, how = inputs.max_length, inputs.max_length_how
     train_ids, val_ids, test_ids = inputs.train_ids, inputs.val_ids, inputs.test_ids
 
-    # ---- 3. The run folder exists only from here on: bad data or a bad model leave nothing behind.
-    if checkpoint_path is None:
-        create_run_dir(run_dir, overwrite)
-        with writing(run_dir, CONFIG_FILE):
-            dump_config(_resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)
-    set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None)
-    write_json(run_dir / "data_report.json", data.report)
-
     _log(format_report(data.report))
     tok = data.report["tokens"]["train"]
     _log(f"tokens: max_length {max_length} ({how}); train mean {tok['mean']}, p99 {tok['p99']}, "
          f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated"
          + (f"; token cache {tokens.hits} hits, {tokens.misses} misses" if tokens.folder else ""))
+
+    # ---- 2b. The budget: time and FLOPs are counted from the start of this command (and of earlier sessions
+    # of a resumed run). A run that would not fit is re-planned before it starts (see cost/budget.py).
+    tracker = budget_mod.BudgetTracker(budget_mod.limits_for(config, get_hardware("auto", config.cost.price_per_hour)),
+                                       started=wall_start)
+    planned: Optional[dict[str, Any]] = None
+    if config.budget.active and checkpoint_path is None:
+        config, inputs, planned = budget_mod.plan(config, inputs, model_path, tracker, _log)
+        tc = config.train
+        strategy, model, max_length, how = inputs.strategy, inputs.model, inputs.max_length, inputs.max_length_how
+        train_ids, val_ids, test_ids = inputs.train_ids, inputs.val_ids, inputs.test_ids
+
+    # ---- 3. The run folder exists only from here on: bad data, a bad model or a hopeless budget leave nothing behind.
+    if checkpoint_path is None:
+        create_run_dir(run_dir, overwrite)
+        with writing(run_dir, CONFIG_FILE):
+            dump_config(_resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
+    set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None)
+    write_json(run_dir / "data_report.json", data.report)
     _log(strategy.describe())
 
     # ---- 4. Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
@@ -235,8 +255,16 @@ def train(
     if cached_layers:
         t0 = time.perf_counter()
         cache = FrozenFeatureCache(unwrapped_model, cached_layers)
-        features = {"train": cache.compute(train_ids, tokenizer.pad_token_id, tc.eval_batch_size, device),
-                    "validation": cache.compute(val_ids, tokenizer.pad_token_id, tc.eval_batch_size, device)}
+        # The frozen layers are pretrained weights run without dropout: the same features for every run of this
+        # process on the same texts (hyperparameter trials), so the last ones are kept and reused.
+        key = (model_path, cached_layers, hash((tuple(map(tuple, train_ids)), tuple(map(tuple, val_ids)))))
+        if _FEATURE_MEMO.get("key") == key:
+            features = _FEATURE_MEMO["features"]
+        else:
+            _FEATURE_MEMO.clear()  # one set at a time: they can be hundreds of MiB
+            features = {"train": cache.compute(train_ids, tokenizer.pad_token_id, tc.eval_batch_size, device),
+                        "validation": cache.compute(val_ids, tokenizer.pad_token_id, tc.eval_batch_size, device)}
+            _FEATURE_MEMO.update(key=key, features=features)
         cache_seconds = time.perf_counter() - t0
         cache_bytes = sum(f.nbytes for f in features.values())
         _log(f"frozen-layer cache: {cache.frozen_layers} layers, {cache_bytes / 2**20:.1f} MiB, "
@@ -263,6 +291,8 @@ def train(
         "global_step": 0, "epoch": 0, "batch_in_epoch": 0, "best_metric": None, "best_step": None,
         "evals_without_improvement": 0, "history": [], "tokens_seen": 0, "padded_tokens_seen": 0,
         "examples_seen": 0, "step_seconds": 0.0, "eval_seconds": 0.0, "stop_reason": None,
+        "best_metrics": None, "budget_spent_seconds": 0.0, "budget_flops": 0.0, "plan": planned,
+        "last_eval_seconds": None,
     }
     best_weights: Optional[dict[str, torch.Tensor]] = None
     if checkpoint_path is not None:
@@ -272,6 +302,7 @@ def train(
         scheduler.load_state_dict(saved["scheduler"])
         ckpt.restore_rng(saved["rng"])
         state.update(saved["loop"])
+        tracker.seconds_before, tracker.flops = state["budget_spent_seconds"], state["budget_flops"]
         _truncate_log(run_dir / "train_log.jsonl", state["global_step"])
         _log(f"resumed from step {state['global_step']} (epoch {state['epoch'] + 1})")
 
@@ -286,11 +317,73 @@ def train(
 
     train_forward, validation_forward = forward_for("train"), forward_for("validation")
 
+    # Budget bookkeeping: FLOPs are counted per real batch only when there is a FLOP limit (counting costs a second).
+    recent_step_seconds: list[float] = []
+    save_reserve = budget_mod.save_seconds(sum(p.numel() * p.element_size() for p in unwrapped_model.parameters()))
+    flops_model = None
+    if config.budget.max_flops is not None:
+        from thrifty.cost.flops import flop_model
+
+        flops_model = flop_model(unwrapped_model, frozen_layers=cached_layers)
+
+    def step_flop_count(idx) -> float:
+        width = max(train_lengths[i] for i in idx)
+        return len(idx) * (flops_model.train_flops([width]) - flops_model.frozen_forward_flops([width]))
+
+    eval_flops = 0.0
+    if flops_model is not None:
+        val_lengths = [len(x) for x in val_ids]
+        from thrifty.data.batching import sorted_batches
+
+        eval_flops = sum(len(b) * (flops_model.forward_flops([w]) - flops_model.frozen_forward_flops([w]))
+                         for b in sorted_batches(val_lengths, tc.eval_batch_size) for w in [max(val_lengths[i] for i in b)])
+
     def evaluate_now() -> dict[str, Any]:
         return evaluate_split(model, val_ids, data.validation.labels, data.label_names, tokenizer.pad_token_id,
                               tc.eval_batch_size, device, autocast_dtype, validation_forward)
 
+    def evaluate_and_track(step: int, epoch_done: float) -> float:
+        """Evaluate on validation, keep the best weights and metrics, log; returns the tracked metric."""
+        nonlocal best_weights
+        t_eval = time.perf_counter()
+        metrics = evaluate_now()
+        state["last_eval_seconds"] = time.perf_counter() - t_eval
+        state["eval_seconds"] += state["last_eval_seconds"]
+        tracker.flops += eval_flops
+        value = metrics[tc.metric]
+        improved = is_better(tc.metric, value, state["best_metric"])
+        if improved:
+            state.update(best_metric=value, best_step=step, evals_without_improvement=0, best_metrics=metrics)
+            best_weights = ckpt.trainable_state(accelerator.unwrap_model(model))
+        else:
+            state["evals_without_improvement"] += 1
+        spent = state["step_seconds"] + state["eval_seconds"] + cache_seconds
+        state["history"].append({"step": step, "epoch": epoch_done, "accuracy": metrics["accuracy"],
+                                 "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],
+                                 "seconds": round(spent, 2)})  # training + evaluation so far
+        if writer:
+            for key in ("accuracy", "macro_f1", "loss"):
+                writer.add_scalar(f"validation/{key}", metrics[key], step)
+        bar.write(f"step {step} (epoch {int(math.ceil(epoch_done)) or 1}): validation {summary(metrics)}"
+                  + ("  * best" if improved else ""))
+        if on_evaluation is not None and on_evaluation(len(state["history"]), metrics):
+            state["stop_reason"] = "pruned"
+        return value
+
+    def budget_says_stop(idx_group: list) -> Optional[str]:
+        """Would this step leave too little budget to evaluate the current weights, test and save?"""
+        if not config.budget.active:
+            return None
+        plan = state["plan"] or {}
+        guess = max(recent_step_seconds[-5:]) if recent_step_seconds else plan.get("seconds_per_step", 0.0)
+        eval_guess = state["last_eval_seconds"] or plan.get("seconds_per_evaluation", 0.0)
+        reserve = eval_guess + plan.get("test_seconds", 0.0) + save_reserve
+        step_flops = sum(step_flop_count(idx) for idx in idx_group) if flops_model else 0.0
+        return tracker.over(guess + reserve, step_flops + eval_flops)
+
     def save_checkpoint() -> None:
+        state["budget_spent_seconds"] = tracker.spent_seconds  # what this and earlier sessions have spent
+        state["budget_flops"] = tracker.flops
         ckpt.save_checkpoint(run_dir, accelerator.unwrap_model(model), best_weights, optimizer, scheduler, state)
 
     bar = _progress_bar(total_steps, state["global_step"], progress)
@@ -309,6 +402,7 @@ def train(
                               for _, loss, norm in pending]).tolist()  # the one wait for the device
         elapsed = time.perf_counter() - window_start
         state["step_seconds"] += elapsed
+        recent_step_seconds.append(elapsed / len(pending))
         tps = state["tokens_seen"] / max(state["step_seconds"], 1e-9)
         for (record, _, norm), (loss, grad_norm) in zip(pending, values):
             record.update(loss=loss, grad_norm=grad_norm if norm is not None else None,
@@ -334,6 +428,10 @@ def train(
                 accum = tc.gradient_accumulation_steps
                 groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
                 for g in range(state["batch_in_epoch"] // accum, len(groups)):
+                    reason = budget_says_stop(groups[g])
+                    if reason is not None:
+                        tracker.stopped_by, state["stop_reason"] = reason, "budget"
+                        break
                     if not pending:  # a new timing window: evaluation and checkpoint time stay out of it
                         window_start = time.perf_counter()
                     step_loss = torch.zeros((), device=device)
@@ -357,6 +455,8 @@ def train(
                     optimizer.zero_grad(set_to_none=True)
                     state["global_step"] += 1
                     state["batch_in_epoch"] = min(len(batches), (g + 1) * accum)
+                    if flops_model is not None:
+                        tracker.flops += sum(step_flop_count(idx) for idx in groups[g])
                     step = state["global_step"]
                     pending.append(({"step": step, "epoch": epoch + 1, "loss": None, "lr": scheduler.get_last_lr()[0]},
                                     step_loss, grad_norm))
@@ -371,27 +471,9 @@ def train(
                     bar.update(1)
 
                     if evaluate_due or last_step:
-                        t_eval = time.perf_counter()
-                        metrics = evaluate_now()
-                        state["eval_seconds"] += time.perf_counter() - t_eval
-                        value = metrics[tc.metric]
-                        improved = is_better(tc.metric, value, state["best_metric"])
-                        if improved:
-                            state.update(best_metric=value, best_step=step, evals_without_improvement=0)
-                            best_weights = ckpt.trainable_state(accelerator.unwrap_model(model))
-                        else:
-                            state["evals_without_improvement"] += 1
-                        spent = state["step_seconds"] + state["eval_seconds"] + cache_seconds
-                        state["history"].append({"step": step, "epoch": round(epoch + (g + 1) / len(groups), 3),
-                                                 "accuracy": metrics["accuracy"],
-                                                 "macro_f1": metrics["macro_f1"], "loss": metrics["loss"],
-                                                 "seconds": round(spent, 2)})  # training + evaluation so far
-                        if writer:
-                            for key in ("accuracy", "macro_f1", "loss"):
-                                writer.add_scalar(f"validation/{key}", metrics[key], step)
-                        bar.write(f"step {step} (epoch {epoch + 1}): validation {summary(metrics)}"
-                                  + ("  * best" if improved else ""))
-                        if tc.early_stopping_patience and state["evals_without_improvement"] >= tc.early_stopping_patience:
+                        value = evaluate_and_track(step, round(epoch + (g + 1) / len(groups), 3))
+                        if (state["stop_reason"] is None and tc.early_stopping_patience
+                                and state["evals_without_improvement"] >= tc.early_stopping_patience):
                             state["stop_reason"] = "early_stopping"
                         if tc.stop_at_metric is not None and not is_better(tc.metric, tc.stop_at_metric, value):
                             state["stop_reason"] = "target_reached"  # value is at least as good as the target
@@ -416,6 +498,12 @@ def train(
             if state["stop_reason"] is None:
                 state["stop_reason"] = "completed"
             flush_steps()
+            evaluated = [h["step"] for h in state["history"]]
+            if state["stop_reason"] == "budget" and (not evaluated or evaluated[-1] != state["global_step"]):
+                # The weights trained since the last evaluation may be the best ones: look before keeping the best.
+                bar.write(f"budget reached ({tracker.stopped_by}) after {tracker.spent_seconds:.0f} s, at step "
+                          f"{state['global_step']}: evaluating the current weights, then keeping the best")
+                evaluate_and_track(state["global_step"], round(state["epoch"] + state["batch_in_epoch"] / max(1, len(batches)), 3))
             log_file.flush()
             save_checkpoint()  # the finished loop is resumable too, should saving the model fail below
     except Interrupted:
@@ -436,7 +524,8 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
     if best_weights is not None:
         ckpt.load_trainable_state(unwrapped, best_weights)
-    results: dict[str, Any] = {"validation": evaluate_now()}
+    # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
+    results: dict[str, Any] = {"validation": state["best_metrics"] or evaluate_now()}
     if test_ids is not None:
         results["test"] = evaluate_split(unwrapped, test_ids, data.test.labels, data.label_names, tokenizer.pad_token_id,
                                          tc.eval_batch_size, device, autocast_dtype)
@@ -477,6 +566,8 @@ def train(
             if split in results:
                 plot_confusion_matrix(results[split]["confusion_matrix"], data.label_names,
                                       run_dir / f"confusion_matrix_{split}.png", f"{split} ({config.model.name})")
+    majority = max(np.bincount(np.asarray(data.validation.labels))) / max(1, len(data.validation.labels))
+    results["budget"] = tracker.report(results["validation"]["accuracy"], round(float(majority), 4), state["plan"])
     write_json(run_dir / "metrics.json", results)  # written last: its presence means the run is complete
     if not config.output.keep_checkpoints:
         import shutil
@@ -486,9 +577,10 @@ def train(
     _log(f"validation: {summary(results['validation'])}")
     if "test" in results:
         _log(f"test: {summary(results['test'])}")
-    tr = results["train"]
+    tr, bu = results["train"], results["budget"]
     _log(f"trained {tr['steps']} steps in {tr['seconds']:.1f}s ({tr['tokens_per_second']:,.0f} real tokens/s, "
          f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
+    _log(budget_mod.format_spent(bu))
     return RunResult(run_dir, results)
 
 

@@ -1,0 +1,423 @@
+"""`thrifty tune`: hyperparameter search with Optuna over the training recipe.
+
+Each trial is an ordinary ``thrifty train`` run (its own run folder under ``OUT/trials/``) with the trial's
+values set on the base config; the test set is left out of every trial, so it is looked at once, at the end,
+by the user. TPE samples the space; poor trials are pruned from their validation score after each epoch
+(median rule); the study lives in ``OUT/study.db`` (SQLite), so ``--resume`` continues an interrupted
+search. A ``budget`` in the config is the budget of the whole search: each trial gets what is left (and is
+planned to fit it, see cost/budget.py), and no trial starts once it is spent. Tokenised data is shared
+through the token cache, frozen-layer features through the in-process cache. With ``--multi-objective``
+it searches accuracy against cost and plots the Pareto front. The best configuration is written as
+``OUT/best_config.yaml``, which ``thrifty train`` accepts as is.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from thrifty.config import Config, _apply, _section_types, _SECTIONS, dump_config
+from thrifty.errors import ConfigError, RunDirError, ThriftyError
+
+STUDY_FILE = "study.db"
+STUDY_NAME = "thrifty"
+LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3)}
+
+
+def default_space(strategy: str, layers: int) -> dict[str, dict[str, Any]]:
+    """The search space when the user gives none: the knobs that matter for the configured strategy."""
+    low, high = LEARNING_RATES[strategy]
+    space: dict[str, dict[str, Any]] = {
+        "train.learning_rate": {"low": low, "high": high, "log": True},
+        "train.epochs": {"low": 1, "high": 4},
+        "train.batch_size": {"choices": [16, 32, 64]},
+        "train.weight_decay": {"low": 0.0, "high": 0.1},
+        "train.warmup_ratio": {"low": 0.0, "high": 0.2},
+        "train.dropout": {"low": 0.0, "high": 0.3},
+    }
+    if strategy == "freeze" and layers > 1:
+        space["strategy.frozen_layers"] = {"low": 1, "high": layers - 1}
+    if strategy == "lora":
+        space["strategy.lora_r"] = {"choices": [4, 8, 16, 32]}
+        space["strategy.lora_alpha"] = {"choices": [8, 16, 32, 64]}
+    return space
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str  # section.key of the config
+    kind: str  # "int", "float" or "categorical"
+    low: Any = None
+    high: Any = None
+    log: bool = False
+    step: Optional[float] = None
+    choices: Optional[tuple] = None
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.key, self.low, self.high, step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
+
+
+def parse_space(raw: dict[str, Any], base: Config) -> list[Dimension]:
+    """Check a space against the config: known keys, sensible ranges, and values the config accepts."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("the search space is empty; give at least one key, e.g. train.learning_rate: {low: 1e-5, high: 1e-3, log: true}")
+    dims = []
+    for key, spec in raw.items():
+        section, _, name = str(key).partition(".")
+        if section not in _SECTIONS or name not in _section_types(_SECTIONS[section]):
+            _apply(copy.deepcopy(base), section, name, None)  # raises: unknown key, with the valid ones
+        annotation = _section_types(_SECTIONS[section])[name]
+        if not isinstance(spec, dict):
+            raise ConfigError(f"search space '{key}': give {{low: .., high: ..}} or {{choices: [..]}}, got {spec!r}")
+        unknown = set(spec) - {"low", "high", "log", "step", "choices"}
+        if unknown:
+            raise ConfigError(f"search space '{key}': unknown field(s) {sorted(unknown)}; use low, high, log, step or choices")
+        if "choices" in spec:
+            choices = spec["choices"]
+            if not isinstance(choices, list) or not choices:
+                raise ConfigError(f"search space '{key}': choices must be a non-empty list")
+            for value in choices:
+                _check_value(base, section, name, value, key)
+            dims.append(Dimension(key, "categorical", choices=tuple(choices)))
+            continue
+        if "low" not in spec or "high" not in spec:
+            raise ConfigError(f"search space '{key}': give both low and high (or choices)")
+        low, high = spec["low"], spec["high"]
+        is_int = _base_type(annotation) is int
+        if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or isinstance(low, bool):
+            raise ConfigError(f"search space '{key}': low and high must be numbers, got {low!r} and {high!r}")
+        if not low < high:
+            raise ConfigError(f"search space '{key}': low={low} must be below high={high}")
+        if spec.get("log") and low <= 0:
+            raise ConfigError(f"search space '{key}': a log scale needs low > 0, got {low}")
+        if _base_type(annotation) not in (int, float):
+            raise ConfigError(f"search space '{key}' is not numeric; give choices: [..] instead of low/high")
+        for value in (low, high):
+            _check_value(base, section, name, int(value) if is_int else float(value), key)
+        dims.append(Dimension(key, "int" if is_int else "float", int(low) if is_int else float(low),
+                              int(high) if is_int else float(high), bool(spec.get("log", False)), spec.get("step")))
+    return dims
+
+
+def _base_type(annotation: Any) -> Any:
+    import typing
+
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return args[0] if args and typing.get_origin(annotation) is not typing.Literal else annotation
+
+
+def _check_value(base: Config, section: str, name: str, value: Any, key: str) -> None:
+    probe = copy.deepcopy(base)
+    try:
+        _apply(probe, section, name, value)
+        probe.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"search space '{key}' allows a value the config rejects: {exc}") from None
+
+
+def _load_space(path: Optional[str | Path], base: Config, layers: int) -> dict[str, Any]:
+    space = default_space(base.strategy.name, layers)
+    if path is None:
+        return space
+    from thrifty.config import load_yaml
+
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the search space must be a mapping of config keys to ranges")
+    replace = bool(raw.pop("replace_defaults", False))  # true: only the keys in this file are searched
+    space = {} if replace else space
+    for key, spec in raw.items():
+        if spec is None:
+            space.pop(key, None)  # `train.dropout: null` leaves that key out of the search
+        else:
+            space[key] = spec
+    return space
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class _BudgetSpent(Exception):
+    """Raised out of a trial that the rest of the search budget cannot pay for."""
+
+
+@dataclass
+class TuneResult:
+    output: Path
+    best: dict[str, Any]
+    summary: dict[str, Any]
+
+
+def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, output: str | Path = "runs/tune",
+         overrides: Optional[list[str]] = None, space: Optional[str | Path] = None, resume: bool = False,
+         multi_objective: bool = False, progress: bool = True, log=print) -> TuneResult:
+    """Search hyperparameters for `config`; the Python twin of ``thrifty tune``."""
+    import optuna
+
+    from thrifty.cost import budget as budget_mod
+    from thrifty.cost.hardware import get_hardware
+    from thrifty.models.loading import resolve_model
+    from thrifty.training.recipe import _as_config, train
+
+    started = time.perf_counter()
+    if trials < 1:
+        raise ConfigError(f"--trials {trials} must be at least 1")
+    out = Path(output).expanduser()
+    db = out / STUDY_FILE
+    if resume:
+        if not db.exists():
+            raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
+        base = _as_config(out / "tune_config.yaml", overrides)
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
+        base = _as_config(config, overrides)
+    layers = _layers(resolve_model(base.model.name), base)
+    space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
+    dims = parse_space(space_raw, base)
+    metric, maximize = base.train.metric, base.train.metric != "loss"
+    directions = ["maximize" if maximize else "minimize"] + (["minimize"] if multi_objective else [])
+
+    # The whole search shares one budget; trials draw on what is left.
+    hardware = get_hardware("auto", base.cost.price_per_hour)
+    limits = budget_mod.limits_for(base, hardware)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        dump_config(base, out / "tune_config.yaml")
+        (out / "space.yaml").write_text(yaml.safe_dump(space_raw, sort_keys=False), encoding="utf-8")
+    study = _open_study(db, directions, base.train.seed, trials, multi_objective)
+    spent_before = float(study.user_attrs.get("spent_seconds", 0.0))
+    flops_before = float(study.user_attrs.get("spent_flops", 0.0))
+    tracker = budget_mod.BudgetTracker(limits, started=started, seconds_before=spent_before, flops=flops_before)
+    _fail_stale(study)
+    finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
+    todo = trials - len(finished)
+    if resume:
+        log(f"resuming the search in {out}: {len(finished)} trials finished, {max(todo, 0)} to go")
+    log(f"search: {trials} trials over {', '.join(d.key for d in dims)}; objective: "
+        + (f"{metric} vs cost (Pareto front)" if multi_objective else f"{'max' if maximize else 'min'} {metric} on validation")
+        + ("" if not base.budget.active else f"; budget for the whole search: {format_limits(limits)}"))
+
+    trials_dir = out / "trials"
+    stopped_by_budget = False
+
+    def objective(trial) -> Any:
+        nonlocal stopped_by_budget
+        values = {d.key: d.suggest(trial) for d in dims}
+        cfg = copy.deepcopy(base)
+        for key, value in values.items():
+            section, _, name = key.partition(".")
+            _apply(cfg, section, name, value)
+        cfg.data.test = None  # the test set is never looked at while searching
+        cfg.budget = dataclasses.replace(base.budget, max_minutes=None, max_cost=None, max_flops=None)
+        left_s, left_f = tracker.remaining_seconds(), tracker.remaining_flops()
+        if left_s is not None:
+            cfg.budget.max_minutes = max(left_s, 1e-3) / 60
+        if left_f is not None:
+            cfg.budget.max_flops = max(left_f, 1.0)
+        cfg.validate()
+
+        def report(n: int, metrics: dict[str, Any]) -> bool:
+            if multi_objective:
+                return False  # Optuna prunes single-objective studies only
+            trial.report(metrics[metric], n)
+            return trial.should_prune()
+
+        run_dir = trials_dir / f"trial-{trial.number:03d}"
+        log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+        try:
+            result = train(cfg, output=run_dir, overwrite=run_dir.exists(), progress=False, on_evaluation=report)
+        except budget_mod.BudgetError as exc:
+            stopped_by_budget = True
+            trial.set_user_attr("stop_reason", "not started: the search budget is spent")
+            raise _BudgetSpent(str(exc)) from None
+        b = result.metrics["budget"]
+        tracker.flops += b["spent_flops"]
+        study.set_user_attr("spent_seconds", tracker.spent_seconds)
+        study.set_user_attr("spent_flops", tracker.flops)
+        cost = b["spent_cost"] if b["spent_cost"] is not None else b["spent_seconds"]
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("seconds", b["spent_seconds"])
+        trial.set_user_attr("flops", b["spent_flops"])
+        trial.set_user_attr("cost", cost)
+        trial.set_user_attr("steps", result.metrics["train"]["steps"])
+        trial.set_user_attr("stop_reason", result.metrics["train"]["stop_reason"])
+        trial.set_user_attr("plan", (b["plan"] or {}).get("changes", []))
+        value = result.metrics["best"]["value"]
+        log(f"trial {trial.number}: {metric} {value:.4f} in {b['spent_seconds']:.0f} s"
+            + (f" (pruned after {len(result.metrics['history'])} evaluations)" if result.metrics["train"]["stop_reason"] == "pruned" else "")
+            + f"; search spent {tracker.spent_seconds:.0f} s")
+        if b["stopped_by_budget"] or (tracker.over(0.0, 0.0) is not None):
+            stopped_by_budget = True
+            study.stop()  # what is left of the budget will not buy a useful trial
+        if result.metrics["train"]["stop_reason"] == "pruned":
+            raise optuna.TrialPruned()
+        return (value, cost) if multi_objective else value
+
+    if todo > 0 and not (base.budget.active and tracker.over(0.0, 0.0) is not None):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study.optimize(objective, n_trials=todo, catch=(), show_progress_bar=progress)
+        except _BudgetSpent:
+            pass  # the last trial could not start: what is left of the budget buys no step
+    summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget)
+    log(format_summary(summary))
+    return TuneResult(out, summary["best"], summary)
+
+
+def format_limits(limits) -> str:
+    parts = []
+    if limits.seconds is not None:
+        parts.append(f"{limits.seconds / 60:.1f} min")
+    if limits.flops is not None:
+        parts.append(f"{limits.flops / 1e12:.1f} TFLOP")
+    return ", ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _layers(model_path: str, config: Config) -> int:
+    from transformers import AutoConfig
+
+    return int(getattr(AutoConfig.from_pretrained(model_path, trust_remote_code=config.model.trust_remote_code),
+                       "num_hidden_layers", 2))
+
+
+def _open_study(db: Path, directions: list[str], seed: int, trials: int, multi_objective: bool):
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
+    pruner = optuna.pruners.NopPruner() if multi_objective else optuna.pruners.MedianPruner(n_startup_trials=2)
+    try:
+        study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, load_if_exists=True,
+                                    sampler=sampler, pruner=pruner, directions=directions)
+        _ = study.trials  # reads every table: a damaged file fails here, not halfway through the search
+    except ValueError as exc:
+        raise ThriftyError(f"the study in {db} does not match this search ({exc}); use another --output") from None
+    except Exception as exc:  # sqlalchemy / sqlite errors: the file is not a readable study
+        if isinstance(exc, ThriftyError):
+            raise
+        raise ThriftyError(f"the study database {db} is damaged or not an Optuna study ({type(exc).__name__}); "
+                           f"move it away and start the search again (trial folders are kept)") from None
+    return study
+
+
+def _fail_stale(study) -> None:
+    """Trials left RUNNING by an interrupted search are marked failed so that they are run again."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, multi: bool, tracker,
+               stopped_by_budget: bool) -> dict[str, Any]:
+    import optuna
+
+    from thrifty.training.run_dir import write_json
+
+    rows = []
+    for t in study.trials:
+        value = (t.values[0] if t.values else None) if t.state == optuna.trial.TrialState.COMPLETE else (
+            max(t.intermediate_values.values()) if t.intermediate_values else None)
+        rows.append({"number": t.number, "state": t.state.name.lower(), "value": value, "params": t.params,
+                     **{k: t.user_attrs.get(k) for k in ("seconds", "flops", "cost", "steps", "stop_reason", "plan", "run_dir")}})
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ThriftyError("no trial finished within the search budget; raise budget.max_minutes (or max_flops) or --trials")
+    if multi:
+        front = study.best_trials
+        best = max(front, key=lambda t: t.values[0] if maximize else -t.values[0])
+    else:
+        front, best = [], study.best_trial
+    best_config = _best_config(base, best.params, out)
+    dump_config(best_config, out / "best_config.yaml")
+    summary = {
+        "metric": metric, "direction": "maximize" if maximize else "minimize", "multi_objective": multi,
+        "trials": rows,
+        "best": {"number": best.number, "value": best.values[0], "params": best.params,
+                 "run_dir": best.user_attrs.get("run_dir"), "config": str(out / "best_config.yaml")},
+        "pareto_front": [{"number": t.number, "value": t.values[0], "cost": t.values[1]} for t in front],
+        "spent_seconds": round(tracker.spent_seconds, 1), "spent_flops": tracker.flops,
+        "limit_seconds": tracker.limits.seconds, "limit_flops": tracker.limits.flops,
+        "stopped_by_budget": stopped_by_budget,
+        "counts": {"complete": sum(r["state"] == "complete" for r in rows), "pruned": sum(r["state"] == "pruned" for r in rows),
+                   "fail": sum(r["state"] == "fail" and not str(r["stop_reason"]).startswith("not started") for r in rows)},
+    }
+    write_json(out / "tune.json", summary)
+    _plot(summary, out, multi)
+    return summary
+
+
+def _best_config(base: Config, params: dict[str, Any], out: Path) -> Config:
+    best = copy.deepcopy(base)
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        _apply(best, section, name, value)
+    best.budget = type(base.budget)()  # the budget was the search's, not this run's
+    best.output.dir = str(out / "best")
+    return best.validate()
+
+
+def _plot(summary: dict[str, Any], out: Path, multi: bool) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary["trials"] if r["value"] is not None]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if multi:
+        xs = [r["cost"] for r in rows]
+        ax.scatter(xs, [r["value"] for r in rows], color="0.6", label="trials")
+        front = sorted(summary["pareto_front"], key=lambda r: r["cost"])
+        ax.plot([r["cost"] for r in front], [r["value"] for r in front], "o-", color="C3", label="Pareto front")
+        ax.set_xlabel("cost of the trial")
+        ax.set_ylabel(f"validation {summary['metric']}")
+        ax.set_title("accuracy vs cost")
+        path = out / "pareto.png"
+    else:
+        for state, colour in (("complete", "C0"), ("pruned", "0.6")):
+            pts = [r for r in rows if r["state"] == state]
+            ax.scatter([r["number"] for r in pts], [r["value"] for r in pts], color=colour, label=state)
+        best, running = [], None
+        for r in sorted((r for r in rows if r["state"] == "complete"), key=lambda r: r["number"]):
+            better = running is None or (r["value"] > running if summary["direction"] == "maximize" else r["value"] < running)
+            running = r["value"] if better else running
+            best.append((r["number"], running))
+        if best:
+            ax.step([b[0] for b in best], [b[1] for b in best], where="post", color="C3", label="best so far")
+        ax.set_xlabel("trial")
+        ax.set_ylabel(f"validation {summary['metric']}")
+        ax.set_title("hyperparameter search")
+        path = out / "trials.png"
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    c = summary["counts"]
+    b = summary["best"]
+    lines = [f"search done: {c['complete']} complete, {c['pruned']} pruned, {c['fail']} failed trials in "
+             f"{summary['spent_seconds']:.0f} s" + (" (stopped by the budget)" if summary["stopped_by_budget"] else ""),
+             f"best: trial {b['number']}, validation {summary['metric']} {b['value']:.4f}: "
+             + ", ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())]
+    if summary["multi_objective"]:
+        lines.append("Pareto front (validation, cost): " + "; ".join(
+            f"trial {r['number']} {r['value']:.4f} / {r['cost']:.4g}" for r in summary["pareto_front"]))
+    lines.append(f"best config: {b['config']}  (train it with: thrifty train {b['config']})")
+    return "\n".join(lines)
