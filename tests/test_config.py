@@ -102,3 +102,12 @@ def test_learning_rate_defaults_follow_the_strategy():
     assert load_config(None, ["--strategy.name", "full"]).learning_rate == 1e-4
     assert load_config(None, ["--strategy.name", "lora"]).learning_rate == 1e-3
     assert load_config(None, ["--strategy.name", "lora", "--train.learning_rate", "2e-4"]).learning_rate == 2e-4
+
+
+@pytest.mark.parametrize("space", sorted((REPO / "examples" / "spaces").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_search_space_parses(space):
+    from thrifty.tuning.search import _load_space, parse_space
+
+    base = load_config(REPO / "examples" / "sst2.yaml")
+    dims = parse_space(_load_space(space, base, layers=6), base)
+    assert dims and all(d.key.count(".") == 1 for d in dims)

@@ -35,7 +35,7 @@ def test_the_test_command_is_what_ci_runs():
 
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
-    assert {"train", "predict", "evaluate", "config"} <= verbs
+    assert {"train", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models", "hardware"} <= verbs
 
 
 def test_every_tour_command_runs(tmp_path):
@@ -50,7 +50,7 @@ def test_every_tour_command_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     for command in tour_commands():
         args = shlex.split(command)[1:]
-        if args[0] == "train":
+        if args[0] in ("train", "tune"):
             args += ["--no-progress", "--train.num_threads", "2"]
         result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
                                 capture_output=True, text=True, timeout=900)

@@ -1,4 +1,4 @@
-"""The `thrifty` command line: train, evaluate, predict, estimate, tune, hardware, config.
+"""The `thrifty` command line: train, evaluate, predict, estimate, tune, recommend, models, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -94,7 +94,23 @@ def _parser() -> argparse.ArgumentParser:
                                    "merged into the default space of the strategy (a key set to null is left out)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
     p.add_argument("--multi-objective", action="store_true", help="search accuracy against cost; plots the Pareto front")
+    p.add_argument("--pruner", default="asha", choices=["asha", "median", "none"],
+                   help="stop poor trials early: asynchronous successive halving (default), median rule, or never")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("recommend", parents=[common], help="model, strategy, epochs and max length that fit a budget and your data")
+    p.add_argument("config", nargs="?", help="YAML config to start from (default: built-in defaults)")
+    p.add_argument("--data", help="labelled training file (same as --data.train)")
+    p.add_argument("--budget", type=float, metavar="MINUTES", help="time budget of the run (same as --budget.max_minutes; "
+                                                                 "--budget.max_cost and --budget.max_flops work too)")
+    p.add_argument("--hardware", help="plan for this hardware profile instead of this machine (`thrifty hardware`)")
+    p.add_argument("--models", help="comma-separated candidates (default: the catalog's models available offline)")
+    p.add_argument("--output", help="write the recommended config as YAML (ready for `thrifty train`)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+
+    p = sub.add_parser("models", parents=[common], help="the model catalog: size, license, languages, published scores, offline here?")
+    p.add_argument("--json", action="store_true", help="print JSON (with every score's source)")
+    p.add_argument("--offline", action="store_true", help="only models whose weights are on this machine")
 
     p = sub.add_parser("hardware", parents=[common], help="the hardware profiles: peak FLOP/s, memory, price and its source")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -189,7 +205,40 @@ def _cmd_tune(args, overrides: list[str]) -> int:
     if args.resume and args.config:
         raise ThriftyError("--resume continues the search saved in --output; drop the config argument")
     tune(args.config, trials=args.trials, output=args.output, overrides=overrides, space=args.space, resume=args.resume,
-         multi_objective=args.multi_objective, progress=not args.no_progress)
+         multi_objective=args.multi_objective, pruner=args.pruner, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_recommend(args, overrides: list[str]) -> int:
+    from thrifty.config import load_config
+    from thrifty.models.recommend import format_recommendation, recommend, save_recommendation
+
+    extra = (["--data.train", args.data] if args.data else []) + (
+        ["--budget.max_minutes", str(args.budget)] if args.budget is not None else []) + (
+        ["--cost.hardware", args.hardware] if args.hardware else [])
+    base = load_config(args.config, extra + overrides)
+    if args.output and Path(args.output).exists():
+        raise ThriftyError(f"{args.output} already exists; choose another --output")
+    models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    result = recommend(base, models, log=lambda m: print(m, file=sys.stderr))
+    if args.output:
+        save_recommendation(result, Path(args.output))
+    if args.json:
+        print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2, default=str))
+    else:
+        print(format_recommendation(result))
+        if args.output:
+            print(f"wrote {args.output}; train it with: thrifty train {args.output}")
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from thrifty.models.catalog import catalog, format_catalog
+
+    models = [m.as_dict() for m in catalog()]
+    if args.offline:
+        models = [m for m in models if m["offline"]]
+    print(json.dumps(models, indent=2) if args.json else format_catalog(models))
     return 0
 
 
@@ -226,7 +275,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(rest)
     args.started = started
     try:
-        if overrides and args.command not in ("train", "config", "estimate", "tune"):
+        if overrides and args.command not in ("train", "config", "estimate", "tune", "recommend"):
             raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `tune`, `estimate` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
@@ -238,6 +287,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_predict(args)
         if args.command == "tune":
             return _cmd_tune(args, overrides)
+        if args.command == "recommend":
+            return _cmd_recommend(args, overrides)
+        if args.command == "models":
+            return _cmd_models(args)
         if args.command == "hardware":
             return _cmd_hardware(args)
         return _cmd_config(args, overrides)

@@ -107,7 +107,8 @@ class TrainConfig:
     gradient_accumulation_steps: int = 1
     dropout: Optional[float] = None  # override the model's hidden/attention dropout
     seed: int = 42
-    eval_every_steps: int = 0  # 0 = evaluate at the end of each epoch
+    eval_every_steps: int = 0  # 0 = evaluate `evaluations_per_epoch` times per epoch
+    evaluations_per_epoch: int = 1  # evenly spaced, the last at the epoch's end (thrifty tune uses 2)
     metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"  # for early stopping and the best model
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
@@ -122,7 +123,7 @@ class TrainConfig:
     sync_every_steps: int = 0  # read losses back from the device every N steps; 0 = 1 on CPU, 50 on GPU
 
     def validate(self) -> None:
-        positive = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size")
+        positive = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "evaluations_per_epoch")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)} must be at least 1")
@@ -149,8 +150,17 @@ class OutputConfig:
 
 
 @dataclass
+class MlflowConfig:
+    enabled: bool = False  # `mlflow: true`, or any mapping under `mlflow:`, turns it on
+    tracking_uri: Optional[str] = None  # None = sqlite:///<folder of the run folder>/mlflow.db; or http://host:5000
+    experiment: str = "thrifty"
+
+
+@dataclass
 class TrackingConfig:
     tensorboard: bool = True  # event files in RUN_DIR/tensorboard
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # params, metrics, system figures, artifacts
+    energy: bool = True  # kWh and CO2 in metrics.json when codecarbon is installed (pip install thrifty[energy])
 
 
 @dataclass
@@ -159,6 +169,7 @@ class CostConfig:
     price_per_hour: Optional[float] = None  # the whole machine's price per hour; overrides the profile's
     efficiency: Optional[float] = None  # another machine: fraction of its peak FLOP/s reached; None = profile's
     currency: str = "USD"  # a label for the prices above
+    country: str = "USA"  # ISO 3166 alpha-3 code of the grid, for the CO2 of a run's energy
 
     def validate(self) -> None:
         from thrifty.cost.hardware import get_hardware
@@ -230,6 +241,20 @@ def _suggest(name: str, valid: list[str]) -> str:
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML or command-line value to the annotated type, or raise a ConfigError."""
+    if dataclasses.is_dataclass(annotation):  # a nested group, e.g. tracking.mlflow
+        if isinstance(value, annotation):
+            return value
+        group = annotation()
+        if isinstance(value, dict):
+            if "enabled" in _section_types(annotation):
+                group.enabled = True  # giving its settings turns the group on
+            for key, item in value.items():
+                _set_field(group, str(key), item, where)
+            return group
+        if value is None or isinstance(value, (bool, str)) and "enabled" in _section_types(annotation):
+            group.enabled = bool(value) and _coerce(value if value is not None else False, bool, where)
+            return group
+        raise ConfigError(f"{where} must be a mapping of keys or true/false, got {value!r}")
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -297,13 +322,27 @@ def _apply(config: Config, section: str, key: str, value: Any) -> None:
         raise ConfigError(
             f"unknown config section '{section}'{_suggest(section, valid)}; valid sections: {', '.join(valid)}"
         )
-    fields = _section_types(_SECTIONS[section])
-    if key not in fields:
+    _set_field(getattr(config, section), key, value, section)
+
+
+def _set_field(group: Any, key: str, value: Any, where: str) -> None:
+    """Set `key` (or a nested `a.b`) on a section or group dataclass, coercing and checking the name."""
+    head, _, rest = key.partition(".")
+    fields = _section_types(type(group))
+    if head not in fields:
         valid = list(fields)
         raise ConfigError(
-            f"unknown config key '{section}.{key}'{_suggest(key, valid)}; valid keys in '{section}': {', '.join(valid)}"
+            f"unknown config key '{where}.{head}'{_suggest(head, valid)}; valid keys in '{where}': {', '.join(valid)}"
         )
-    setattr(getattr(config, section), key, _coerce(value, fields[key], f"{section}.{key}"))
+    if rest:
+        if not dataclasses.is_dataclass(fields[head]):
+            raise ConfigError(f"config key '{where}.{head}' has no sub-keys; write --{where}.{head} VALUE")
+        inner = getattr(group, head)
+        if "enabled" in _section_types(fields[head]) and rest != "enabled":
+            inner.enabled = True  # setting any of its keys turns the group on
+        _set_field(inner, rest, value, f"{where}.{head}")
+        return
+    setattr(group, head, _coerce(value, fields[head], f"{where}.{head}"))
 
 
 def config_from_dict(raw: dict[str, Any] | None, base: Config | None = None) -> Config:

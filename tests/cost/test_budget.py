@@ -6,7 +6,7 @@ import pytest
 
 from thrifty.cli import main
 from thrifty.config import Config, config_from_dict
-from thrifty.cost.budget import BudgetError, BudgetTracker, limits_for
+from thrifty.cost.budget import BudgetTracker, limits_for
 from thrifty.cost.estimate import estimate
 from thrifty.cost.hardware import get_hardware
 from thrifty.errors import ConfigError
@@ -90,3 +90,12 @@ def test_bad_budget_values_are_rejected(key, value, capsys):
     code = main(["config", f"--budget.{key}", value])
     err = capsys.readouterr().err
     assert code == 2 and f"budget.{key}" in err
+
+
+def test_energy_is_measured_when_codecarbon_is_installed(tiny_bert, small_csv, tmp_path):
+    pytest.importorskip("codecarbon")
+    config = tiny_config(tiny_bert, small_csv, epochs=2)
+    config["tracking"]["energy"] = True
+    energy = train(config, output=tmp_path / "run", progress=False).metrics["budget"]["energy"]
+    assert energy["kwh"] > 0 and energy["co2_kg"] > 0 and energy["country"] == "USA"
+    assert energy["kwh"] == pytest.approx(energy["cpu_kwh"] + energy["ram_kwh"] + energy["gpu_kwh"], rel=1e-6)

@@ -53,3 +53,15 @@ def test_hardware_command_lists_every_profile(capsys):
     assert [p["name"] for p in listed] == profile_names()
     assert main(["estimate", "--hardware", "a10"]) == 2
     assert "unknown hardware profile 'a10'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cost.price_per_hour", "-1"], "cost.price_per_hour=-1.0 must be >= 0"),
+    (["--cost.price_per_hour", "cheap"], "cost.price_per_hour must be a number"),
+    (["--cost.efficiency", "2"], "cost.efficiency=2.0 must be in (0, 1]"),
+    (["--cost.hardware", "tpu-v9"], "unknown hardware profile 'tpu-v9'"),
+])
+def test_bad_prices_and_profiles_fail_with_one_line(args, message, capsys):
+    assert main(["config", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

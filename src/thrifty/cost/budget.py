@@ -74,6 +74,10 @@ class BudgetTracker:
     def spent_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
+    def cost_so_far(self) -> Optional[float]:
+        per_hour = self.limits.price_per_hour
+        return None if per_hour is None else self.spent_seconds / 3600 * per_hour
+
     def remaining_seconds(self) -> Optional[float]:
         return None if self.limits.seconds is None else self.limits.seconds - self.spent_seconds
 
@@ -122,6 +126,9 @@ def format_spent(report: dict[str, Any]) -> str:
     if report["cost_per_accuracy_point"] is not None:
         parts.append(f"{report['cost_per_accuracy_point']:.5f} {report['currency']} per accuracy point above "
                      f"the majority baseline ({report['majority_baseline_accuracy']:.3f})")
+    energy = report.get("energy")
+    if energy:
+        parts.append(f"{1000 * energy['kwh']:.2f} Wh, {1000 * energy['co2_kg']:.2f} g CO2 ({energy['country']} grid)")
     stopped = f"; stopped by the {report['stopped_by']} budget" if report["stopped_by_budget"] else ""
     return "cost: " + ", ".join(parts) + stopped
 
@@ -130,11 +137,13 @@ def format_spent(report: dict[str, Any]) -> str:
 # Planning
 
 
-def _total(e: dict[str, Any], steps: int, every: int) -> tuple[float, float]:
+def _total(e: dict[str, Any], steps: int) -> tuple[float, float]:
     """Seconds and FLOPs of the estimated run `e` cut (or extended) to `steps` optimizer steps."""
+    from thrifty.training.schedule import evaluation_steps
+
     p = e["predicted"]
     epochs = steps / e["steps_per_epoch"]
-    evaluations = (steps // every + (1 if steps % every else 0)) if every else math.ceil(epochs)
+    evaluations = len(evaluation_steps(steps, e["steps_per_epoch"], e["eval_every_steps"], e["evaluations_per_epoch"]))
     seconds = (p["frozen_cache_seconds"] + steps * p["seconds_per_step"] + evaluations * p["seconds_per_evaluation"]
                + p["test_seconds"])
     flops = e["cache_flops"] + e["train_flops_per_epoch"] * epochs + evaluations * e["eval_flops_each"]
@@ -151,15 +160,14 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     calibration = estimate["calibration"]
     model_bytes = sum(p.numel() * p.element_size() for p in inputs.model.parameters())
     reserve = save_seconds(model_bytes)
-    every = config.train.eval_every_steps
     planned_seconds = lambda: time.perf_counter() - t0  # noqa: E731 - reported; the tracker's clock counts it anyway
 
     def fits(e: dict[str, Any], steps: int) -> bool:
-        seconds, flops = _total(e, steps, every)
+        seconds, flops = _total(e, steps)
         return tracker.over(seconds + reserve, flops) is None
 
     def record(e: dict[str, Any], steps: int, changes: list[str], fitted: bool) -> dict[str, Any]:
-        seconds, flops = _total(e, steps, every)
+        seconds, flops = _total(e, steps)
         p = e["predicted"]
         return {"fits": fitted, "predicted_seconds": round(seconds + reserve, 1), "predicted_flops": flops,
                 "changes": changes, "planning_seconds": round(planned_seconds(), 1),
@@ -170,8 +178,8 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     full_steps = estimate["steps"]
     if fits(estimate, full_steps):
         return config, inputs, record(estimate, full_steps, [], True)
-    seconds_needed, _ = _total(estimate, full_steps, every)
-    why = _why(tracker, seconds_needed + reserve, _total(estimate, full_steps, every)[1])
+    seconds_needed, _ = _total(estimate, full_steps)
+    why = _why(tracker, seconds_needed + reserve, _total(estimate, full_steps)[1])
     if not config.budget.plan:
         log(f"budget: the configured run needs more than the budget ({why}); budget.plan is off, so it will stop at the limit")
         return config, inputs, record(estimate, full_steps, [], False)
@@ -224,13 +232,18 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     # 4. Part of an epoch: a step limit the learning-rate schedule is fitted to.
     steps = _max_steps(current, fits)
     if steps < 1:
-        one_step, _ = _total(current, 1, every)
+        one_step, one_step_flops = _total(current, 1)
+        if tracker.over(one_step + reserve, 0.0) is None:  # time would do: the FLOP limit is what fails
+            raise BudgetError(
+                f"the budget is too small for even one training step: one step with its evaluation needs "
+                f"{one_step_flops / 1e12:.3f} TFLOP and the budget leaves {max(tracker.remaining_flops(), 0) / 1e12:.3f}; "
+                "raise budget.max_flops or use less data")
         spent = tracker.spent_seconds
         needed_minutes = math.ceil((spent + one_step + reserve) / 60 * 1.05 * 100) / 100
         raise BudgetError(
             f"the budget is too small for even one training step: this run needs at least {needed_minutes:g} minutes "
             f"({spent:.0f} s already spent reading data, loading and estimating, {one_step:.0f} s for one step with its "
-            f"evaluation, {reserve:.0f} s to save); raise budget.max_minutes (or max_cost/max_flops) or use less data")
+            f"evaluation, {reserve:.0f} s to save); raise budget.max_minutes (or max_cost) or use less data")
     planned.train.max_steps = steps
     changes.append(f"train.max_steps -> {steps} of {current['steps_per_epoch']} steps in the epoch "
                    "(the learning-rate schedule ends at that step)")

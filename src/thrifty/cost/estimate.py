@@ -36,6 +36,16 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     inputs = prepare_inputs(config, resolve_model(config.model.name))
     result = estimate_prepared(config, inputs, calibration_steps=calibration_steps)
     result["estimate_seconds"] = round(time.perf_counter() - started, 1)
+    result["budget"] = None
+    if config.budget.active:  # does the run fit its budget as configured? (`train` would plan it to fit)
+        from thrifty.cost.budget import limits_for
+        from thrifty.cost.hardware import hardware_for
+
+        limits = limits_for(config, hardware_for(config.cost))
+        total_flops = result["train_flops"] + result["eval_flops"] + result["cache_flops"]
+        fits = ((limits.seconds is None or result["predicted_seconds"] <= limits.seconds)
+                and (limits.flops is None or total_flops <= limits.flops))
+        result["budget"] = {"limit_seconds": limits.seconds, "limit_flops": limits.flops, "fits": fits}
     return result
 
 
@@ -50,6 +60,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     from thrifty.data.batching import sorted_batches, training_batches
     from thrifty.models import first_token
     from thrifty.training.feature_cache import FrozenFeatureCache
+    from thrifty.training.schedule import evaluation_steps
 
     tc = config.train
     data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
@@ -83,9 +94,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         cache_flops = forward_flops(sorted_widths(train_ids), frozen_only=True) + forward_flops(val_widths, frozen_only=True)
         # An evaluation at every epoch end (or every eval_every_steps, and at the last step); the best model's
         # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
-        evaluations = (math.floor(total_steps / tc.eval_every_steps) if tc.eval_every_steps else math.ceil(epochs_run))
-        if tc.eval_every_steps and total_steps % tc.eval_every_steps:
-            evaluations += 1
+        evaluations = len(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
         eval_each_flops = forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True)
         test_flops = forward_flops(test_widths)
         eval_flops = evaluations * eval_each_flops + test_flops
@@ -137,6 +146,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         "padded_tokens_per_epoch": int(sum(size * width for size, width in widths)),
         "max_length": max_length, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
         "epochs": round(epochs_run, 3), "evaluations": evaluations,
+        "eval_every_steps": tc.eval_every_steps, "evaluations_per_epoch": tc.evaluations_per_epoch,
         "train_flops_per_epoch": train_flops_epoch, "train_flops": train_flops_epoch * epochs_run,
         "eval_flops": eval_flops, "eval_flops_each": eval_each_flops, "cache_flops": cache_flops,
         "peak_memory_bytes": memory.total, "memory": memory.as_dict(), "fits_memory": fits,
@@ -208,9 +218,17 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"{m['gradients'] / gib:.2f} + AdamW {m['optimizer'] / gib:.2f} + activations {m['activations'] / gib:.2f}",
         _time_line(e),
         "cost: " + ("" if e["cost"] is None else f"{e['cost']:.4f} {e['currency']} = ") + e["cost_note"],
-    ] + ([f"warning: {e['peak_memory_bytes'] / gib:.1f} GiB will not fit in the {hw['memory_gib']} GiB of {hw['name']}; "
+    ] + ([_budget_line(e["budget"])] if e.get("budget") else []) + ([f"warning: {e['peak_memory_bytes'] / gib:.1f} GiB will not fit in the {hw['memory_gib']} GiB of {hw['name']}; "
           "use strategy lora or freeze, a smaller train.batch_size or data.max_length"]
          if e.get("fits_memory") is False else []))
+
+
+def _budget_line(b: dict[str, Any]) -> str:
+    limit = ", ".join(p for p in (f"{b['limit_seconds']:.0f} s" if b["limit_seconds"] is not None else "",
+                                  f"{b['limit_flops'] / 1e12:.2f} TFLOP" if b["limit_flops"] is not None else "") if p)
+    if b["fits"]:
+        return f"budget: fits ({limit})"
+    return f"budget: does not fit ({limit}); `thrifty train` will plan it to fit (fewer epochs first) and say how"
 
 
 def _time_line(e: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from thrifty.cost import budget as budget_mod
+from thrifty.cost.energy import EnergyMeter
 from thrifty.cost.hardware import get_hardware
 from thrifty.config import (
     BUILTIN_DATA, Config, apply_overrides, config_from_dict, dump_config, load_config, load_yaml,
@@ -42,6 +43,7 @@ from thrifty.strategies import apply_strategy
 from thrifty.training import checkpoint as ckpt
 from thrifty.training.feature_cache import FrozenFeatureCache
 from thrifty.training.optim import linear_warmup_decay, make_optimizer, warmup_steps_for
+from thrifty.training.schedule import evaluation_steps
 from thrifty.training.run_dir import (
     check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing,
 )
@@ -169,11 +171,16 @@ def train(
     progress: bool = True,
     clock_start: Optional[float] = None,
     on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None,
+    mlflow_parent_run_id: Optional[str] = None,
+    evaluate_test: bool = True,
 ) -> RunResult:
     """Fine-tune a classifier. The Python twin of ``thrifty train``; returns the run folder and metrics.
     `clock_start` (a `time.perf_counter()` value) starts the budget's clock earlier, e.g. when the command began.
     `on_evaluation(n, metrics)` is called after the n-th validation (n from 1); returning True stops the run there
-    (`thrifty tune` prunes poor trials this way), keeping the best model so far like any other stop."""
+    (`thrifty tune` prunes poor trials this way), keeping the best model so far like any other stop.
+    `mlflow_parent_run_id` nests this run's MLflow run under another (the trials of a search).
+    `evaluate_test=False` reads the test set (so that its texts are kept out of training, as always) but does
+    not evaluate it: a search must not look at it."""
     wall_start = clock_start if clock_start is not None else time.perf_counter()
 
     # ---- 0. Config and run folder. Problems here are found before any expensive work.
@@ -280,6 +287,7 @@ def train(
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
     warmup = warmup_steps_for(total_steps, tc.warmup_ratio)
+    eval_at = set(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
     scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
     effective_batch = tc.batch_size * tc.gradient_accumulation_steps * accelerator.num_processes
     _log(f"training: {len(train_ids)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
@@ -307,6 +315,7 @@ def train(
         _log(f"resumed from step {state['global_step']} (epoch {state['epoch'] + 1})")
 
     writer = _tensorboard(run_dir, config, purge_step=state["global_step"] if checkpoint_path else None)
+    mlf = _mlflow(config, run_dir, strategy, data, mlflow_parent_run_id)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision)
 
     def forward_for(split: str):
@@ -364,6 +373,8 @@ def train(
         if writer:
             for key in ("accuracy", "macro_f1", "loss"):
                 writer.add_scalar(f"validation/{key}", metrics[key], step)
+        if mlf:
+            mlf.log_metrics({f"validation/{k}": metrics[k] for k in ("accuracy", "macro_f1", "loss")}, step, flush=True)
         bar.write(f"step {step} (epoch {int(math.ceil(epoch_done)) or 1}): validation {summary(metrics)}"
                   + ("  * best" if improved else ""))
         if on_evaluation is not None and on_evaluation(len(state["history"]), metrics):
@@ -412,10 +423,16 @@ def train(
                 writer.add_scalar("train/loss", loss, record["step"])
                 writer.add_scalar("train/lr", record["lr"], record["step"])
                 writer.add_scalar("train/tokens_per_second", tps, record["step"])
+            if mlf:
+                mlf.log_metrics({"train/loss": loss, "train/lr": record["lr"], "train/grad_norm": record["grad_norm"],
+                                 "system/tokens_per_second": tps, "system/spent_seconds": tracker.spent_seconds,
+                                 "system/cost_so_far": tracker.cost_so_far(), "system/peak_rss_gib": _peak_rss_gib()},
+                                record["step"])
         bar.set_postfix(epoch=pending[-1][0]["epoch"], loss=f"{values[-1][0]:.4f}", tok_s=f"{tps:,.0f}", refresh=False)
         pending.clear()
 
     pin = device.type == "cuda"
+    energy = EnergyMeter(config.cost.country).start() if config.tracking.energy else None
     model.train()
     try:
         with _StopFlag() as stop:
@@ -462,7 +479,7 @@ def train(
                                     step_loss, grad_norm))
                     last_step = step >= total_steps
                     end_of_epoch = g == len(groups) - 1
-                    evaluate_due = (step % tc.eval_every_steps == 0) if tc.eval_every_steps else end_of_epoch
+                    evaluate_due = step in eval_at
                     checkpoint_due = (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
                         not tc.checkpoint_every_steps and (evaluate_due or last_step))
                     if len(pending) >= sync_every or evaluate_due or last_step or checkpoint_due or stop.requested:
@@ -507,12 +524,20 @@ def train(
             log_file.flush()
             save_checkpoint()  # the finished loop is resumable too, should saving the model fail below
     except Interrupted:
+        if mlf:
+            mlf.end("KILLED")
         raise
     except KeyboardInterrupt:
         set_status(run_dir, "interrupted", step=state["global_step"])
+        if mlf:
+            mlf.end("KILLED")
         raise Interrupted(f"aborted at step {state['global_step']}; continue from the last checkpoint with: thrifty train --resume {run_dir}") from None
     except BaseException:
         set_status(run_dir, "failed", step=state["global_step"])
+        if energy:
+            energy.stop()
+        if mlf:
+            mlf.end("FAILED")
         raise
     finally:
         bar.close()
@@ -526,7 +551,7 @@ def train(
         ckpt.load_trainable_state(unwrapped, best_weights)
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
     results: dict[str, Any] = {"validation": state["best_metrics"] or evaluate_now()}
-    if test_ids is not None:
+    if test_ids is not None and evaluate_test:
         results["test"] = evaluate_split(unwrapped, test_ids, data.test.labels, data.label_names, tokenizer.pad_token_id,
                                          tc.eval_batch_size, device, autocast_dtype)
     wall = time.perf_counter() - wall_start
@@ -568,12 +593,15 @@ def train(
                                       run_dir / f"confusion_matrix_{split}.png", f"{split} ({config.model.name})")
     majority = max(np.bincount(np.asarray(data.validation.labels))) / max(1, len(data.validation.labels))
     results["budget"] = tracker.report(results["validation"]["accuracy"], round(float(majority), 4), state["plan"])
+    results["budget"]["energy"] = energy.stop() if energy else None
     write_json(run_dir / "metrics.json", results)  # written last: its presence means the run is complete
     if not config.output.keep_checkpoints:
         import shutil
 
         shutil.rmtree(run_dir / ckpt.CHECKPOINT_DIR, ignore_errors=True)
     set_status(run_dir, "complete", step=state["global_step"])
+    if mlf:
+        _mlflow_finish(mlf, run_dir, results, state["global_step"])
     _log(f"validation: {summary(results['validation'])}")
     if "test" in results:
         _log(f"test: {summary(results['test'])}")
@@ -640,6 +668,48 @@ def _tensorboard(run_dir: Path, config: Config, purge_step: Optional[int]):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge_step)
+
+
+def _mlflow(config: Config, run_dir: Path, strategy, data, parent_run_id: Optional[str]):
+    """An MLflow run with the config and the data as params, or None (off, not installed, or unreachable)."""
+    if not config.tracking.mlflow.enabled:
+        return None
+    from thrifty.tracking.mlflow_logger import MlflowLogger, flatten
+
+    mlf = MlflowLogger.start(config.tracking.mlflow, run_dir, run_dir.name, parent_run_id)
+    if mlf is None:
+        return None
+    params = {k: v for k, v in flatten("", config.to_dict()).items() if not k.startswith("tracking.mlflow")}
+    params.update({"model.total_parameters": strategy.total_parameters,
+                   "model.trainable_parameters": strategy.trainable_parameters,
+                   "data.train_examples": len(data.train.texts), "data.validation_examples": len(data.validation.texts),
+                   "data.labels": len(data.label_names)})
+    mlf.log_params(params)
+    mlf.log_artifact(run_dir / "data_report.json")
+    mlf.log_artifact(run_dir / CONFIG_FILE)
+    return mlf
+
+
+def _mlflow_finish(mlf, run_dir: Path, results: dict[str, Any], step: int) -> None:
+    """Final figures and the run's files (model included) as artifacts, then the run is closed."""
+    final = {f"final/{split}_{k}": results[split][k] for split in ("validation", "test") if split in results
+             for k in ("accuracy", "macro_f1", "loss")}
+    b = results["budget"]
+    final.update({"final/spent_seconds": b["spent_seconds"], "final/spent_cost": b["spent_cost"],
+                  "final/tokens_per_second": results["train"]["tokens_per_second"]})
+    mlf.log_metrics(final, step, flush=True)
+    mlf.set_tags({"thrifty.stop_reason": results["train"]["stop_reason"],
+                  "thrifty.stopped_by_budget": b["stopped_by_budget"]})
+    for name in ("metrics.json", "train_log.jsonl", "confusion_matrix_validation.png", "confusion_matrix_test.png"):
+        mlf.log_artifact(run_dir / name)
+    mlf.log_artifact(run_dir / "model", "model")
+    mlf.end()
+
+
+def _peak_rss_gib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

