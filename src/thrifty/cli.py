@@ -94,8 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                                    "merged into the default space of the strategy (a key set to null is left out)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
     p.add_argument("--multi-objective", action="store_true", help="search accuracy against cost; plots the Pareto front")
-    p.add_argument("--pruner", default="asha", choices=["asha", "median", "none"],
-                   help="stop poor trials early: asynchronous successive halving (default), median rule, or never")
+    p.add_argument("--pruner", default="median", choices=["median", "asha", "none"],
+                   help="stop poor trials early (from their 2nd evaluation, i.e. one epoch): below the median of earlier "
+                        "trials (default), successive halving (cheaper, harsher), or never")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("recommend", parents=[common], help="model, strategy, epochs and max length that fit a budget and your data")

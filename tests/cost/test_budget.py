@@ -53,7 +53,7 @@ def test_planner_cuts_epochs_to_fit_and_saves_the_planned_config(tiny_bert, smal
     result = train(_with(config, max_minutes=0.25), output=tmp_path / "run", progress=False)
     plan = result.metrics["budget"]["plan"]
     assert plan["fits"] and plan["changes"] and plan["changes"][0].startswith("train.epochs 1000 -> ")
-    planned_epochs = int(plan["changes"][0].split(" -> ")[1].split(":")[0])
+    planned_epochs = int(plan["changes"][0].split(" -> ")[1].split()[0].rstrip(":"))
     assert 1 <= planned_epochs < 1000
     saved = config_from_dict(__import__("yaml").safe_load((tmp_path / "run" / "config.yaml").read_text()))
     assert saved.train.epochs == planned_epochs  # --resume continues the planned run, not the original

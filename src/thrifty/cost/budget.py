@@ -1,13 +1,14 @@
 """Budgets: fit a run into its time, cost and FLOP limits before it starts, and stop it gracefully at them.
 
 ``budget: {max_minutes, max_cost, max_flops}``. A cost limit is a time limit at the machine's price
-(`cost.price_per_hour`, or the hardware profile's). Before training, :func:`plan` estimates the configured
-run (the same estimate as ``thrifty estimate``, calibrated on this machine) and, if it does not fit, changes
-the config in this order, saying what it changed and why: fewer epochs; a cheaper strategy (``full`` ->
-``freeze`` of half the layers); a shorter ``max_length`` (the 95th percentile of training lengths); and
-finally a step limit, so that the learning-rate schedule still ends where the money does. During training
-the :class:`BudgetTracker` stops the loop before a step that would leave too little time to evaluate the
-current weights, evaluate the test set and save the model; the best model so far is what is kept.
+(`cost.price_per_hour`, or the hardware profile's). Before training, :func:`plan` estimates the configured run
+(the same estimate as ``thrifty estimate``, calibrated on this machine) and, if it does not fit, changes the
+config in this order, saying what it changed and why: fewer epochs (and as many steps of the next one as fit);
+a cheaper strategy (``full`` -> ``freeze`` of half the layers); a shorter ``max_length`` (the 95th percentile
+of training lengths); and finally a step limit, so that the learning-rate schedule still ends where the money
+does. During training the :class:`BudgetTracker` stops the loop before a step that would leave too little time
+to evaluate the current weights, evaluate the test set and save the model; the best model so far is what is
+kept.
 """
 
 from __future__ import annotations
@@ -193,12 +194,20 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
                 return k
         return None
 
-    # 1. Fewer epochs.
+    # 1. Fewer epochs: the most whole epochs that fit, then as much of the next one as fits (a step limit, so
+    # the learning-rate schedule still ends with the budget rather than being cut off by it).
     k = best_epochs(estimate)
     if k is not None:
-        changes.append(f"train.epochs {config.train.epochs} -> {k}: {config.train.epochs} epochs need {why}")
-        planned.train.epochs = k
-        return _done(planned, inputs, record(estimate, k * estimate["steps_per_epoch"], changes, True), log)
+        spe = estimate["steps_per_epoch"]
+        steps = _max_steps(estimate, fits, hi=min((k + 1) * spe, full_steps)) if k < config.train.epochs else k * spe
+        if steps > k * spe:
+            planned.train.epochs, planned.train.max_steps = k + 1, steps
+            changes.append(f"train.epochs {config.train.epochs} -> {k + 1} with train.max_steps {steps} "
+                           f"({steps / spe:.2f} epochs): {config.train.epochs} epochs need {why}")
+        else:
+            planned.train.epochs = k
+            changes.append(f"train.epochs {config.train.epochs} -> {k}: {config.train.epochs} epochs need {why}")
+        return _done(planned, inputs, record(estimate, steps, changes, True), log)
     changes.append(f"train.epochs {planned.train.epochs} -> 1: even 1 epoch does not fit ({why})")
     planned.train.epochs = 1
 
@@ -261,8 +270,8 @@ def _why(tracker: BudgetTracker, seconds: float, flops: float) -> str:
     return "; ".join(parts) or "within the budget"
 
 
-def _max_steps(e: dict[str, Any], fits) -> int:
-    lo, hi = 0, e["steps_per_epoch"]
+def _max_steps(e: dict[str, Any], fits, hi: Optional[int] = None) -> int:
+    lo, hi = 0, e["steps_per_epoch"] if hi is None else hi
     while lo < hi:  # the largest step count that fits (seconds and FLOPs grow with steps)
         mid = (lo + hi + 1) // 2
         if fits(e, mid):

@@ -213,7 +213,8 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"data: {e['examples']} examples, {e['tokens_per_epoch']:,} real tokens per epoch "
         f"({e['padded_tokens_per_epoch']:,} with padding), max_length {e['max_length']}",
         f"work: {e['steps']} steps over {e['epochs']:g} epochs = {e['train_flops'] / 1e12:.2f} TFLOP of training "
-        f"+ {e['eval_flops'] / 1e12:.2f} TFLOP for {e['evaluations']} evaluations",
+        f"+ {e['eval_flops'] / 1e12:.2f} TFLOP for {e['evaluations']} evaluations"
+        + (" and the test set" if e["predicted"]["test_seconds"] else ""),
         f"memory: {e['peak_memory_bytes'] / gib:.2f} GiB peak = weights {m['weights'] / gib:.2f} + gradients "
         f"{m['gradients'] / gib:.2f} + AdamW {m['optimizer'] / gib:.2f} + activations {m['activations'] / gib:.2f}",
         _time_line(e),

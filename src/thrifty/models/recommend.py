@@ -110,13 +110,13 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
     bigger = [c for c in candidates if c["parameters_m"] > choice["parameters_m"] and not c["eligible"]]
     if bigger:
         b = max(bigger, key=lambda c: c["parameters_m"])
-        reasons.append(f"{b['model']} is larger but affords only {b['epochs']} epochs"
+        reasons.append(f"{b['model']} is larger but affords only {b['epochs']} epoch(s)"
                        + ("" if b["fits_memory"] else " and does not fit in memory"))
     reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
     richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
     if richer:
         reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
-                       f"only {', '.join(str(c['epochs']) for c in richer)} epochs")
+                       f"only {', '.join(str(c['epochs']) for c in richer)} epoch(s)")
     else:
         reasons.append(f"{choice['strategy']}: the strategy that can change the most weights, and it fits")
     config = copy.deepcopy(base)

@@ -255,7 +255,7 @@ def train(
     trainable_params = [p for p in model.parameters() if p.requires_grad]
 
     # Frozen layers are a fixed function of the text: compute them once, not once per epoch.
-    cache, features, cache_seconds, cache_bytes = None, {}, 0.0, 0
+    cache, features, cache_seconds, cache_bytes, cache_reused = None, {}, 0.0, 0, False
     unwrapped_model = accelerator.unwrap_model(model)
     cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details,
                                                        unwrapped_model)
@@ -266,7 +266,7 @@ def train(
         # process on the same texts (hyperparameter trials), so the last ones are kept and reused.
         key = (model_path, cached_layers, hash((tuple(map(tuple, train_ids)), tuple(map(tuple, val_ids)))))
         if _FEATURE_MEMO.get("key") == key:
-            features = _FEATURE_MEMO["features"]
+            features, cache_reused = _FEATURE_MEMO["features"], True
         else:
             _FEATURE_MEMO.clear()  # one set at a time: they can be hundreds of MiB
             features = {"train": cache.compute(train_ids, tokenizer.pad_token_id, tc.eval_batch_size, device),
@@ -343,6 +343,12 @@ def train(
     if flops_model is not None:
         val_lengths = [len(x) for x in val_ids]
         from thrifty.data.batching import sorted_batches
+
+        if cache is not None and not cache_reused:  # building the cache was work too (again after a resume)
+            for ids in (train_ids, val_ids):
+                lengths = [len(x) for x in ids]
+                tracker.flops += sum(len(b) * flops_model.frozen_forward_flops([max(lengths[i] for i in b)])
+                                     for b in sorted_batches(lengths, tc.eval_batch_size))
 
         eval_flops = sum(len(b) * (flops_model.forward_flops([w]) - flops_model.frozen_forward_flops([w]))
                          for b in sorted_batches(val_lengths, tc.eval_batch_size) for w in [max(val_lengths[i] for i in b)])
@@ -478,7 +484,6 @@ def train(
                     pending.append(({"step": step, "epoch": epoch + 1, "loss": None, "lr": scheduler.get_last_lr()[0]},
                                     step_loss, grad_norm))
                     last_step = step >= total_steps
-                    end_of_epoch = g == len(groups) - 1
                     evaluate_due = step in eval_at
                     checkpoint_due = (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
                         not tc.checkpoint_every_steps and (evaluate_due or last_step))

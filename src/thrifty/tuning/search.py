@@ -3,7 +3,7 @@
 Each trial is an ordinary ``thrifty train`` run (its own run folder under ``OUT/trials/``) with the trial's
 values set on the base config; the test set is never evaluated by a trial, so it is looked at once, at the
 end, by the user. TPE samples the space; trials evaluate twice per epoch and poor ones are pruned from those
-scores (asynchronous successive halving by default); the study lives in ``OUT/study.db`` (SQLite), so
+scores (the median rule from the second evaluation on, by default); the study lives in ``OUT/study.db`` (SQLite), so
 ``--resume`` continues an interrupted search. A ``budget`` in the config is the budget of the whole search:
 each trial gets what is left (and is planned to fit it, see cost/budget.py), and no trial starts once it is
 spent. Tokenised data is shared through the token cache, frozen-layer features through the in-process cache.
@@ -27,7 +27,7 @@ from thrifty.config import Config, _apply, _section_types, _SECTIONS, dump_confi
 from thrifty.errors import ConfigError, RunDirError, ThriftyError
 
 STUDY_FILE = "study.db"
-PRUNERS = ("asha", "median", "none")
+PRUNERS = ("median", "asha", "none")
 STUDY_NAME = "thrifty"
 LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3)}
 
@@ -162,7 +162,7 @@ class TuneResult:
 
 def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, output: str | Path = "runs/tune",
          overrides: Optional[list[str]] = None, space: Optional[str | Path] = None, resume: bool = False,
-         multi_objective: bool = False, pruner: str = "asha", progress: bool = True, log=print) -> TuneResult:
+         multi_objective: bool = False, pruner: str = "median", progress: bool = True, log=print) -> TuneResult:
     """Search hyperparameters for `config`; the Python twin of ``thrifty tune``."""
     import optuna
 
@@ -330,11 +330,14 @@ def _open_study(db: Path, directions: list[str], seed: int, trials: int, pruner_
     import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
+    # Trials evaluate twice per epoch; neither pruner judges a trial before its 2nd evaluation (one epoch):
+    # earlier scores favour whatever learns fastest at first, not what ends best (benchmarks/results/tune_sst2_asha.md).
     pruner = {
-        # Asynchronous successive halving: a trial goes past its 1st, 3rd, 9th ... evaluation only if it is
-        # in the top third of the trials that got there (the first trials: only if the best so far).
-        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2),
+        # A trial stops when its score is below the median of earlier trials' scores at the same evaluation.
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+        # Asynchronous successive halving: a trial goes past its 2nd, 6th, 18th ... evaluation only if it is in
+        # the top third of the trials that got there (the first trials: only if the best so far). Cheaper, harsher.
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
         "none": optuna.pruners.NopPruner,
     }[pruner_name]()
     try:
