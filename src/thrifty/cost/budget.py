@@ -75,9 +75,12 @@ class BudgetTracker:
     def spent_seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.started
 
-    def cost_so_far(self) -> Optional[float]:
+    def cost_of(self, seconds: float) -> Optional[float]:
         per_hour = self.limits.price_per_hour
-        return None if per_hour is None else self.spent_seconds / 3600 * per_hour
+        return None if per_hour is None else seconds / 3600 * per_hour
+
+    def cost_so_far(self) -> Optional[float]:
+        return self.cost_of(self.spent_seconds)
 
     def remaining_seconds(self) -> Optional[float]:
         return None if self.limits.seconds is None else self.limits.seconds - self.spent_seconds
@@ -98,7 +101,7 @@ class BudgetTracker:
     def report(self, accuracy: Optional[float], majority_accuracy: Optional[float], planned: Optional[dict]) -> dict[str, Any]:
         spent = self.spent_seconds
         lim = self.limits
-        cost = None if lim.price_per_hour is None else spent / 3600 * lim.price_per_hour
+        cost = self.cost_of(spent)
         gained = None if accuracy is None or majority_accuracy is None else 100 * (accuracy - majority_accuracy)
         return {
             "limit_seconds": None if lim.seconds is None else round(lim.seconds, 1),
@@ -138,7 +141,7 @@ def format_spent(report: dict[str, Any]) -> str:
 # Planning
 
 
-def _total(e: dict[str, Any], steps: int) -> tuple[float, float]:
+def total_for_steps(e: dict[str, Any], steps: int) -> tuple[float, float]:
     """Seconds and FLOPs of the estimated run `e` cut (or extended) to `steps` optimizer steps."""
     from thrifty.training.schedule import evaluation_steps
 
@@ -164,11 +167,11 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     planned_seconds = lambda: time.perf_counter() - t0  # noqa: E731 - reported; the tracker's clock counts it anyway
 
     def fits(e: dict[str, Any], steps: int) -> bool:
-        seconds, flops = _total(e, steps)
+        seconds, flops = total_for_steps(e, steps)
         return tracker.over(seconds + reserve, flops) is None
 
     def record(e: dict[str, Any], steps: int, changes: list[str], fitted: bool) -> dict[str, Any]:
-        seconds, flops = _total(e, steps)
+        seconds, flops = total_for_steps(e, steps)
         p = e["predicted"]
         return {"fits": fitted, "predicted_seconds": round(seconds + reserve, 1), "predicted_flops": flops,
                 "changes": changes, "planning_seconds": round(planned_seconds(), 1),
@@ -179,8 +182,8 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     full_steps = estimate["steps"]
     if fits(estimate, full_steps):
         return config, inputs, record(estimate, full_steps, [], True)
-    seconds_needed, _ = _total(estimate, full_steps)
-    why = _why(tracker, seconds_needed + reserve, _total(estimate, full_steps)[1])
+    seconds_needed, _ = total_for_steps(estimate, full_steps)
+    why = _why(tracker, seconds_needed + reserve, total_for_steps(estimate, full_steps)[1])
     if not config.budget.plan:
         log(f"budget: the configured run needs more than the budget ({why}); budget.plan is off, so it will stop at the limit")
         return config, inputs, record(estimate, full_steps, [], False)
@@ -217,7 +220,7 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
         layers = getattr(inputs.model.config, "num_hidden_layers", 2)
         candidate = copy.deepcopy(planned)
         candidate.strategy.name, candidate.strategy.frozen_layers = "freeze", layers // 2
-        inputs = _rebuild(candidate, inputs, model_path)
+        inputs = rebuild_model(candidate, inputs, model_path)
         current = estimate_prepared(candidate, inputs, calibration=calibration)
         planned = candidate
         changes.append(f"strategy.name full -> freeze ({layers // 2} of {layers} layers frozen): "
@@ -241,7 +244,7 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     # 4. Part of an epoch: a step limit the learning-rate schedule is fitted to.
     steps = _max_steps(current, fits)
     if steps < 1:
-        one_step, one_step_flops = _total(current, 1)
+        one_step, one_step_flops = total_for_steps(current, 1)
         if tracker.over(one_step + reserve, 0.0) is None:  # time would do: the FLOP limit is what fails
             raise BudgetError(
                 f"the budget is too small for even one training step: one step with its evaluation needs "
@@ -289,7 +292,7 @@ def _done(config: Config, inputs, record: dict[str, Any], log) -> tuple[Config, 
     return config, inputs, record
 
 
-def _rebuild(config: Config, inputs, model_path: str):
+def rebuild_model(config: Config, inputs, model_path: str):
     """The same data and tokens with a freshly loaded model under another strategy."""
     from thrifty.models.loading import load_classifier
     from thrifty.strategies import apply_strategy

@@ -67,19 +67,19 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             config = copy.deepcopy(config)
             config.strategy.name = strategy
             if strategy != "full":
-                inputs = budget_mod._rebuild(config, inputs, path)
+                inputs = budget_mod.rebuild_model(config, inputs, path)
             e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
             calibration = e["calibration"] or calibration
             reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])
             tracker = budget_mod.BudgetTracker(limits, seconds_before=0.0)
             epochs, seconds, flops = 0, None, None
             for k in range(target_epochs(examples), 0, -1):
-                s, f = budget_mod._total(e, k * e["steps_per_epoch"])
+                s, f = budget_mod.total_for_steps(e, k * e["steps_per_epoch"])
                 if tracker.over(s + reserve, f) is None:
                     epochs, seconds, flops = k, s + reserve, f
                     break
             if epochs == 0:
-                seconds, flops = budget_mod._total(e, e["steps_per_epoch"])
+                seconds, flops = budget_mod.total_for_steps(e, e["steps_per_epoch"])
                 seconds += reserve
             per_hour = hardware.machine_price_per_hour
             candidates.append({

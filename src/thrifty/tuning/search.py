@@ -230,10 +230,7 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     def objective(trial) -> Any:
         nonlocal stopped_by_budget
         values = {d.key: d.suggest(trial) for d in dims}
-        cfg = copy.deepcopy(base)
-        for key, value in values.items():
-            section, _, name = key.partition(".")
-            _apply(cfg, section, name, value)
+        cfg = _with_params(base, values)
         if not cfg.train.eval_every_steps and cfg.train.evaluations_per_epoch == 1:
             cfg.train.evaluations_per_epoch = 2  # finer steps for pruning, and for catching each trial's best point
         cfg.budget = dataclasses.replace(base.budget, max_minutes=None, max_cost=None, max_flops=None)
@@ -403,11 +400,17 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
     return summary
 
 
-def _best_config(base: Config, params: dict[str, Any], out: Path) -> Config:
-    best = copy.deepcopy(base)
+def _with_params(base: Config, params: dict[str, Any]) -> Config:
+    """A copy of `base` with a trial's values (keys are section.key)."""
+    config = copy.deepcopy(base)
     for key, value in params.items():
         section, _, name = key.partition(".")
-        _apply(best, section, name, value)
+        _apply(config, section, name, value)
+    return config
+
+
+def _best_config(base: Config, params: dict[str, Any], out: Path) -> Config:
+    best = _with_params(base, params)
     best.budget = type(base.budget)()  # the budget was the search's, not this run's
     best.output.dir = str(out / "best")
     return best.validate()
