@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from thrifty.config import Config
@@ -173,8 +174,10 @@ def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flop
     saved_rng = torch.get_rng_state()
     optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, torch.device("cpu"))
     model.train()
-    sample = batches[: steps + 1]
-    timed_flops, timed = 0.0, 0.0
+    # Warm up on the widest batch, so that the allocator already holds the largest buffers the timed steps need.
+    widest = max(batches, key=lambda idx: max(len(train_ids[i]) for i in idx))
+    sample = [widest] + batches[:steps]
+    timed, rates = 0.0, []
     trainable = [p for p in model.parameters() if p.requires_grad]
     for k, idx in enumerate(sample):
         t0 = time.perf_counter()
@@ -187,9 +190,11 @@ def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flop
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if k > 0:  # the first step pays one-off allocations
-            timed += time.perf_counter() - t0
-            timed_flops += flops.batches_train_flops([(len(idx), batch["input_ids"].shape[1])])  # no cache here
-    seconds_per_train_flop = timed / max(timed_flops, 1.0)
+            seconds = time.perf_counter() - t0
+            timed += seconds
+            rates.append(seconds / max(flops.batches_train_flops([(len(idx), batch["input_ids"].shape[1])]), 1.0))
+    # The median step: a cold first process (thread pool, allocator) made one step of four 40% slow once.
+    seconds_per_train_flop = float(np.median(rates))
     probe = (val_ids + train_ids)[: 2 * tc.eval_batch_size]
     predict_logits(model, probe[: tc.eval_batch_size], tokenizer.pad_token_id, tc.eval_batch_size, torch.device("cpu"))  # warm-up
     t0 = time.perf_counter()
