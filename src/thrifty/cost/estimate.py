@@ -39,13 +39,12 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     result["estimate_seconds"] = round(time.perf_counter() - started, 1)
     result["budget"] = None
     if config.budget.active:  # does the run fit its budget as configured? (`train` would plan it to fit)
-        from thrifty.cost.budget import limits_for
+        from thrifty.cost.budget import BudgetTracker, limits_for
         from thrifty.cost.hardware import hardware_for
 
         limits = limits_for(config, hardware_for(config.cost))
         total_flops = result["train_flops"] + result["eval_flops"] + result["cache_flops"]
-        fits = ((limits.seconds is None or result["predicted_seconds"] <= limits.seconds)
-                and (limits.flops is None or total_flops <= limits.flops))
+        fits = BudgetTracker(limits).over(result["predicted_seconds"], total_flops) is None  # nothing spent yet
         result["budget"] = {"limit_seconds": limits.seconds, "limit_flops": limits.flops, "fits": fits}
     return result
 
