@@ -33,7 +33,7 @@ def worker(variant: str, examples: int) -> dict:
     from thrifty.data.batching import collate, training_batches
     from thrifty.data.tokenize import encode
     from thrifty.models.loading import default_model_dir, load_classifier, load_tokenizer
-    from thrifty.training.optim import make_optimizer
+    from thrifty.optimization.optim import make_optimizer
 
     texts, labels = read_sst2("stsa.binary.train")
     pick = random.Random(0).sample(range(len(texts)), examples)

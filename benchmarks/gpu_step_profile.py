@@ -55,7 +55,7 @@ def time_variant(folder, cpu_batches, *, pin=True, sync_every=0, outer_autocast=
     import torch
     from accelerate import Accelerator
 
-    from thrifty.training.optim import make_optimizer
+    from thrifty.optimization.optim import make_optimizer
 
     from accelerate.state import AcceleratorState
 

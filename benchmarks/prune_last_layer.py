@@ -35,7 +35,7 @@ def main() -> None:
     from thrifty.evaluation.evaluate import predict_logits
     from thrifty.models import first_token
     from thrifty.models.loading import default_model_dir, load_classifier, load_tokenizer
-    from thrifty.training.optim import make_optimizer
+    from thrifty.optimization.optim import make_optimizer
 
     torch.set_num_threads(args.threads)
     texts, labels = read_sst2("stsa.binary.train")

@@ -1,10 +1,23 @@
-"""thrifty: fine-tune pre-trained transformers for text classification at the lowest cost for the accuracy.
+"""thrifty: fine-tune pre-trained transformers at the lowest cost for the accuracy.
 
-The CLI (`thrifty train | evaluate | predict`) and this API are two faces of the same functions.
+The CLI (`thrifty train | evaluate | predict | ...`) and this API are two faces of the same functions. The
+names below load on first use, so `import thrifty` (and `thrifty --version`) does not import torch.
 """
 
-from thrifty.api import evaluate, predict, train
-from thrifty.config import Config, load_config
+from __future__ import annotations
 
-__version__ = "0.1.0"
+from typing import Any
+
+from thrifty.version import __version__
+
+_LAZY = {"train": "thrifty.api", "evaluate": "thrifty.api", "predict": "thrifty.api",
+         "Config": "thrifty.config", "load_config": "thrifty.config"}
 __all__ = ["Config", "evaluate", "load_config", "predict", "train", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'thrifty' has no attribute {name!r}")

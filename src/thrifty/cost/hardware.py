@@ -8,18 +8,13 @@ training step takes the longer of its FLOPs at ``peak x efficiency`` and the hos
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from typing import Any, Optional
 
-import yaml
-
 from thrifty.errors import ConfigError
-
-PROFILE_FILE = "hardware.yaml"
+from thrifty.resources import hardware_names as profile_names
+from thrifty.resources import hardware_profiles, unknown_hardware_message
 
 
 @dataclass(frozen=True)
@@ -60,16 +55,6 @@ class Hardware:
                 "instance": self.instance, "source": self.source, "as_of": self.as_of}
 
 
-@lru_cache(maxsize=1)
-def _raw_profiles() -> dict[str, Any]:
-    text = resources.files("thrifty.resources").joinpath(PROFILE_FILE).read_text(encoding="utf-8")
-    return yaml.safe_load(text)
-
-
-def profile_names() -> list[str]:
-    return [name for name in _raw_profiles() if name != "defaults"]
-
-
 def _this_machine_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
@@ -92,13 +77,10 @@ def _auto_name() -> str:
 def get_hardware(name: str = "auto", price_per_hour: Optional[float] = None,
                  efficiency: Optional[float] = None) -> Hardware:
     """The named profile (``auto`` = this machine), with the config's overrides applied."""
-    raw = _raw_profiles()
+    raw = hardware_profiles()
     wanted = _auto_name() if name == "auto" else name
     if wanted not in profile_names():
-        close = difflib.get_close_matches(wanted, profile_names(), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"unknown hardware profile '{wanted}'{hint}; known: {', '.join(profile_names())}, or auto "
-                          f"(this machine); add one to thrifty/resources/{PROFILE_FILE}")
+        raise ConfigError(unknown_hardware_message(wanted))
     entry, defaults = raw[wanted], raw.get("defaults", {})
     cores = _this_machine_cores() if entry["kind"] == "cpu" else 1
     per_unit = entry.get("price_per_hour")

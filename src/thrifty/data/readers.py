@@ -53,7 +53,7 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return FORMATS_BY_SUFFIX.get(path.suffix.lower(), "label_text")
 
 
-def _check_file(path: Path, role: str) -> None:
+def check_file(path: Path, role: str) -> None:
     if not path.exists():
         raise DataError(f"{role} file not found: {path}; check the path in data.{role} (relative paths start at the current folder)")
     if path.is_dir():
@@ -62,7 +62,7 @@ def _check_file(path: Path, role: str) -> None:
         raise DataError(f"{role} file is empty: {path}; it needs at least a few labelled rows")
 
 
-def _read_bytes(path: Path, role: str) -> bytes:
+def read_bytes(path: Path, role: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -110,6 +110,64 @@ def _clean_cell(value) -> Optional[str]:
     return str(value)
 
 
+DELIMITERS = (",", ";", "|", "\t")
+
+
+def sniff_header(text: str, source: str, text_column: str, label_column: Optional[str]) -> Optional[str]:
+    """The delimiter of a first line that names the text column (and the label column) as a header; None when the
+    first line is no such header. A header naming the text column but not the configured label column is refused
+    with the columns it does name: a silent 'label text' guess would train on the first words of the texts."""
+    first = text.split("\n", 1)[0].strip()
+    for delimiter in DELIMITERS:
+        fields = [f.strip().strip('"') for f in first.split(delimiter)]
+        if len(fields) < 2 or text_column not in fields:
+            continue
+        if label_column is None or label_column in fields:
+            return delimiter
+        others = [f for f in fields if f != text_column]
+        raise DataError(f"{source} starts with a header of {delimiter!r}-separated columns {fields}, without the label "
+                        f"column {label_column!r}; set --data.label_column {others[0]} (or rename the column)")
+    return None
+
+
+def _read_delimited(text: str, delimiter: str, source: str):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
+                           quoting=3 if delimiter == "\t" else 0)
+    except Exception as exc:
+        raise DataError(f"cannot parse {source} as {delimiter!r}-separated columns: {str(exc).splitlines()[0]}") from None
+
+
+def check_label_text_guess(raw: str, texts: list[str], labels: list[str], source: str) -> None:
+    """A file guessed to be 'label text' lines whose labels look like words of the texts is not one: refuse it
+    (naming what to set) instead of training on first words as labels."""
+    lines = [line for line in raw.splitlines() if line.strip()]
+    tagged = sum(1 for line in lines[:2000] if len(line.split()) >= 2 and _looks_like_tag(line.split()[-1]))
+    if lines and tagged >= 0.9 * min(len(lines), 2000) and "\n\n" in raw.replace("\r", "").replace("\t\n", "\n"):
+        raise DataError(f"{source} looks like a CoNLL token-classification file (a token and its BIO tag per line, blank "
+                        "lines between sentences); set task: token_classification to train a tagger on it")
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label] = counts.get(label, 0) + 1
+    if len(counts) <= 20:
+        return
+    once = sum(1 for n in counts.values() if n == 1) / len(counts)
+    vocabulary = {w for t in texts[:5000] for w in t.lower().split()}
+    wordlike = sum(1 for label in counts if label.lower() in vocabulary) / len(counts)
+    if once > 0.3 or wordlike > 0.5:
+        common = ", ".join(repr(k) for k, _ in sorted(counts.items(), key=lambda kv: -kv[1])[:5])
+        raise DataError(f"{source} was guessed to be 'label text' lines, but its {len(counts)} 'labels' look like words "
+                        f"of the texts ({100 * once:.0f}% seen once, {100 * wordlike:.0f}% also words of the texts; most "
+                        f"common: {common}); set --data.format (csv, tsv, jsonl) with --data.text_column and "
+                        "--data.label_column, or give 'label text' lines")
+
+
+def _looks_like_tag(value: str) -> bool:
+    return value == "O" or (len(value) > 2 and value[1] == "-" and value[0] in "BI")
+
+
 def read_table(
     path: str,
     *,
@@ -122,13 +180,14 @@ def read_table(
 ) -> Table:
     """Read one file. ``label_column=None`` reads texts only; ``plain_lines`` treats .txt as one text per line."""
     file = resolve_data_path(path)
-    _check_file(file, role)
+    check_file(file, role)
+    guessed = fmt == "auto"
     fmt = detect_format(file, fmt)
     source = str(file)
     notes: dict[str, int] = {}
 
     if plain_lines and fmt == "label_text":
-        text, bad = decode(_read_bytes(file, role), source, encoding_errors)
+        text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
         lines = text.split("\n")
         if lines and lines[-1] == "":
@@ -136,8 +195,16 @@ def read_table(
         return Table(source, [line.rstrip("\r") for line in lines], None, notes)
 
     if fmt == "label_text":
-        text, bad = decode(_read_bytes(file, role), source, encoding_errors)
+        text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
+        delimiter = sniff_header(text, source, text_column, label_column)
+        if delimiter is not None:  # a delimited table with a header naming the configured columns
+            fmt, frame = "csv", _read_delimited(text, delimiter, source)
+            return _table_from_frame(frame, source, role, text_column, label_column, notes)
+        if label_column is not None and (text_column, label_column) != ("text", "label"):
+            raise DataError(f"{source} is read as 'label text' lines, which have no columns, so data.text_column="
+                            f"{text_column!r} / data.label_column={label_column!r} cannot apply; give a file with a header "
+                            "line naming those columns (, ; | or tab separated), or drop the column settings")
         texts, labels = [], []
         for line in text.splitlines():
             if not line.strip():
@@ -146,6 +213,8 @@ def read_table(
             parts = line.strip().split(maxsplit=1)
             labels.append(parts[0])
             texts.append(parts[1] if len(parts) > 1 else "")
+        if label_column is not None and guessed:
+            check_label_text_guess(text, texts, labels, source)
         return Table(source, texts, labels if label_column is not None else None, notes)
 
     if fmt == "parquet":
@@ -158,7 +227,7 @@ def read_table(
     elif fmt in ("csv", "tsv"):
         import pandas as pd
 
-        text, bad = decode(_read_bytes(file, role), source, encoding_errors)
+        text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
         try:
             frame = pd.read_csv(
@@ -170,7 +239,7 @@ def read_table(
     elif fmt == "jsonl":
         import pandas as pd
 
-        text, bad = decode(_read_bytes(file, role), source, encoding_errors)
+        text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
         records = []
         if text.lstrip().startswith("["):
@@ -193,6 +262,11 @@ def read_table(
     else:  # pragma: no cover - detect_format only returns the formats above
         raise DataError(f"unknown data format '{fmt}'")
 
+    return _table_from_frame(frame, source, role, text_column, label_column, notes)
+
+
+def _table_from_frame(frame, source: str, role: str, text_column: str, label_column: Optional[str],
+                      notes: dict[str, int]) -> Table:
     if len(frame) == 0:
         raise DataError(f"{role} file has no rows: {source}; it needs at least a few labelled rows")
     texts = [_clean_cell(v) or "" for v in _column(frame, text_column, source, "text_column")]

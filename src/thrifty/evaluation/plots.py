@@ -36,3 +36,27 @@ def plot_confusion_matrix(matrix: list[list[int]], label_names: list[str], path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_per_type_f1(per_type: dict[str, dict[str, float]], path: str | Path, title: str) -> Path:
+    """Token classification: precision, recall and F1 of each entity type, with its support."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(per_type)
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 3.8))
+    x = np.arange(len(names))
+    for k, key in enumerate(("precision", "recall", "f1")):
+        ax.bar(x + (k - 1) * 0.27, [per_type[n][key] for n in names], width=0.27, label=key)
+    ax.set_xticks(x, labels=[f"{n}\n({per_type[n]['support']})" for n in names])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("entity-level score")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

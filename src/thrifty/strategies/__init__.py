@@ -111,15 +111,16 @@ def pin_eval_mode(module: nn.Module) -> None:
     """Keep a frozen module in eval mode (no dropout) even when the model around it is put in train mode.
 
     Frozen layers are then a fixed function of their input: the same output every epoch, which is what
-    makes their output cacheable (training/feature_cache.py) and the cached and recomputed runs identical.
+    makes their output cacheable (models/feature_cache.py) and the cached and recomputed runs identical.
     """
     module.train(False)
     for sub in module.modules():
         sub.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), sub)
 
 
-def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str]) -> tuple[nn.Module, StrategyInfo]:
-    """Set which parameters train; may return a wrapped (PEFT) model."""
+def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
+                   peft_task_type: str = "SEQ_CLS") -> tuple[nn.Module, StrategyInfo]:
+    """Set which parameters train; may return a wrapped (PEFT) model. `peft_task_type` is the task's (tasks/)."""
     details: dict[str, Any] = {}
     if config.name == "full":
         for p in model.parameters():
@@ -159,7 +160,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str])
             raise ModelError(f"strategy.lora_target_modules {missing} are not Linear layers of {type(model).__name__}; choose from: {', '.join(sorted(leaves)[:12])}")
         head = sorted({m.split(".")[-1] for m in _head_modules(model, new_keys)})  # PEFT matches by name suffix
         lora = LoraConfig(
-            task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
+            task_type=TaskType[peft_task_type], r=config.lora_r, lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout, target_modules=targets, modules_to_save=head or None,
         )
         model = get_peft_model(model, lora)

@@ -23,7 +23,7 @@ from typing import Any, Optional
 
 import yaml
 
-from thrifty.config import Config, _apply, _section_types, _SECTIONS, dump_config
+from thrifty.config import SECTIONS, Config, apply_setting, dump_config, section_types
 from thrifty.errors import ConfigError, RunDirError, ThriftyError
 
 STUDY_FILE = "study.db"
@@ -76,9 +76,9 @@ def parse_space(raw: dict[str, Any], base: Config) -> list[Dimension]:
     dims = []
     for key, spec in raw.items():
         section, _, name = str(key).partition(".")
-        if section not in _SECTIONS or name not in _section_types(_SECTIONS[section]):
-            _apply(copy.deepcopy(base), section, name, None)  # raises: unknown key, with the valid ones
-        annotation = _section_types(_SECTIONS[section])[name]
+        if section not in SECTIONS or name not in section_types(SECTIONS[section]):
+            apply_setting(copy.deepcopy(base), section, name, None)  # raises: unknown key, with the valid ones
+        annotation = section_types(SECTIONS[section])[name]
         if not isinstance(spec, dict):
             raise ConfigError(f"search space '{key}': give {{low: .., high: ..}} or {{choices: [..]}}, got {spec!r}")
         unknown = set(spec) - {"low", "high", "log", "step", "choices"}
@@ -121,7 +121,7 @@ def _base_type(annotation: Any) -> Any:
 def _check_value(base: Config, section: str, name: str, value: Any, key: str) -> None:
     probe = copy.deepcopy(base)
     try:
-        _apply(probe, section, name, value)
+        apply_setting(probe, section, name, value)
         probe.validate()
     except ConfigError as exc:
         raise ConfigError(f"search space '{key}' allows a value the config rejects: {exc}") from None
@@ -169,7 +169,8 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     from thrifty.cost import budget as budget_mod
     from thrifty.cost.hardware import get_hardware
     from thrifty.models.loading import resolve_model
-    from thrifty.training.recipe import _as_config, train
+    from thrifty.inputs import as_config
+    from thrifty.training.recipe import train
 
     started = time.perf_counter()
     if trials < 1:
@@ -181,15 +182,16 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     if resume:
         if not db.exists():
             raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
-        base = _as_config(out / "tune_config.yaml", overrides)
+        base = as_config(out / "tune_config.yaml", overrides)
     else:
         if out.exists() and any(out.iterdir()):
             raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
-        base = _as_config(config, overrides)
+        base = as_config(config, overrides)
     layers = _layers(resolve_model(base.model.name), base)
     space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
     dims = parse_space(space_raw, base)
-    metric, maximize = base.train.metric, base.train.metric != "loss"
+    metric = base.metric  # the task's primary metric unless train.metric names another
+    maximize = metric != "loss"
     directions = ["maximize" if maximize else "minimize"] + (["minimize"] if multi_objective else [])
 
     # The whole search shares one budget; trials draw on what is left.
@@ -363,7 +365,7 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
                stopped_by_budget: bool) -> dict[str, Any]:
     import optuna
 
-    from thrifty.training.run_dir import write_json
+    from thrifty.runs.run_dir import write_json
 
     rows = []
     for t in study.trials:
@@ -405,7 +407,7 @@ def _with_params(base: Config, params: dict[str, Any]) -> Config:
     config = copy.deepcopy(base)
     for key, value in params.items():
         section, _, name = key.partition(".")
-        _apply(config, section, name, value)
+        apply_setting(config, section, name, value)
     return config
 
 

@@ -40,9 +40,10 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
     from thrifty.cost import budget as budget_mod
     from thrifty.cost.estimate import estimate_prepared
     from thrifty.cost.hardware import hardware_for
+    from thrifty.inputs import prepare_inputs
     from thrifty.models.catalog import catalog
     from thrifty.models.loading import resolve_model
-    from thrifty.training.recipe import prepare_inputs
+    from thrifty.planning.budget_plan import rebuild_model
 
     if models is None:
         models = [m.name for m in catalog() if m.offline()]
@@ -67,7 +68,7 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             config = copy.deepcopy(config)
             config.strategy.name = strategy
             if strategy != "full":
-                inputs = budget_mod.rebuild_model(config, inputs, path)
+                inputs = rebuild_model(config, inputs, path)
             e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
             calibration = e["calibration"] or calibration
             reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])

@@ -1,7 +1,7 @@
 """When validation runs: per epoch, several times per epoch, every N steps; always at the last step."""
 
 from thrifty.training.recipe import train
-from thrifty.training.schedule import evaluation_steps
+from thrifty.optimization.schedule import evaluation_steps
 
 from tests.conftest import tiny_config
 

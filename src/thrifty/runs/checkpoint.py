@@ -16,7 +16,7 @@ from typing import Any, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
-from thrifty.training.run_dir import writing
+from thrifty.runs.run_dir import writing
 
 CHECKPOINT_DIR = "checkpoint"
 

@@ -10,7 +10,7 @@ from thrifty.config import StrategyConfig
 from thrifty.data.batching import collate
 from thrifty.models.loading import load_classifier, load_tokenizer
 from thrifty.strategies import apply_strategy
-from thrifty.training.feature_cache import FrozenFeatureCache
+from thrifty.models.feature_cache import FrozenFeatureCache
 
 from tests.conftest import tiny_config
 

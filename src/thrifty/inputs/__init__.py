@@ -1,0 +1,129 @@
+"""What a run starts from, before any training: the config, the prepared data, the model with its strategy, the
+tokens. Shared by `train`, `estimate`, the budget planner, `recommend` and `tune`, so that all of them see the
+same data and the same model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from thrifty.config import BUILTIN_DATA, Config, apply_overrides, config_from_dict, load_config
+from thrifty.data.token_cache import TokenCache
+from thrifty.data.tokenize import length_stats, model_length_limit, resolve_max_length
+from thrifty.models.loading import cache_dir, load_for_task, load_tokenizer
+from thrifty.strategies import apply_strategy
+from thrifty.tasks import Encoded, Task, get_task
+
+
+def as_config(config: Config | str | Path | dict | None, overrides: Optional[list[str]] = None) -> Config:
+    """Accept a Config, a dict shaped like the YAML, a YAML path, or None (built-in defaults)."""
+    if isinstance(config, Config):
+        return apply_overrides(copy.deepcopy(config), overrides)
+    if isinstance(config, dict):
+        return apply_overrides(config_from_dict(config), overrides)
+    return load_config(config, overrides)
+
+
+def resolved_for_saving(config: Config, run_dir: Path) -> Config:
+    """Absolute paths, so the saved config (and --resume) works from any folder."""
+    saved = copy.deepcopy(config)
+    for key in ("train", "validation", "test"):
+        value = getattr(saved.data, key)
+        if value and value != BUILTIN_DATA:
+            setattr(saved.data, key, str(Path(value).expanduser().resolve()))
+    if Path(saved.model.name).expanduser().exists():
+        saved.model.name = str(Path(saved.model.name).expanduser().resolve())
+    saved.output.dir = str(run_dir.resolve())
+    return saved
+
+
+@dataclass
+class Inputs:
+    """Everything a run starts from, before any training."""
+
+    task: Task
+    data: Any  # the task's prepared data: .train, .validation, .test, .label_names, .report
+    tokenizer: Any
+    model: Any  # with the strategy applied
+    strategy: Any
+    tokens: TokenCache
+    max_length: int
+    max_length_how: str
+    train: Encoded
+    validation: Encoded
+    test: Optional[Encoded]
+    eval_max_length: int  # validation, test and prediction: max_length, or the model's limit for some tasks
+    warm_start: Optional[dict[str, Any]] = None  # what a warm start kept, added and dropped of the old head
+
+    @property
+    def train_ids(self) -> list:
+        return self.train.input_ids
+
+    @property
+    def val_ids(self) -> list:
+        return self.validation.input_ids
+
+    @property
+    def test_ids(self) -> Optional[list]:
+        return self.test.input_ids if self.test is not None else None
+
+
+def load_model(config: Config, task: Task, model_path: str, label_names: list[str], pad_token_id: Optional[int]):
+    """The task's model for these labels (a warm start keeps what it can of the old head), with the strategy
+    applied; returns (model, strategy, warm start report or None)."""
+    model, new_keys, warm = load_for_task(
+        model_path, label_names, task.name, task.head, dropout=config.train.dropout,
+        trust_remote_code=config.model.trust_remote_code, pad_token_id=pad_token_id,
+    )
+    model, strategy = apply_strategy(model, config.strategy, new_keys, task.peft_task_type)
+    return model, strategy, warm
+
+
+def prepare_inputs(config: Config, model_path: str) -> Inputs:
+    """Read, clean and split the data (with its report), load the model and tokenizer, tokenise (through the
+    on-disk token cache), and apply the strategy."""
+    task = get_task(config.task)
+    data = task.prepare_data(config.data, config.train.seed)
+    tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
+    model, strategy, warm = load_model(config, task, model_path, data.label_names, tokenizer.pad_token_id)
+    tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
+    max_length, train_len_stats, how = resolve_max_length(
+        tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
+        lengths=task.token_lengths(tokenizer, data.train, tokens),
+    )
+    eval_max_length = model_length_limit(tokenizer, model.config) if task.evaluates_full_length else max_length
+    train = task.encode(tokenizer, data.train, max_length, tokens)
+    validation = task.encode(tokenizer, data.validation, eval_max_length, tokens)
+    test = task.encode(tokenizer, data.test, eval_max_length, tokens) if data.test is not None else None
+    data.report["tokens"] = {
+        "max_length": max_length, "chosen": how, "train": train_len_stats,
+        "validation": length_stats(task.token_lengths(tokenizer, data.validation, tokens), max_length),
+        "cache": {"folder": str(tokens.folder) if tokens.folder else None, "hits": tokens.hits, "misses": tokens.misses},
+    }
+    for role, encoded in (("train", train), ("validation", validation), ("test", test)):
+        if encoded is not None and "words_without_tokens" in encoded.extra:  # counted, never dropped silently
+            data.report["splits"][role].update(words_without_tokens=encoded.extra["words_without_tokens"],
+                                               words_truncated=encoded.extra["words_truncated"])
+    if warm is not None:
+        data.report["warm_start"] = warm
+    return Inputs(task, data, tokenizer, model, strategy, tokens, max_length, how, train, validation, test,
+                  eval_max_length, warm)
+
+
+def reencode(inputs: Inputs, max_length: int, how: str) -> Inputs:
+    """The same data tokenised to another max_length."""
+    task, data, tokens, tokenizer = inputs.task, inputs.data, inputs.tokens, inputs.tokenizer
+    data.report["tokens"]["max_length"] = max_length
+    if task.evaluates_full_length:  # only training is cut to the new length
+        return dataclasses.replace(inputs, max_length=max_length, max_length_how=how,
+                                   train=task.encode(tokenizer, data.train, max_length, tokens))
+    return dataclasses.replace(
+        inputs, max_length=max_length, max_length_how=how, eval_max_length=max_length,
+        train=task.encode(tokenizer, data.train, max_length, tokens),
+        validation=task.encode(tokenizer, data.validation, max_length, tokens),
+        test=task.encode(tokenizer, data.test, max_length, tokens) if data.test is not None else None,
+    )

@@ -1,0 +1,73 @@
+"""The task protocol: what the one training loop asks of a task, and nothing more.
+
+A task says how data is read and prepared, how a model is built for it (Auto class, PEFT task type, head
+names), how examples become padded batches with targets, the loss (the model's own cross-entropy unless it
+says otherwise), its metrics with the primary one and its direction, how raw outputs become what a user
+reads, and which of the loop's speed-ups apply to it. The loop (training/recipe.py) knows no task by name.
+
+Adding a task (a contrastive few-shot objective, masked or causal LM): write one module with a class that
+has these members, add it to ``TASKS`` in ``tasks/__init__.py`` and its metrics to ``config.TASK_METRICS``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class Encoded:
+    """One split after tokenisation: unpadded ids, and the targets the loss and the metrics read."""
+
+    input_ids: list  # one id sequence per example, unpadded
+    targets: list  # classification: a label id per example; tokens: per example, a label id per input id (-100: none)
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific (e.g. which word each token starts)
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+class Task(Protocol):
+    name: str  # the value of `task:` in a config
+    head: str  # the Auto class family: "sequence" (one output per text) or "token" (one per token)
+    peft_task_type: str  # PEFT's TaskType name, e.g. "SEQ_CLS", "TOKEN_CLS"
+    caches_frozen_layers: bool  # freeze/head: the frozen bottom computed once per data set
+    prunes_last_layer: bool  # the head reads one position only, so the last layer can skip the others
+    evaluates_full_length: bool  # validation/test (and prediction) tokenised to the model's limit, not max_length
+
+    def prepare_data(self, config, seed: int) -> Any:
+        """Read, clean and split the configured files; `.train/.validation/.test/.label_names/.report`."""
+
+    def token_lengths(self, tokenizer, split, tokens) -> Any:
+        """Untruncated token counts of a split (for max_length and the report)."""
+
+    def encode(self, tokenizer, split, max_length: int, tokens) -> Encoded:
+        """Token ids and aligned targets, truncated to max_length; `tokens` is the on-disk token cache."""
+
+    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        """A right-padded batch with its `labels`."""
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The mean loss of a batch."""
+
+    def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
+                 autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
+        """The task's metrics on a split (the primary one first in config.TASK_METRICS), with `loss` and `examples`."""
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        """One line of the metrics a person looks at first."""
+
+    def history_keys(self) -> tuple[str, ...]:
+        """The scalar metrics logged at each evaluation (TensorBoard, MLflow, metrics.json history)."""
+
+    def baseline(self, split, label_names: list[str]) -> float:
+        """The primary metric of the trivial predictor (the most common label; no entity): what training adds to."""
+
+    def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
+        """Pictures of a split's results (a confusion matrix, per-type F1)."""

@@ -1,0 +1,63 @@
+"""Sequence classification: one label per text (sentiment, intent, topic, spam).
+
+Data: CSV/TSV/JSONL/Parquet tables or `label text` lines (data/prepare.py cleans, de-duplicates, splits and
+reports). Model: an Auto...ForSequenceClassification head. Loss: cross-entropy. Metrics: accuracy (primary),
+macro/micro/weighted F1, per-class precision/recall/F1 and the confusion matrix. Speed-ups: the frozen-layer
+cache, the last layer computed for the first token only, and token ids cached on disk.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from thrifty.data.batching import collate
+from thrifty.data.prepare import PreparedData, Split, prepare_data
+from thrifty.data.tokenize import encode, token_lengths
+from thrifty.evaluation.evaluate import evaluate_split
+from thrifty.evaluation.metrics import summary
+from thrifty.evaluation.plots import plot_confusion_matrix
+from thrifty.tasks.base import Encoded
+
+
+class SequenceClassification:
+    name = "classification"
+    head = "sequence"
+    peft_task_type = "SEQ_CLS"
+    caches_frozen_layers = True
+    prunes_last_layer = True
+    evaluates_full_length = False  # texts are scored as trained: cut at max_length
+
+    def prepare_data(self, config, seed: int) -> PreparedData:
+        return prepare_data(config, seed)
+
+    def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
+        return tokens.lengths(split.texts, token_lengths)
+
+    def encode(self, tokenizer, split: Split, max_length: int, tokens) -> Encoded:
+        return Encoded(tokens.encode(split.texts, max_length, encode), list(split.labels))
+
+    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(encoded.input_ids, indices, pad_id, encoded.targets)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+
+    def evaluate(self, model, encoded: Encoded, split: Split, label_names: list[str], pad_id: int, batch_size: int,
+                 device, autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
+        return evaluate_split(model, encoded.input_ids, encoded.targets, label_names, pad_id, batch_size, device,
+                              autocast_dtype, forward)
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return summary(metrics)
+
+    def history_keys(self) -> tuple[str, ...]:
+        return ("accuracy", "macro_f1", "loss")
+
+    def baseline(self, split: Split, label_names: list[str]) -> float:
+        return float(max(np.bincount(np.asarray(split.labels))) / max(1, len(split.labels)))
+
+    def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
+        plot_confusion_matrix(metrics["confusion_matrix"], label_names, path, title)

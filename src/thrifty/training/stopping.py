@@ -1,0 +1,92 @@
+"""Every reason a run stops, decided in one place.
+
+Ctrl-C or SIGTERM (at the next step boundary, with a checkpoint), the budget (before a step that would leave
+too little to evaluate, test and save), early stopping, a target metric reached, a trial pruned by a search,
+max_steps, or the last epoch done. The loop asks :class:`StopController` before each step and after each step
+and evaluation; the controller alone writes ``state.stop_reason``. A multi-process run will agree on the
+decision here (one all-reduce of the reason), without touching the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from typing import Any, Callable, Optional
+
+from thrifty.cost.budget import BudgetTracker
+from thrifty.evaluation.metrics import is_better
+from thrifty.training.state import LoopState
+
+
+class StopController:
+    def __init__(self, train_config, metric: str, tracker: BudgetTracker, budget_active: bool,
+                 on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None) -> None:
+        self.tc = train_config
+        self.metric = metric
+        self.tracker = tracker
+        self.budget_active = budget_active
+        self.on_evaluation = on_evaluation
+        self.user_requested = False  # Ctrl-C / SIGTERM
+        self._previous: dict[int, Any] = {}
+        # What the budget check needs to know: set by the loop once the work per step is known.
+        self.recent_step_seconds: list[float] = []
+        self.save_reserve = 0.0
+        self.eval_flops = 0.0
+        self.step_flops: Callable[[list], float] = lambda group: 0.0
+
+    # ---- signals: Ctrl-C sets a flag; a second Ctrl-C aborts at once.
+    def _handle(self, signum, frame) -> None:
+        if self.user_requested:
+            raise KeyboardInterrupt
+        self.user_requested = True
+        print("\nstopping at the next step boundary (Ctrl-C again to abort at once) ...", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "StopController":
+        with contextlib.suppress(ValueError):  # signals can only be set from the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    # ---- the decisions
+    def _stop(self, state: LoopState, reason: str) -> None:
+        if state.stop_reason is None:
+            state.stop_reason = reason
+
+    def before_step(self, state: LoopState, group: list) -> bool:
+        """Would this step leave too little budget to evaluate the current weights, test and save? Then stop."""
+        if not self.budget_active:
+            return False
+        plan = state.plan or {}
+        guess = max(self.recent_step_seconds[-5:]) if self.recent_step_seconds else plan.get("seconds_per_step", 0.0)
+        eval_guess = state.last_eval_seconds or plan.get("seconds_per_evaluation", 0.0)
+        reserve = eval_guess + plan.get("test_seconds", 0.0) + self.save_reserve
+        reason = self.tracker.over(guess + reserve, self.step_flops(group) + self.eval_flops)
+        if reason is not None:
+            self.tracker.stopped_by = reason
+            self._stop(state, "budget")
+            return True
+        return False
+
+    def after_evaluation(self, state: LoopState, metrics: dict[str, Any]) -> None:
+        value = metrics[self.metric]
+        pruned = self.on_evaluation is not None and self.on_evaluation(len(state.history), metrics)  # always told
+        if self.tc.stop_at_metric is not None and not is_better(self.metric, self.tc.stop_at_metric, value):
+            self._stop(state, "target_reached")  # the value is at least as good as the target
+        if pruned:
+            self._stop(state, "pruned")
+        if self.tc.early_stopping_patience and state.evals_without_improvement >= self.tc.early_stopping_patience:
+            self._stop(state, "early_stopping")
+
+    def after_step(self, state: LoopState, last_step: bool, cut_short: bool) -> bool:
+        """True when the loop must leave now (a reason is set, or the user asked)."""
+        if last_step:
+            self._stop(state, "max_steps" if cut_short else "completed")
+        return state.stop_reason is not None or self.user_requested
+
+    def end_of_epochs(self, state: LoopState) -> None:
+        self._stop(state, "completed")

@@ -1,0 +1,141 @@
+"""Token classification end to end on a tiny model: CoNLL in, entities out, a model folder that stands alone."""
+
+import json
+import shutil
+
+import pytest
+
+import thrifty
+from thrifty.cli import main
+from thrifty.tasks.token_classification import TokenClassification, entity_metrics, group_entities
+
+from tests.conftest import tiny_config
+
+NAMES = ["John", "Mary", "Ahmed", "Olga", "Pierre", "Keiko", "Luis", "Anna"]
+SURNAMES = ["Smith", "Khan", "Ivanova", "Dubois", "Tanaka", "Garcia"]
+CITIES = ["Paris", "Berlin", "Lagos", "Tokyo", "Lima", "Oslo"]
+
+
+def write_conll(path, sentences, docstart=True):
+    lines = ["-DOCSTART- -X- -X- O", ""] if docstart else []
+    for words, tags in sentences:
+        lines += [f"{w} NNP B-NP {t}" for w, t in zip(words, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def sentences(n, offset=0):
+    out = []
+    for i in range(n):
+        name, surname, city = NAMES[(i + offset) % 8], SURNAMES[(i + offset) % 6], CITIES[(i * 5 + offset) % 6]
+        if i % 2:
+            out.append(([name, "visited", city, "."], ["B-PER", "O", "B-LOC", "O"]))
+        else:
+            out.append(([name, surname, "works", "in", city, "today"], ["B-PER", "I-PER", "O", "O", "B-LOC", "O"]))
+    return out
+
+
+def ner_config(model, files, **train):
+    config = tiny_config(model, files["train"], **{"epochs": 6, "learning_rate": 5e-3, **train})
+    config["task"] = "token_classification"
+    config["data"] = {"train": str(files["train"]), "validation": str(files["validation"]), "test": str(files["test"])}
+    return config
+
+
+@pytest.fixture(scope="module")
+def trained_ner(tmp_path_factory, tiny_bert):
+    """One tiny NER run shared by the tests below (training it again per test would only cost time)."""
+    folder = tmp_path_factory.mktemp("ner")
+    files = {"train": write_conll(folder / "train.txt", sentences(96)),
+             "validation": write_conll(folder / "valid.txt", sentences(24, offset=3)),
+             "test": write_conll(folder / "test.txt", sentences(24, offset=5))}
+    result = thrifty.train(ner_config(tiny_bert, files), output=folder / "run", progress=False)
+    return result, files
+
+
+def test_ner_learns_entities_and_reports_seqeval_metrics(trained_ner):
+    result, _ = trained_ner
+    test = result.metrics["test"]
+    assert test["f1"] > 0.5  # a random tagger finds (almost) none of the 48 entities
+    assert set(test["per_type"]) == {"PER", "LOC"}
+    for key in ("f1", "precision", "recall", "loss", "per_type"):
+        assert key in result.metrics["validation"]
+    assert result.metrics["best"]["metric"] == "f1"
+    assert (result.run_dir / "per_type_f1_test.png").exists()
+    manifest = json.loads((result.run_dir / "model" / "thrifty.json").read_text())
+    assert manifest["task"] == "token_classification"
+    assert manifest["preprocessing"]["label_alignment"] == "first_subtoken"
+    assert manifest["labels"][0] == "O"
+
+
+def test_copied_model_folder_predicts_and_evaluates_alone(trained_ner, tmp_path, capsys):
+    result, files = trained_ner
+    copy = tmp_path / "elsewhere" / "my-ner"
+    shutil.copytree(result.run_dir / "model", copy)
+    entities = thrifty.predict(copy, ["Mary Smith visited Tokyo."])[0]["entities"]
+    for e in entities:
+        assert "Mary Smith visited Tokyo."[e["start"]:e["end"]] == e["text"]
+        assert 0 < e["score"] <= 1
+    assert main(["evaluate", str(copy), "--data", str(files["test"])]) == 0
+    out = capsys.readouterr().out
+    assert "PER" in out and "LOC" in out and "precision" in out
+    metrics = json.loads((copy / "evaluations" / "test.txt" / "metrics.json").read_text())
+    assert metrics["f1"] == pytest.approx(result.metrics["test"]["f1"], abs=1e-9)  # same model, same data, same score
+
+
+def test_predict_pre_tokenised_jsonl(trained_ner, tmp_path, capsys):
+    result, _ = trained_ner
+    path = tmp_path / "in.jsonl"
+    path.write_text(json.dumps({"tokens": ["Olga", "Khan", "works", "in", "Lima", "today"]}) + "\n")
+    assert main(["predict", str(result.run_dir), "--input", str(path)]) == 0
+    line = json.loads(capsys.readouterr().out.strip())
+    assert line["tokens"] == ["Olga", "Khan", "works", "in", "Lima", "today"] and len(line["tags"]) == 6
+    for e in line["entities"]:
+        assert line["text"][e["start"]:e["end"]] == e["text"]
+
+
+def test_warm_start_same_and_changed_labels(trained_ner, tiny_bert, tmp_path):
+    result, files = trained_ner
+    same = ner_config(tiny_bert, files, epochs=1)
+    same["model"]["name"] = str(result.run_dir)
+    warm = thrifty.train(same, output=tmp_path / "same", progress=False)
+    assert warm.metrics["validation"]["f1"] >= result.metrics["validation"]["f1"] - 0.2  # it starts trained
+    manifest = json.loads((warm.run_dir / "model" / "thrifty.json").read_text())
+    assert manifest["parent"]["model"] == str((result.run_dir / "model").resolve())
+    report = json.loads((warm.run_dir / "data_report.json").read_text())["warm_start"]
+    assert report["added"] == [] and report["dropped"] == []
+
+    # New data with an ORG type and no LOC: ORG rows are new, LOC rows dropped, PER kept.
+    changed = [([n, "joined", "Acme", "."], ["B-PER", "O", "B-ORG", "O"]) for n in NAMES] * 4
+    files2 = {k: write_conll(tmp_path / f"{k}2.txt", changed) for k in ("train", "validation", "test")}
+    config = ner_config(tiny_bert, files2, epochs=1)
+    config["model"]["name"] = str(result.run_dir / "model")
+    mapped = thrifty.train(config, output=tmp_path / "changed", progress=False)
+    report = json.loads((mapped.run_dir / "data_report.json").read_text())["warm_start"]
+    assert mapped.metrics["model"]["labels"] == ["O", "B-ORG", "B-PER"]
+    assert report["added"] == ["B-ORG"]
+    assert sorted(report["dropped"]) == ["B-LOC", "I-PER"]
+    assert report["kept"] == ["O", "B-PER"]
+
+
+def test_encode_aligns_first_subtokens_and_counts_lost_words(minilm_dir):
+    from transformers import AutoTokenizer
+
+    from thrifty.data.tagged import TaggedSplit
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    split = TaggedSplit([["Washington", "unbelievably", "\u200b", "ok"]], [[1, 0, 0, 0]])
+    encoded = TokenClassification().encode(tokenizer, split, 64, None)
+    labels = encoded.targets[0]
+    assert labels[0] == -100 and labels[-1] == -100  # [CLS], [SEP]
+    assert [l for l in labels if l != -100] == [1, 0, 0]  # one label per word that has tokens
+    assert encoded.extra["words_without_tokens"] == 1  # the zero-width space becomes no token: counted
+    short = TokenClassification().encode(tokenizer, split, 4, None)
+    assert short.extra["words_truncated"] >= 1
+
+
+def test_entity_grouping_and_metrics():
+    assert group_entities(["B-PER", "I-PER", "O", "I-LOC", "B-LOC"], [0.9, 0.7, 1, 0.8, 0.6]) == [
+        ("PER", 0, 1, pytest.approx(0.8)), ("LOC", 3, 3, 0.8), ("LOC", 4, 4, 0.6)]
+    m = entity_metrics([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "O"]])
+    assert m["precision"] == 1.0 and m["recall"] == 0.5 and m["per_type"]["LOC"]["recall"] == 0.0
