@@ -49,7 +49,7 @@ def test_unknown_key_lists_valid_keys(tmp_path):
 
 
 def test_unknown_section_lists_sections():
-    with pytest.raises(ConfigError, match="valid sections: model, data, strategy, train"):
+    with pytest.raises(ConfigError, match="valid sections: task, model, data, strategy, train"):
         load_config(None, ["--trian.epochs", "3"])
 
 

@@ -38,6 +38,7 @@ def test_tour_has_the_main_commands():
     assert {"train", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models", "hardware"} <= verbs
 
 
+@pytest.mark.slow
 def test_every_tour_command_runs(tmp_path):
     if not (SHARED / "sst2").exists():
         pytest.skip("../shared/data is needed by the tour")
@@ -59,3 +60,32 @@ def test_every_tour_command_runs(tmp_path):
     lines = (root / "runs" / "quickstart-predictions.jsonl").read_text().splitlines()
     assert len(lines) == len((REPO / "examples" / "questions.txt").read_text().splitlines())
     assert (root / "runs" / "sst2-small" / "evaluations" / "stsa.binary.test" / "confusion_matrix.png").exists()
+    assert (root / "runs" / "wnut17-small" / "evaluations" / "emerging.test.annotated" / "per_type_f1.png").exists()
+
+
+def docs_commands() -> list[tuple[str, str]]:
+    found = []
+    for page in sorted((REPO / "docs").glob("*.md")):
+        for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S):
+            found += [(page.name, line.strip()) for line in block.splitlines() if line.strip().startswith("thrifty ")]
+    return found
+
+
+def test_readme_is_short_and_links_every_docs_page():
+    assert len(README.encode()) < 25_000
+    for page in (REPO / "docs").glob("*.md"):
+        assert f"docs/{page.name}" in README, f"README does not link docs/{page.name}"
+
+
+@pytest.mark.parametrize("page,command", docs_commands())
+def test_docs_commands_parse(page, command):
+    """Every command shown in docs/ is accepted by the CLI as written: its verb, flags and config keys exist.
+    (The tour above runs its commands; these are checked without training.)"""
+    from thrifty.cli import _parser, _split_overrides
+    from thrifty.config import load_config
+
+    rest, overrides = _split_overrides(shlex.split(command)[1:])
+    args = _parser().parse_args(rest)
+    config = getattr(args, "config", None)
+    if overrides or (config and config.endswith(".yaml")):
+        load_config(REPO / config if config and (REPO / config).exists() else None, overrides)

@@ -203,19 +203,17 @@ def _predict_entities(args, predictor, out_path: Optional[Path]) -> int:
     if args.text is not None:
         results = predictor.entities(args.text, batch_size=args.batch_size)
     elif Path(args.input).suffix.lower() in (".jsonl", ".ndjson", ".json"):
-        from thrifty.data.readers import check_file, read_bytes, decode
+        from thrifty.data.readers import check_file, decode, json_lines, read_bytes
         from thrifty.errors import DataError
 
         path = Path(args.input)
         check_file(path, "input")
         sentences = []
-        for number, line in enumerate(decode(read_bytes(path, "input"), str(path), "error")[0].splitlines(), 1):
-            if line.strip():
-                record = json.loads(line)
-                if not isinstance(record, dict) or not isinstance(record.get(column), list):
-                    raise DataError(f"line {number} of {path} has no '{column}' list of words; pre-tokenised input looks "
-                                    f"like {{\"{column}\": [\"EU\", \"rejects\", ...]}} (or give plain text lines in a .txt)")
-                sentences.append([str(w) for w in record[column]])
+        for number, record in json_lines(decode(read_bytes(path, "input"), str(path), "error")[0], str(path)):
+            if not isinstance(record, dict) or not isinstance(record.get(column), list):
+                raise DataError(f"line {number} of {path} has no '{column}' list of words; pre-tokenised input looks "
+                                f"like {{\"{column}\": [\"EU\", \"rejects\", ...]}} (or give plain text lines in a .txt)")
+            sentences.append([str(w) for w in record[column]])
         results = predictor.entities(tokens=sentences, batch_size=args.batch_size)
     else:
         texts = read_table(args.input, role="input", text_column=args.text_column or predictor.text_column,

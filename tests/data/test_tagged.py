@@ -77,6 +77,6 @@ def test_task_and_format_mismatches_name_the_fix(tmp_path, capsys, small_csv):
     line = run_exit_2(capsys, tmp_path, "--task", "token_classification", "--data.train", str(small_csv))
     assert "sentence table" in line and "task: classification" in line
     conll = tmp_path / "ner.txt"
-    conll.write_text("".join(f"Anna B-PER\nsings O\nin O\nParis B-LOC\n\n" for _ in range(30)))
+    conll.write_text("".join("Anna B-PER\nsings O\nin O\nParis B-LOC\n\n" for _ in range(30)))
     line = run_exit_2(capsys, tmp_path, "--data.train", str(conll))
     assert "CoNLL" in line and "task: token_classification" in line

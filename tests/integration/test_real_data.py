@@ -5,6 +5,7 @@ so "learned" means better than both chance and the untrained network.
 """
 
 import numpy as np
+import pytest
 
 import thrifty
 from thrifty.config import DataConfig
@@ -14,6 +15,8 @@ from thrifty.evaluation.evaluate import evaluate_split
 from thrifty.models.loading import load_classifier, load_tokenizer
 
 from tests.conftest import shared_file
+
+pytestmark = pytest.mark.slow  # the real model on real data: the full suite, not the fast tier
 
 
 def untrained_accuracy(run_dir, minilm_dir, data_config: DataConfig, seed: int) -> float:
@@ -78,3 +81,21 @@ def test_banking77_multiclass_learns(tmp_path, minilm_dir):
     assert validation["accuracy"] >= 0.5 and validation["macro_f1"] >= 0.45, validation["accuracy"]
     assert validation["accuracy"] >= before + 0.3
     assert np.asarray(validation["confusion_matrix"]).shape == (77, 77)
+
+
+def test_conll2003_ner_learns_with_full_and_lora(tmp_path):
+    """The real model tags real entities: a CoNLL-2003 subset, scored against the published dev file's subset."""
+    data = {"train": str(shared_file("conll2003", "train.txt")), "validation": str(shared_file("conll2003", "valid.txt")),
+            "max_train_examples": 1500, "max_eval_examples": 400}
+    config = {"task": "token_classification", "data": data,
+              "train": {"epochs": 2, "batch_size": 32, "learning_rate": 2e-4, "seed": 1, "num_threads": 2},
+              "tracking": {"energy": False}}
+    full = thrifty.train(config, output=tmp_path / "full", progress=False).metrics["validation"]
+    assert full["f1"] >= 0.55, full["f1"]  # an untrained head finds no entities (F1 ~0)
+    assert set(full["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
+    lora = {**config, "strategy": {"name": "lora"}, "train": {**config["train"], "learning_rate": 1e-3}}
+    result = thrifty.train(lora, output=tmp_path / "lora", progress=False)
+    assert result.metrics["validation"]["f1"] >= 0.3, result.metrics["validation"]["f1"]
+    assert (tmp_path / "lora" / "model" / "adapter_model.safetensors").exists()
+    entities = thrifty.predict(tmp_path / "lora", ["Angela Merkel met Boris Johnson in London."])[0]["entities"]
+    assert all(e["type"] in {"LOC", "MISC", "ORG", "PER"} for e in entities)

@@ -139,3 +139,40 @@ def test_entity_grouping_and_metrics():
         ("PER", 0, 1, pytest.approx(0.8)), ("LOC", 3, 3, 0.8), ("LOC", 4, 4, 0.6)]
     m = entity_metrics([["B-PER", "I-PER", "O", "B-LOC"]], [["B-PER", "I-PER", "O", "O"]])
     assert m["precision"] == 1.0 and m["recall"] == 0.5 and m["per_type"]["LOC"]["recall"] == 0.0
+
+
+@pytest.mark.parametrize("strategy", ["freeze", "lora"])
+def test_other_strategies_train_a_tagger(tiny_bert, tmp_path, strategy):
+    files = {"train": write_conll(tmp_path / "train.txt", sentences(48)),
+             "validation": write_conll(tmp_path / "valid.txt", sentences(12, offset=3)),
+             "test": write_conll(tmp_path / "test.txt", sentences(12, offset=5))}
+    config = ner_config(tiny_bert, files, epochs=1)
+    config["strategy"] = {"name": strategy, "frozen_layers": 1}
+    result = thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert result.metrics["model"]["trainable_parameters"] < result.metrics["model"]["total_parameters"]
+    if strategy == "freeze":  # the frozen bottom is computed once and reused: per position, as tagging needs
+        assert result.metrics["train"]["frozen_cache"]["layers"] == 1
+    tags = thrifty.predict(result.run_dir, ["Anna visited Oslo ."])
+    assert "entities" in tags[0]
+    if strategy == "lora":  # a warm start from an adapter continues from the merged weights
+        again = ner_config(tiny_bert, files, epochs=1)
+        again["model"]["name"] = str(result.run_dir)
+        warm = thrifty.train(again, output=tmp_path / "warm", progress=False)
+        assert json.loads((warm.run_dir / "model" / "thrifty.json").read_text())["parent"] is not None
+
+
+def test_estimate_and_budget_work_for_a_tagger(tiny_bert, tmp_path, capsys):
+    files = {"train": write_conll(tmp_path / "train.txt", sentences(48)),
+             "validation": write_conll(tmp_path / "valid.txt", sentences(12, offset=3)),
+             "test": write_conll(tmp_path / "test.txt", sentences(12, offset=5))}
+    config = ner_config(tiny_bert, files, epochs=50)
+    path = tmp_path / "ner.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    assert main(["estimate", str(path), "--json"]) == 0
+    estimate = json.loads(capsys.readouterr().out)
+    assert estimate["steps"] == 50 * 6 and estimate["predicted_seconds"] > 0
+    result = thrifty.train(path, output=tmp_path / "run", progress=False, overrides=["--budget.max_minutes", "0.15"])
+    assert result.metrics["budget"]["spent_seconds"] <= 0.15 * 60 * 1.1 + 1
+    assert result.metrics["budget"]["metric"] == "f1"

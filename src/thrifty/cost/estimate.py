@@ -63,7 +63,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     from thrifty.optimization.schedule import evaluation_steps
 
     tc = config.train
-    data, tokenizer, model, strategy = inputs.data, inputs.tokenizer, inputs.model, inputs.strategy
+    model, strategy = inputs.model, inputs.strategy
     max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
     test_ids = inputs.test_ids or []
     pruned = tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(model)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Any, Iterator, Optional
 
 from thrifty.config import BUILTIN_DATA
 from thrifty.errors import DataError
@@ -110,7 +110,18 @@ def _clean_cell(value) -> Optional[str]:
     return str(value)
 
 
-DELIMITERS = (",", ";", "|", "\t")
+def json_lines(text: str, source: str) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line of a JSONL text; a bad line is named."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"invalid JSON in {source} at line {number}: {exc.msg}; each line must be one JSON object") from None
+
+
+DELIMITERS = (",", ";", "|", "\t")  # what a header line may be split by
 
 
 def sniff_header(text: str, source: str, text_column: str, label_column: Optional[str]) -> Optional[str]:
@@ -248,13 +259,7 @@ def read_table(
             except json.JSONDecodeError as exc:
                 raise DataError(f"invalid JSON in {source} at line {exc.lineno}: {exc.msg}") from None
         else:
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"invalid JSON in {source} at line {number}: {exc.msg}; each line must be one JSON object") from None
+            for number, record in json_lines(text, source):
                 if not isinstance(record, dict):
                     raise DataError(f"line {number} of {source} is not a JSON object; each line must look like {{\"text\": ..., \"label\": ...}}")
                 records.append(record)

@@ -13,7 +13,6 @@ could never predict them.
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from thrifty.config import DataConfig
-from thrifty.data.readers import check_file, read_bytes, decode, resolve_data_path
+from thrifty.data.readers import check_file, decode, json_lines, read_bytes, resolve_data_path
 from thrifty.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".parquet", ".pq")
@@ -113,13 +112,7 @@ def _conll(text: str, source: str) -> tuple[list[list[str]], list[list[str]], in
 
 def _jsonl(text: str, source: str, config: DataConfig) -> tuple[list[list[str]], list[list[str]]]:
     sentences, tag_lists = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"invalid JSON in {source} at line {number}: {exc.msg}; each line must be one JSON object") from None
+    for number, record in json_lines(text, source):
         if not isinstance(record, dict) or config.tokens_column not in record:
             raise DataError(f"line {number} of {source} has no '{config.tokens_column}' list; token_classification JSONL "
                             f"looks like {{\"{config.tokens_column}\": [...], \"{config.tags_column}\": [...]}} "

@@ -62,6 +62,7 @@ class FrozenFeatureCache:
         self.trainable = nn.ModuleList(list(self.all_layers)[frozen_layers:])
         self.frozen_layers = frozen_layers
         self.replay = _Replay()
+        self.reused = False  # set when features computed earlier in this process are used (their FLOPs not spent again)
 
     @staticmethod
     def layers_to_cache(strategy_name: str, enabled: bool, strategy_details: dict, model: nn.Module) -> int:

@@ -255,10 +255,11 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
          f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
          f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}")
 
-    run = Run(config, run_dir, model_path, inputs, accelerator, model, optimizer, scheduler,
-              [p for p in model.parameters() if p.requires_grad], steps_per_epoch, total_steps, eval_at, cache, features,
-              cache_seconds, cache_bytes, {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
-              checkpoint_path)
+    run = Run(config=config, run_dir=run_dir, model_path=model_path, inputs=inputs, accelerator=accelerator, model=model,
+              optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
+              steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
+              cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
+              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
 
     # The loop state, restored from the checkpoint when resuming.
     state, best_weights = LoopState(plan=planned), None
