@@ -108,11 +108,12 @@ class Predictor:
         words = [[normalise_word(w, self.data_config) for w in s] for s in sentences]
         enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length,
                              return_attention_mask=False)
-        return self._tags(task, enc, [len(s) for s in words], batch_size)
+        return self._tags(task, enc, [list(range(len(s))) for s in words], batch_size)
 
-    def _tags(self, task, enc, word_counts: list[int], batch_size: int) -> list[tuple[list[str], list[float]]]:
+    def _tags(self, task, enc, words: list[list[int]], batch_size: int) -> list[tuple[list[str], list[float]]]:
+        """A tag and its probability for each of `words[i]` (word ids of example i, in order) of each example."""
         ids, targets, firsts = [], [], []
-        for i in range(len(word_counts)):
+        for i in range(len(words)):
             previous, labels, first = None, [], []
             for w in enc.word_ids(i):
                 if w is None or w == previous:
@@ -128,10 +129,11 @@ class Predictor:
         encoded = Encoded(ids, targets, {"word_index": firsts})
         probs, _, _ = task.word_probabilities(self.model, encoded, self.tokenizer.pad_token_id, batch_size, self.device)
         out = []
-        for i, n in enumerate(word_counts):
-            tags, scores = ["O"] * n, [1.0] * n
+        for i, word_ids in enumerate(words):
+            position = {w: k for k, w in enumerate(word_ids)}
+            tags, scores = ["O"] * len(word_ids), [1.0] * len(word_ids)
             for w, row in zip(firsts[i], probs[i]):
-                tags[w], scores[w] = self.label_names[int(row.argmax())], float(row.max())
+                tags[position[w]], scores[position[w]] = self.label_names[int(row.argmax())], float(row.max())
             out.append((tags, scores))
         return out
 
@@ -165,10 +167,10 @@ class Predictor:
                 if w is not None:
                     span = spans.setdefault(w, [start, end])
                     span[1] = end
-            spans_per_text.append([spans[w] for w in sorted(spans)])
-        # Word ids of the pre-tokenizer are 0..n-1 in order for a plain text, so word w is spans[w].
-        tagged = self._tags(task, enc, [len(s) for s in spans_per_text], batch_size)
-        for text, spans, (tags, scores) in zip(shown, spans_per_text, tagged):
+            spans_per_text.append(spans)
+        tagged = self._tags(task, enc, [sorted(spans) for spans in spans_per_text], batch_size)
+        for text, by_word, (tags, scores) in zip(shown, spans_per_text, tagged):
+            spans = [by_word[w] for w in sorted(by_word)]
             results.append({"text": text, "entities": [
                 {"type": kind, "text": text[spans[a][0]: spans[b][1]], "start": spans[a][0], "end": spans[b][1],
                  "score": round(score, 4)} for kind, a, b, score in group_entities(tags, scores)]})
