@@ -155,7 +155,8 @@ def main() -> None:
         return
     out = RESULTS / f"ner_vs_trainer_{args.data}.json"
     saved = json.loads(out.read_text()) if out.exists() else {"machine": machine(args.threads), "runs": []}
-    for n, seed in enumerate(int(s) for s in args.seeds.split(",")):
+    done = len({r["seed"] for r in saved["runs"]})  # seeds measured by earlier invocations: alternation continues
+    for n, seed in enumerate((int(s) for s in args.seeds.split(",")), start=done):
         order = ["thrifty", "trainer"] if n % 2 == 0 else ["trainer", "thrifty"]
         for system in order:
             print(f"{args.data} seed {seed}: {system} ...", file=sys.stderr, flush=True)

