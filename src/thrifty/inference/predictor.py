@@ -24,7 +24,7 @@ from thrifty.models import first_token
 from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer, quiet_transformers
 from thrifty.runs.manifest import model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
-from thrifty.tasks.token_classification import IGNORE, group_entities
+from thrifty.tasks.token_classification import align_first_subtokens, group_entities
 
 
 def _data_config(manifest: dict[str, Any], folder: Path) -> DataConfig:
@@ -114,15 +114,7 @@ class Predictor:
         """A tag and its probability for each of `words[i]` (word ids of example i, in order) of each example."""
         ids, targets, firsts = [], [], []
         for i in range(len(words)):
-            previous, labels, first = None, [], []
-            for w in enc.word_ids(i):
-                if w is None or w == previous:
-                    labels.append(IGNORE)
-                else:
-                    labels.append(0)  # any label id: it only marks the word's first sub-token
-                    first.append(w)
-                if w is not None:
-                    previous = w
+            labels, first = align_first_subtokens(enc.word_ids(i))
             ids.append(list(enc["input_ids"][i]))
             targets.append(labels)
             firsts.append(first)

@@ -53,15 +53,7 @@ class TokenClassification:
         no_tokens = truncated = 0
         for i, words in enumerate(split.words):
             word_ids = out.word_ids(i)
-            labels, firsts, previous = [], [], None
-            for w in word_ids:
-                if w is None or w == previous:
-                    labels.append(IGNORE)
-                else:
-                    labels.append(split.tags[i][w])
-                    firsts.append(w)
-                if w is not None:
-                    previous = w
+            labels, firsts = align_first_subtokens(word_ids, split.tags[i])
             seen = set(firsts)
             last = max(seen) if seen else -1
             cut = len(word_ids) >= max_length
@@ -151,6 +143,22 @@ class TokenClassification:
 
     def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
         plot_per_type_f1(metrics["per_type"], path, title)
+
+
+def align_first_subtokens(word_ids: list, tags: Optional[Sequence[int]] = None) -> tuple[list[int], list[int]]:
+    """Per token position, the tag of the word it starts (or IGNORE for special tokens and later sub-tokens), and
+    the word ids in the order their first sub-tokens appear. Without `tags`, first sub-tokens get label 0: it only
+    marks them (prediction input has no tags)."""
+    labels, firsts, previous = [], [], None
+    for w in word_ids:
+        if w is None or w == previous:
+            labels.append(IGNORE)
+        else:
+            labels.append(tags[w] if tags is not None else 0)
+            firsts.append(w)
+        if w is not None:
+            previous = w
+    return labels, firsts
 
 
 def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, Any]:
