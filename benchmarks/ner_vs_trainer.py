@@ -147,6 +147,9 @@ def main() -> None:
     parser.add_argument("--worker", choices=["thrifty", "trainer"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--systems", default="thrifty,trainer",
+                        help="which sides to run; e.g. only thrifty after a change to thrifty (the Trainer side's "
+                             "code and results stay as they were)")
     args = parser.parse_args()
     if args.worker:
         result = (run_thrifty if args.worker == "thrifty" else run_trainer)(args.data, args.seed)
@@ -156,15 +159,23 @@ def main() -> None:
     out = RESULTS / f"ner_vs_trainer_{args.data}.json"
     saved = json.loads(out.read_text()) if out.exists() else {"machine": machine(args.threads), "runs": []}
     done = len({r["seed"] for r in saved["runs"]})  # seeds measured by earlier invocations: alternation continues
+    if args.systems != "thrifty,trainer":
+        done = len({r["seed"] for r in saved["runs"] if r["system"] in args.systems.split(",")})
     for n, seed in enumerate((int(s) for s in args.seeds.split(",")), start=done):
         order = ["thrifty", "trainer"] if n % 2 == 0 else ["trainer", "thrifty"]
-        for system in order:
+        for system in (s for s in order if s in args.systems.split(",")):
             print(f"{args.data} seed {seed}: {system} ...", file=sys.stderr, flush=True)
             result = run_worker(__file__, ["--worker", system, "--data", args.data, "--seed", str(seed)], args.threads)
             saved["runs"].append({"system": system, "seed": seed, **result})
             out.write_text(json.dumps(saved, indent=2) + "\n")  # kept as each run ends
             print(f"  {system}: test F1 {result['test_f1']:.4f}, {result['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
     markdown = summarise(args.data, saved["runs"])
+    if saved.get("superseded"):
+        old = saved["superseded"]
+        markdown += ["", f"Superseded and not counted above: {len(old['runs'])} earlier thrifty runs ({old['why']}); "
+                         "test F1 " + ", ".join(f"{r['test_f1']:.4f} (seed {r['seed']})" for r in old["runs"]) + ". "
+                         "The Trainer side's code did not change, so its runs were kept; the thrifty runs after the "
+                         "change were made with `--systems thrifty`."]
     (RESULTS / f"ner_vs_trainer_{args.data}.md").write_text("\n".join(markdown) + "\n")
     print("\n".join(markdown))
 

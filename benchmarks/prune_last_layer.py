@@ -67,11 +67,13 @@ def main() -> None:
 
     train_pass()  # warm-up
     rounds = []
-    for _ in range(args.rounds):
-        first_token.disable(model)
-        full = (train_pass(), predict_pass())
-        first_token.enable(model)
-        pruned = (train_pass(), predict_pass())
+    for r in range(args.rounds):
+        timed = {}
+        # Alternated: even rounds run full first, odd rounds pruned first, so neither side always runs warmer.
+        for pruned_side in ((False, True) if r % 2 == 0 else (True, False)):
+            (first_token.enable if pruned_side else first_token.disable)(model)
+            timed[pruned_side] = (train_pass(), predict_pass())
+        full, pruned = timed[False], timed[True]
         rounds.append({"train_full": round(full[0], 2), "train_pruned": round(pruned[0], 2),
                        "predict_full": round(full[1], 2), "predict_pruned": round(pruned[1], 2)})
         print(rounds[-1], flush=True)

@@ -179,6 +179,7 @@ class CostConfig:
     efficiency: Optional[float] = None  # another machine: fraction of its peak FLOP/s reached; None = profile's
     currency: str = "USD"  # a label for the prices above
     country: str = "USA"  # ISO 3166 alpha-3 code of the grid, for the CO2 of a run's energy
+    reuse_calibration: bool = True  # CPU estimates: reuse the step timing kept for this machine/model/strategy/batch shape
 
     def validate(self) -> None:
         from thrifty.resources import hardware_names, unknown_hardware_message

@@ -9,7 +9,7 @@ import yaml
 from thrifty.cli import main
 from thrifty.cost.estimate import estimate
 
-from tests.conftest import tiny_config
+from tests.conftest import shared_file, tiny_config
 
 CONTRACT = ("trainable_parameters", "tokens_per_epoch", "train_flops", "peak_memory_bytes", "predicted_seconds", "cost")
 
@@ -50,3 +50,37 @@ def test_bad_config_fails_with_one_line(tiny_bert, tmp_path, capsys):
     code = main(["estimate", "--data.train", str(tmp_path / "missing.csv"), "--model.name", str(tiny_bert)])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and "missing.csv" in err
+
+
+def test_calibration_is_kept_per_machine_model_strategy_and_batch_shape(tiny_bert, small_csv, tmp_path, monkeypatch):
+    monkeypatch.setenv("THRIFTY_CACHE_DIR", str(tmp_path / "cache"))
+    config = tiny_config(tiny_bert, small_csv, epochs=1)
+    first = estimate(config, calibration_steps=2)["calibration"]
+    assert first["cached"] is False and len(list((tmp_path / "cache" / "calibration").glob("*.json"))) == 1
+    again = estimate(config | {"train": {**config["train"], "epochs": 3}}, calibration_steps=2)["calibration"]
+    assert again["cached"] is True  # epochs do not change the FLOP rate: the kept timing is reused
+    assert again["seconds_per_train_flop"] == first["seconds_per_train_flop"]
+    other_batch = estimate(config | {"train": {**config["train"], "batch_size": 4}}, calibration_steps=2)["calibration"]
+    assert other_batch["cached"] is False
+    other_strategy = estimate(config | {"strategy": {"name": "lora"}}, calibration_steps=2)["calibration"]
+    assert other_strategy["cached"] is False
+    fresh = estimate(config | {"cost": {"reuse_calibration": False}}, calibration_steps=2)["calibration"]
+    assert fresh["cached"] is False
+    assert len(list((tmp_path / "cache" / "calibration").glob("*.json"))) == 3  # the fresh one replaced its entry
+
+
+@pytest.mark.slow
+def test_estimate_is_within_25_percent_of_the_real_run(tmp_path, monkeypatch):
+    """The estimate against the run it predicts: all-MiniLM-L6-v2 on 1,500 SST-2 sentences, 1 epoch, a first
+    calibration (empty cache). Compared with what the estimate covers: training + evaluation + frozen-cache time."""
+    import thrifty
+
+    monkeypatch.setenv("THRIFTY_CACHE_DIR", str(tmp_path / "cache"))
+    config = {"data": {"train": str(shared_file("sst2", "stsa.binary.train")),
+                       "validation": str(shared_file("sst2", "stsa.binary.dev")), "max_train_examples": 1500},
+              "train": {"epochs": 1, "batch_size": 32, "num_threads": 2},
+              "tracking": {"tensorboard": False, "energy": False}}
+    predicted = estimate(config)["predicted_seconds"]
+    result = thrifty.train(config, output=tmp_path / "run", progress=False)
+    measured = result.metrics["history"][-1]["seconds"]
+    assert 0.75 <= predicted / measured <= 1.25, f"predicted {predicted:.1f} s, measured {measured:.1f} s"

@@ -27,6 +27,9 @@ def test_unknown_profile_names_the_close_match():
 
 def test_this_machine_is_the_cpu_profile_priced_per_core():
     hw = get_hardware("auto")
+    if hw.kind == "gpu":  # on a GPU machine `auto` is its GPU's profile, priced per GPU; check the CPU one instead
+        assert hw.cores == 1
+        hw = get_hardware("cpu")
     assert hw.name == "cpu" and hw.machine_price_per_hour == pytest.approx(hw.price_per_hour * hw.cores)
     assert get_hardware("auto", price_per_hour=1.0).machine_price_per_hour == pytest.approx(1.0)  # the config's is per machine
 

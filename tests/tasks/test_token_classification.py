@@ -4,10 +4,12 @@ import json
 import shutil
 
 import pytest
+import torch
 
 import thrifty
 from thrifty.cli import main
-from thrifty.tasks.token_classification import TokenClassification, entity_metrics, group_entities
+from thrifty.tasks.base import Encoded
+from thrifty.tasks.token_classification import IGNORE, TokenClassification, entity_metrics, group_entities
 
 from tests.conftest import tiny_config
 
@@ -176,3 +178,24 @@ def test_estimate_and_budget_work_for_a_tagger(tiny_bert, tmp_path, capsys):
     result = thrifty.train(path, output=tmp_path / "run", progress=False, overrides=["--budget.max_minutes", "0.3"])
     assert result.metrics["budget"]["spent_seconds"] <= 0.3 * 60 * 1.1 + 1
     assert result.metrics["budget"]["metric"] == "f1"
+
+
+def test_token_loss_weighs_every_token_the_same_in_length_grouped_batches():
+    # Two batches of one example each: 2 scored tokens and 6 scored tokens, the same per-token loss. A per-batch
+    # mean would give both batches the same loss (each short-batch token counting 3x); the fitted loss gives the
+    # long batch 3x the short one, and its scale is the mean scored tokens per batch (here (2 + 6) / 2 = 4).
+    task = TokenClassification()
+    short = [IGNORE, 1, 0, IGNORE]
+    long = [IGNORE, 1, 0, IGNORE, 2, 1, 0, 1, IGNORE]
+    task.fit_loss(Encoded([[0] * len(short), [0] * len(long)], [short, long]), batch_size=1)
+    assert task.scored_tokens_per_batch == 4.0
+
+    def batch(targets):
+        logits = torch.zeros(1, len(targets), 3)  # uniform: every scored token's loss is log(3)
+        return task.loss(logits, torch.tensor([targets]))
+
+    per_token = torch.log(torch.tensor(3.0))
+    torch.testing.assert_close(batch(short), 2 * per_token / 4)
+    torch.testing.assert_close(batch(long), 6 * per_token / 4)
+    unfitted = TokenClassification()  # before fit_loss (estimates): the plain per-batch mean
+    torch.testing.assert_close(unfitted.loss(torch.zeros(1, len(long), 3), torch.tensor([long])), per_token)

@@ -103,8 +103,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         hardware = hardware or hardware_for(config.cost)
         if hardware.kind == "cpu":
             if calibration is None:
-                calibration = _calibrate(model, config, inputs, batches, flops, calibration_steps, forward_flops,
-                                         sorted_widths)
+                calibration = _kept_or_new_calibration(config, inputs, batches, flops, calibration_steps, forward_flops,
+                                                       sorted_widths, widths, cached_layers, pruned)
             # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
             # weights): invisible for real models, most of the time for tiny ones.
             train_seconds = (train_flops_epoch * epochs_run * calibration["seconds_per_train_flop"]
@@ -161,6 +161,26 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     }
 
 
+def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flops, sorted_widths, widths,
+                             cached_layers: int, pruned: bool) -> dict[str, Any]:
+    """The calibration kept for this machine, model, strategy and batch shape (cost/calibration_cache.py), or a
+    new one, timed now and kept."""
+    from thrifty.cost.calibration_cache import calibration_key, load_calibration, save_calibration
+
+    tc = config.train
+    key = calibration_key(inputs.model, task=config.task, strategy=inputs.strategy.name,
+                          trainable_parameters=inputs.strategy.trainable_parameters, batch_size=tc.batch_size,
+                          eval_batch_size=tc.eval_batch_size, max_width=max(w for _, w in widths),
+                          cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm)
+    if config.cost.reuse_calibration:
+        kept = load_calibration(key)
+        if kept is not None:
+            return kept
+    calibration = _calibrate(inputs.model, config, inputs, batches, flops, steps, forward_flops, sorted_widths)
+    save_calibration(key, calibration)
+    return calibration
+
+
 def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sorted_widths) -> dict[str, Any]:
     """Seconds per FLOP on this machine's CPU: a few real training steps (after a warm-up) and a forward pass."""
     from thrifty.data.batching import collate, sorted_batches
@@ -208,7 +228,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
     torch.set_rng_state(saved_rng)
     model.train()
-    return {"steps": len(sample) - 1, "seconds": round(timed, 3), "threads": torch.get_num_threads(),
+    return {"steps": len(sample) - 1, "seconds": round(timed, 3), "threads": torch.get_num_threads(), "cached": False,
             "train_flops_per_second": round(1 / seconds_per_train_flop),
             "forward_flops_per_second": round(1 / seconds_per_forward_flop),
             "seconds_per_train_flop": seconds_per_train_flop, "seconds_per_forward_flop": seconds_per_forward_flop}
@@ -245,7 +265,8 @@ def _budget_line(b: dict[str, Any]) -> str:
 def _time_line(e: dict[str, Any]) -> str:
     hw, cal = e["hardware"], e["calibration"]
     if cal is not None:
-        how = (f"calibrated here: {cal['train_flops_per_second'] / 1e9:.1f} GFLOP/s training, "
+        how = (f"calibrated here{' (kept from ' + str(cal.get('measured_at')) + ')' if cal.get('cached') else ''}: "
+               f"{cal['train_flops_per_second'] / 1e9:.1f} GFLOP/s training, "
                f"{cal['forward_flops_per_second'] / 1e9:.1f} GFLOP/s inference, {cal['threads']} threads")
         where = f"this machine ({hw['cores']} cpu cores)"
     else:

@@ -53,8 +53,12 @@ class Task(Protocol):
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
         """A right-padded batch with its `labels`."""
 
+    def fit_loss(self, train: Encoded, batch_size: int) -> None:
+        """Called once before training with the encoded training split: what the loss needs to know about it
+        (a token-level loss takes the mean number of scored tokens per batch)."""
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The mean loss of a batch."""
+        """The loss of a training batch, on the scale of a mean per example (or per scored token)."""
 
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:

@@ -42,6 +42,9 @@ class SequenceClassification:
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(encoded.input_ids, indices, pad_id, encoded.targets)
 
+    def fit_loss(self, train: Encoded, batch_size: int) -> None:
+        """One target per text: every batch's mean already weights each example the same."""
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits.float(), labels)
 

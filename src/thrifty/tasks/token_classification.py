@@ -81,8 +81,24 @@ class TokenClassification:
             labels[row, :n] = torch.as_tensor(encoded.targets[i], dtype=torch.long)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
+    def __init__(self) -> None:
+        self.scored_tokens_per_batch: Optional[float] = None  # set by fit_loss from the training split
+
+    def fit_loss(self, train: Encoded, batch_size: int) -> None:
+        """Length-grouped batches make a per-batch mean unfair to tokens: a batch of 32 five-word headlines and a
+        batch of 32 forty-word sentences would weigh the same, so each headline word would count eight times as
+        much as a word of a long sentence (CoNLL-2003 has many of both). Dividing each batch's summed loss by
+        the mean number of scored tokens per batch over the whole split weighs every token the same, as random
+        batches do on average, and keeps the gradient on the usual per-token scale."""
+        scored = sum(sum(t != IGNORE for t in targets) for targets in train.targets)
+        self.scored_tokens_per_batch = max(1.0, scored / max(1, len(train)) * batch_size)
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        flat_logits, flat_labels = logits.float().flatten(0, 1), labels.flatten()
+        if self.scored_tokens_per_batch is None:
+            return torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE)
+        total = torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE, reduction="sum")
+        return total / self.scored_tokens_per_batch
 
     def word_probabilities(self, model, encoded: Encoded, pad_id: int, batch_size: int, device, autocast_dtype=None,
                            forward: Optional[Callable] = None) -> tuple[list[np.ndarray], float, int]:

@@ -255,6 +255,8 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
          f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
          f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}")
 
+    inputs.task.fit_loss(inputs.train, tc.batch_size)  # e.g. the scored tokens per batch of a token-level loss
+
     run = Run(config=config, run_dir=run_dir, model_path=model_path, inputs=inputs, accelerator=accelerator, model=model,
               optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
