@@ -229,3 +229,13 @@ def test_stop_at_metric_ends_the_run_when_the_target_is_reached(tiny_bert, small
     assert result.metrics["train"]["stop_reason"] == "target_reached"
     assert result.metrics["train"]["steps"] == 2  # the first evaluation already meets an accuracy of 0
     assert result.metrics["best"]["seconds"] == result.metrics["history"][0]["seconds"] > 0
+
+
+def test_history_carries_the_wall_clock_from_the_first_step(tiny_bert, small_csv, tmp_path):
+    # `seconds` is step + evaluation time; `wall_seconds` is a stopwatch from the first step, so it also counts the
+    # checkpoint written after each evaluation and the logging between steps: never less, and always growing.
+    config = tiny_config(tiny_bert, small_csv, epochs=2, evaluations_per_epoch=2)
+    history = thrifty.train(config, output=tmp_path / "run", progress=False).metrics["history"]
+    assert len(history) == 4
+    assert all(h["wall_seconds"] >= h["seconds"] - 0.01 for h in history)
+    assert all(a["wall_seconds"] < b["wall_seconds"] for a, b in zip(history, history[1:]))

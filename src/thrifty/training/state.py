@@ -26,6 +26,7 @@ class LoopState:
     examples_seen: int = 0
     step_seconds: float = 0.0  # time in training steps only
     eval_seconds: float = 0.0
+    loop_wall_seconds: float = 0.0  # wall time since the first step, checkpoints and logging included (all sessions)
     last_eval_seconds: Optional[float] = None
     stop_reason: Optional[str] = None  # set once, by the StopController
     budget_spent_seconds: float = 0.0  # written at each checkpoint: what this and earlier sessions spent
