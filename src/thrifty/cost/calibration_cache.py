@@ -24,7 +24,8 @@ CALIBRATION_FORMAT = 1  # bump when _calibrate measures differently: older entri
 _SHAPE_BUCKET = 16  # widths are rounded up to this many tokens: the FLOP rate barely moves within a bucket
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), recorded with calibrations and benchmark results."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -42,7 +43,7 @@ def calibration_key(model, *, task: str, strategy: str, trainable_parameters: in
 
     config_json = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else repr(model)
     return {
-        "format": CALIBRATION_FORMAT, "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "format": CALIBRATION_FORMAT, "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "model": hashlib.sha256(config_json.encode()).hexdigest()[:16],
         "model_type": getattr(getattr(model, "config", None), "model_type", None), "task": task,
         "strategy": strategy, "trainable_parameters": int(trainable_parameters), "batch_size": batch_size,
