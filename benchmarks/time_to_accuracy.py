@@ -163,8 +163,7 @@ def main() -> None:
         print("RESULT " + json.dumps(result), flush=True)
         return
     out = RESULTS / "time_to_accuracy.json"
-    saved = json.loads(out.read_text()) if out.exists() and "runs" in json.loads(out.read_text()) else {
-        "target": TARGET, "machine": machine(args.threads), "runs": []}
+    saved = json.loads(out.read_text()) if out.exists() else {"target": TARGET, "machine": machine(args.threads), "runs": []}
     done = len({r["seed"] for r in saved["runs"]})  # alternation continues across invocations
     for n, seed in enumerate((int(s) for s in args.seeds.split(",")), start=done):
         for system in (("thrifty", "trainer") if n % 2 == 0 else ("trainer", "thrifty")):
