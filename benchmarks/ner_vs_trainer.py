@@ -23,16 +23,12 @@ finish to benchmarks/results/ner_vs_trainer_{data}.json and summarised (median a
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-WORKER_START = time.perf_counter()
-
-from common import REPO, RESULTS, machine, run_worker  # noqa: E402
+from common import PROCESS_START, REPO, compare, spread  # noqa: E402
 
 DATA = {
     "conll2003": {"epochs": 3, "lr": 1e-4, "files": ("conll2003/train.txt", "conll2003/valid.txt", "conll2003/test.txt")},
@@ -125,12 +121,9 @@ def summarise(data: str, runs: list[dict]) -> list[str]:
     for system, rs in by.items():
         if not rs:
             continue
-        f1 = [r["test_f1"] for r in rs]
-        wall = [r["wall_seconds"] for r in rs]
         lines.append(f"| {system} | {len(rs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | "
-                     f"{statistics.median(f1):.4f} ({min(f1):.4f}-{max(f1):.4f}) | "
-                     f"{statistics.median(r['dev_f1'] for r in rs):.4f} | "
-                     f"{statistics.median(wall):.0f} ({min(wall):.0f}-{max(wall):.0f}) |")
+                     f"{spread([r['test_f1'] for r in rs], '{:.4f}')} | "
+                     f"{statistics.median(r['dev_f1'] for r in rs):.4f} | {spread([r['wall_seconds'] for r in rs])} |")
     if by["thrifty"] and by["trainer"]:
         t, h = by["thrifty"], by["trainer"]
         df1 = statistics.median(r["test_f1"] for r in t) - statistics.median(r["test_f1"] for r in h)
@@ -140,35 +133,13 @@ def summarise(data: str, runs: list[dict]) -> list[str]:
     return lines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--data", choices=sorted(DATA), required=True)
-    parser.add_argument("--seeds", default="42")
-    parser.add_argument("--worker", choices=["thrifty", "trainer"])
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--systems", default="thrifty,trainer",
-                        help="which sides to run; e.g. only thrifty after a change to thrifty (the Trainer side's "
-                             "code and results stay as they were)")
-    args = parser.parse_args()
-    if args.worker:
-        result = (run_thrifty if args.worker == "thrifty" else run_trainer)(args.data, args.seed)
-        result["wall_seconds"] = round(time.perf_counter() - WORKER_START, 1)
-        print("RESULT " + json.dumps(result), flush=True)
-        return
-    out = RESULTS / f"ner_vs_trainer_{args.data}.json"
-    saved = json.loads(out.read_text()) if out.exists() else {"machine": machine(args.threads), "runs": []}
-    done = len({r["seed"] for r in saved["runs"]})  # seeds measured by earlier invocations: alternation continues
-    if args.systems != "thrifty,trainer":
-        done = len({r["seed"] for r in saved["runs"] if r["system"] in args.systems.split(",")})
-    for n, seed in enumerate((int(s) for s in args.seeds.split(",")), start=done):
-        order = ["thrifty", "trainer"] if n % 2 == 0 else ["trainer", "thrifty"]
-        for system in (s for s in order if s in args.systems.split(",")):
-            print(f"{args.data} seed {seed}: {system} ...", file=sys.stderr, flush=True)
-            result = run_worker(__file__, ["--worker", system, "--data", args.data, "--seed", str(seed)], args.threads)
-            saved["runs"].append({"system": system, "seed": seed, **result})
-            out.write_text(json.dumps(saved, indent=2) + "\n")  # kept as each run ends
-            print(f"  {system}: test F1 {result['test_f1']:.4f}, {result['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
+def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
+    result = (run_thrifty if system == "thrifty" else run_trainer)(args.data, seed)
+    result["wall_seconds"] = round(time.perf_counter() - PROCESS_START, 1)  # the whole process is this benchmark's clock
+    return result
+
+
+def summarise_saved(saved: dict, args: argparse.Namespace) -> list[str]:
     markdown = summarise(args.data, saved["runs"])
     if saved.get("superseded"):
         old = saved["superseded"]
@@ -176,9 +147,12 @@ def main() -> None:
                          "test F1 " + ", ".join(f"{r['test_f1']:.4f} (seed {r['seed']})" for r in old["runs"]) + ". "
                          "The Trainer side's code did not change, so its runs were kept; the thrifty runs after the "
                          "change were made with `--systems thrifty`."]
-    (RESULTS / f"ner_vs_trainer_{args.data}.md").write_text("\n".join(markdown) + "\n")
-    print("\n".join(markdown))
+    return markdown
 
 
 if __name__ == "__main__":
-    main()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=sorted(DATA), required=True)
+    compare(__file__, "ner_vs_trainer_{data}", ("thrifty", "trainer"), run_system, summarise_saved, parser,
+            settings={"epochs_lr_files": DATA},
+            worker_args=lambda args: ["--data", args.data], default_seeds="42")

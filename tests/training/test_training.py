@@ -235,7 +235,11 @@ def test_history_carries_the_wall_clock_from_the_first_step(tiny_bert, small_csv
     # `seconds` is step + evaluation time; `wall_seconds` is a stopwatch from the first step, so it also counts the
     # checkpoint written after each evaluation and the logging between steps: never less, and always growing.
     config = tiny_config(tiny_bert, small_csv, epochs=2, evaluations_per_epoch=2)
-    history = thrifty.train(config, output=tmp_path / "run", progress=False).metrics["history"]
+    metrics = thrifty.train(config, output=tmp_path / "run", progress=False).metrics
+    history, train = metrics["history"], metrics["train"]
     assert len(history) == 4
     assert all(h["wall_seconds"] >= h["seconds"] - 0.01 for h in history)
     assert all(a["wall_seconds"] < b["wall_seconds"] for a, b in zip(history, history[1:]))
+    # the loop's total runs on to the end of the last checkpoint, after the last evaluation; setup is reported apart
+    assert train["loop_wall_seconds"] >= history[-1]["wall_seconds"]
+    assert 0 < train["setup_seconds"] and train["setup_seconds"] + train["loop_wall_seconds"] <= train["seconds"] + 0.01
