@@ -111,3 +111,15 @@ def test_every_shipped_search_space_parses(space):
     base = load_config(REPO / "examples" / "sst2.yaml")
     dims = parse_space(_load_space(space, base, layers=6), base)
     assert dims and all(d.key.count(".") == 1 for d in dims)
+
+
+def test_examples_per_class_is_checked_with_the_limits_it_could_clash_with():
+    from thrifty.config import config_from_dict
+
+    with pytest.raises(ConfigError, match="examples_per_class=0 must be at least 1"):
+        config_from_dict({"data": {"examples_per_class": 0}}).validate()
+    with pytest.raises(ConfigError, match="set one of them"):
+        config_from_dict({"data": {"examples_per_class": 8, "max_train_examples": 100}}).validate()
+    with pytest.raises(ConfigError, match="token_classification does not have"):
+        config_from_dict({"task": "token_classification", "data": {"examples_per_class": 8}}).validate()
+    assert config_from_dict({"data": {"examples_per_class": 8}}).validate().data.examples_per_class == 8

@@ -53,6 +53,7 @@ class DataConfig:
     invalid_tags: Literal["repair", "error"] = "repair"  # an I- tag that continues nothing: made B- (counted), or refused
     validation_fraction: float = 0.1
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of the training split
+    examples_per_class: Optional[int] = None  # few-shot protocol: a seeded sample of exactly N training rows per class
     max_eval_examples: Optional[int] = None  # subsample of the validation split (never of test)
     max_length: Optional[int] = None  # tokens; None = chosen from the length distribution
     length_percentile: float = 99.9  # auto max_length covers this percentile of training texts
@@ -72,10 +73,13 @@ class DataConfig:
             raise ConfigError(
                 f"data.validation_fraction={self.validation_fraction} is out of range; use a value in (0, 0.9), e.g. 0.1"
             )
-        for key in ("max_train_examples", "max_eval_examples", "max_length"):
+        for key in ("max_train_examples", "examples_per_class", "max_eval_examples", "max_length"):
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"data.{key}={value} must be at least 1 (or null for no limit)")
+        if self.examples_per_class is not None and self.max_train_examples is not None:
+            raise ConfigError("data.examples_per_class and data.max_train_examples both limit the training rows; "
+                              "set one of them (the other to null)")
         if self.max_length is not None and self.max_length < 4:
             raise ConfigError(f"data.max_length={self.max_length} is too short; use at least 4 tokens")
         if not 50.0 <= self.length_percentile <= 100.0:
@@ -227,6 +231,9 @@ class Config:
             part = getattr(self, section.name)
             if hasattr(part, "validate"):
                 part.validate()
+        if self.task == "token_classification" and self.data.examples_per_class is not None:
+            raise ConfigError("data.examples_per_class samples labelled sentences per class, which token_classification "
+                              "does not have; use data.max_train_examples to subsample sentences")
         valid = TASK_METRICS[self.task]
         if self.train.metric != "auto" and self.train.metric not in valid:
             raise ConfigError(f"train.metric={self.train.metric} is not a metric of task {self.task}; "

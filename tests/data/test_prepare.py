@@ -139,3 +139,26 @@ def test_sst2_published_splits():
     assert len(data.validation) == 872 and len(data.test) == 1821  # evaluation splits untouched
     assert data.report["splits"]["test"]["overlap_with_train"] == 2  # as SOURCE.md says
     assert data.report["splits"]["train"]["dropped_leaked_into_test"] >= 2
+
+
+def test_examples_per_class_draws_exactly_n_of_each_class_with_the_seed(tmp_path):
+    rows = base_rows(30) + [(f"neutral example {i}", "neu") for i in range(12)]
+    path = write_csv(tmp_path / "t.csv", rows)
+    data = prepare_data(DataConfig(train=path, validation_fraction=0.2, examples_per_class=8), seed=3)
+    assert Counter(data.train.labels) == {0: 8, 1: 8, 2: 8}
+    counts = data.report["splits"]["train"]
+    assert counts["examples_per_class"] == 8 and counts["sampled_from"] > 24  # recorded in data_report.json
+    assert len(data.validation) >= 3  # validation stays whole: carved before the sample, never sampled
+    again = prepare_data(DataConfig(train=path, validation_fraction=0.2, examples_per_class=8), seed=3)
+    other = prepare_data(DataConfig(train=path, validation_fraction=0.2, examples_per_class=8), seed=4)
+    assert again.train.texts == data.train.texts  # the same seed, the same few-shot rows
+    assert other.train.texts != data.train.texts
+    assert not set(data.train.texts) & set(data.validation.texts)
+
+
+def test_examples_per_class_larger_than_a_class_names_the_class_and_its_count(tmp_path):
+    rows = base_rows(30) + [(f"neutral example {i}", "neu") for i in range(6)]
+    config = DataConfig(train=write_csv(tmp_path / "t.csv", rows), validation=write_csv(tmp_path / "v.csv", base_rows(3)),
+                        examples_per_class=8)
+    with pytest.raises(DataError, match=r"examples_per_class=8 but class 'neu' has only 6 training examples; lower it to 6"):
+        prepare_data(config, seed=0)

@@ -140,6 +140,25 @@ def stratified_pick(labels: list[int], fraction: float | None, count: int | None
     return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
+def _per_class_sample(train: Split, per_class: int, label_names: list[str], seed: int, counts: dict) -> Split:
+    """The few-shot protocol: exactly `per_class` training rows of every class, drawn with the seed (the same rows
+    for the same seed, whatever else the config says). Validation and test are left whole."""
+    by_class: dict[int, list[int]] = {c: [] for c in range(len(label_names))}  # a class with no rows is short too
+    for i, label in enumerate(train.labels):
+        by_class[label].append(i)
+    short = sorted((len(rows), label_names[c]) for c, rows in by_class.items() if len(rows) < per_class)
+    if short:
+        have, name = short[0]
+        raise DataError(f"data.examples_per_class={per_class} but class '{name}' has only {have} training examples"
+                        + (f" ({len(short)} classes have fewer than {per_class})" if len(short) > 1 else "")
+                        + f"; lower it to {have} or add examples")
+    rng = np.random.default_rng(seed)
+    picked = sorted(int(i) for c in sorted(by_class) for i in rng.permutation(by_class[c])[:per_class])
+    counts["examples_per_class"] = per_class
+    counts["sampled_from"] = len(train)
+    return _subset(train, picked)
+
+
 def _encode(texts: list[str], labels: list[str], label_index: dict[str, int], role: str, config: DataConfig, counts: dict) -> Split:
     unknown = Counter(label for label in labels if label not in label_index)
     if unknown and config.unknown_labels == "error":
@@ -224,6 +243,8 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     if config.max_train_examples is not None and config.max_train_examples < len(train):
         report["splits"]["train"]["subsampled_to"] = config.max_train_examples
         train = _subset(train, stratified_pick(train.labels, None, config.max_train_examples, seed))
+    if config.examples_per_class is not None:
+        train = _per_class_sample(train, config.examples_per_class, label_names, seed, report["splits"]["train"])
     if config.max_eval_examples is not None and config.max_eval_examples < len(validation):
         report["splits"]["validation"]["subsampled_to"] = config.max_eval_examples
         validation = _subset(validation, stratified_pick(validation.labels, None, config.max_eval_examples, seed))
