@@ -96,6 +96,15 @@ def median_of(runs: list[dict], system: str, key: str) -> Optional[float]:
     return statistics.median(values) if values else None
 
 
+def paired_ratios(runs: list[dict], a: str, b: str, value: Callable[[dict], Optional[float]]) -> list[float]:
+    """value(a's run) / value(b's run) for each seed (or round) both systems ran: the spread of a ratio."""
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], {})[r["system"]] = r
+    pairs = [(value(v[a]), value(v[b])) for _, v in sorted(by_seed.items()) if a in v and b in v]
+    return [x / y for x, y in pairs if x and y]
+
+
 def compare(script: str, stem: str, systems: Sequence[str], run_system: Callable[[str, int, argparse.Namespace], dict],
             summarise: Callable[[dict, argparse.Namespace], list[str]], parser: argparse.ArgumentParser, settings: dict,
             worker_args: Callable[[argparse.Namespace], list[str]] = lambda args: [], default_seeds: str = "0,1,2",

@@ -22,7 +22,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import REPO, compare, median_of, per_seed, spread, table_head, sst2_sample_file, thrifty_classification
+from common import REPO, compare, median_of, paired_ratios, per_seed, spread, table_head, sst2_sample_file, thrifty_classification
 
 SYSTEMS = ("freeze-cached", "freeze-recompute", "full")
 EXAMPLES, EPOCHS, MAX_LENGTH = 2000, 3, 64
@@ -54,8 +54,10 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     t = {s: median_of(runs, s, "loop_wall_seconds") for s in SYSTEMS}
     a = {s: median_of(runs, s, "best_dev_accuracy") for s in SYSTEMS}
     if all(t.values()):
+        seed_by_seed = spread(paired_ratios(runs, "freeze-recompute", "freeze-cached", lambda r: r["loop_wall_seconds"]),
+                              "{:.2f}")
         lines += ["", f"Like for like, the cache makes a whole `freeze` run **{t['freeze-recompute'] / t['freeze-cached']:.2f}x** "
-                      f"as fast (medians: {t['freeze-recompute']:.1f} s recomputing, {t['freeze-cached']:.1f} s cached, the "
+                      f"as fast (seed by seed {seed_by_seed}; medians: {t['freeze-recompute']:.1f} s recomputing, {t['freeze-cached']:.1f} s cached, the "
                       "same dev accuracy by construction: the cached features are the frozen layers' outputs).",
                   "", f"Different strategies: cached `freeze` takes {t['freeze-cached'] / t['full']:.2f}x the time of `full` "
                       f"({t['full'] / t['freeze-cached']:.2f}x as fast) at dev accuracy {a['freeze-cached']:.4f} against "

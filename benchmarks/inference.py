@@ -23,7 +23,7 @@ import argparse
 import statistics
 import time
 
-from common import REPO, SST2, compare, read_sst2, spread, table_head
+from common import REPO, SST2, compare, paired_ratios, read_sst2, spread, table_head
 
 SYSTEMS = ("thrifty", "pipeline-b1", "pipeline-b32", "pipeline-b64", "pipeline-b128", "pipeline-b256")
 MODEL = REPO / "benchmarks" / "runs" / "inference_model"
@@ -86,7 +86,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     pipes = {s: v for s, v in rates.items() if s != "thrifty"}
     if "thrifty" in rates and pipes:
         best = max(pipes, key=pipes.get)
+        rounds = spread(paired_ratios(runs, "thrifty", best, lambda r: r["texts_per_second"]), "{:.2f}")
         lines += ["", f"thrifty vs the pipeline's best batch size ({best}): **{rates['thrifty'] / pipes[best]:.2f}x** "
+                      f"(round by round {rounds}) "
                       f"the texts/s; vs its default ({'pipeline-b1'}): {rates['thrifty'] / pipes.get('pipeline-b1', float('nan')):.2f}x."]
     return lines
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import REPO, compare, spread, thrifty_classification, trainer_classification
+from common import REPO, compare, paired_ratios, spread, thrifty_classification, trainer_classification
 
 TARGET, MAX_EPOCHS, EVAL_EVERY, MAX_LENGTH = 0.87, 3, 54, 64
 CONFIG = REPO / "examples" / "sst2.yaml"
@@ -72,8 +72,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                      + (f" ({len(rs) - len(hits)} not reached)" if hits and len(hits) < len(rs) else "")
                      + f" | {steps} | {statistics.median(r['process_wall_seconds'] for r in rs):.0f} |")
     if len(medians) == 2:
-        paired = [t["seconds_to_target"] / h["seconds_to_target"] for t in by["thrifty"] for h in by["trainer"]
-                  if t["seed"] == h["seed"] and t["seconds_to_target"] and h["seconds_to_target"]]
+        paired = paired_ratios(runs, "thrifty", "trainer", lambda r: r["seconds_to_target"])
         lines += ["", f"thrifty / Trainer (medians): **{medians['thrifty'] / medians['trainer']:.2f}x** the time; seed by "
                       f"seed {spread(paired, '{:.2f}')}x (median (min-max) of the {len(paired)} paired ratios)."]
         per_step = {s: statistics.median(r["seconds_to_target"] / r["step_at_target"] for r in rs if r["step_at_target"])

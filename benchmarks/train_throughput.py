@@ -33,7 +33,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import REPO, compare, median_of, per_seed, spread, table_head, sst2_sample_file, thrifty_classification, trainer_classification
+from common import REPO, compare, median_of, paired_ratios, per_seed, spread, table_head, sst2_sample_file, thrifty_classification, trainer_classification
 
 SYSTEMS = ("thrifty", "trainer-grouped", "trainer", "thrifty-window15", "thrifty-random")
 TRAINERS = ("trainer-grouped", "trainer")
@@ -81,8 +81,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                      f"{spread([r['process_wall_seconds'] for r in rs])} | "
                      f"{spread([r['process_wall_seconds'] - r['loop_wall_seconds'] for r in rs], '{:.1f}')} |")
     base = median_of(runs, "thrifty", "tokens_per_second")
-    ratios = [f"vs {s}: **{base / median_of(runs, s, 'tokens_per_second'):.2f}x**" for s in TRAINERS
-              if base and median_of(runs, s, "tokens_per_second")]
+    ratios = [f"vs {s}: **{base / median_of(runs, s, 'tokens_per_second'):.2f}x** (seed by seed "
+              f"{spread(paired_ratios(runs, 'thrifty', s, lambda r: r['tokens_per_second']), '{:.2f}')})"
+              for s in TRAINERS if base and median_of(runs, s, "tokens_per_second")]
     if ratios:
         lines += ["", "thrifty's real tokens/s over the loop clock (medians) " + ", ".join(ratios) + "."]
     return lines
