@@ -72,14 +72,14 @@ def load_calibration(key: dict[str, Any]) -> Optional[dict[str, Any]]:
 
 
 def save_calibration(key: dict[str, Any], calibration: dict[str, Any]) -> None:
-    """Kept atomically (write then rename), so that two processes never read half a file. Failing to write a
-    cache entry (a read-only home) costs only the next calibration, so it is not an error."""
-    path = _path(key)
+    """Kept atomically (runs.run_dir.atomic_write_text), so that two processes never read half a file. Failing to
+    write a cache entry (a read-only home) costs only the next calibration, so it is not an error."""
+    from thrifty.errors import RunDirError
+    from thrifty.runs.run_dir import atomic_write_text
+
+    entry = {"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "calibration": {k: v for k, v in calibration.items() if k != "cached"}}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                   "calibration": {k: v for k, v in calibration.items() if k != "cached"}}, indent=1))
-        os.replace(tmp, path)
-    except OSError:
+        atomic_write_text(_path(key), json.dumps(entry, indent=1))
+    except (RunDirError, OSError):
         pass

@@ -64,7 +64,9 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Readers see the old file or the new one, never half of one; two processes writing the same file (a shared
+    cache) each write their own temporary file, so neither installs the other's half-written one."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with writing(path.parent, path.name):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(text, encoding="utf-8")
