@@ -183,13 +183,14 @@ def thrifty_classification(config, seed: int, overrides: Sequence[str] = ()) -> 
         result = thrifty.train(config, output=Path(tmp) / "run", progress=False, overrides=[
             "--train.seed", str(seed), "--data.test", "null", "--tracking.tensorboard", "false",
             "--tracking.energy", "false", *overrides])
+        sizes = json.loads((result.run_dir / "data_report.json").read_text())["sizes"]
     m, train = result.metrics, result.metrics["train"]
     return {"history": [{k: h[k] for k in ("step", "epoch", "accuracy", "wall_seconds")} for h in m["history"]],
             "best_dev_accuracy": m["validation"]["accuracy"], "steps": train["steps"],
             "loop_wall_seconds": train["loop_wall_seconds"],
             "setup_seconds": round(called - PROCESS_START + train["setup_seconds"], 2),  # process start to first step
             "real_tokens": train["tokens"], "padded_tokens": round(train["tokens"] / (1 - train["padding_fraction"])),
-            "train_rows": train["examples"] // max(1, train["epochs"])}
+            "train_rows": sizes["train"]}  # examples seen / epochs would be wrong for a run stopped early
 
 
 def trainer_classification(config, seed: int, *, max_length: int, epochs: int, grouped: bool,

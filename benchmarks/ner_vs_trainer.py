@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import PROCESS_START, REPO, compare, spread  # noqa: E402
+from common import PROCESS_START, REPO, compare, spread, table_head  # noqa: E402
 
 DATA = {
     "conll2003": {"epochs": 3, "lr": 1e-4, "files": ("conll2003/train.txt", "conll2003/valid.txt", "conll2003/test.txt")},
@@ -111,12 +111,12 @@ def run_trainer(data: str, seed: int) -> dict:
             "test_precision": test_metrics["test_precision"], "test_recall": test_metrics["test_recall"]}
 
 
-def summarise(data: str, runs: list[dict]) -> list[str]:
-    lines = [f"# NER side by side on {data}: thrifty vs the Trainer recipe", "",
-             "`python benchmarks/ner_vs_trainer.py --data " + data + "` (settings: see the script's docstring). "
-             "Each run a fresh process, 2 threads, order alternated per seed.", "",
-             "| system | runs | test F1 median (min-max) | dev F1 median | wall s median (min-max) |",
-             "| --- | --- | --- | --- | --- |"]
+def summarise(data: str, saved: dict) -> list[str]:
+    runs = saved["runs"]
+    lines = table_head(f"NER side by side on {data}: thrifty vs the Trainer recipe",
+                       f"python benchmarks/ner_vs_trainer.py --data {data}", saved,
+                       "Each run a fresh process, order alternated per seed.",
+                       ["system", "runs", "test F1 median (min-max)", "dev F1 median", "wall s median (min-max)"])
     by = {s: [r for r in runs if r["system"] == s] for s in ("thrifty", "trainer")}
     for system, rs in by.items():
         if not rs:
@@ -140,7 +140,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def summarise_saved(saved: dict, args: argparse.Namespace) -> list[str]:
-    markdown = summarise(args.data, saved["runs"])
+    markdown = summarise(args.data, saved)
     if saved.get("superseded"):
         old = saved["superseded"]
         markdown += ["", f"Superseded and not counted above: {len(old['runs'])} earlier thrifty runs ({old['why']}); "

@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from common import REPO, compare, paired_ratios, spread, thrifty_classification, trainer_classification
+from common import REPO, compare, paired_ratios, spread, table_head, thrifty_classification, trainer_classification
 
 TARGET, MAX_EPOCHS, EVAL_EVERY, MAX_LENGTH = 0.87, 3, 54, 64
 CONFIG = REPO / "examples" / "sst2.yaml"
@@ -52,12 +52,12 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     runs = saved["runs"]
-    lines = [f"# Time to {TARGET} SST-2 dev accuracy: thrifty vs the grouped Trainer, same recipe", "",
-             "`python benchmarks/time_to_accuracy.py --seeds 0,1,2,3,4` (settings: the script's docstring). Wall seconds "
-             "from the first training step to the end of the evaluation that reaches the target; evaluation every "
-             f"{EVAL_EVERY} steps on both sides; each run a fresh process, order alternated per seed.", "",
-             "| system | seeds | seconds to target, median (min-max) | reached at step (per seed) | process wall s median |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = table_head(f"Time to {TARGET} SST-2 dev accuracy: thrifty vs the grouped Trainer, same recipe",
+                       "python benchmarks/time_to_accuracy.py --seeds 0,1,2,3,4", saved,
+                       "Wall seconds from the first training step to the end of the evaluation that reaches the target; "
+                       f"evaluation every {EVAL_EVERY} steps on both sides; each run a fresh process, order alternated "
+                       "per seed.", ["system", "seeds", "seconds to target, median (min-max)", "reached at step (per seed)",
+                                     "process wall s median"])
     by = {s: [r for r in runs if r["system"] == s] for s in SYSTEMS}
     medians = {}
     for system, rs in by.items():
