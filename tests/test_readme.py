@@ -1,5 +1,6 @@
 """The README stays true: every tour command runs, and the test command is what CI runs."""
 
+import json
 import os
 import re
 import shlex
@@ -35,7 +36,8 @@ def test_the_test_command_is_what_ci_runs():
 
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
-    assert {"train", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models", "hardware"} <= verbs
+    assert {"train", "adapt", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models",
+            "hardware"} <= verbs
 
 
 @pytest.mark.slow
@@ -51,7 +53,7 @@ def test_every_tour_command_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     for command in tour_commands():
         args = shlex.split(command)[1:]
-        if args[0] in ("train", "tune"):
+        if args[0] in ("train", "tune", "adapt"):
             args += ["--no-progress", "--train.num_threads", "2"]
         result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
                                 capture_output=True, text=True, timeout=900)
@@ -61,6 +63,11 @@ def test_every_tour_command_runs(tmp_path):
     assert len(lines) == len((REPO / "examples" / "questions.txt").read_text().splitlines())
     assert (root / "runs" / "sst2-small" / "evaluations" / "stsa.binary.test" / "confusion_matrix.png").exists()
     assert (root / "runs" / "wnut17-small" / "evaluations" / "emerging.test.annotated" / "per_type_f1.png").exists()
+    fewshot = json.loads((root / "runs" / "fewshot" / "metrics.json").read_text())
+    assert fewshot["model"]["strategy"] == "fewshot" and fewshot["validation"]["accuracy"] > 0.6  # 16 sentences
+    assert json.loads((root / "runs" / "sst2-tapt" / "model" / "thrifty.json").read_text())["task"] == "masked_lm"
+    after = json.loads((root / "runs" / "fewshot-after-tapt" / "model" / "thrifty.json").read_text())
+    assert after["base_model"]["path"].endswith("sst2-tapt/model")  # the adapted encoder was the base
 
 
 def docs_commands() -> list[tuple[str, str]]:

@@ -10,9 +10,9 @@ from typing import Any
 
 from thrifty.version import __version__
 
-_LAZY = {"train": "thrifty.api", "evaluate": "thrifty.api", "predict": "thrifty.api",
+_LAZY = {"train": "thrifty.api", "adapt": "thrifty.api", "evaluate": "thrifty.api", "predict": "thrifty.api",
          "Config": "thrifty.config", "load_config": "thrifty.config"}
-__all__ = ["Config", "evaluate", "load_config", "predict", "train", "__version__"]
+__all__ = ["Config", "adapt", "evaluate", "load_config", "predict", "train", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

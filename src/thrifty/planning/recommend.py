@@ -9,7 +9,10 @@ sets need more passes). The choice follows stated rules, printed with it:
 1. a candidate must fit in memory and afford at least the minimum epochs (2, or 1 for 20,000+ examples);
 2. among those, the larger model wins (more pretrained capacity is the most reliable accuracy gain at
    equal epochs);
-3. at the same model, ``full`` > ``lora`` > ``freeze`` (what each strategy can change), then more epochs.
+3. at the same model, ``full`` > ``lora`` > ``freeze`` (what each strategy can change), then more epochs;
+4. but when a class has at most (the median over classes) ``FEWSHOT_MAX_PER_CLASS`` training examples, ``fewshot`` (pairs, a
+   fitted head) on the largest sentence encoder that affords it: full fine-tuning learns little from a
+   handful of examples per class (measured in benchmarks/results/fewshot_*.md).
 
 It is a starting point, not a guarantee: ``thrifty tune`` measures what the rules only predict.
 """
@@ -17,15 +20,20 @@ It is a starting point, not a guarantee: ``thrifty tune`` measures what the rule
 from __future__ import annotations
 
 import copy
+import math
+import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
 from thrifty.config import Config, dump_config
-from thrifty.errors import ConfigError
+from thrifty.errors import ConfigError, DataError, ModelError
 
 STRATEGIES = ("full", "lora", "freeze")
-STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1}
+STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1, "fewshot": 0}
+FEWSHOT_MAX_PER_CLASS = 64  # up to here, few-shot learning beat full fine-tuning in the measurements
+FEWSHOT_MIN_STEPS = 6  # a few examples make one or two batches an epoch: enough steps to learn from the pairs
 
 
 def target_epochs(examples: int) -> int:
@@ -63,18 +71,29 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
         inputs = prepare_inputs(config, path)
         setup_seconds = time.perf_counter() - t0  # reading data and loading the model: paid by every run
         examples = len(inputs.train_ids)
+        per_class = statistics.median(Counter(inputs.data.train.labels).values()) if base.task == "classification" else 0
+        few = base.task == "classification" and per_class <= FEWSHOT_MAX_PER_CLASS
         calibration = None
-        for strategy in STRATEGIES:
+        for strategy in STRATEGIES + (("fewshot",) if few else ()):
             config = copy.deepcopy(config)
             config.strategy.name = strategy
-            if strategy != "full":
+            if strategy == "fewshot":  # its own task and model (tasks/fewshot.py); an encoder only
+                config.train.learning_rate = base.train.learning_rate  # its own default unless the user set one
+                try:
+                    inputs = prepare_inputs(config, path)
+                except (ModelError, DataError):
+                    continue  # a decoder (not a sentence encoder), or a class with a single example
+            elif strategy != "full":
                 inputs = rebuild_model(config, inputs, path)
             e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
             calibration = e["calibration"] or calibration
             reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])
             tracker = budget_mod.BudgetTracker(limits, seconds_before=0.0)
             epochs, seconds, flops = 0, None, None
-            for k in range(target_epochs(examples), 0, -1):
+            wanted = target_epochs(examples)
+            if strategy == "fewshot":
+                wanted = max(3, math.ceil(FEWSHOT_MIN_STEPS / e["steps_per_epoch"]))
+            for k in range(wanted, 0, -1):
                 s, f = budget_mod.total_for_steps(e, k * e["steps_per_epoch"])
                 if tracker.over(s + reserve, f) is None:
                     epochs, seconds, flops = k, s + reserve, f
@@ -90,6 +109,7 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
                 "fits_memory": e["fits_memory"] is not False, "predicted_seconds": round(seconds, 1),
                 "predicted_flops": flops, "cost": None if per_hour is None else round(seconds / 3600 * per_hour, 5),
                 "seconds_per_epoch": round(e["predicted"]["seconds_per_step"] * e["steps_per_epoch"], 1),
+                "steps_per_epoch": e["steps_per_epoch"],
             })
     need = minimum_epochs(examples)
     for c in candidates:
@@ -107,7 +127,8 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             f"no candidate affords {need} epochs within the budget: the cheapest, {cheapest['model']} {cheapest['strategy']}, "
             f"needs about {cheapest['predicted_seconds'] / 60:.1f} min for one epoch; raise the budget or use "
             "--data.max_train_examples")
-    choice = max(eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK[c["strategy"]], c["epochs"]))
+    fewshot = [c for c in eligible if c["strategy"] == "fewshot"]
+    choice = max(fewshot or eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK[c["strategy"]], c["epochs"]))
     bigger = [c for c in candidates if c["parameters_m"] > choice["parameters_m"] and not c["eligible"]]
     if bigger:
         b = max(bigger, key=lambda c: c["parameters_m"])
@@ -115,13 +136,19 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
                        + ("" if b["fits_memory"] else " and does not fit in memory"))
     reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
     richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
-    if richer:
+    if choice["strategy"] == "fewshot":
+        reasons.append(f"fewshot: a class has {per_class:g} training examples (median; at most "
+                       f"{FEWSHOT_MAX_PER_CLASS}); contrastive pairs and a fitted head learn more from a few examples per "
+                       "class than full fine-tuning (benchmarks/results/fewshot_*.md)")
+    elif richer:
         reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
                        f"only {', '.join(str(c['epochs']) for c in richer)} epoch(s)")
     else:
         reasons.append(f"{choice['strategy']}: the strategy that can change the most weights, and it fits")
     config = copy.deepcopy(base)
     config.model.name, config.strategy.name, config.train.epochs = choice["model"], choice["strategy"], choice["epochs"]
+    if choice["strategy"] == "fewshot":  # no labelled dev set to choose with at this size: evaluate at the end
+        config.train.eval_every_steps = choice["epochs"] * choice["steps_per_epoch"]
     return {"choice": choice, "reasons": reasons, "candidates": candidates, "config": config, "examples": examples,
             "hardware": hardware.name}
 

@@ -18,6 +18,9 @@ from thrifty.errors import ModelError, RunDirError
 from thrifty.runs.run_dir import read_status
 
 MANIFEST_FILE = "thrifty.json"
+# `format` of a model folder: "full" (a Hugging Face classifier), "lora_adapter" (an adapter over its base model),
+# "sentence_embedding" (strategy fewshot: an encoder, mean pooling and a head file; models/sentence.py).
+SENTENCE_FORMAT = "sentence_embedding"
 MANIFEST_VERSION = 1  # raise when a field changes meaning; readers refuse manifests newer than they know
 
 

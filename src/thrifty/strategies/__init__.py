@@ -4,6 +4,7 @@
 - ``freeze``: embeddings and the bottom N transformer layers frozen, the layers above and the head train.
 - ``head``: only the classification head (classifier, pooler, anything the checkpoint lacked): a probe.
 - ``lora``: PEFT LoRA adapters on the attention projections, found from the architecture, plus the head.
+- ``fewshot``: every weight of a sentence encoder, trained on pairs (its own task and model: tasks/fewshot.py).
 
 Each strategy only sets ``requires_grad`` (or wraps the model with PEFT); the training loop then trains
 whatever is trainable, so a new strategy never touches the loop.
@@ -122,9 +123,22 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
                    peft_task_type: str = "SEQ_CLS") -> tuple[nn.Module, StrategyInfo]:
     """Set which parameters train; may return a wrapped (PEFT) model. `peft_task_type` is the task's (tasks/)."""
     details: dict[str, Any] = {}
-    if config.name == "full":
+    if config.name in ("full", "fewshot"):  # fewshot trains the encoder (its head is fitted, models/sentence.py)
         for p in model.parameters():
             p.requires_grad_(True)
+        if config.name == "fewshot" and config.fewshot.freeze_embeddings:
+            model.get_input_embeddings().weight.requires_grad_(False)
+            details["frozen"] = "token embeddings"
+        if config.name == "fewshot" and config.frozen_layers:  # backward stops above them: cheaper steps
+            layers = find_layers(model)
+            if config.frozen_layers >= len(layers):
+                raise ModelError(f"strategy.frozen_layers={config.frozen_layers} leaves no layer to train: the model has "
+                                 f"{len(layers)}; use fewer")
+            for module in _embedding_modules(model) + [layers[i] for i in range(config.frozen_layers)]:
+                for p in module.parameters():
+                    p.requires_grad_(False)
+                pin_eval_mode(module)
+            details.update(frozen_layers=config.frozen_layers, of_layers=len(layers))
     elif config.name == "head":
         head = _head_parameter_names(model, new_keys)
         for n, p in model.named_parameters():

@@ -6,14 +6,23 @@ from __future__ import annotations
 from thrifty.errors import ConfigError
 from thrifty.tasks.base import Encoded, Task
 from thrifty.tasks.classification import SequenceClassification
+from thrifty.tasks.fewshot import FewShotClassification
+from thrifty.tasks.language_modeling import CausalLanguageModeling, MaskedLanguageModeling
 from thrifty.tasks.token_classification import TokenClassification
 
-TASKS: dict[str, type] = {"classification": SequenceClassification, "token_classification": TokenClassification}
+TASKS: dict[str, type] = {"classification": SequenceClassification, "token_classification": TokenClassification,
+                          "masked_lm": MaskedLanguageModeling, "causal_lm": CausalLanguageModeling}
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, strategy=None, adapt=None) -> Task:
+    """The task of `task: name`; `strategy` (a StrategyConfig) picks a strategy's own objective (fewshot), `adapt`
+    (an AdaptConfig) sets the masking of masked_lm."""
     if name not in TASKS:
         raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    if strategy is not None and strategy.name == "fewshot":
+        return FewShotClassification(strategy.fewshot)
+    if name in ("masked_lm", "causal_lm"):
+        return TASKS[name](adapt)
     return TASKS[name]()
 
 

@@ -5,8 +5,10 @@ names), how examples become padded batches with targets, the loss (the model's o
 says otherwise), its metrics with the primary one and its direction, how raw outputs become what a user
 reads, and which of the loop's speed-ups apply to it. The loop (training/recipe.py) knows no task by name.
 
-Adding a task (a contrastive few-shot objective, masked or causal LM): write one module with a class that
-has these members, add it to ``TASKS`` in ``tasks/__init__.py`` and its metrics to ``config.TASK_METRICS``.
+Adding a task (masked or causal LM): write one module with a class that has these members (``TaskDefaults``
+supplies the usual batches, loss inputs and evaluation hook), add it to ``TASKS`` in ``tasks/__init__.py`` and
+its metrics to ``config.TASK_METRICS``. A strategy that changes the objective of a task (``fewshot``) is a
+task class too, chosen by ``get_task``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Task(Protocol):
     caches_frozen_layers: bool  # freeze/head: the frozen bottom computed once per data set
     prunes_last_layer: bool  # the head reads one position only, so the last layer can skip the others
     evaluates_full_length: bool  # validation/test (and prediction) tokenised to the model's limit, not max_length
+    plot_name: Optional[str]  # the file stem of its plots (confusion_matrix, per_type_f1), None: no plot
+    embeds_train_before_evaluation: bool  # before_evaluation runs the model over the training set (for estimates)
 
     def prepare_data(self, config, seed: int) -> Any:
         """Read, clean and split the configured files; `.train/.validation/.test/.label_names/.report`."""
@@ -50,8 +54,14 @@ class Task(Protocol):
     def encode(self, tokenizer, split, max_length: int, tokens) -> Encoded:
         """Token ids and aligned targets, truncated to max_length; `tokens` is the on-disk token cache."""
 
+    def training_batches(self, train: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list:
+        """The batches (lists of example indices) of one epoch; the same for the same (seed, epoch)."""
+
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
         """A right-padded batch with its `labels`."""
+
+    def loss_inputs(self, output) -> Any:
+        """What the loss reads of the model's output in training (the logits; a pair loss reads embeddings)."""
 
     def fit_loss(self, train: Encoded, batch_size: int) -> None:
         """Called once before training with the encoded training split: what the loss needs to know about it
@@ -59,6 +69,9 @@ class Task(Protocol):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of a training batch, on the scale of a mean per example (or per scored token)."""
+
+    def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
+        """Called before each validation with the unwrapped model: fit what is fitted, not trained (a closed-form head)."""
 
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
@@ -75,3 +88,20 @@ class Task(Protocol):
 
     def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
         """Pictures of a split's results (a confusion matrix, per-type F1)."""
+
+
+class TaskDefaults:
+    """The members most tasks share: length-grouped batches, a loss on the logits, nothing to fit before evaluating."""
+
+    embeds_train_before_evaluation = False
+
+    def training_batches(self, train: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list:
+        from thrifty.data.batching import training_batches
+
+        return training_batches(train.lengths, batch_size, seed, epoch, group_by_length)
+
+    def loss_inputs(self, output) -> Any:
+        return output.logits
+
+    def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
+        return None

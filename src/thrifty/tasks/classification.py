@@ -19,15 +19,16 @@ from thrifty.data.tokenize import encode, token_lengths
 from thrifty.evaluation.evaluate import evaluate_split
 from thrifty.evaluation.metrics import summary
 from thrifty.evaluation.plots import plot_confusion_matrix
-from thrifty.tasks.base import Encoded
+from thrifty.tasks.base import Encoded, TaskDefaults
 
 
-class SequenceClassification:
+class SequenceClassification(TaskDefaults):
     name = "classification"
     head = "sequence"
     peft_task_type = "SEQ_CLS"
     caches_frozen_layers = True
     prunes_last_layer = True
+    plot_name = "confusion_matrix"  # RUN_DIR/confusion_matrix_validation.png, _test.png
     evaluates_full_length = False  # texts are scored as trained: cut at max_length
 
     def prepare_data(self, config, seed: int) -> PreparedData:

@@ -19,12 +19,12 @@ import torch
 from thrifty.data.batching import sorted_batches
 from thrifty.data.tagged import TaggedData, TaggedSplit, prepare_tagged
 from thrifty.evaluation.plots import plot_per_type_f1
-from thrifty.tasks.base import Encoded
+from thrifty.tasks.base import Encoded, TaskDefaults
 
 IGNORE = -100  # the label of positions the loss skips: special tokens and non-first sub-tokens
 
 
-class TokenClassification:
+class TokenClassification(TaskDefaults):
     name = "token_classification"
     head = "token"
     peft_task_type = "TOKEN_CLS"
@@ -32,6 +32,7 @@ class TokenClassification:
     prunes_last_layer = False  # every position is read
     # Validation and test are tokenised up to the model's limit, not the training max_length: a word cut off is
     # a word scored as O, and evaluation pads per sorted batch, so long sentences cost only themselves.
+    plot_name = "per_type_f1"  # RUN_DIR/per_type_f1_validation.png, _test.png
     evaluates_full_length = True
 
     def prepare_data(self, config, seed: int) -> TaggedData:

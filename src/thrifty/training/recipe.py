@@ -26,11 +26,11 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from thrifty.config import TASK_METRICS, Config, config_from_dict, dump_config, load_yaml
+from thrifty.config import LM_TASKS, TASK_METRICS, Config, config_from_dict, dump_config, load_yaml
 from thrifty.cost.budget import BudgetTracker, format_spent, limits_for, save_seconds
 from thrifty.cost.energy import EnergyMeter
 from thrifty.cost.hardware import get_hardware
-from thrifty.data.batching import sorted_batches, training_batches
+from thrifty.data.batching import sorted_batches
 from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import is_better
@@ -42,7 +42,7 @@ from thrifty.optimization.optim import linear_warmup_decay, make_optimizer, warm
 from thrifty.optimization.schedule import evaluation_steps
 from thrifty.planning.budget_plan import plan
 from thrifty.runs import checkpoint as ckpt
-from thrifty.runs.manifest import data_fingerprint, read_manifest, weights_sha256, write_manifest
+from thrifty.runs.manifest import SENTENCE_FORMAT, data_fingerprint, read_manifest, weights_sha256, write_manifest
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
@@ -92,7 +92,9 @@ class Run:
     def forward(self, split: str) -> Callable:
         """`(batch, indices) -> logits` for one split: through the frozen-layer cache where there is one."""
         if self.cache is None:
-            return lambda batch, idx: self.model(**batch).logits
+            # In training the task says what its loss reads of the output (the logits; embeddings for a pair loss).
+            read = self.inputs.task.loss_inputs if split == "train" else (lambda output: output.logits)
+            return lambda batch, idx: read(self.model(**batch))
         return lambda batch, idx: self.cache.forward(self.model, self.features[split], idx, batch)
 
 
@@ -229,6 +231,10 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None)
     write_json(run_dir / "data_report.json", inputs.data.report)
     _log(inputs.strategy.describe())
+    if config.task in LM_TASKS and inputs.strategy.details.get("new"):
+        tied = "its output layer is tied to the word embeddings, and " if inputs.strategy.details.get("tied") else ""
+        _log(f"{config.model.name} ships no trained {config.task} head: {tied}{inputs.strategy.details['new']} "
+             "start from fresh weights, trained from step 1")
 
     # Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
     from accelerate import Accelerator
@@ -353,7 +359,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
     def evaluate_and_track(step: int, epoch_done: float) -> None:
         """Evaluate on validation, keep the best weights and metrics, log, and let the StopController decide."""
         nonlocal best_weights
-        t_eval = time.perf_counter()
+        task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
+        t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
         metrics = task.evaluate(run.model, inputs.validation, inputs.data.validation, inputs.data.label_names, pad_id,
                                 tc.eval_batch_size, device, run.autocast_dtype, validation_forward)
         state.last_eval_seconds = time.perf_counter() - t_eval
@@ -391,7 +398,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         while not done and state.epoch < tc.epochs:
             epoch = state.epoch
             # The same (seed, epoch) always gives the same batches; each process takes its share.
-            batches = training_batches(train_lengths, tc.batch_size, tc.seed, epoch, tc.group_by_length)
+            batches = task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length)
             batches = batches[run.accelerator.process_index :: run.accelerator.num_processes]
             groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
             for g in range(state.batch_in_epoch // accum, len(groups)):
@@ -497,6 +504,8 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
         ckpt.load_trainable_state(unwrapped, best_weights)
     pad_id = inputs.tokenizer.pad_token_id
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
+    if not state.best_metrics:  # nothing evaluated (a budget stop before the first evaluation): fit what is fitted
+        task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, run.device)
     results: dict[str, Any] = {"validation": state.best_metrics or task.evaluate(
         unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
         run.autocast_dtype, run.forward("validation"))}
@@ -513,6 +522,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
         # frozen-layer cache included): the clock benchmarks/ compares with other trainers
         "loop_wall_seconds": round(state.loop_wall_seconds + run.cache_seconds, 2),
         "setup_seconds": round(setup_seconds - run.cache_seconds, 2),  # the cache counts in the loop, not here
+        "eval_seconds": round(state.eval_seconds, 2),  # validation passes inside the loop (part of loop_wall_seconds)
         "cache_seconds": round(run.cache_seconds, 3),
         "frozen_cache": {"layers": run.cache.frozen_layers, "bytes": run.cache_bytes} if run.cache else None,
         "examples": state.examples_seen,
@@ -540,17 +550,18 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     with writing(run_dir, "plots"):
         for split in ("validation", "test"):
             if split in results:
-                task.plots(results[split], data.label_names, run_dir / f"{_plot_name(config.task)}_{split}.png",
+                task.plots(results[split], data.label_names, run_dir / f"{task.plot_name}_{split}.png",
                            f"{split} ({config.model.name})")
+    baseline = task.baseline(data.validation, data.label_names)  # None where no trivial predictor exists (LM)
     results["budget"] = tracker.report(primary, results["validation"][primary],
-                                       round(task.baseline(data.validation, data.label_names), 4), state.plan)
+                                       None if baseline is None else round(baseline, 4), state.plan)
     results["budget"]["energy"] = energy.stop() if energy else None
     write_json(run_dir / "metrics.json", results)  # written last: its presence means the run is complete
     if not config.output.keep_checkpoints:
         shutil.rmtree(run_dir / ckpt.CHECKPOINT_DIR, ignore_errors=True)
     set_status(run_dir, "complete", step=state.global_step)
     if mlf:
-        _mlflow_finish(mlf, run_dir, results, state.global_step, task.history_keys(), _plot_name(config.task))
+        _mlflow_finish(mlf, run_dir, results, state.global_step, task.history_keys(), task.plot_name)
     _log(f"validation: {task.summary(results['validation'])}")
     if "test" in results:
         _log(f"test: {task.summary(results['test'])}")
@@ -559,10 +570,6 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
          f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
     _log(format_spent(results["budget"]))
     return RunResult(run_dir, results)
-
-
-def _plot_name(task: str) -> str:
-    return "confusion_matrix" if task == "classification" else "per_type_f1"
 
 
 def _save_model(run: Run, model, results: dict[str, Any]) -> None:
@@ -590,13 +597,15 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
         "base_model": base, "parent": parent,
         "data": {"train_file": inputs.data.report["files"].get("train"), "train_examples": len(train_split),
                  "fingerprint": data_fingerprint(train_split.texts, getattr(train_split, "labels", None)
-                                                 or getattr(train_split, "tags", []))},
+                                                 or getattr(train_split, "tags", None) or [None] * len(train_split))},
         "metrics": {split: {k: results[split][k] for k in inputs.task.history_keys()}
                     for split in ("validation", "test") if split in results},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     # A LoRA adapter is saved alone (megabytes) unless it sits on a warm-started model, which has no hub name to
     # load as its base: then the merged model is saved.
+    if config.strategy.name == "fewshot":  # an encoder folder, the head beside it: models/sentence.py
+        manifest.update(format=SENTENCE_FORMAT, pooling="mean", normalize=True)
     lora = config.strategy.name == "lora"
     merge = lora and (config.strategy.merge_lora or parent is not None)
     with writing(run_dir, "the model"):

@@ -29,7 +29,8 @@ from thrifty.errors import ConfigError, RunDirError, ThriftyError
 STUDY_FILE = "study.db"
 PRUNERS = ("median", "asha", "none")
 STUDY_NAME = "thrifty"
-LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3)}
+LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3),
+                  "fewshot": (2e-5, 5e-4)}
 
 
 def default_space(strategy: str, layers: int) -> dict[str, dict[str, Any]]:
@@ -45,6 +46,8 @@ def default_space(strategy: str, layers: int) -> dict[str, dict[str, Any]]:
     }
     if strategy == "freeze" and layers > 1:
         space["strategy.frozen_layers"] = {"low": 1, "high": layers - 1}
+    if strategy == "fewshot":  # a few examples make one or two batches an epoch: more epochs, smaller batches
+        space.update({"train.epochs": {"low": 4, "high": 24}, "train.batch_size": {"choices": [8, 16, 32]}})
     if strategy == "lora":
         space["strategy.lora_r"] = {"choices": [4, 8, 16, 32]}
         space["strategy.lora_alpha"] = {"choices": [8, 16, 32, 64]}

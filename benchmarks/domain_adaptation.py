@@ -1,0 +1,125 @@
+"""Domain adaptation measured: does `thrifty adapt` on unlabelled target-domain reviews help a sentiment classifier
+trained on another domain? (Blitzer et al. 2007 multi-domain reviews, ../shared/data/blitzer_mds.)
+
+    python benchmarks/domain_adaptation.py --pair books-kitchen --seeds 0,1,2
+    python benchmarks/domain_adaptation.py --pair sst2-tapt --seeds 0,1,2     # task-adaptive: SST-2's own texts
+
+Per pair SOURCE-TARGET: the target's 2,000 reviews are split once (seed 0, stratified) into 1,000 unlabelled
+adaptation texts (labels thrown away) and 1,000 test reviews; the source's 2,000 labelled reviews train.
+- baseline: thrifty `full` on the source reviews (all-MiniLM-L6-v2, max_length 128, 2 epochs, batch 32, lr 1e-4,
+  a seeded 10% of the source as validation), tested on the target's 1,000.
+- adapted: `thrifty adapt` (masked LM, 15% dynamic masking, 1 epoch, lr 1e-4) on the target's 1,000 unlabelled
+  texts and the source's 2,000 texts, then exactly the baseline's training from the adapted model.
+The same seed drives both sides' training. Reported: target test accuracy of each, the gain per seed, and what
+adaptation cost (seconds and its step count). sst2-tapt: adapt on SST-2's 6,920 training texts (no labels),
+train on 1,000 of them (seeded), test on SST-2's test set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, compare, table_head  # noqa: E402
+
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+PAIRS = ("books-kitchen", "kitchen-books", "dvd-electronics", "electronics-dvd", "sst2-tapt")
+TRAIN = ["--data.max_length", "128", "--train.epochs", "2", "--train.batch_size", "32", "--train.learning_rate", "1e-4"]
+ADAPT = ["--data.max_length", "128", "--train.epochs", "1", "--train.batch_size", "32", "--train.learning_rate", "1e-4",
+         "--train.eval_every_steps", "0"]
+
+
+def reviews(domain: str) -> list[tuple[str, str]]:
+    """(label, text) of a domain's 2,000 reviews: the <review_text> of each block, whitespace collapsed."""
+    out = []
+    for label in ("negative", "positive"):
+        raw = (SHARED / "blitzer_mds" / domain / f"{label}.review").read_text(encoding="utf-8", errors="replace")
+        for block in re.findall(r"<review_text>(.*?)</review_text>", raw, flags=re.S):
+            out.append((label, " ".join(block.split())))
+    return out
+
+
+def files(pair: str, folder: Path) -> dict[str, Path]:
+    import random
+
+    if pair == "sst2-tapt":
+        return {"unlabelled": SHARED / "sst2" / "stsa.binary.train", "train": SHARED / "sst2" / "stsa.binary.train",
+                "test": SHARED / "sst2" / "stsa.binary.test"}
+    source, target = pair.split("-")
+    rows = reviews(target)
+    rng = random.Random(0)
+    by = {lab: [r for r in rows if r[0] == lab] for lab in ("negative", "positive")}
+    adapt_rows, test_rows = [], []
+    for lab in sorted(by):
+        rng.shuffle(by[lab])
+        adapt_rows += by[lab][:500]
+        test_rows += by[lab][500:]
+    paths = {"unlabelled": folder / "unlabelled.txt", "train": folder / "source.tsv", "test": folder / "target_test.tsv"}
+    source_rows = reviews(source)
+    paths["unlabelled"].write_text("".join(t + "\n" for _, t in adapt_rows + source_rows), encoding="utf-8")
+    for key, data in (("train", source_rows), ("test", test_rows)):
+        paths[key].write_text("label\ttext\n" + "".join(f"{lab}\t{text}\n" for lab, text in data), encoding="utf-8")
+    return paths
+
+
+def run_pair(pair: str, seed: int, adapted: bool) -> dict:
+    import thrifty
+
+    quiet = ["--tracking.tensorboard", "false", "--tracking.energy", "false", "--train.seed", str(seed),
+             "--train.num_threads", "2"]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = files(pair, Path(tmp))
+        model, adapt_seconds, adapt_steps = "all-MiniLM-L6-v2", None, None
+        if adapted:
+            started = time.perf_counter()
+            extra = ["--data.format", "label_text"] if pair == "sst2-tapt" else []
+            run = thrifty.adapt(None, data=str(paths["unlabelled"]), output=Path(tmp) / "adapted", progress=False,
+                                overrides=[*ADAPT, *quiet, *extra])
+            adapt_seconds, adapt_steps = round(time.perf_counter() - started, 1), run.metrics["train"]["steps"]
+            model = str(Path(tmp) / "adapted")
+        train = ["--data.train", str(paths["train"]), "--data.test", str(paths["test"]), "--model.name", model]
+        if pair == "sst2-tapt":
+            train += ["--data.max_train_examples", "1000"]
+        result = thrifty.train(None, output=Path(tmp) / "clf", progress=False, overrides=[*train, *TRAIN, *quiet])
+    m = result.metrics
+    return {"accuracy": m["test"]["accuracy"], "dev_accuracy": m["validation"]["accuracy"],
+            "train_seconds": m["train"]["seconds"], "adapt_seconds": adapt_seconds, "adapt_steps": adapt_steps}
+
+
+def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
+    return run_pair(args.pair, seed, adapted=system == "adapted")
+
+
+def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
+    runs = saved["runs"]
+    lines = table_head(f"Domain adaptation: {args.pair}", f"python benchmarks/domain_adaptation.py --pair {args.pair}",
+                       saved, "all-MiniLM-L6-v2; each run a fresh process, order alternated per seed.",
+                       ["system", "seeds", "target test accuracy % mean ± std", "per seed", "adaptation s (steps)"])
+    by = {s: sorted([r for r in runs if r["system"] == s], key=lambda r: r["seed"]) for s in ("baseline", "adapted")}
+    for system, rs in by.items():
+        if not rs:
+            continue
+        acc = [100 * r["accuracy"] for r in rs]
+        std = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        cost = "-" if system == "baseline" else f"{statistics.median(r['adapt_seconds'] for r in rs):.0f} ({rs[0]['adapt_steps']})"
+        lines.append(f"| {system} | {len(rs)} | {statistics.mean(acc):.1f} ± {std:.1f} | "
+                     f"{', '.join('%.1f' % a for a in acc)} | {cost} |")
+    if by["baseline"] and by["adapted"]:
+        base = {r["seed"]: r["accuracy"] for r in by["baseline"]}
+        gains = [100 * (r["accuracy"] - base[r["seed"]]) for r in by["adapted"] if r["seed"] in base]
+        if gains:
+            lines += ["", f"gain of adapting (adapted - baseline, same seed): mean **{statistics.mean(gains):+.2f} points**, "
+                          f"per seed {', '.join('%+.1f' % g for g in gains)} (goal across pairs: mean >= +1)."]
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pair", choices=PAIRS, default="books-kitchen")
+    compare(__file__, "domain_{pair}", ("baseline", "adapted"), run_system, summarise, parser,
+            settings={"train": " ".join(TRAIN), "adapt": " ".join(ADAPT)},
+            worker_args=lambda a: ["--pair", a.pair], default_seeds="0,1,2")

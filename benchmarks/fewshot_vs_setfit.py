@@ -1,0 +1,206 @@
+"""Few-shot side by side: thrifty `strategy: fewshot` vs SetFit 1.2.0, and thrifty `full` at the same N.
+
+    pip install setfit==1.2.0        # the benchmark only; thrifty does not need it
+    python benchmarks/fewshot_vs_setfit.py --data sst2 --shots 8 --seeds 0,1,2,3,4
+
+Data (../shared/data, see each SOURCE.md), the accuracy reported on:
+- sst2: published train / dev / test; test.            - emotion: published train / val / test; test.
+- cr: custrev.all split once 80/20 (seed 0, stratified); the 20%. TREC-6: published train / test; test.
+- banking77: train.csv only; a seeded 10% of it carved out (seed = the run's seed) and reported on.
+Per seed, `data.examples_per_class: N` draws N training rows per class with that seed (thrifty's prepare_data);
+SetFit is given exactly those rows (read through the same prepare_data), and is scored on the same test rows.
+
+- setfit: `SetFitModel.from_pretrained(all-MiniLM-L6-v2)` and `Trainer(args=TrainingArguments(batch_size=16,
+  seed=seed))`, everything else SetFit's default (1 epoch of its generated pairs, CosineSimilarityLoss, body lr
+  2e-5, logistic-regression head): what a SetFit user runs.
+- thrifty: `strategy: fewshot` as shipped (token embeddings frozen, pairs inside class-balanced batches), batch 16,
+  lr 2e-4, label anchors where the labels are words (emotion, banking77) or described in the config (sst2/cr:
+  negative/positive; trec: its six classes); steps: max(6, 3 epochs). The schedule (lr, steps) was chosen on
+  SST-2 dev (seeds 0-4) and is used unchanged on the other data sets. Validation is evaluated once, at the end (the few-shot protocol has no labelled dev
+  set to choose with), and its time is not counted as training.
+- full: thrifty `strategy: full` on the same rows, batch 16, lr 1e-4, 10 epochs (at least 20 steps), evaluated
+  at the end only: plain fine-tuning at this N.
+
+Training time: SetFit's `trainer.train()` (pairs, body, head); thrifty's loop from the first step to the saved
+checkpoint, minus its validation passes (head fits included). Both in a fresh process with 2 threads; process
+wall time is reported beside it. Settings that differ by design: the pairs (SetFit lists pairs and encodes two
+texts per pair; thrifty uses every pair inside a class-balanced batch), the label anchors, max_length (thrifty
+cuts at p99.9 of the training lengths, SetFit at the model's 256), and the learning rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, compare, table_head  # noqa: E402
+
+SHARED = (REPO / ".." / "shared" / "data").resolve()
+SENTIMENT = {"0": "negative", "1": "positive"}
+DATA = {
+    "sst2": {"train": "sst2/stsa.binary.train", "validation": "sst2/stsa.binary.dev", "test": "sst2/stsa.binary.test",
+             "descriptions": SENTIMENT},
+    "cr": {"split": "cr/custrev.all", "descriptions": SENTIMENT},
+    "emotion": {"train": "emotion/train.txt", "validation": "emotion/val.txt", "test": "emotion/test.txt",
+                "text_column": "text", "label_column": "label_name"},
+    "trec": {"train": "trec/TREC.train.all", "test": "trec/TREC.test.all", "encoding_errors": "replace",
+             "descriptions": {"0": "description or definition", "1": "entity or thing", "2": "abbreviation",
+                              "3": "human or person", "4": "location or place", "5": "number or quantity"}},
+    "banking77": {"train": "banking77/train.csv", "text_column": "text", "label_column": "category"},
+}
+
+
+def cr_split(folder: Path) -> tuple[Path, Path]:
+    """CR's one file split once, 80/20, stratified, seed 0: the same split for every run."""
+    lines = [l for l in (SHARED / "cr" / "custrev.all").read_text(encoding="utf-8", errors="replace").splitlines() if l.strip()]
+    by_label: dict[str, list[str]] = {}
+    for line in lines:
+        by_label.setdefault(line.split(" ", 1)[0], []).append(line)
+    train, test = [], []
+    rng = random.Random(0)
+    for label in sorted(by_label):
+        rows = by_label[label][:]
+        rng.shuffle(rows)
+        cut = round(len(rows) * 0.8)
+        train += rows[:cut]
+        test += rows[cut:]
+    (folder / "cr_train.txt").write_text("\n".join(train) + "\n", encoding="utf-8")
+    (folder / "cr_test.txt").write_text("\n".join(test) + "\n", encoding="utf-8")
+    return folder / "cr_train.txt", folder / "cr_test.txt"
+
+
+def thrifty_config(data: str, shots: int, folder: Path) -> dict:
+    spec = DATA[data]
+    cfg = {"train": str(SHARED / spec["train"]) if "train" in spec else None, "examples_per_class": shots}
+    if "split" in spec:
+        train, test = cr_split(folder)
+        cfg.update(train=str(train), test=str(test))
+    for key in ("validation", "test"):
+        if key in spec:
+            cfg[key] = str(SHARED / spec[key])
+    for key in ("text_column", "label_column", "encoding_errors"):
+        if key in spec:
+            cfg[key] = spec[key]
+    return {"model": {"name": "all-MiniLM-L6-v2"}, "data": cfg}
+
+
+def rows(data: str, shots: int, seed: int, folder: Path):
+    """The training rows and the scored rows of this seed, as thrifty prepares them."""
+    from thrifty.config import config_from_dict
+    from thrifty.data.prepare import prepare_data
+
+    config = config_from_dict(thrifty_config(data, shots, folder)).validate()
+    prepared = prepare_data(config.data, seed)
+    scored = prepared.test if prepared.test is not None else prepared.validation
+    return prepared, scored
+
+
+def run_thrifty(data: str, shots: int, seed: int, strategy: str) -> dict:
+    import thrifty
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, _ = rows(data, shots, seed, Path(tmp))
+        n, batch = len(prepared.train), 16
+        per_epoch = math.ceil(n / batch)
+        if strategy == "fewshot":
+            epochs, lr = max(3, math.ceil(6 / per_epoch)), 2e-4
+        else:
+            epochs, lr = max(10, math.ceil(20 / per_epoch)), 1e-4
+        config = thrifty_config(data, shots, Path(tmp))
+        config["strategy"] = {"name": strategy}
+        if strategy == "fewshot" and "descriptions" in DATA[data]:
+            config["strategy"]["fewshot"] = {"label_descriptions": DATA[data]["descriptions"]}
+        config["train"] = {"epochs": epochs, "batch_size": batch, "learning_rate": lr, "seed": seed,
+                           "eval_every_steps": epochs * per_epoch, "num_threads": 2}
+        config["tracking"] = {"tensorboard": False, "energy": False}
+        result = thrifty.train(config, output=Path(tmp) / "run", progress=False)
+    m, train = result.metrics, result.metrics["train"]
+    scored = m["test"] if "test" in m else m["validation"]
+    return {"accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"], "scored_rows": scored["examples"],
+            "train_rows": n, "steps": train["steps"],
+            "train_seconds": round(train["loop_wall_seconds"] - train["eval_seconds"], 2)}
+
+
+def run_setfit(data: str, shots: int, seed: int) -> dict:
+    import numpy as np
+    import torch
+    from datasets import Dataset
+    from setfit import SetFitModel, Trainer, TrainingArguments
+
+    from thrifty.models.loading import default_model_dir, quiet_transformers
+
+    quiet_transformers()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, scored = rows(data, shots, seed, Path(tmp))
+        train = Dataset.from_dict({"text": prepared.train.texts, "label": prepared.train.labels})
+        model = SetFitModel.from_pretrained(str(default_model_dir()))
+        trainer = Trainer(model=model, train_dataset=train,
+                          args=TrainingArguments(output_dir=tmp, batch_size=16, seed=seed, report_to="none"))
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        predicted = np.asarray(model.predict(scored.texts, batch_size=128))
+    gold = np.asarray(scored.labels)
+    from sklearn.metrics import f1_score
+
+    return {"accuracy": float((predicted == gold).mean()), "macro_f1": float(f1_score(gold, predicted, average="macro")),
+            "scored_rows": len(gold), "train_rows": len(prepared.train), "train_seconds": round(seconds, 2)}
+
+
+SYSTEMS = ("thrifty", "setfit", "full")
+
+
+def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
+    if system == "setfit":
+        return run_setfit(args.data, args.shots, seed)
+    return run_thrifty(args.data, args.shots, seed, "fewshot" if system == "thrifty" else "full")
+
+
+def mean_std(values: list[float], scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    values = [v * scale for v in values]
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{fmt.format(statistics.mean(values))} ± {fmt.format(std)}"
+
+
+def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
+    runs = saved["runs"]
+    lines = table_head(f"Few-shot: {args.data}, {args.shots} examples per class",
+                       f"python benchmarks/fewshot_vs_setfit.py --data {args.data} --shots {args.shots}", saved,
+                       "all-MiniLM-L6-v2; each run a fresh process, order alternated per seed; the same rows per seed "
+                       "for every system.",
+                       ["system", "seeds", "accuracy % mean ± std", "per seed", "macro F1 %", "train s mean ± std",
+                        "process s median"])
+    by = {s: [r for r in runs if r["system"] == s] for s in SYSTEMS}
+    for system, rs in by.items():
+        if not rs:
+            continue
+        lines.append(f"| {system} | {len(rs)} | {mean_std([r['accuracy'] for r in rs], 100)} | "
+                     f"{', '.join('%.1f' % (100 * r['accuracy']) for r in sorted(rs, key=lambda r: r['seed']))} | "
+                     f"{mean_std([r['macro_f1'] for r in rs], 100)} | {mean_std([r['train_seconds'] for r in rs])} | "
+                     f"{statistics.median(r['process_wall_seconds'] for r in rs):.0f} |")
+    if by["thrifty"] and by["setfit"]:
+        t, s = by["thrifty"], by["setfit"]
+        gain = statistics.mean(r["accuracy"] for r in t) - statistics.mean(r["accuracy"] for r in s)
+        ratio = statistics.mean(r["train_seconds"] for r in t) / statistics.mean(r["train_seconds"] for r in s)
+        seeds = {r["seed"] for r in t} & {r["seed"] for r in s}
+        wins = sum(1 for seed in seeds if next(r["accuracy"] for r in t if r["seed"] == seed)
+                   >= next(r["accuracy"] for r in s if r["seed"] == seed))
+        lines += ["", f"thrifty - SetFit mean accuracy: **{100 * gain:+.1f} points** (floor: >= 0; thrifty ahead or "
+                      f"level on {wins} of {len(seeds)} seeds); thrifty's training time / SetFit's: **{ratio:.2f}x** "
+                      "(floor: <= 0.5x)."]
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", choices=sorted(DATA), default="sst2")
+    parser.add_argument("--shots", type=int, default=8)
+    compare(__file__, "fewshot_{data}_{shots}", SYSTEMS, run_system, summarise, parser,
+            settings={"backbone": "all-MiniLM-L6-v2", "batch_size": 16, "thrifty_lr": 2e-4, "setfit": "1.2.0 defaults"},
+            worker_args=lambda a: ["--data", a.data, "--shots", str(a.shots)], default_seeds="0,1,2,3,4")

@@ -1,0 +1,340 @@
+"""Continued pre-training on unlabelled text (`thrifty adapt`): masked LM for encoders, causal LM for decoders.
+
+Data: a text file (one document per line), a folder of `.txt` files (one document per file), or the text column
+of a table (CSV/TSV/JSONL/Parquet). Texts are normalised and de-duplicated like labelled data (counted in the
+report); a document longer than max_length is cut into consecutive windows, not truncated, so no text is lost.
+Validation: `data.validation`, or a seeded `data.validation_fraction` of the documents.
+
+Masked LM (Devlin et al.; the DAPT/TAPT recipe of Gururangan et al. 2020): `adapt.mask_probability` (15%) of
+the tokens are chosen afresh for every batch (dynamic masking: a different choice each epoch), 80% of them
+replaced by the mask token, 10% by a random token, 10% kept; `adapt.whole_word_masking` chooses whole words.
+The masks come from torch's random state, which checkpoints save: a resumed run masks exactly as the
+uninterrupted one. Validation masks with a fixed seed, so its loss is comparable from one evaluation to the next.
+
+Causal LM: next-token prediction on every real token. Metrics for both: loss (primary), perplexity and accuracy
+of the predicted tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from thrifty.config import AdaptConfig, DataConfig
+from thrifty.data.prepare import normalise_text
+from thrifty.data.tokenize import token_lengths
+from thrifty.errors import DataError
+from thrifty.tasks.base import Encoded, TaskDefaults
+
+EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
+
+
+@dataclass
+class Texts:
+    """An unlabelled split."""
+
+    texts: list[str]
+    labels: list = field(default_factory=list)  # none: kept so that code reading `.labels` sees an empty list
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class UnlabelledData:
+    train: Texts
+    validation: Texts
+    test: None
+    label_names: list[str]
+    report: dict[str, Any]
+
+
+def read_documents(path: str, config: DataConfig, role: str) -> tuple[list[str], str, dict[str, int]]:
+    """The raw documents of a file or a folder of .txt files, with its source and counts."""
+    from thrifty.data.readers import decode, read_bytes, read_table, resolve_data_path
+
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
+        if not files:
+            raise DataError(f"{folder} holds no .txt files; give a folder of .txt files (one document each), a text "
+                            "file (one document per line) or a table with a text column")
+        docs, bad = [], 0
+        for file in files:
+            text, replaced = decode(read_bytes(file, role), str(file), config.encoding_errors)
+            docs.append(text)
+            bad += replaced
+        return docs, str(folder.resolve()), {"files_read": len(files), "lines_with_replaced_bytes": bad}
+    resolve_data_path(path)  # a missing file is named with the fix
+    # A .txt file is one document per line; `data.format: label_text` reads 'label text' lines (SST-2 style) and
+    # keeps the texts: the task's own texts, without labels (task-adaptive pre-training).
+    labelled = config.format == "label_text"
+    table = read_table(path, role=role, fmt=config.format, text_column=config.text_column,
+                       label_column=config.label_column if labelled else None, encoding_errors=config.encoding_errors,
+                       plain_lines=not labelled)
+    return table.texts, table.source, dict(table.notes)
+
+
+def _check_text(docs: list[str], source: str) -> None:
+    sample = "".join(docs[:200])[:100_000]
+    if "\x00" in sample or (sample and sum(ch.isprintable() or ch.isspace() for ch in sample) / len(sample) < 0.9):
+        raise DataError(f"{source} does not look like text (control or NUL characters); give plain UTF-8 text, one "
+                        "document per line, or a table with a text column")
+
+
+def prepare_unlabelled(config: DataConfig, seed: int) -> UnlabelledData:
+    report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": []}
+
+    def load(path: str, role: str) -> list[str]:
+        docs, source, counts = read_documents(path, config, role)
+        _check_text(docs, source)
+        report["files"][role] = source
+        counts.update(rows_read=len(docs), dropped_empty_text=0, dropped_duplicates=0, texts_truncated_to_max_chars=0)
+        seen, kept = set(), []
+        for doc in docs:
+            if len(doc) > config.max_chars:
+                doc = doc[: config.max_chars]
+                counts["texts_truncated_to_max_chars"] += 1
+            clean = normalise_text(doc, config)
+            if not clean:
+                counts["dropped_empty_text"] += 1
+            elif clean in seen and config.duplicates == "drop":
+                counts["dropped_duplicates"] += 1
+            else:
+                seen.add(clean)
+                kept.append(clean)
+        report["splits"][role] = counts
+        if not kept:
+            raise DataError(f"{source} has no text to learn from (rows read: {len(docs)}, all empty); give a file with "
+                            "one document per line, or a table whose data.text_column holds text")
+        return kept
+
+    train = load(config.train, "train")
+    if config.validation:
+        validation = load(config.validation, "validation")
+        overlap = set(train) & set(validation)
+        if overlap:
+            train = [t for t in train if t not in overlap]
+            report["splits"]["train"]["dropped_leaked_into_validation"] = len(overlap)
+    else:
+        if len(train) < 2:
+            raise DataError(f"{report['files']['train']} has a single document: too few to hold one out for validation; "
+                            "add documents or give data.validation")
+        order = np.random.default_rng(seed).permutation(len(train))
+        held = max(1, round(len(train) * config.validation_fraction))
+        validation = [train[i] for i in sorted(order[:held])]
+        train = [train[i] for i in sorted(order[held:])]
+        report["splits"]["validation"] = {"carved_from_train": held, "fraction": config.validation_fraction}
+    if config.max_train_examples is not None and config.max_train_examples < len(train):
+        picked = sorted(np.random.default_rng(seed).permutation(len(train))[: config.max_train_examples])
+        train = [train[i] for i in picked]
+        report["splits"]["train"]["subsampled_to"] = config.max_train_examples
+    report["labels"] = []
+    report["sizes"] = {"train": len(train), "validation": len(validation), "test": 0}
+    return UnlabelledData(Texts(train), Texts(validation), None, [], report)
+
+
+def special_wrapping(tokenizer) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] ... [SEP]; <s> ...; none)."""
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for k in range(len(full) - len(bare) + 1):
+        if full[k : k + len(bare)] == bare:
+            return list(full[:k]), list(full[k + len(bare) :])
+    return [], []
+
+
+def windows(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+    """Each text's tokens in consecutive windows of max_length (special tokens included): (ids, windows added)."""
+    prefix, suffix = special_wrapping(tokenizer)
+    room = max(1, max_length - len(prefix) - len(suffix))
+    out, extra = [], 0
+    if not texts:
+        return out, 0
+    for ids in tokenizer(texts, add_special_tokens=False, truncation=False, return_attention_mask=False)["input_ids"]:
+        pieces = [ids[i : i + room] for i in range(0, max(1, len(ids)), room)]
+        extra += len(pieces) - 1
+        out.extend(prefix + list(p) + suffix for p in pieces)
+    return out, extra
+
+
+def word_starts(tokenizer, input_ids: list[list[int]]) -> list[list[bool]]:
+    """Whether each token begins a word: WordPiece marks continuations with '##'; byte-level BPE and SentencePiece
+    mark word starts with 'Ġ' / '▁'."""
+    vocab_tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    wordpiece = any(t.startswith("##") for t in vocab_tokens[:5000] if t)
+    specials = set(tokenizer.all_special_ids)
+    starts = []
+    for ids in input_ids:
+        row = []
+        for position, i in enumerate(ids):
+            token = vocab_tokens[i] if i < len(vocab_tokens) else ""
+            if i in specials or position == 0:
+                row.append(True)
+            elif wordpiece:
+                row.append(not token.startswith("##"))
+            else:
+                row.append(token.startswith(("Ġ", "▁")) or ids[position - 1] in specials)
+        starts.append(row)
+    return starts
+
+
+class LanguageModelingBase(TaskDefaults):
+    peft_task_type = "CAUSAL_LM"
+    caches_frozen_layers = False
+    prunes_last_layer = False
+    evaluates_full_length = False
+    plot_name = None  # the learning curve is in TensorBoard/MLflow; there is no per-class picture
+
+    def __init__(self, config: Optional[AdaptConfig] = None):
+        self.config = config or AdaptConfig()
+
+    def prepare_data(self, config, seed: int) -> UnlabelledData:
+        return prepare_unlabelled(config, seed)
+
+    def token_lengths(self, tokenizer, split: Texts, tokens) -> np.ndarray:
+        return tokens.lengths(split.texts, token_lengths)
+
+    def encode(self, tokenizer, split: Texts, max_length: int, tokens) -> Encoded:
+        ids, extra = windows(tokenizer, split.texts, max_length)
+        return Encoded(ids, [None] * len(ids), {"windows_added": extra, **self.encode_extra(tokenizer, ids)})
+
+    def encode_extra(self, tokenizer, ids: list[list[int]]) -> dict[str, Any]:
+        return {}
+
+    def fit_loss(self, train: Encoded, batch_size: int) -> None:
+        """The loss is a mean over predicted tokens already."""
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=-100)
+
+    def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
+                 autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
+        """Loss, perplexity and accuracy over the predicted tokens, with masks drawn from a fixed seed."""
+        from thrifty.data.batching import sorted_batches
+
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator().manual_seed(0)
+        total, correct, count = 0.0, 0, 0
+        vocab = model.get_output_embeddings().weight.shape[0]
+        with torch.inference_mode():
+            for idx in sorted_batches(encoded.lengths, batch_size):
+                width = max(len(encoded.input_ids[i]) for i in idx)
+                step = max(1, EVAL_LOGIT_ELEMENTS // (width * vocab))
+                for start in range(0, len(idx), step):
+                    part = idx[start : start + step]
+                    batch = self.make_batch(encoded, part, pad_id, generator)
+                    labels = batch.pop("labels").to(device)
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                    logits, labels = self.aligned(logits.float(), labels)
+                    scored = labels != -100
+                    total += float(torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum"))
+                    correct += int((logits[scored].argmax(-1) == labels[scored]).sum())
+                    count += int(scored.sum())
+        model.train(was_training)
+        loss = total / max(1, count)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(1, count),
+                "tokens_scored": count, "examples": len(encoded)}
+
+    def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits, labels
+
+    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        return self.make_batch(encoded, indices, pad_id, None)
+
+    def make_batch(self, encoded: Encoded, indices: Sequence[int], pad_id: int, generator) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        return (f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f}, token accuracy "
+                f"{metrics['accuracy']:.4f} on {metrics['tokens_scored']:,} predicted tokens")
+
+    def history_keys(self) -> tuple[str, ...]:
+        return ("loss", "perplexity", "accuracy")
+
+    def baseline(self, split, label_names: list[str]) -> Optional[float]:
+        return None  # no trivial predictor to measure a gain in loss against
+
+    def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
+        return None
+
+
+class MaskedLanguageModeling(LanguageModelingBase):
+    name = "masked_lm"
+    head = "masked_lm"
+    peft_task_type = "FEATURE_EXTRACTION"
+
+    def encode_extra(self, tokenizer, ids: list[list[int]]) -> dict[str, Any]:
+        if tokenizer.mask_token_id is None:
+            from thrifty.errors import ModelError
+
+            raise ModelError("this tokenizer has no mask token, so masked-LM adaptation cannot mask; for a decoder use "
+                             "task causal_lm (thrifty adapt picks it for decoders)")
+        extra = {"mask_id": tokenizer.mask_token_id, "special_ids": sorted(tokenizer.all_special_ids),
+                 "vocab_size": len(tokenizer)}
+        if self.config.whole_word_masking:
+            extra["word_starts"] = word_starts(tokenizer, ids)
+        return extra
+
+    def make_batch(self, encoded: Encoded, indices: Sequence[int], pad_id: int, generator) -> dict[str, torch.Tensor]:
+        """Pad, then mask: `mask_probability` of the real, non-special tokens (or of the words), 80/10/10."""
+        from thrifty.data.batching import collate
+
+        batch = collate(encoded.input_ids, indices, pad_id)
+        ids, extra = batch["input_ids"], encoded.extra
+        candidates = batch["attention_mask"].bool() & ~torch.isin(ids, torch.tensor(extra["special_ids"]))
+        p = self.config.mask_probability
+        if "word_starts" in extra:
+            starts = torch.zeros_like(ids, dtype=torch.bool)
+            for row, i in enumerate(indices):
+                starts[row, : len(extra["word_starts"][i])] = torch.tensor(extra["word_starts"][i])
+            word = torch.cumsum(starts.long(), dim=1)  # the word each token belongs to, numbered per row
+            chosen_words = torch.rand((word.shape[0], word.shape[1] + 1), generator=generator) < p
+            chosen = torch.gather(chosen_words, 1, word) & candidates
+        else:
+            chosen = (torch.rand(ids.shape, generator=generator) < p) & candidates
+        if not chosen.any() and candidates.any():  # a batch with nothing to predict would give no loss
+            chosen[tuple(candidates.nonzero()[0])] = True
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        action = torch.rand(ids.shape, generator=generator)
+        masked = ids.clone()
+        masked[chosen & (action < 0.8)] = extra["mask_id"]
+        random_tokens = torch.randint(extra["vocab_size"], ids.shape, generator=generator)
+        swap = chosen & (action >= 0.8) & (action < 0.9)
+        masked[swap] = random_tokens[swap]
+        batch["input_ids"], batch["labels"] = masked, labels
+        return batch
+
+
+class CausalLanguageModeling(LanguageModelingBase):
+    name = "causal_lm"
+    head = "causal_lm"
+
+    def make_batch(self, encoded: Encoded, indices: Sequence[int], pad_id: int, generator) -> dict[str, torch.Tensor]:
+        from thrifty.data.batching import collate
+
+        batch = collate(encoded.input_ids, indices, pad_id)
+        batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"], -100)
+        return batch
+
+    def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return super().loss(*self.aligned(logits, labels))
+
+
+def lm_task_for(model_type: str) -> str:
+    """masked_lm for an encoder (a family with a masked-LM head in transformers), causal_lm otherwise."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return "masked_lm" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "causal_lm"
+

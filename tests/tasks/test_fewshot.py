@@ -1,0 +1,132 @@
+"""strategy fewshot: class-balanced batches, the pair loss, label anchors, the fitted head, and whole runs on a tiny
+model (train, predict, resume after kill -9, bad input)."""
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import thrifty
+from thrifty.config import FewShotConfig
+from thrifty.errors import ConfigError, DataError, ModelError
+from thrifty.runs.run_dir import read_status
+from thrifty.tasks.fewshot import class_balanced_batches, label_descriptions, pair_loss
+
+from tests.conftest import tiny_config
+from tests.training.test_training import losses, run_cli, write_config
+
+
+def test_batches_hold_several_classes_with_pairs_of_each_and_repeat_per_seed_and_epoch():
+    labels = [0] * 50 + [1] * 5 + [2] * 5 + [3] * 3  # imbalanced: one big class, three small
+    batches = class_balanced_batches(labels, batch_size=8, classes_per_batch=4, seed=1, epoch=0)
+    assert len(batches) == -(-len(labels) // 8)
+    for batch in batches:
+        per_class = Counter(labels[i] for i in batch)
+        assert len(per_class) == 4 and min(per_class.values()) == 2  # every class in it has a positive pair
+    seen = Counter(labels[i] for b in batches for i in b)
+    assert max(seen.values()) == min(seen.values())  # classes come equally often, whatever their size
+    assert batches == class_balanced_batches(labels, 8, 4, seed=1, epoch=0)  # what makes resume exact
+    assert batches != class_balanced_batches(labels, 8, 4, seed=1, epoch=1)
+
+
+def test_many_classes_cycle_through_all_of_them():
+    labels = [c for c in range(77) for _ in range(8)]  # Banking77 at 8 shots
+    batches = class_balanced_batches(labels, batch_size=16, classes_per_batch=8, seed=0, epoch=0)
+    assert {labels[i] for b in batches for i in b} == set(range(77))
+
+
+def test_pair_loss_is_zero_for_perfect_embeddings_and_pulls_pairs_otherwise():
+    labels = torch.tensor([0, 0, 1, 1])
+    perfect = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    assert pair_loss(perfect, labels).item() == pytest.approx(0.0)
+    confused = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.1, 1.0], [1.0, 0.2], [0.3, 1.0]]), dim=1)
+    confused.requires_grad_(True)
+    loss = pair_loss(confused, labels)
+    loss.backward()
+    assert loss.item() > 0.3 and confused.grad.abs().sum() > 0
+    # Positives and negatives weigh the same however many of each a batch holds.
+    many = torch.tensor([0, 0, 1, 2, 3, 4, 5, 6])
+    only_positive_wrong = torch.eye(8)[[0, 1, 2, 3, 4, 5, 6, 7]]  # all orthogonal: negatives right, the positive wrong
+    assert pair_loss(only_positive_wrong, many).item() == pytest.approx(0.5)
+
+
+def test_label_descriptions_come_from_names_or_the_config():
+    names = ["card_arrival", "0", "B-3", "lost-or-stolen card"]
+    assert label_descriptions(names, FewShotConfig()) == {0: "card arrival", 3: "lost or stolen card"}
+    given = FewShotConfig(label_descriptions={"0": "negative"})
+    assert label_descriptions(names, given)[1] == "negative"
+    with pytest.raises(ConfigError, match="labels the data does not have: \\['nope'\\]"):
+        label_descriptions(names, FewShotConfig(label_descriptions={"nope": "x"}))
+
+
+def fewshot_config(tiny_bert, small_csv, **train):
+    config = tiny_config(tiny_bert, small_csv, **{"epochs": 4, "batch_size": 8, "learning_rate": 1e-3, **train})
+    config["strategy"] = {"name": "fewshot"}
+    config["data"]["examples_per_class"] = 6
+    return config
+
+
+def test_fewshot_trains_fits_a_head_saves_and_predicts_the_same(tiny_bert, small_csv, tmp_path):
+    result = thrifty.train(fewshot_config(tiny_bert, small_csv), output=tmp_path / "run", progress=False)
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["sizes"]["train"] == 12 and report["fewshot"]["label_anchors"] == {"neg": "neg", "pos": "pos"}
+    model_dir = tmp_path / "run" / "model"
+    manifest = json.loads((model_dir / "thrifty.json").read_text())
+    assert manifest["format"] == "sentence_embedding" and manifest["pooling"] == "mean"
+    head = load_file(str(model_dir / "sentence_head.safetensors"))
+    assert head["weight"].shape == (2, 32) and head["weight"].abs().sum() > 0  # fitted, not the zero init
+    assert result.metrics["model"]["strategy"] == "fewshot"
+    assert result.metrics["train"]["steps"] == 4 * 2  # 12 rows in batches of 8: 2 per epoch
+    # The saved folder predicts what it evaluates: `evaluate` on a file agrees with `predict` on its texts.
+    rows = [line.rsplit(",", 1) for line in small_csv.read_text().splitlines()[1:]]
+    preds = thrifty.predict(tmp_path / "run", [text for text, _ in rows])
+    assert all(abs(sum(p["probabilities"].values()) - 1) < 1e-5 for p in preds)
+    agreed = sum(p["label"] == label for p, (_, label) in zip(preds, rows)) / len(rows)
+    assert thrifty.evaluate(tmp_path / "run", str(small_csv))["accuracy"] == pytest.approx(agreed)
+    assert agreed > 0.9  # an easy task: the fitted head separates it
+
+
+def test_fewshot_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path):
+    config = fewshot_config(tiny_bert, small_csv, epochs=4, checkpoint_every_steps=3, eval_every_steps=4)
+    config["output"] = {"keep_checkpoints": True}
+    path = write_config(tmp_path, config)
+    whole = run_cli(["train", str(path), "--output", str(tmp_path / "whole"), "--no-progress"])
+    assert whole.returncode == 0, whole.stderr
+    crashed = run_cli(["train", str(path), "--output", str(tmp_path / "crash"), "--no-progress"],
+                      env_extra={"THRIFTY_FAULT_AT_STEP": "5:KILL"})
+    assert crashed.returncode == -9 and read_status(tmp_path / "crash")["status"] == "running"
+    resumed = run_cli(["train", "--resume", str(tmp_path / "crash"), "--no-progress"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step 3" in resumed.stdout
+    assert losses(tmp_path / "crash") == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
+    for name in ("model.safetensors", "sentence_head.safetensors"):
+        a = load_file(str(tmp_path / "whole" / "model" / name))
+        b = load_file(str(tmp_path / "crash" / "model" / name))
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_a_class_with_one_example_is_refused_by_name(tiny_bert, small_csv, tmp_path):
+    rows = small_csv.read_text().splitlines() + ["a lone example of a third class,odd"]
+    small_csv.write_text("\n".join(rows) + "\n")
+    config = fewshot_config(tiny_bert, small_csv)
+    del config["data"]["examples_per_class"]
+    config["data"]["validation"] = str(small_csv)  # keep the lone row in train
+    config["data"]["leakage"] = "keep"
+    with pytest.raises(DataError, match="class 'odd' has 1"):
+        thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_decoder_is_refused_with_the_models_that_work(tiny_llama, small_csv, tmp_path):
+    config = fewshot_config(tiny_llama, small_csv)
+    with pytest.raises(ModelError, match="needs a sentence encoder .* is a decoder"):
+        thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fewshot_on_token_classification_is_refused():
+    with pytest.raises(ConfigError, match="strategy fewshot learns one label per text"):
+        thrifty.config.config_from_dict({"task": "token_classification", "strategy": {"name": "fewshot"}}).validate()
