@@ -18,7 +18,6 @@ of the predicted tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,32 +25,12 @@ import numpy as np
 import torch
 
 from thrifty.config import AdaptConfig, DataConfig
-from thrifty.data.prepare import normalise_text
+from thrifty.data.prepare import PreparedData, Split, normalise_text
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
 from thrifty.tasks.base import Encoded, TaskDefaults
 
 EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
-
-
-@dataclass
-class Texts:
-    """An unlabelled split."""
-
-    texts: list[str]
-    labels: list = field(default_factory=list)  # none: kept so that code reading `.labels` sees an empty list
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass
-class UnlabelledData:
-    train: Texts
-    validation: Texts
-    test: None
-    label_names: list[str]
-    report: dict[str, Any]
 
 
 def read_documents(path: str, config: DataConfig, role: str) -> tuple[list[str], str, dict[str, int]]:
@@ -87,7 +66,7 @@ def _check_text(docs: list[str], source: str) -> None:
                         "document per line, or a table with a text column")
 
 
-def prepare_unlabelled(config: DataConfig, seed: int) -> UnlabelledData:
+def prepare_unlabelled(config: DataConfig, seed: int) -> PreparedData:
     report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": []}
 
     def load(path: str, role: str) -> list[str]:
@@ -136,7 +115,7 @@ def prepare_unlabelled(config: DataConfig, seed: int) -> UnlabelledData:
         report["splits"]["train"]["subsampled_to"] = config.max_train_examples
     report["labels"] = []
     report["sizes"] = {"train": len(train), "validation": len(validation), "test": 0}
-    return UnlabelledData(Texts(train), Texts(validation), None, [], report)
+    return PreparedData(Split(train, []), Split(validation, []), None, [], report)  # no labels: empty lists
 
 
 def special_wrapping(tokenizer) -> tuple[list[int], list[int]]:
@@ -194,13 +173,13 @@ class LanguageModelingBase(TaskDefaults):
     def __init__(self, config: Optional[AdaptConfig] = None):
         self.config = config or AdaptConfig()
 
-    def prepare_data(self, config, seed: int) -> UnlabelledData:
+    def prepare_data(self, config, seed: int) -> PreparedData:
         return prepare_unlabelled(config, seed)
 
-    def token_lengths(self, tokenizer, split: Texts, tokens) -> np.ndarray:
+    def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
         return tokens.lengths(split.texts, token_lengths)
 
-    def encode(self, tokenizer, split: Texts, max_length: int, tokens) -> Encoded:
+    def encode(self, tokenizer, split: Split, max_length: int, tokens) -> Encoded:
         ids, extra = windows(tokenizer, split.texts, max_length)
         return Encoded(ids, [None] * len(ids), {"windows_added": extra, **self.encode_extra(tokenizer, ids)})
 
