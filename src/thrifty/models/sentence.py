@@ -1,8 +1,8 @@
 """A sentence-embedding classifier: encoder -> mean pooling -> L2 normalisation -> a linear head.
 
 This is the model of `strategy: fewshot` (SetFit's shape): the encoder is trained so that texts of one class
-have similar embeddings, and the head is a logistic regression on those embeddings (fitted in closed form,
-tasks/fewshot.py), or trained with them (`strategy.fewshot.head: end_to_end`). Sentence-transformers models
+have similar embeddings, and the head is a logistic regression on those embeddings (fitted before each
+evaluation, tasks/fewshot.py). Sentence-transformers models
 such as all-MiniLM-L6-v2 were pre-trained with exactly this pooling, which is why a few examples suffice.
 
 Saved as a plain Hugging Face encoder folder (config.json + model.safetensors, loadable by AutoModel and by

@@ -78,7 +78,6 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             config = copy.deepcopy(config)
             config.strategy.name = strategy
             if strategy == "fewshot":  # its own task and model (tasks/fewshot.py); an encoder only
-                config.train.learning_rate = base.train.learning_rate  # its own default unless the user set one
                 try:
                     inputs = prepare_inputs(config, path)
                 except (ModelError, DataError):

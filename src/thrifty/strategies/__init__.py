@@ -119,6 +119,21 @@ def pin_eval_mode(module: nn.Module) -> None:
         sub.train = types.MethodType(lambda self, mode=True: nn.Module.train(self, False), sub)
 
 
+def _freeze_bottom(model: nn.Module, frozen: int, strategy: str, details: dict[str, Any]) -> None:
+    """Embeddings and the bottom `frozen` transformer layers: no gradients, kept in eval mode (cacheable)."""
+    layers = find_layers(model)
+    if frozen >= len(layers):
+        raise ModelError(
+            f"strategy {strategy} with frozen_layers={frozen} leaves no transformer layer to train: the model has "
+            f"{len(layers)} layers; use strategy.frozen_layers below {len(layers)}, or strategy head"
+        )
+    for module in _embedding_modules(model) + [layers[i] for i in range(frozen)]:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        pin_eval_mode(module)
+    details.update(frozen_layers=frozen, of_layers=len(layers))
+
+
 def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
                    peft_task_type: str = "SEQ_CLS") -> tuple[nn.Module, StrategyInfo]:
     """Set which parameters train; may return a wrapped (PEFT) model. `peft_task_type` is the task's (tasks/)."""
@@ -130,15 +145,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
             model.get_input_embeddings().weight.requires_grad_(False)
             details["frozen"] = "token embeddings"
         if config.name == "fewshot" and config.frozen_layers:  # backward stops above them: cheaper steps
-            layers = find_layers(model)
-            if config.frozen_layers >= len(layers):
-                raise ModelError(f"strategy.frozen_layers={config.frozen_layers} leaves no layer to train: the model has "
-                                 f"{len(layers)}; use fewer")
-            for module in _embedding_modules(model) + [layers[i] for i in range(config.frozen_layers)]:
-                for p in module.parameters():
-                    p.requires_grad_(False)
-                pin_eval_mode(module)
-            details.update(frozen_layers=config.frozen_layers, of_layers=len(layers))
+            _freeze_bottom(model, config.frozen_layers, "fewshot", details)
     elif config.name == "head":
         head = _head_parameter_names(model, new_keys)
         for n, p in model.named_parameters():
@@ -150,20 +157,10 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
                 pin_eval_mode(module)
             details["frozen_layers"] = len(layers)
     elif config.name == "freeze":
-        layers = find_layers(model)
-        frozen = config.frozen_layers if config.frozen_layers is not None else len(layers) // 2
-        if frozen >= len(layers):
-            raise ModelError(
-                f"strategy freeze with frozen_layers={frozen} leaves no transformer layer to train: the model has "
-                f"{len(layers)} layers; use strategy.frozen_layers below {len(layers)}, or strategy head"
-            )
         for p in model.parameters():
             p.requires_grad_(True)
-        for module in _embedding_modules(model) + [layers[i] for i in range(frozen)]:
-            for p in module.parameters():
-                p.requires_grad_(False)
-            pin_eval_mode(module)
-        details.update(frozen_layers=frozen, of_layers=len(layers))
+        frozen = config.frozen_layers if config.frozen_layers is not None else len(find_layers(model)) // 2
+        _freeze_bottom(model, frozen, "freeze", details)
     elif config.name == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
