@@ -21,6 +21,11 @@ SetFit is given exactly those rows (read through the same prepare_data), and is 
 - full: thrifty `strategy: full` on the same rows, batch 16, lr 1e-4, 10 epochs (at least 20 steps), evaluated
   at the end only: plain fine-tuning at this N.
 
+Ablations, run on request (`--systems thrifty-no-anchors,...`), each one change to thrifty's fewshot:
+thrifty-no-anchors (no label anchors), thrifty-trained-embeddings (the token embedding table trains too),
+thrifty-self-training (`data.unlabelled` = the texts of the training pool the seed's rows are drawn from, labels
+dropped; thrifty leaves out the rows it has labelled), thrifty-pseudoK (the same with K pseudo-labels per class).
+
 Training time: SetFit's `trainer.train()` (pairs, body, head); thrifty's loop from the first step to the saved
 checkpoint, minus its validation passes (head fits included). Both in a fresh process with 2 threads; process
 wall time is reported beside it. Settings that differ by design: the pairs (SetFit lists pairs and encodes two
@@ -100,7 +105,32 @@ def rows(data: str, shots: int, seed: int, folder: Path):
     return prepared, scored
 
 
-def run_thrifty(data: str, shots: int, seed: int, strategy: str) -> dict:
+def unlabelled_file(data: str, seed: int, folder: Path) -> Path:
+    """The texts of the training pool this seed's rows are drawn from, labels dropped, one per line (thrifty's
+    fewshot leaves out the rows it has labelled, and any validation or test text)."""
+    from thrifty.config import config_from_dict
+    from thrifty.data.prepare import prepare_data
+
+    cfg = thrifty_config(data, 8, folder)
+    cfg["data"]["examples_per_class"] = None
+    pool = prepare_data(config_from_dict(cfg).validate().data, seed).train
+    path = folder / "unlabelled.txt"
+    path.write_text("".join(text + "\n" for text in pool.texts), encoding="utf-8")
+    return path
+
+
+def variant(system: str) -> dict:
+    """strategy.fewshot settings of a thrifty system: the shipped defaults, or one change (an ablation)."""
+    if system == "thrifty-no-anchors":
+        return {"label_anchors": False}
+    if system == "thrifty-trained-embeddings":
+        return {"freeze_embeddings": False}
+    if system.startswith("thrifty-pseudo"):
+        return {"pseudo_labels_per_class": int(system.removeprefix("thrifty-pseudo"))}
+    return {}
+
+
+def run_thrifty(data: str, shots: int, seed: int, strategy: str, system: str = "thrifty") -> dict:
     import thrifty
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +143,12 @@ def run_thrifty(data: str, shots: int, seed: int, strategy: str) -> dict:
             epochs, lr = max(10, math.ceil(20 / per_epoch)), 1e-4
         config = thrifty_config(data, shots, Path(tmp))
         config["strategy"] = {"name": strategy}
-        if strategy == "fewshot" and "descriptions" in DATA[data]:
-            config["strategy"]["fewshot"] = {"label_descriptions": DATA[data]["descriptions"]}
+        if strategy == "fewshot":
+            config["strategy"]["fewshot"] = variant(system)
+            if "descriptions" in DATA[data]:
+                config["strategy"]["fewshot"]["label_descriptions"] = DATA[data]["descriptions"]
+            if system.startswith(("thrifty-self-training", "thrifty-pseudo")):
+                config["data"]["unlabelled"] = str(unlabelled_file(data, seed, Path(tmp)))
         config["train"] = {"epochs": epochs, "batch_size": batch, "learning_rate": lr, "seed": seed,
                            "eval_every_steps": epochs * per_epoch, "num_threads": 2}
         config["tracking"] = {"tensorboard": False, "energy": False}
@@ -122,7 +156,7 @@ def run_thrifty(data: str, shots: int, seed: int, strategy: str) -> dict:
     m, train = result.metrics, result.metrics["train"]
     scored = m["test"] if "test" in m else m["validation"]
     return {"accuracy": scored["accuracy"], "macro_f1": scored["macro_f1"], "scored_rows": scored["examples"],
-            "train_rows": n, "steps": train["steps"],
+            "validation_accuracy": m["validation"]["accuracy"], "train_rows": n, "steps": train["steps"],
             "train_seconds": round(train["loop_wall_seconds"] - train["eval_seconds"], 2)}
 
 
@@ -153,13 +187,20 @@ def run_setfit(data: str, shots: int, seed: int) -> dict:
             "scored_rows": len(gold), "train_rows": len(prepared.train), "train_seconds": round(seconds, 2)}
 
 
-SYSTEMS = ("thrifty", "setfit", "full")
+COMPARED = ("thrifty", "setfit", "full")
+# Each one change to thrifty's fewshot, run on request (--systems ...): what each of its choices is worth.
+# thrifty-self-training: data.unlabelled = the training pool's texts; thrifty-pseudoK: the same, K per class.
+ABLATIONS = ("thrifty-no-anchors", "thrifty-trained-embeddings", "thrifty-self-training", "thrifty-pseudo16",
+             "thrifty-pseudo64", "thrifty-pseudo128")
+SYSTEMS = COMPARED + ABLATIONS
 
 
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     if system == "setfit":
         return run_setfit(args.data, args.shots, seed)
-    return run_thrifty(args.data, args.shots, seed, "fewshot" if system == "thrifty" else "full")
+    if system == "full":
+        return run_thrifty(args.data, args.shots, seed, "full")
+    return run_thrifty(args.data, args.shots, seed, "fewshot", system)
 
 
 def mean_std(values: list[float], scale: float = 1.0, fmt: str = "{:.1f}") -> str:
@@ -175,15 +216,17 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                        "all-MiniLM-L6-v2; each run a fresh process, order alternated per seed; the same rows per seed "
                        "for every system.",
                        ["system", "seeds", "accuracy % mean ± std", "per seed", "macro F1 %", "train s mean ± std",
-                        "process s median"])
+                        "process s median", "validation accuracy %"])
     by = {s: [r for r in runs if r["system"] == s] for s in SYSTEMS}
     for system, rs in by.items():
         if not rs:
             continue
+        dev = [r["validation_accuracy"] for r in rs if "validation_accuracy" in r]
         lines.append(f"| {system} | {len(rs)} | {mean_std([r['accuracy'] for r in rs], 100)} | "
                      f"{', '.join('%.1f' % (100 * r['accuracy']) for r in sorted(rs, key=lambda r: r['seed']))} | "
                      f"{mean_std([r['macro_f1'] for r in rs], 100)} | {mean_std([r['train_seconds'] for r in rs])} | "
-                     f"{statistics.median(r['process_wall_seconds'] for r in rs):.0f} |")
+                     f"{statistics.median(r['process_wall_seconds'] for r in rs):.0f} | "
+                     f"{mean_std(dev, 100) if len(dev) == len(rs) else '-'} |")
     if by["thrifty"] and by["setfit"]:
         t, s = by["thrifty"], by["setfit"]
         gain = statistics.mean(r["accuracy"] for r in t) - statistics.mean(r["accuracy"] for r in s)
@@ -203,4 +246,5 @@ if __name__ == "__main__":
     parser.add_argument("--shots", type=int, default=8)
     compare(__file__, "fewshot_{data}_{shots}", SYSTEMS, run_system, summarise, parser,
             settings={"backbone": "all-MiniLM-L6-v2", "batch_size": 16, "thrifty_lr": 2e-4, "setfit": "1.2.0 defaults"},
-            worker_args=lambda a: ["--data", a.data, "--shots", str(a.shots)], default_seeds="0,1,2,3,4")
+            worker_args=lambda a: ["--data", a.data, "--shots", str(a.shots)], default_seeds="0,1,2,3,4",
+            default_systems=COMPARED)

@@ -69,6 +69,8 @@ class DataConfig:
     encoding_errors: Literal["error", "replace"] = "error"  # non-UTF-8 bytes: fail with line numbers, or U+FFFD
     max_chars: int = 100_000  # longer texts are cut to this many characters (counted in the report)
     labels: Optional[list[str]] = None  # fixes the label order; default: sorted labels of the training set
+    unlabelled: Optional[str] = None  # strategy fewshot: in-domain texts without labels (a .txt file, one per line, a
+    #                                   folder of .txt files, or a table's text column) for self-training the head
     cache_tokens: bool = True  # keep token ids in ~/.cache/thrifty/tokens (THRIFTY_CACHE_DIR), keyed by a hash
 
     def validate(self) -> None:
@@ -102,10 +104,19 @@ class FewShotConfig:
     classes_per_batch: int = 0  # classes drawn for each step's batch; 0 = all when they fit, else batch_size/2
     freeze_embeddings: bool = True  # the token embedding table (half of MiniLM) stays as pre-trained: a few
     #                                        examples cannot teach it, and each step updates half the weights
+    pseudo_labels_per_class: int = 0  # with data.unlabelled: the head's fit also takes, per class, this many of the
+    #                                   unlabelled texts it is surest of (self-training); 0 = 4x the labelled examples
+    #                                   of the median class
+    max_unlabelled: int = 20_000  # a seeded sample of data.unlabelled beyond this (each head fit embeds them all)
 
     def validate(self) -> None:
         if self.classes_per_batch < 0:
             raise ConfigError(f"strategy.fewshot.classes_per_batch={self.classes_per_batch} must be >= 0 (0 = automatic)")
+        if self.pseudo_labels_per_class < 0:
+            raise ConfigError(f"strategy.fewshot.pseudo_labels_per_class={self.pseudo_labels_per_class} must be >= 0 "
+                              "(0 = automatic)")
+        if self.max_unlabelled < 1:
+            raise ConfigError(f"strategy.fewshot.max_unlabelled={self.max_unlabelled} must be at least 1")
 
 
 @dataclass
@@ -273,6 +284,9 @@ class Config:
         if self.task in LM_TASKS and (self.strategy.name in ("fewshot", "head") or self.data.examples_per_class):
             raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
                               "and no data.examples_per_class")
+        if self.data.unlabelled is not None and (self.strategy.name != "fewshot" or self.task != "classification"):
+            raise ConfigError("data.unlabelled feeds strategy fewshot's self-training (task classification); set "
+                              "--strategy.name fewshot, or use the texts for continued pre-training: thrifty adapt --data FILE")
         if self.task == "token_classification" and self.strategy.name == "fewshot":
             raise ConfigError("strategy fewshot learns one label per text (task classification); for "
                               "token_classification use strategy full, freeze, head or lora")

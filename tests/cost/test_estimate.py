@@ -86,3 +86,14 @@ def test_estimate_is_within_25_percent_of_the_real_run(tmp_path, monkeypatch):
     result = thrifty.train(config, output=tmp_path / "run", progress=False)
     measured = result.metrics["history"][-1]["seconds"]
     assert 0.75 <= predicted / measured <= 1.25, f"predicted {predicted:.1f} s, measured {measured:.1f} s"
+
+
+def test_fewshot_estimate_counts_the_head_fit_and_the_self_training_pass(tiny_bert, small_csv, tmp_path):
+    config = tiny_config(tiny_bert, small_csv, epochs=1) | {"strategy": {"name": "fewshot"}}
+    plain = estimate(config, calibration_steps=2)
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("".join(f"an unlabelled review of film {i}, quite long to embed\n" for i in range(200)))
+    config["data"]["unlabelled"] = str(unlabelled)
+    with_pool = estimate(config, calibration_steps=2)
+    assert with_pool["train_flops"] == pytest.approx(plain["train_flops"])  # training is the same
+    assert with_pool["eval_flops_each"] > 2 * plain["eval_flops_each"]  # 200 texts to label against 60 labelled

@@ -130,3 +130,73 @@ def test_a_decoder_is_refused_with_the_models_that_work(tiny_llama, small_csv, t
 def test_fewshot_on_token_classification_is_refused():
     with pytest.raises(ConfigError, match="strategy fewshot learns one label per text"):
         thrifty.config.config_from_dict({"task": "token_classification", "strategy": {"name": "fewshot"}}).validate()
+
+
+def test_most_confident_takes_the_surest_rows_of_each_predicted_class():
+    import numpy as np
+
+    from thrifty.tasks.fewshot import most_confident
+
+    probabilities = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.45, 0.55], [0.95, 0.05], [0.3, 0.7]])
+    rows, labels = most_confident(probabilities, np.array([3, 5]), per_class=2)
+    assert rows.tolist() == [4, 0, 2, 5] and labels == [3, 3, 5, 5]  # the class ids, not the columns
+    rows, labels = most_confident(probabilities[:2], np.array([3, 5]), per_class=2)
+    assert labels == [3, 3]  # no row predicted as 5: none taken for it
+
+
+def test_self_training_reads_unlabelled_texts_and_drops_labelled_and_held_out_ones(tiny_bert, small_csv, tmp_path):
+    validation = tmp_path / "validation.csv"
+    validation.write_text("text,label\nan evening of pure joy,pos\na dull and tiresome evening,neg\n")
+    unlabelled = tmp_path / "unlabelled.txt"
+    fresh = [f"what a {w} movie, truly {w}" for w in ("splendid", "awful", "charming", "dreadful", "lovely")]
+    labelled = [line.rsplit(",", 1)[0] for line in small_csv.read_text().splitlines()[1:]]
+    unlabelled.write_text("\n".join(fresh + labelled[:30] + ["an evening of pure joy", "", fresh[0]]) + "\n")
+    config = fewshot_config(tiny_bert, small_csv, epochs=2)
+    config["data"].update(unlabelled=str(unlabelled), validation=str(validation), examples_per_class=None)
+    result = thrifty.train(config, output=tmp_path / "run", progress=False)
+    read = json.loads((tmp_path / "run" / "data_report.json").read_text())["fewshot"]["self_training"]
+    assert read["pseudo_labels_per_class"] == 4 * 40  # automatic: 4x the median class's 40 labelled rows
+    unl = read["unlabelled"]
+    assert unl["dropped_labelled_in_train"] == 30 and unl["dropped_in_validation_or_test"] == 1
+    assert unl["dropped_empty_text"] == 1 and unl["dropped_duplicates"] == 1 and unl["used"] == 5
+    assert result.metrics["validation"]["examples"] == 2
+
+
+def test_self_training_changes_the_head_that_labelled_rows_alone_give(tiny_bert, small_csv, tmp_path):
+    unlabelled = tmp_path / "unlabelled.txt"
+    unlabelled.write_text("".join(f"I {w} this film, thoroughly {i}\n" for i in range(20) for w in ("adored", "loathed")))
+    heads = []
+    for name, extra in (("plain", {}), ("self", {"unlabelled": str(unlabelled)})):
+        config = fewshot_config(tiny_bert, small_csv, epochs=1)
+        config["data"].update(extra)
+        thrifty.train(config, output=tmp_path / name, progress=False)
+        heads.append(load_file(str(tmp_path / name / "model" / "sentence_head.safetensors"))["weight"])
+    assert not torch.allclose(heads[0], heads[1])  # the same encoder (same seed, same steps), another fit
+
+
+def test_unlabelled_data_outside_fewshot_and_an_empty_unlabelled_file_are_refused(tiny_bert, small_csv, tmp_path):
+    config = tiny_config(tiny_bert, small_csv)
+    config["data"]["unlabelled"] = str(small_csv)
+    with pytest.raises(ConfigError, match="data.unlabelled feeds strategy fewshot's self-training"):
+        thrifty.config.config_from_dict(config).validate()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    config = fewshot_config(tiny_bert, small_csv)
+    config["data"]["unlabelled"] = str(empty)
+    with pytest.raises(DataError, match="no text to learn from"):
+        thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_unlabelled_label_text_lines_keep_their_texts_when_the_data_is_label_text(tmp_path):
+    from thrifty.config import DataConfig
+    from thrifty.data.prepare import PreparedData, Split
+    from thrifty.tasks.fewshot import unlabelled_texts
+
+    pool = tmp_path / "pool.txt"
+    pool.write_text("1 a warm and witty film\n0 a cold and tedious film\n1 labelled already\n")
+    data = PreparedData(Split(["labelled already"], [1]), Split(["held out"], [0]), None, ["0", "1"], {})
+    texts, read = unlabelled_texts(DataConfig(unlabelled=str(pool), format="label_text"), data, seed=0, limit=10)
+    assert texts == ["a warm and witty film", "a cold and tedious film"] and read["dropped_labelled_in_train"] == 1
+    texts, _ = unlabelled_texts(DataConfig(unlabelled=str(pool)), data, seed=0, limit=1)
+    assert len(texts) == 1 and texts[0][:2] in ("1 ", "0 ")  # plain lines otherwise, sampled down to the limit

@@ -98,6 +98,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         eval_each_flops = forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True)
         if inputs.task.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
             eval_each_flops += forward_flops(sorted_widths(train_ids))
+            if inputs.train.extra.get("unlabelled"):  # and self-training labels the unlabelled texts first
+                eval_each_flops += forward_flops(sorted_widths(inputs.train.extra["unlabelled"]))
         test_flops = forward_flops(test_widths)
         eval_flops = evaluations * eval_each_flops + test_flops
         memory = training_memory(model, tc.batch_size, max(w for _, w in widths))

@@ -12,6 +12,9 @@ SetFit's recipe, inside thrifty's one loop. What differs, and why:
   example of its class, in the pairs and in the head's fit: the encoder already knows what "negative" means.
 - The head is a logistic regression on the unit-length embeddings, fitted before each evaluation (seconds), so
   validation, `keep the best`, checkpoints and the saved model all carry a head that matches the encoder.
+- Self-training, when the user has unlabelled in-domain texts (`data.unlabelled`): the head, once fitted, labels
+  them; the texts it is surest of, the same number per class, join a second fit. A few examples per class leave
+  the decision boundary underdetermined; many confidently placed neighbours pin it down.
 
 The loss is averaged separately over positive and negative pairs, so a batch of many classes (mostly negative
 pairs) does not drown its few positives.
@@ -19,6 +22,7 @@ pairs) does not drown its few positives.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import re
@@ -27,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import FewShotConfig
+from thrifty.config import DataConfig, FewShotConfig
 from thrifty.data.batching import collate, epoch_generator
 from thrifty.data.prepare import PreparedData, Split
 from thrifty.errors import ConfigError, DataError
@@ -115,6 +119,9 @@ class FewShotClassification(SequenceClassification):
 
         self.config = config or FewShotConfig()
         self.anchors: dict[int, str] = {}  # label id -> description, set by prepare_data
+        self.unlabelled: list[str] = []  # data.unlabelled's texts, for self-training; set by prepare_data
+        self.pseudo_labels_per_class = 0
+        self._train_split: Optional[Split] = None  # encode() adds the unlabelled texts to this split's encoding
 
     def prepare_data(self, config, seed: int) -> PreparedData:
         data = super().prepare_data(config, seed)
@@ -128,6 +135,13 @@ class FewShotClassification(SequenceClassification):
         self.anchors = label_descriptions(data.label_names, self.config) if self.config.label_anchors else {}
         data.report["fewshot"] = {"label_anchors": {data.label_names[i]: t for i, t in self.anchors.items()},
                                   "classes": len(data.label_names)}
+        self._train_split = data.train
+        if config.unlabelled is not None:
+            self.unlabelled, read = unlabelled_texts(config, data, seed, self.config.max_unlabelled)
+            # Automatic: 4x the median class's labelled examples (chosen on SST-2 dev; docs/fewshot.md)
+            self.pseudo_labels_per_class = self.config.pseudo_labels_per_class or 4 * int(np.median(counts))
+            data.report["fewshot"]["self_training"] = {"unlabelled": read,
+                                                       "pseudo_labels_per_class": self.pseudo_labels_per_class}
         return data
 
     def encode(self, tokenizer, split: Split, max_length: int, tokens) -> Encoded:
@@ -135,6 +149,8 @@ class FewShotClassification(SequenceClassification):
         if self.anchors:  # a handful of texts: tokenised directly
             ids = tokenizer(list(self.anchors.values()), truncation=True, max_length=max_length)["input_ids"]
             encoded.extra["anchors"] = {label: list(row) for label, row in zip(self.anchors, ids)}
+        if self.unlabelled and split is self._train_split:  # through the token cache, like the labelled texts
+            encoded.extra["unlabelled"] = super().encode(tokenizer, Split(self.unlabelled, []), max_length, tokens).input_ids
         return encoded
 
     def classes_per_batch(self, num_classes: int, batch_size: int) -> int:
@@ -164,7 +180,34 @@ class FewShotClassification(SequenceClassification):
 
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         """Fit the head (a logistic regression, as SetFit's) on the embeddings of the training texts and the anchors."""
-        fit_head(model, train, pad_id, batch_size, device)
+        fit_head(model, train, pad_id, batch_size, device, self.pseudo_labels_per_class)
+
+
+def unlabelled_texts(config: DataConfig, data: PreparedData, seed: int, limit: int) -> tuple[list[str], dict[str, Any]]:
+    """data.unlabelled's cleaned texts, without those that are labelled texts of any split (a validation or test
+    text would leak into the head's fit), sampled (seeded) down to `limit`; and what was read, dropped and kept."""
+    from thrifty.tasks.language_modeling import load_documents
+
+    report: dict[str, Any] = {"files": {}, "splits": {}}
+    # One text per line, or a table's text column; with data.format label_text, 'label text' lines whose labels
+    # are dropped (SST-2's own training file as the pool)
+    plain = config.format if config.format == "label_text" else "auto"
+    texts = load_documents(config.unlabelled, dataclasses.replace(config, format=plain), "unlabelled", report)
+    counts = {"source": report["files"]["unlabelled"], **report["splits"]["unlabelled"]}
+    labelled = set(data.train.texts)
+    held_out = set(data.validation.texts) | set(data.test.texts if data.test is not None else [])
+    kept = [t for t in texts if t not in labelled and t not in held_out]
+    counts["dropped_labelled_in_train"] = sum(t in labelled for t in texts)
+    counts["dropped_in_validation_or_test"] = sum(t in held_out and t not in labelled for t in texts)
+    if not kept:
+        raise DataError(f"{report['files']['unlabelled']}: every text is also a labelled text of the data; give "
+                        "data.unlabelled texts that are not in train, validation or test")
+    if len(kept) > limit:
+        picked = sorted(np.random.default_rng(seed).permutation(len(kept))[:limit])
+        kept = [kept[i] for i in picked]
+        counts["sampled_to"] = limit
+    counts["used"] = len(kept)
+    return kept, counts
 
 
 def embed(model, input_ids: list, pad_id: int, batch_size: int, device) -> np.ndarray:
@@ -181,8 +224,23 @@ def embed(model, input_ids: list, pad_id: int, batch_size: int, device) -> np.nd
     return out
 
 
-def fit_head(model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
-    """The head's weights from a logistic regression on the embeddings (balanced class weights: imbalanced data)."""
+def most_confident(probabilities: np.ndarray, classes: np.ndarray, per_class: int) -> tuple[np.ndarray, list[int]]:
+    """Rows of `probabilities` and their predicted classes: per class, the `per_class` rows predicted as that
+    class with the highest probability (fewer where fewer are predicted as it)."""
+    predicted = probabilities.argmax(axis=1)
+    rows, labels = [], []
+    for column, label in enumerate(classes):
+        candidates = np.flatnonzero(predicted == column)
+        best = candidates[np.argsort(-probabilities[candidates, column], kind="stable")[:per_class]]
+        rows.extend(best.tolist())
+        labels.extend([int(label)] * len(best))
+    return np.asarray(rows, dtype=np.int64), labels
+
+
+def fit_head(model, train: Encoded, pad_id: int, batch_size: int, device, pseudo_labels_per_class: int = 0) -> None:
+    """The head's weights from a logistic regression on the embeddings (balanced class weights: imbalanced data).
+    With unlabelled texts in `train.extra` (self-training): a second fit that adds, per class, the
+    `pseudo_labels_per_class` unlabelled texts the first fit is surest of, with the label it gives them."""
     from sklearn.linear_model import LogisticRegression
 
     anchors = train.extra.get("anchors", {})
@@ -190,6 +248,12 @@ def fit_head(model, train: Encoded, pad_id: int, batch_size: int, device) -> Non
     labels = list(train.targets) + list(anchors)
     features = embed(model, ids, pad_id, batch_size, device)
     classifier = LogisticRegression(max_iter=1000, class_weight="balanced").fit(features, labels)
+    unlabelled = train.extra.get("unlabelled")
+    if unlabelled and pseudo_labels_per_class:
+        pool = embed(model, unlabelled, pad_id, batch_size, device)
+        rows, pseudo = most_confident(classifier.predict_proba(pool), classifier.classes_, pseudo_labels_per_class)
+        classifier = LogisticRegression(max_iter=1000, class_weight="balanced").fit(
+            np.concatenate([features, pool[rows]]), labels + pseudo)
     weight = np.zeros((model.head.out_features, features.shape[1]), dtype=np.float32)
     bias = np.full(model.head.out_features, -1e4, dtype=np.float32)  # a class absent from training is never predicted
     if len(classifier.classes_) == 2:  # sklearn keeps one row for two classes: scores -z/2, +z/2 give its softmax

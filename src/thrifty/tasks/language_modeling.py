@@ -66,32 +66,38 @@ def _check_text(docs: list[str], source: str) -> None:
                         "document per line, or a table with a text column")
 
 
+def load_documents(path: str, config: DataConfig, role: str, report: dict[str, Any]) -> list[str]:
+    """The cleaned documents of `path` (text checked, cut to max_chars, normalised, empty and repeated ones dropped),
+    its source and counts recorded in `report` under `role`."""
+    docs, source, counts = read_documents(path, config, role)
+    _check_text(docs, source)
+    report["files"][role] = source
+    counts.update(rows_read=len(docs), dropped_empty_text=0, dropped_duplicates=0, texts_truncated_to_max_chars=0)
+    seen, kept = set(), []
+    for doc in docs:
+        if len(doc) > config.max_chars:
+            doc = doc[: config.max_chars]
+            counts["texts_truncated_to_max_chars"] += 1
+        clean = normalise_text(doc, config)
+        if not clean:
+            counts["dropped_empty_text"] += 1
+        elif clean in seen and config.duplicates == "drop":
+            counts["dropped_duplicates"] += 1
+        else:
+            seen.add(clean)
+            kept.append(clean)
+    report["splits"][role] = counts
+    if not kept:
+        raise DataError(f"{source} has no text to learn from (rows read: {len(docs)}, all empty); give a file with "
+                        "one document per line, or a table whose data.text_column holds text")
+    return kept
+
+
 def prepare_unlabelled(config: DataConfig, seed: int) -> PreparedData:
     report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": []}
 
     def load(path: str, role: str) -> list[str]:
-        docs, source, counts = read_documents(path, config, role)
-        _check_text(docs, source)
-        report["files"][role] = source
-        counts.update(rows_read=len(docs), dropped_empty_text=0, dropped_duplicates=0, texts_truncated_to_max_chars=0)
-        seen, kept = set(), []
-        for doc in docs:
-            if len(doc) > config.max_chars:
-                doc = doc[: config.max_chars]
-                counts["texts_truncated_to_max_chars"] += 1
-            clean = normalise_text(doc, config)
-            if not clean:
-                counts["dropped_empty_text"] += 1
-            elif clean in seen and config.duplicates == "drop":
-                counts["dropped_duplicates"] += 1
-            else:
-                seen.add(clean)
-                kept.append(clean)
-        report["splits"][role] = counts
-        if not kept:
-            raise DataError(f"{source} has no text to learn from (rows read: {len(docs)}, all empty); give a file with "
-                            "one document per line, or a table whose data.text_column holds text")
-        return kept
+        return load_documents(path, config, role, report)
 
     train = load(config.train, "train")
     if config.validation:
