@@ -6,12 +6,14 @@ from collections import Counter
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 import thrifty
 from thrifty.config import FewShotConfig
 from thrifty.errors import ConfigError, DataError, ModelError
 from thrifty.runs.run_dir import read_status
+from thrifty.training.recipe import CONFIG_FILE
 from thrifty.tasks.fewshot import class_balanced_batches, label_descriptions, pair_loss
 
 from tests.conftest import tiny_config
@@ -160,6 +162,8 @@ def test_self_training_reads_unlabelled_texts_and_drops_labelled_and_held_out_on
     assert unl["dropped_labelled_in_train"] == 30 and unl["dropped_in_validation_or_test"] == 1
     assert unl["dropped_empty_text"] == 1 and unl["dropped_duplicates"] == 1 and unl["used"] == 5
     assert result.metrics["validation"]["examples"] == 2
+    saved = yaml.safe_load((tmp_path / "run" / CONFIG_FILE).read_text())
+    assert saved["data"]["unlabelled"] == str(unlabelled.resolve())  # absolute: --resume works from any folder
 
 
 def test_self_training_changes_the_head_that_labelled_rows_alone_give(tiny_bert, small_csv, tmp_path):

@@ -31,7 +31,7 @@ def as_config(config: Config | str | Path | dict | None, overrides: Optional[lis
 def resolved_for_saving(config: Config, run_dir: Path) -> Config:
     """Absolute paths, so the saved config (and --resume) works from any folder."""
     saved = copy.deepcopy(config)
-    for key in ("train", "validation", "test"):
+    for key in ("train", "validation", "test", "unlabelled"):
         value = getattr(saved.data, key)
         if value and value != BUILTIN_DATA:
             setattr(saved.data, key, str(Path(value).expanduser().resolve()))

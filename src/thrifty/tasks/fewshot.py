@@ -138,7 +138,8 @@ class FewShotClassification(SequenceClassification):
         self._train_split = data.train
         if config.unlabelled is not None:
             self.unlabelled, read = unlabelled_texts(config, data, seed, self.config.max_unlabelled)
-            # Automatic: 4x the median class's labelled examples (chosen on SST-2 dev; docs/fewshot.md)
+            # Automatic: 4x the median class's labelled examples (the count hardly mattered on SST-2 dev;
+            # docs/fewshot.md)
             self.pseudo_labels_per_class = self.config.pseudo_labels_per_class or 4 * int(np.median(counts))
             data.report["fewshot"]["self_training"] = {"unlabelled": read,
                                                        "pseudo_labels_per_class": self.pseudo_labels_per_class}
