@@ -42,6 +42,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from common import REPO, compare, table_head  # noqa: E402
 
@@ -79,7 +80,7 @@ def cr_split(folder: Path) -> tuple[Path, Path]:
     return folder / "cr_train.txt", folder / "cr_test.txt"
 
 
-def thrifty_config(data: str, shots: int, folder: Path) -> dict:
+def thrifty_config(data: str, shots: Optional[int], folder: Path) -> dict:
     spec = DATA[data]
     cfg = {"train": str(SHARED / spec["train"]) if "train" in spec else None, "examples_per_class": shots}
     if "split" in spec:
@@ -111,8 +112,7 @@ def unlabelled_file(data: str, seed: int, folder: Path) -> Path:
     from thrifty.config import config_from_dict
     from thrifty.data.prepare import prepare_data
 
-    cfg = thrifty_config(data, 8, folder)
-    cfg["data"]["examples_per_class"] = None
+    cfg = thrifty_config(data, None, folder)  # the whole pool, not the seed's N per class
     pool = prepare_data(config_from_dict(cfg).validate().data, seed).train
     path = folder / "unlabelled.txt"
     path.write_text("".join(text + "\n" for text in pool.texts), encoding="utf-8")
