@@ -11,8 +11,8 @@ from typing import Any
 from thrifty.version import __version__
 
 _LAZY = {"train": "thrifty.api", "adapt": "thrifty.api", "evaluate": "thrifty.api", "predict": "thrifty.api",
-         "Config": "thrifty.config", "load_config": "thrifty.config"}
-__all__ = ["Config", "adapt", "evaluate", "load_config", "predict", "train", "__version__"]
+         "zeroshot": "thrifty.api", "Config": "thrifty.config", "load_config": "thrifty.config"}
+__all__ = ["Config", "adapt", "evaluate", "load_config", "predict", "train", "zeroshot", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

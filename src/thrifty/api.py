@@ -4,6 +4,7 @@
     result = thrifty.train("examples/sst2.yaml", output="runs/sst2", overrides=["--train.epochs", "1"])
     metrics = thrifty.evaluate("runs/sst2", "../shared/data/sst2/stsa.binary.test")
     thrifty.predict("runs/sst2", ["a gripping, funny film"])  # -> [{"label": "1", "score": ..., ...}]
+    thrifty.zeroshot(["negative", "positive"], "runs/zeroshot")  # a classifier from label names alone
 
 `evaluate` and `predict` take a finished run folder or its `model/` folder, copied anywhere.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from thrifty.inference.zeroshot import zeroshot  # noqa: F401  (re-exported)
 from thrifty.training.adapt import adapt  # noqa: F401  (re-exported)
 from thrifty.training.recipe import RunResult, train  # noqa: F401  (re-exported)
 

@@ -1,4 +1,5 @@
-"""The `thrifty` command line: train, adapt, evaluate, predict, estimate, tune, recommend, models, hardware, config.
+"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, estimate, tune, recommend, models, hardware,
+config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -69,6 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted adaptation from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("zeroshot", parents=[common], help="a classifier from label names alone, before any labelled "
+                                                          "example (each text gets the nearest label description)")
+    p.add_argument("--labels", required=True, help="comma-separated labels, e.g. negative,positive; or a .txt file, one "
+                                                   "label per line")
+    p.add_argument("--describe", action="append", metavar="LABEL=WORDS", default=[],
+                   help="words for a label that is a code (repeatable), e.g. --describe 0=negative --describe 1=positive")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="a sentence encoder: hub id, local folder or thrifty model "
+                                                               "folder (default: all-MiniLM-L6-v2)")
+    p.add_argument("--output", default="runs/zeroshot", help="the model folder to write (default: runs/zeroshot)")
+    p.add_argument("--max-length", type=int, default=256, help="tokens of a text read when predicting (default: 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off: only "
+                                                                    "for models you trust)")
 
     p = sub.add_parser("evaluate", parents=[common], help="metrics and a plot of a model on a labelled (or tagged) file")
     p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
@@ -159,6 +174,30 @@ def _cmd_adapt(args, overrides: list[str]) -> int:
                            "table with a text column)")
     adapt(args.config, data=args.data, output=args.output, overrides=overrides, resume=args.resume,
           overwrite=args.overwrite, progress=not args.no_progress, clock_start=args.started)
+    return 0
+
+
+def _cmd_zeroshot(args) -> int:
+    from thrifty.inference.zeroshot import zeroshot
+
+    given = Path(args.labels).expanduser()
+    if given.suffix == ".txt" or given.is_file():
+        try:
+            labels = [line.strip() for line in given.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ThriftyError(f"cannot read labels from {given}: {exc}; give a UTF-8 .txt file, one label per line") from None
+    else:
+        labels = [label.strip() for label in args.labels.split(",")]
+    descriptions = {}
+    for item in args.describe:
+        label, sep, words = item.partition("=")
+        if not sep or not label.strip() or not words.strip():
+            raise ThriftyError(f"--describe {item!r} must be LABEL=WORDS, e.g. --describe 0=negative")
+        descriptions[label.strip()] = words.strip()
+    folder = zeroshot(labels, args.output, descriptions=descriptions or None, model=args.model,
+                      max_length=args.max_length, overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+    print(f"wrote a zero-shot classifier for {len(labels)} labels to {folder}; nothing was trained: each text gets the "
+          f"label whose description is nearest. Try: thrifty predict {folder} --text \"...\"")
     return 0
 
 
@@ -359,6 +398,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_adapt(args, overrides)
         if args.command == "estimate":
             return _cmd_estimate(args, overrides)
+        if args.command == "zeroshot":
+            return _cmd_zeroshot(args)
         if args.command == "evaluate":
             return _cmd_evaluate(args)
         if args.command == "predict":
