@@ -24,7 +24,7 @@ from thrifty.config import DataConfig, FewShotConfig
 from thrifty.errors import ConfigError, RunDirError
 from thrifty.models.loading import load_tokenizer, quiet_transformers, resolve_model
 from thrifty.models.sentence import SentenceClassifier
-from thrifty.runs.manifest import SENTENCE_FORMAT, weights_sha256, write_manifest
+from thrifty.runs.manifest import SENTENCE_FORMAT, preprocessing, weights_sha256, write_manifest
 from thrifty.runs.run_dir import writing
 from thrifty.tasks.fewshot import embed, label_descriptions
 
@@ -74,16 +74,11 @@ def zeroshot(labels: Sequence[str], output: str | Path, *, descriptions: Optiona
         encoder.head.weight.copy_(torch.from_numpy(anchors) * SCALE)
         encoder.head.bias.zero_()
 
-    defaults = DataConfig()
     manifest = {
         "task": "classification", "labels": labels, "format": SENTENCE_FORMAT, "pooling": "mean", "normalize": True,
         "strategy": "zeroshot", "label_descriptions": {labels[i]: text for i, text in described.items()},
         "zero_shot_scale": SCALE,
-        "preprocessing": {"unicode_normalization": defaults.unicode_normalization, "lowercase": defaults.lowercase,
-                          "max_chars": defaults.max_chars, "max_length": max_length, "predict_max_length": max_length,
-                          "label_alignment": None, "text_column": defaults.text_column,
-                          "label_column": defaults.label_column, "tokens_column": defaults.tokens_column,
-                          "tags_column": defaults.tags_column},
+        "preprocessing": preprocessing(DataConfig(), max_length, max_length, "classification"),  # the defaults
         "base_model": {"name": model, "path": path, "weights_sha256": weights_sha256(path)}, "parent": None,
         "data": {"train_file": None, "train_examples": 0, "fingerprint": None}, "metrics": {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -66,6 +66,15 @@ def read_manifest(folder: str | Path, task: Optional[str] = None) -> dict[str, A
     return manifest
 
 
+def preprocessing(data_config, max_length: int, predict_max_length: int, task: str) -> dict[str, Any]:
+    """The manifest's `preprocessing`: what prediction must repeat of a model's data config (a DataConfig)."""
+    return {"unicode_normalization": data_config.unicode_normalization, "lowercase": data_config.lowercase,
+            "max_chars": data_config.max_chars, "max_length": max_length, "predict_max_length": predict_max_length,
+            "label_alignment": "first_subtoken" if task == "token_classification" else None,
+            "text_column": data_config.text_column, "label_column": data_config.label_column,
+            "tokens_column": data_config.tokens_column, "tags_column": data_config.tags_column}
+
+
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     from thrifty.version import __version__
 

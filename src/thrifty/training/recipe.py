@@ -42,7 +42,8 @@ from thrifty.optimization.optim import linear_warmup_decay, make_optimizer, warm
 from thrifty.optimization.schedule import evaluation_steps
 from thrifty.planning.budget_plan import plan
 from thrifty.runs import checkpoint as ckpt
-from thrifty.runs.manifest import SENTENCE_FORMAT, data_fingerprint, read_manifest, weights_sha256, write_manifest
+from thrifty.runs.manifest import (SENTENCE_FORMAT, data_fingerprint, preprocessing, read_manifest, weights_sha256,
+                                   write_manifest)
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
@@ -576,7 +577,6 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     """The final model in Hugging Face format (safetensors) with the manifest that makes the folder stand alone."""
     config, run_dir, inputs = run.config, run.run_dir, run.inputs
     final, tmp = run_dir / "model", run_dir / "model.tmp"
-    data_config = config.data
     base = {"name": config.model.name, "path": run.model_path, "weights_sha256": weights_sha256(run.model_path)}
     parent = None
     if inputs.warm_start:  # the base of a warm start is its parent's base; the parent is recorded as the parent
@@ -588,12 +588,7 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     train_split = inputs.data.train
     manifest = {
         "task": config.task, "labels": inputs.data.label_names, "format": "full", "strategy": config.strategy.name,
-        "preprocessing": {"unicode_normalization": data_config.unicode_normalization, "lowercase": data_config.lowercase,
-                          "max_chars": data_config.max_chars, "max_length": inputs.max_length,
-                          "predict_max_length": inputs.eval_max_length,
-                          "label_alignment": "first_subtoken" if config.task == "token_classification" else None,
-                          "text_column": data_config.text_column, "label_column": data_config.label_column,
-                          "tokens_column": data_config.tokens_column, "tags_column": data_config.tags_column},
+        "preprocessing": preprocessing(config.data, inputs.max_length, inputs.eval_max_length, config.task),
         "base_model": base, "parent": parent,
         "data": {"train_file": inputs.data.report["files"].get("train"), "train_examples": len(train_split),
                  "fingerprint": data_fingerprint(train_split.texts, getattr(train_split, "labels", None)
