@@ -123,3 +123,21 @@ def test_examples_per_class_is_checked_with_the_limits_it_could_clash_with():
     with pytest.raises(ConfigError, match="token_classification does not have"):
         config_from_dict({"task": "token_classification", "data": {"examples_per_class": 8}}).validate()
     assert config_from_dict({"data": {"examples_per_class": 8}}).validate().data.examples_per_class == 8
+
+
+def test_the_documented_config_parses_and_shows_the_defaults():
+    """docs/configuration.md's commented config: every key exists, and every value is the default (data.train aside,
+    a path to show), so the page cannot drift from config.py."""
+    import dataclasses
+    import re
+
+    import yaml
+
+    from thrifty.config import config_from_dict
+
+    block = re.search(r"```yaml\n(.*?)```", (REPO / "docs" / "configuration.md").read_text(), re.S).group(1)
+    documented = yaml.safe_load(block)
+    shown, default = dataclasses.asdict(config_from_dict(documented)), dataclasses.asdict(Config())
+    differ = [f"{section}.{key}" for section, keys in documented.items() if isinstance(keys, dict)
+              for key in keys if shown[section][key] != default[section][key]]
+    assert differ == ["data.train"]

@@ -108,6 +108,9 @@ class FewShotConfig:
     #                                   unlabelled texts it is surest of (self-training); 0 = 4x the labelled examples
     #                                   of the median class
     max_unlabelled: int = 20_000  # a seeded sample of data.unlabelled beyond this (each head fit embeds them all)
+    end_to_end_epochs: int = 0  # the last N of train.epochs train encoder and head together (cross-entropy on the
+    #                             head's scores, the head first fitted as for an evaluation): SetFit's differentiable
+    #                             head, inside the one loop; 0 = pairs only, the head fitted
 
     def validate(self) -> None:
         if self.classes_per_batch < 0:
@@ -117,6 +120,8 @@ class FewShotConfig:
                               "(0 = automatic)")
         if self.max_unlabelled < 1:
             raise ConfigError(f"strategy.fewshot.max_unlabelled={self.max_unlabelled} must be at least 1")
+        if self.end_to_end_epochs < 0:
+            raise ConfigError(f"strategy.fewshot.end_to_end_epochs={self.end_to_end_epochs} must be >= 0 (0 = off)")
 
 
 @dataclass
@@ -284,6 +289,11 @@ class Config:
         if self.task in LM_TASKS and (self.strategy.name in ("fewshot", "head") or self.data.examples_per_class):
             raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
                               "and no data.examples_per_class")
+        e2e = self.strategy.fewshot.end_to_end_epochs
+        if self.strategy.name == "fewshot" and e2e >= self.train.epochs:
+            raise ConfigError(f"strategy.fewshot.end_to_end_epochs={e2e} leaves no epoch of pairs in train.epochs="
+                              f"{self.train.epochs}; the end-to-end epochs are the last ones: set train.epochs to "
+                              f"{e2e + 3} or more, or end_to_end_epochs below {self.train.epochs}")
         if self.data.unlabelled is not None and (self.strategy.name != "fewshot" or self.task != "classification"):
             raise ConfigError("data.unlabelled feeds strategy fewshot's self-training (task classification); set "
                               "--strategy.name fewshot, or use the texts for continued pre-training: thrifty adapt --data FILE")

@@ -14,7 +14,7 @@ from thrifty.config import FewShotConfig
 from thrifty.errors import ConfigError, DataError, ModelError
 from thrifty.runs.run_dir import read_status
 from thrifty.training.recipe import CONFIG_FILE
-from thrifty.tasks.fewshot import class_balanced_batches, label_descriptions, pair_loss
+from thrifty.tasks.fewshot import class_balanced_batches, label_descriptions, pair_loss, recommended_epochs
 
 from tests.conftest import tiny_config
 from tests.training.test_training import losses, run_cli, write_config
@@ -70,6 +70,11 @@ def fewshot_config(tiny_bert, small_csv, **train):
     return config
 
 
+def test_recommended_epochs_are_3_for_two_classes_6_for_more_and_at_least_6_steps():
+    assert recommended_epochs(2, 8) == 3 and recommended_epochs(6, 24) == 6 and recommended_epochs(77, 39) == 6
+    assert recommended_epochs(2, 1) == 6 and recommended_epochs(2, 3) == 3 and recommended_epochs(6, 1) == 6
+
+
 def test_fewshot_trains_fits_a_head_saves_and_predicts_the_same(tiny_bert, small_csv, tmp_path):
     result = thrifty.train(fewshot_config(tiny_bert, small_csv), output=tmp_path / "run", progress=False)
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
@@ -90,24 +95,60 @@ def test_fewshot_trains_fits_a_head_saves_and_predicts_the_same(tiny_bert, small
     assert agreed > 0.9  # an easy task: the fitted head separates it
 
 
-def test_fewshot_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path):
+# 4 epochs of 2 steps, a checkpoint every 3: pairs only; end to end in epochs 3-4, resumed before the switch (the
+# head is fitted at the switch as in the uninterrupted run) and inside those epochs (the trained head is restored)
+@pytest.mark.parametrize("end_to_end_epochs,kill_at,resumed_from", [(0, 5, 3), (2, 5, 3), (2, 7, 6)])
+def test_fewshot_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path, end_to_end_epochs, kill_at,
+                                                           resumed_from):
     config = fewshot_config(tiny_bert, small_csv, epochs=4, checkpoint_every_steps=3, eval_every_steps=4)
+    config["strategy"]["fewshot"] = {"end_to_end_epochs": end_to_end_epochs}
     config["output"] = {"keep_checkpoints": True}
     path = write_config(tmp_path, config)
     whole = run_cli(["train", str(path), "--output", str(tmp_path / "whole"), "--no-progress"])
     assert whole.returncode == 0, whole.stderr
     crashed = run_cli(["train", str(path), "--output", str(tmp_path / "crash"), "--no-progress"],
-                      env_extra={"THRIFTY_FAULT_AT_STEP": "5:KILL"})
+                      env_extra={"THRIFTY_FAULT_AT_STEP": f"{kill_at}:KILL"})
     assert crashed.returncode == -9 and read_status(tmp_path / "crash")["status"] == "running"
     resumed = run_cli(["train", "--resume", str(tmp_path / "crash"), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from step 3" in resumed.stdout
+    assert f"resumed from step {resumed_from}" in resumed.stdout
     assert losses(tmp_path / "crash") == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
     for name in ("model.safetensors", "sentence_head.safetensors"):
         a = load_file(str(tmp_path / "whole" / "model" / name))
         b = load_file(str(tmp_path / "crash" / "model" / name))
         for key in a:
             torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_end_to_end_epochs_train_the_head_on_cross_entropy_from_the_fitted_one(tiny_bert, small_csv, tmp_path):
+    from transformers import AutoTokenizer
+
+    from thrifty.models.sentence import SentenceClassifier
+    from thrifty.tasks.base import Encoded
+    from thrifty.tasks.fewshot import FewShotClassification
+
+    config = fewshot_config(tiny_bert, small_csv, epochs=4)
+    config["strategy"]["fewshot"] = {"end_to_end_epochs": 2}
+    thrifty.train(config, output=tmp_path / "run", progress=False)
+    model = SentenceClassifier.from_pretrained(tmp_path / "run" / "model", ["neg", "pos"], with_head=True)
+    trained = model.head.weight.detach().clone()
+    assert trained.abs().sum() > 0
+    # The saved head is the trained one, not a refit on the final encoder (what pairs-only runs save)
+    task = FewShotClassification(FewShotConfig())
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "run" / "model"))
+    rows = [line.rsplit(",", 1) for line in small_csv.read_text().splitlines()[1:]]
+    encoded = Encoded(input_ids=tokenizer([t for t, _ in rows])["input_ids"], targets=[int(l == "pos") for _, l in rows])
+    task.before_evaluation(model, encoded, tokenizer.pad_token_id, 8, "cpu")
+    assert not torch.allclose(model.head.weight, trained)
+    assert thrifty.evaluate(tmp_path / "run", str(small_csv))["accuracy"] > 0.9
+
+
+def test_end_to_end_epochs_must_leave_epochs_of_pairs(tiny_bert, small_csv, tmp_path):
+    config = fewshot_config(tiny_bert, small_csv, epochs=3)
+    config["strategy"]["fewshot"] = {"end_to_end_epochs": 3}
+    with pytest.raises(ConfigError, match="end_to_end_epochs=3 leaves no epoch of pairs in train.epochs=3"):
+        thrifty.train(config, output=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_class_with_one_example_is_refused_by_name(tiny_bert, small_csv, tmp_path):

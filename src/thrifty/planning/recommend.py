@@ -20,7 +20,6 @@ It is a starting point, not a guarantee: ``thrifty tune`` measures what the rule
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import time
 from collections import Counter
@@ -32,8 +31,8 @@ from thrifty.errors import ConfigError, DataError, ModelError
 
 STRATEGIES = ("full", "lora", "freeze")
 STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1, "fewshot": 0}
-FEWSHOT_MAX_PER_CLASS = 64  # up to here, few-shot learning beat full fine-tuning in the measurements
-FEWSHOT_MIN_STEPS = 6  # a few examples make one or two batches an epoch: enough steps to learn from the pairs
+FEWSHOT_MAX_PER_CLASS = 64  # up to here few-shot learning beat full fine-tuning in the measurements (at 8 per class
+#                              by 11-42 points), except TREC-6 at 64 per class (1.2 points below; docs/fewshot.md)
 
 
 def target_epochs(examples: int) -> int:
@@ -91,7 +90,9 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             epochs, seconds, flops = 0, None, None
             wanted = target_epochs(examples)
             if strategy == "fewshot":
-                wanted = max(3, math.ceil(FEWSHOT_MIN_STEPS / e["steps_per_epoch"]))
+                from thrifty.tasks.fewshot import recommended_epochs
+
+                wanted = recommended_epochs(len(inputs.data.label_names), e["steps_per_epoch"])
             for k in range(wanted, 0, -1):
                 s, f = budget_mod.total_for_steps(e, k * e["steps_per_epoch"])
                 if tracker.over(s + reserve, f) is None:
@@ -138,7 +139,8 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
     if choice["strategy"] == "fewshot":
         reasons.append(f"fewshot: a class has {per_class:g} training examples (median; at most "
                        f"{FEWSHOT_MAX_PER_CLASS}); contrastive pairs and a fitted head learn more from a few examples per "
-                       "class than full fine-tuning (benchmarks/results/fewshot_*.md)")
+                       "class than full fine-tuning (benchmarks/results/fewshot_*.md); epochs: 3 for two classes, 6 "
+                       "for more, at least 6 steps (chosen on dev splits, tasks/fewshot.recommended_epochs)")
     elif richer:
         reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
                        f"only {', '.join(str(c['epochs']) for c in richer)} epoch(s)")

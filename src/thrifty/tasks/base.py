@@ -70,6 +70,11 @@ class Task(Protocol):
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The loss of a training batch, on the scale of a mean per example (or per scored token)."""
 
+    def start_epoch(self, model, epoch: int, epochs: int, resumed: bool, train: Encoded, pad_id: int, batch_size: int,
+                    device) -> None:
+        """Called as each epoch (0-based, of `epochs`) begins, or resumes mid-way (`resumed`): a task whose objective
+        changes between epochs switches here (fewshot's end-to-end epochs)."""
+
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         """Called before each validation with the unwrapped model: fit what is fitted, not trained (a closed-form head)."""
 
@@ -102,6 +107,10 @@ class TaskDefaults:
 
     def loss_inputs(self, output) -> Any:
         return output.logits
+
+    def start_epoch(self, model, epoch: int, epochs: int, resumed: bool, train: Encoded, pad_id: int, batch_size: int,
+                    device) -> None:
+        return None
 
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         return None

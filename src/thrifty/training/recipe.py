@@ -398,6 +398,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         done = state.global_step >= run.total_steps or state.stop_reason is not None
         while not done and state.epoch < tc.epochs:
             epoch = state.epoch
+            task.start_epoch(unwrapped, epoch, tc.epochs, state.batch_in_epoch > 0, inputs.train, pad_id,
+                             tc.eval_batch_size, device)  # e.g. fewshot's switch from pairs to end-to-end
             # The same (seed, epoch) always gives the same batches; each process takes its share.
             batches = task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length)
             batches = batches[run.accelerator.process_index :: run.accelerator.num_processes]
