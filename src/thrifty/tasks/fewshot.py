@@ -194,8 +194,9 @@ class FewShotClassification(SequenceClassification):
                     device) -> None:
         """The last `end_to_end_epochs` epochs train encoder and head together; the first of them starts from the
         fitted head (not from zeros, which would send the encoder random gradients). A run resumed inside those
-        epochs has its trained head in the checkpoint: no refit."""
-        first = epochs - self.config.end_to_end_epochs
+        epochs has its trained head in the checkpoint: no refit. A budget plan that cut train.epochs keeps one epoch
+        of pairs at least."""
+        first = max(1, epochs - self.config.end_to_end_epochs)
         self.end_to_end = self.config.end_to_end_epochs > 0 and epoch >= first
         if self.end_to_end and epoch == first and not resumed:
             fit_head(model, train, pad_id, batch_size, device, self.pseudo_labels_per_class)
