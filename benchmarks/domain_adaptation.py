@@ -74,12 +74,12 @@ def files(pair: str, folder: Path) -> dict[str, Path]:
 
 
 ADAPT_SEED = 0
-SYSTEMS = ("baseline", "adapted", "adapted-lr2e-5")
 CACHE = REPO / "benchmarks" / "runs" / "domain"
 
 
 # Variants of the adaptation, each a system of its own (the baselines are shared): system -> overrides of ADAPT
 VARIANTS = {"adapted": [], "adapted-lr2e-5": ["--train.learning_rate", "2e-5"]}
+SYSTEMS = ("baseline", *VARIANTS)
 
 
 def cache_folder(pair: str, system: str) -> Path:
