@@ -57,6 +57,8 @@ class DataConfig:
     validation_fraction: float = 0.1
     max_train_examples: Optional[int] = None  # stratified, seeded subsample of the training split
     examples_per_class: Optional[int] = None  # few-shot protocol: a seeded sample of exactly N training rows per class
+    short_classes: Literal["error", "keep"] = "error"  # examples_per_class and a class with fewer rows: refused
+    #                                 (exactly N per class), or kept whole (at most N per class; counted in the report)
     max_eval_examples: Optional[int] = None  # subsample of the validation split (never of test)
     max_length: Optional[int] = None  # tokens; None = chosen from the length distribution
     length_percentile: float = 99.9  # auto max_length covers this percentile of training texts

@@ -160,5 +160,18 @@ def test_examples_per_class_larger_than_a_class_names_the_class_and_its_count(tm
     rows = base_rows(30) + [(f"neutral example {i}", "neu") for i in range(6)]
     config = DataConfig(train=write_csv(tmp_path / "t.csv", rows), validation=write_csv(tmp_path / "v.csv", base_rows(3)),
                         examples_per_class=8)
-    with pytest.raises(DataError, match=r"examples_per_class=8 but class 'neu' has only 6 training examples; lower it to 6"):
+    with pytest.raises(DataError, match=r"examples_per_class=8 but class 'neu' has only 6 training examples; lower it to 6"
+                                        r", add examples, or set data.short_classes: keep"):
         prepare_data(config, seed=0)
+
+
+def test_short_classes_keep_takes_a_short_class_whole_and_says_so(tmp_path):
+    rows = base_rows(30) + [(f"neutral example {i}", "neu") for i in range(6)]
+    train, validation = write_csv(tmp_path / "t.csv", rows), write_csv(tmp_path / "v.csv", base_rows(3))
+    data = prepare_data(DataConfig(train=train, validation=validation, examples_per_class=8, short_classes="keep"), seed=0)
+    counts = Counter(data.train.labels)
+    neutral = data.label_names.index("neu")
+    assert counts[neutral] == 6 and all(n == 8 for label, n in counts.items() if label != neutral)
+    assert data.report["splits"]["train"]["short_classes_kept_whole"] == {"neu": 6}  # said in data_report.json
+    again = prepare_data(DataConfig(train=train, validation=validation, examples_per_class=8, short_classes="keep"), seed=0)
+    assert again.train.texts == data.train.texts  # seeded as ever

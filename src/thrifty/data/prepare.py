@@ -140,21 +140,26 @@ def stratified_pick(labels: list[int], fraction: float | None, count: int | None
     return np.sort(np.concatenate(picked)) if picked else np.array([], dtype=int)
 
 
-def _per_class_sample(train: Split, per_class: int, label_names: list[str], seed: int, counts: dict) -> Split:
+def _per_class_sample(train: Split, per_class: int, label_names: list[str], seed: int, counts: dict,
+                      short_classes: str = "error") -> Split:
     """The few-shot protocol: exactly `per_class` training rows of every class, drawn with the seed (the same rows
-    for the same seed, whatever else the config says). Validation and test are left whole."""
+    for the same seed, whatever else the config says). Validation and test are left whole. A class with fewer rows
+    is refused, or with short_classes "keep" kept whole (at most `per_class` rows per class)."""
     by_class: dict[int, list[int]] = {c: [] for c in range(len(label_names))}  # a class with no rows is short too
     for i, label in enumerate(train.labels):
         by_class[label].append(i)
     short = sorted((len(rows), label_names[c]) for c, rows in by_class.items() if len(rows) < per_class)
-    if short:
+    if short and short_classes == "error":
         have, name = short[0]
         raise DataError(f"data.examples_per_class={per_class} but class '{name}' has only {have} training examples"
                         + (f" ({len(short)} classes have fewer than {per_class})" if len(short) > 1 else "")
-                        + f"; lower it to {have} or add examples")
+                        + f"; lower it to {have}, add examples, or set data.short_classes: keep (at most "
+                        f"{per_class} per class)")
     rng = np.random.default_rng(seed)
     picked = sorted(int(i) for c in sorted(by_class) for i in rng.permutation(by_class[c])[:per_class])
     counts["examples_per_class"] = per_class
+    if short:
+        counts["short_classes_kept_whole"] = {name: have for have, name in short}
     counts["sampled_from"] = len(train)
     return _subset(train, picked)
 
@@ -244,7 +249,8 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         report["splits"]["train"]["subsampled_to"] = config.max_train_examples
         train = _subset(train, stratified_pick(train.labels, None, config.max_train_examples, seed))
     if config.examples_per_class is not None:
-        train = _per_class_sample(train, config.examples_per_class, label_names, seed, report["splits"]["train"])
+        train = _per_class_sample(train, config.examples_per_class, label_names, seed, report["splits"]["train"],
+                                  config.short_classes)
     if config.max_eval_examples is not None and config.max_eval_examples < len(validation):
         report["splits"]["validation"]["subsampled_to"] = config.max_eval_examples
         validation = _subset(validation, stratified_pick(validation.labels, None, config.max_eval_examples, seed))
