@@ -31,7 +31,8 @@ SetFit is given exactly those rows (read through the same prepare_data), and is 
   at the end only: plain fine-tuning at this N.
 
 Ablations, run on request (`--systems thrifty-no-anchors,...`), each one change to thrifty's fewshot:
-thrifty-3epochs (3 epochs whatever the number of classes: the first runs' schedule), thrifty-described (SST-2 only:
+thrifty-3epochs (3 epochs whatever the number of classes: the first runs' schedule), thrifty-unchunked (each batch
+encoded whole, padded to its longest row, as before length chunks: models/sentence.py), thrifty-described (SST-2 only:
 label descriptions of a few words, "negative: bad, boring, a waste of time" / "positive: good, enjoyable, worth
 seeing", instead of the names "negative" / "positive"),
 thrifty-no-anchors (no label anchors), thrifty-trained-embeddings (the token embedding table trains too),
@@ -66,8 +67,10 @@ SENTIMENT = {"0": "negative", "1": "positive"}
 DATA = {
     "sst2": {"train": "sst2/stsa.binary.train", "validation": "sst2/stsa.binary.dev", "test": "sst2/stsa.binary.test",
              "descriptions": SENTIMENT,
-             # thrifty-described: tried once on SST-2 dev (seeds 0-4, 8 per class) against the names alone: 70.1% vs 67.7%
-             "described": {"0": "negative: bad, boring, a waste of time", "1": "positive: good, enjoyable, worth seeing"}},
+             # thrifty-described: tried once on SST-2 dev (seeds 0-4, 8 per class) against the names alone: 70.1% vs
+             # 67.7%
+             "described": {"0": "negative: bad, boring, a waste of time",
+                           "1": "positive: good, enjoyable, worth seeing"}},
     "cr": {"split": "cr/custrev.all", "descriptions": SENTIMENT},
     "emotion": {"train": "emotion/train.txt", "validation": "emotion/val.txt", "test": "emotion/test.txt",
                 "text_column": "text", "label_column": "label_name"},
@@ -153,6 +156,10 @@ def run_thrifty(data: str, shots: int, seed: int, strategy: str, system: str = "
     import thrifty
     from thrifty.tasks.fewshot import recommended_epochs
 
+    if system == "thrifty-unchunked":  # each batch encoded whole, padded to its longest row (before length chunks)
+        import thrifty.models.sentence
+
+        thrifty.models.sentence.CHUNK_SAVING = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         prepared, _ = rows(data, shots, seed, Path(tmp))
         n, batch = len(prepared.train), 16
@@ -246,8 +253,9 @@ COMPARED = ("thrifty", "setfit", "full")
 SETFIT_ITERATIONS = ("setfit-iter20", "setfit-iter4", "setfit-iter2")
 # Each one change to thrifty's fewshot, run on request (--systems ...): what each of its choices is worth.
 # thrifty-self-training: data.unlabelled = the training pool's texts; thrifty-pseudoK: the same, K per class.
-ABLATIONS = ("thrifty-3epochs", "thrifty-described", "thrifty-no-anchors", "thrifty-trained-embeddings",
-             "thrifty-self-training", "thrifty-pseudo16", "thrifty-pseudo64", "thrifty-pseudo128")
+ABLATIONS = ("thrifty-3epochs", "thrifty-unchunked", "thrifty-described", "thrifty-no-anchors",
+             "thrifty-trained-embeddings", "thrifty-self-training", "thrifty-pseudo16", "thrifty-pseudo64",
+             "thrifty-pseudo128")
 SYSTEMS = COMPARED + SETFIT_ITERATIONS + ABLATIONS + ("zero-shot",)
 
 

@@ -32,7 +32,7 @@ from thrifty.errors import ConfigError, DataError, ModelError
 STRATEGIES = ("full", "lora", "freeze")
 STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1, "fewshot": 0}
 FEWSHOT_MAX_PER_CLASS = 64  # up to here few-shot learning beat full fine-tuning in the measurements (at 8 per class
-#                              by 11-42 points), except TREC-6 at 64 per class (1.2 points below; docs/fewshot.md)
+#                              by 10-42 points), except TREC-6 at 64 per class (0.5 points below; docs/fewshot.md)
 
 
 def target_epochs(examples: int) -> int:
