@@ -74,13 +74,11 @@ class SentenceClassifier(nn.Module):
         if attention_mask is not None and input_ids.shape[0] > CHUNK_ROWS:
             chunks = length_chunks(attention_mask.sum(1))
             if chunks is not None:
-                out = torch.empty(input_ids.shape[0], self.config.hidden_size, device=input_ids.device)
-                parts = []
-                for rows, length in chunks:
-                    parts.append(self._embed(input_ids[rows, :length], attention_mask[rows, :length],
-                                             None if token_type_ids is None else token_type_ids[rows, :length]))
-                order = torch.cat([rows for rows, _ in chunks])
-                return out.index_copy(0, order, torch.cat(parts))
+                parts = [self._embed(input_ids[rows, :length], attention_mask[rows, :length],
+                                     None if token_type_ids is None else token_type_ids[rows, :length])
+                         for rows, length in chunks]
+                order = torch.cat([rows for rows, _ in chunks])  # row of the batch -> position in the chunks
+                return torch.cat(parts)[torch.argsort(order)]
         return self._embed(input_ids, attention_mask, token_type_ids)
 
     def _embed(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor],
