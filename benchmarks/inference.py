@@ -11,7 +11,10 @@ the process loads the model, predicts 64 texts to warm up, then the stopwatch ti
 - thrifty: `Predictor.load(folder).predict(texts)` (its default batch of 128, sorted by length, results in
   input order, the last layer for [CLS] only);
 - pipeline-bN: `pipeline("text-classification", model=folder, batch_size=N)` with `truncation=True,
-  max_length=...`; N = 1 is the pipeline's default.
+  max_length=...`; N = 1 is the pipeline's default;
+- thrifty-onnx, thrifty-onnx-int8: `Predictor.load(folder, backend="onnx" / "onnx-int8")`, the graphs `thrifty export
+  --format onnx --quantize int8` wrote (made once, with --force so the int8 graph exists whatever its agreement;
+  the agreement is measured here: the share of SST-2 test sentences given the PyTorch predictor's label).
 
 What differs by design is thrifty's predictor itself (sorted batches, the pruned last layer). Results are
 appended to benchmarks/results/inference.json; the .md compares thrifty with the pipeline's best batch size.
@@ -25,19 +28,26 @@ import time
 
 from common import REPO, SST2, compare, paired_ratios, read_sst2, spread, table_head
 
-SYSTEMS = ("thrifty", "pipeline-b1", "pipeline-b32", "pipeline-b64", "pipeline-b128", "pipeline-b256")
+SYSTEMS = ("thrifty", "pipeline-b1", "pipeline-b32", "pipeline-b64", "pipeline-b128", "pipeline-b256", "thrifty-onnx",
+           "thrifty-onnx-int8")
+DEFAULT_SYSTEMS = SYSTEMS[:6]  # the ONNX rows are asked for by name (--systems thrifty,thrifty-onnx,...)
 MODEL = REPO / "benchmarks" / "runs" / "inference_model"
 
 
 def make_model(args: argparse.Namespace) -> None:
-    if (MODEL / "model" / "manifest.json").exists():
-        return
-    import thrifty
+    """The model every system serves, made once and reused by every round (and by serve_load.py), with its ONNX
+    graphs when a chosen system needs them."""
+    if not (MODEL / "model" / "thrifty.json").exists():
+        import thrifty
 
-    thrifty.train({"data": {"train": str(SST2 / "stsa.binary.train"), "validation": str(SST2 / "stsa.binary.dev"),
-                            "max_train_examples": 1000},
-                   "train": {"epochs": 1, "num_threads": args.threads}, "tracking": {"tensorboard": False}},
-                  output=MODEL, progress=False, overwrite=True)
+        thrifty.train({"data": {"train": str(SST2 / "stsa.binary.train"), "validation": str(SST2 / "stsa.binary.dev"),
+                                "max_train_examples": 1000},
+                       "train": {"epochs": 1, "num_threads": args.threads}, "tracking": {"tensorboard": False}},
+                      output=MODEL, progress=False, overwrite=True)
+    if "onnx" in getattr(args, "systems", "") and not (MODEL / "model" / "onnx" / "model.int8.onnx").exists():
+        from thrifty.inference.onnx_backend import export_onnx
+
+        export_onnx(MODEL, quantize="int8", force=True)
 
 
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
@@ -45,8 +55,8 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 
     texts, int_labels = read_sst2("stsa.binary.test")
     max_length = Predictor.load(MODEL).max_length
-    if system == "thrifty":
-        predictor = Predictor.load(MODEL)
+    if system.startswith("thrifty"):
+        predictor = Predictor.load(MODEL, backend=system.split("-", 1)[1] if "-" in system else "torch")
 
         def predict(batch):
             return [p["label"] for p in predictor.predict(batch)]
@@ -65,8 +75,13 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
     predicted = predict(texts)
     seconds = time.perf_counter() - start
-    return {"seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1), "max_length": max_length,
-            "texts": len(texts), "test_accuracy": round(sum(p == str(y) for p, y in zip(predicted, int_labels)) / len(texts), 4)}
+    result = {"seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1), "max_length": max_length,
+              "texts": len(texts),
+              "test_accuracy": round(sum(p == str(y) for p, y in zip(predicted, int_labels)) / len(texts), 4)}
+    if "onnx" in system:  # after the stopwatch: how often the graph gives PyTorch's label
+        reference = [p["label"] for p in Predictor.load(MODEL).predict(texts)]
+        result["label_agreement_with_pytorch"] = round(sum(a == b for a, b in zip(predicted, reference)) / len(texts), 4)
+    return result
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
@@ -83,17 +98,24 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
         rates[system] = statistics.median(r["texts_per_second"] for r in rs)
         lines.append(f"| {system} | {len(rs)} | {spread([r['seconds'] for r in rs], '{:.2f}')} | "
                      f"{spread([r['texts_per_second'] for r in rs], '{:.0f}')} | {rs[0]['test_accuracy']:.4f} |")
-    pipes = {s: v for s, v in rates.items() if s != "thrifty"}
+    pipes = {s: v for s, v in rates.items() if s.startswith("pipeline")}
     if "thrifty" in rates and pipes:
         best = max(pipes, key=pipes.get)
         rounds = spread(paired_ratios(runs, "thrifty", best, lambda r: r["texts_per_second"]), "{:.2f}")
         lines += ["", f"thrifty vs the pipeline's best batch size ({best}): **{rates['thrifty'] / pipes[best]:.2f}x** "
                       f"(round by round {rounds}) "
                       f"the texts/s; vs its default ({'pipeline-b1'}): {rates['thrifty'] / pipes.get('pipeline-b1', float('nan')):.2f}x."]
+    for onnx in ("thrifty-onnx", "thrifty-onnx-int8"):
+        if onnx in rates and "thrifty" in rates:
+            agreement = min(r["label_agreement_with_pytorch"] for r in runs if r["system"] == onnx)
+            rounds = spread(paired_ratios(runs, onnx, "thrifty", lambda r: r["texts_per_second"]), "{:.2f}")
+            lines.append(f"\n{onnx}: **{rates[onnx] / rates['thrifty']:.2f}x** thrifty's PyTorch texts/s (round by round "
+                         f"{rounds}); the PyTorch label on {agreement:.2%} of the SST-2 test sentences.")
     return lines
 
 
 if __name__ == "__main__":
     compare(__file__, "inference", SYSTEMS, run_system, summarise,
             argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
-            settings={"texts": "SST-2 test", "model": str(MODEL.relative_to(REPO))}, prepare=make_model)
+            settings={"texts": "SST-2 test", "model": str(MODEL.relative_to(REPO))}, prepare=make_model,
+            default_systems=DEFAULT_SYSTEMS)

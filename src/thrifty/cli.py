@@ -1,5 +1,5 @@
-"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, estimate, tune, recommend, models, hardware,
-config.
+"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, serve, migrate, export, monitor, estimate,
+tune, recommend, models, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -23,6 +23,12 @@ EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
   --data.max_train_examples 500 --data.max_length 64 --train.epochs 2 --train.batch_size 16
   --train.learning_rate 5e-5 --train.seed 1 --strategy.name lora
 `thrifty config` prints every key with its default."""
+
+
+EPILOG_SERVE = """POST /v1/predict {"texts": [...]} -> one result per text; POST /v1/feedback {"id", "label"};
+GET /v1/model, /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI).
+serve settings: --serve.KEY VALUE, e.g. --serve.max_wait_ms 10 --serve.max_batch_texts 32 --serve.log_text hash
+(`thrifty config` lists them all)."""
 
 
 def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -103,6 +109,50 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="text column of a table input (default: the one used in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                   help="PyTorch, or ONNX Runtime on the graph `thrifty export` wrote (classification)")
+
+    p = sub.add_parser("serve", parents=[common], help="answer predictions over HTTP: dynamic batching, a prediction log, "
+                                                       "metrics (docs/serving.md)", epilog=EPILOG_SERVE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
+    p.add_argument("--config", help="YAML with a serve: section (other sections are ignored)")
+    p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 8000)")
+    p.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default 1)")
+    p.add_argument("--api-key", help="require this key on /v1/* and /metrics (better: set THRIFTY_API_KEY, which "
+                                     "`ps` does not show)")
+    p.add_argument("--db", help="prediction log: a SQLite path or postgresql://user:password@host/db "
+                                "(default: SQLite in RUN_DIR/serve/)")
+    p.add_argument("--no-log", action="store_true", help="do not log predictions")
+    p.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    p.add_argument("--name", help="the model name in answers and the log (default: the run folder's name)")
+    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"],
+                   help="torch (default), or ONNX Runtime on the graph `thrifty export` wrote")
+
+    p = sub.add_parser("export", parents=[common], help="an ONNX graph of a classifier (optionally int8), with a parity "
+                                                        "report against PyTorch")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="the graph format (onnx)")
+    p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantised int8 graph")
+    p.add_argument("--data", help="labelled texts to check parity on (default: the run's validation split)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--force", action="store_true", help="keep an int8 graph that agrees with PyTorch on under 99%% "
+                                                        "of labels")
+
+    p = sub.add_parser("monitor", parents=[common], help="recent traffic (the prediction log) against the training data: "
+                                                         "drift and accuracy reports; exit code 1 when drift is flagged")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="the run folder (or model/ folder) being served")
+    p.add_argument("--db", help="the prediction log thrifty serve wrote (default: SQLite in RUN_DIR/serve/)")
+    p.add_argument("--since", help="only predictions since: a span (30m, 24h, 7d, 2w) or a date (2026-11-28)")
+    p.add_argument("--reference", help="labelled reference texts, for a model folder without its run (default: the run's "
+                                       "training texts and validation split)")
+    p.add_argument("--output", help="folder for report.json and report.html (default: RUN_DIR/monitor/TIME)")
+    p.add_argument("--max-texts", type=int, default=2000, help="texts per side for the text checks (default 2000)")
+
+    p = sub.add_parser("migrate", parents=[common], help="create or upgrade a prediction log database's schema")
+    p.add_argument("--db", required=True, help="a SQLite path or postgresql://user:password@host/db")
 
     p = sub.add_parser("estimate", parents=[common], help="parameters, tokens, FLOPs, memory and time of a run, before it starts")
     p.add_argument("config", nargs="?", help="YAML config (default: built-in defaults)")
@@ -146,6 +196,63 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("config", parents=[common], help="print the resolved config (defaults <- CONFIG <- overrides) as YAML").add_argument(
         "config", nargs="?")
     return parser
+
+
+def _cmd_serve(args, overrides: list[str]) -> int:
+    from thrifty.config import load_config
+
+    config = load_config(args.config, overrides + [item for flag, key in (("host", "host"), ("port", "port"),
+                                                                         ("workers", "workers"), ("backend", "backend"))
+                                                   if getattr(args, flag) is not None
+                                                   for item in (f"--serve.{key}", str(getattr(args, flag)))])
+    if args.no_batching:
+        config.serve.batching = False
+    from thrifty.serving.server import serve
+
+    serve(args.run_dir, config.serve, db=args.db, log=not args.no_log, name=args.name, api_key=args.api_key)
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from thrifty.inference.onnx_backend import export_onnx
+
+    report = export_onnx(args.run_dir, quantize=args.quantize, data=args.data, force=args.force,
+                         text_column=args.text_column, label_column=args.label_column)
+    print(f"wrote {report['folder']} ({report['export_seconds']} s); parity on {report['texts']} texts of "
+          f"{report['source']}: PyTorch accuracy {report['pytorch']['accuracy']:.4f}")
+    for kind in ("fp32", "int8"):
+        if kind in report:
+            r = report[kind]
+            print(f"  {kind}: accuracy {r['accuracy']:.4f}, same label as PyTorch {r['label_agreement']:.2%}, largest "
+                  f"probability difference {r['max_probability_difference']:.2g}, {r['bytes'] / 1e6:.1f} MB")
+    print(f"use it: thrifty serve {args.run_dir} --backend {'onnx-int8' if 'int8' in report else 'onnx'}")
+    return 0
+
+
+def _cmd_monitor(args) -> int:
+    from thrifty.monitoring.monitor import monitor
+
+    report = monitor(args.run_dir, db=args.db, since=args.since, reference=args.reference, output=args.output,
+                     max_texts=args.max_texts)
+    print(f"{report['predictions']} predictions ({report['first'][:19]} to {report['last'][:19]}) against "
+          f"{report['reference']}:")
+    for name, check in report["checks"].items():
+        figures = {k: v for k, v in check.items() if k in ("ks_statistic", "recent_rate", "roc_auc", "total_variation",
+                                                           "accuracy", "ci95", "note") and v is not None}
+        print(f"  {name:<15} {'FLAGGED' if check.get('flagged') else 'ok':<8} "
+              f"{', '.join(f'{k} {v}' for k, v in figures.items())}")
+    print(f"{'drift flagged: ' + ', '.join(report['flagged']) if report['drift'] else 'no drift flagged'}; wrote "
+          f"{report['output_dir']}/report.json and report.html")
+    return 1 if report["drift"] else 0
+
+
+def _cmd_migrate(args) -> int:
+    from thrifty.serving.server import migrate_command, shown_url
+    from thrifty.serving.predlog import database_url
+
+    revision = migrate_command(args.db)
+    print(f"prediction log at {shown_url(database_url(args.db))}: schema at revision {revision}")
+    return 0
 
 
 def _version() -> str:
@@ -226,7 +333,7 @@ def _cmd_predict(args) -> int:
             raise ThriftyError(f"--output {out_path} must end in .jsonl or .csv")
         if out_path.exists() and not args.overwrite:
             raise ThriftyError(f"{out_path} already exists; choose another --output or add --overwrite")
-    predictor = Predictor.load(args.run_dir)
+    predictor = Predictor.load(args.run_dir, backend=args.backend)
     if predictor.task == "token_classification":
         return _predict_entities(args, predictor, out_path)
     if args.text is not None:
@@ -389,9 +496,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(rest)
     args.started = started
     try:
-        if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend"):
+        if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend", "serve"):
             raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `adapt`, `tune`, "
-                               "`estimate`, `recommend` and `config`")
+                               "`estimate`, `recommend`, `serve` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
         if args.command == "adapt":
@@ -404,6 +511,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "serve":
+            return _cmd_serve(args, overrides)
+        if args.command == "migrate":
+            return _cmd_migrate(args)
+        if args.command == "export":
+            return _cmd_export(args)
+        if args.command == "monitor":
+            return _cmd_monitor(args)
         if args.command == "tune":
             return _cmd_tune(args, overrides)
         if args.command == "recommend":

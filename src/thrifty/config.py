@@ -268,6 +268,42 @@ class BudgetConfig:
 
 
 @dataclass
+class ServeConfig:
+    """`thrifty serve MODEL_DIR`: the prediction server (docs/serving.md). Flags such as --port override these."""
+
+    host: str = "127.0.0.1"  # bind address: this machine only; 0.0.0.0 opens the server to the network
+    port: int = 8000
+    workers: int = 1  # server processes on this machine, each with its own copy of the model
+    threads: Optional[int] = None  # torch threads per worker; None = this machine's cores / workers
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"  # onnx*: the graph `thrifty export` wrote
+    batching: bool = True  # dynamic batching: the texts of concurrent requests share one forward pass
+    max_batch_texts: int = 64  # a forward pass starts once this many texts wait...
+    max_wait_ms: float = 5.0  # ...or once the first of them has waited this long
+    forward_batch_size: int = 32  # texts per forward pass inside a batch, sorted by length (less padding)
+    max_texts_per_request: int = 64  # more texts in one request: 413
+    max_chars_per_text: int = 20000  # a longer text: 413 (the model reads its first max_length tokens anyway)
+    api_key_env: str = "THRIFTY_API_KEY"  # the variable whose value, when set, every /v1 and /metrics call must send
+    cors_origins: list[str] = field(default_factory=list)  # empty = CORS off; e.g. [https://app.example.com]
+    log_predictions: bool = True  # every prediction to the prediction log (a database)
+    db: Optional[str] = None  # None = SQLite at MODEL_DIR/serve/predictions.db; or postgresql://user@host/db
+    log_text: Literal["text", "hash"] = "text"  # "hash": store only each text's SHA-256 (and its length)
+    log_buffer_rows: int = 10000  # predictions held while the database is slow or down; beyond: counted unlogged
+    shutdown_flush_seconds: float = 10.0  # on SIGTERM: how long to keep writing the buffered log before exiting
+
+    def validate(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"serve.port={self.port} must be in 1..65535, e.g. 8000")
+        for key in ("workers", "max_batch_texts", "forward_batch_size", "max_texts_per_request", "max_chars_per_text",
+                    "log_buffer_rows"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"serve.{key}={getattr(self, key)} must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"serve.threads={self.threads} must be >= 1 (or null for cores / workers)")
+        if self.max_wait_ms < 0 or self.shutdown_flush_seconds < 0:
+            raise ConfigError("serve.max_wait_ms and serve.shutdown_flush_seconds must be >= 0")
+
+
+@dataclass
 class Config:
     task: Literal["classification", "token_classification", "masked_lm", "causal_lm"] = "classification"  # `task: ...`
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -279,6 +315,7 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):

@@ -27,6 +27,8 @@ from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
 from thrifty.tasks.token_classification import align_first_subtokens, group_entities
 
+BACKENDS = ("torch", "onnx", "onnx-int8")
+
 
 def _data_config(manifest: dict[str, Any], folder: Path) -> DataConfig:
     """The preprocessing recorded in the manifest (or, for a 0.1 model, in its run's config.yaml)."""
@@ -37,6 +39,12 @@ def _data_config(manifest: dict[str, Any], folder: Path) -> DataConfig:
         return config_from_dict(load_yaml(folder.parent / "config.yaml")).data
     keys = {"unicode_normalization", "lowercase", "max_chars", "text_column", "label_column", "tokens_column", "tags_column"}
     return DataConfig(**{k: v for k, v in pre.items() if k in keys})
+
+
+def _max_length(manifest: dict[str, Any]) -> int:
+    """Tokens read per text when predicting: the manifest's predict_max_length (else the training max_length)."""
+    pre = manifest.get("preprocessing", {})
+    return int(pre.get("predict_max_length") or pre.get("max_length") or manifest["max_length"])
 
 
 @dataclass
@@ -56,16 +64,27 @@ class Predictor:
         return self.data_config.text_column
 
     @classmethod
-    def load(cls, path: str | Path, device: Optional[str] = None) -> "Predictor":
+    def load(cls, path: str | Path, device: Optional[str] = None, backend: str = "torch") -> "Predictor":
+        """`backend`: torch, onnx (MODEL_DIR/onnx/model.onnx) or onnx-int8 (model.int8.onnx), both from `thrifty export`."""
         folder = model_folder(path)
         manifest = read_manifest(folder)
         task = manifest["task"]
         if task in LM_TASKS:
             raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({task}): it has no labels to predict; "
                              f"train a classifier from it with --model.name {folder}")
+        if backend not in BACKENDS:
+            raise ModelError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
         head = get_task(task).head
         quiet_transformers()
         tokenizer = load_tokenizer(str(folder))
+        if backend != "torch":
+            from thrifty.inference.onnx_backend import OnnxClassifier, graph_path
+
+            if task != "classification":
+                raise ModelError(f"the ONNX backend covers classification models; {folder} is {task}: use --backend torch")
+            model = OnnxClassifier(graph_path(folder, "int8" if backend == "onnx-int8" else None), len(manifest["labels"]))
+            return cls(model, tokenizer, list(manifest["labels"]), _max_length(manifest), task,
+                       _data_config(manifest, folder), manifest, folder, torch.device("cpu"))
         if manifest["format"] == SENTENCE_FORMAT:  # strategy fewshot: encoder + mean pooling + the fitted head
             from thrifty.models.sentence import SentenceClassifier
 
@@ -84,10 +103,8 @@ class Predictor:
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model.to(dev).eval()
         first_token.enable(model)  # same logits, less work (sequence classifiers only)
-        pre = manifest.get("preprocessing", {})
-        max_length = int(pre.get("predict_max_length") or pre.get("max_length") or manifest["max_length"])
-        return cls(model, tokenizer, list(manifest["labels"]), max_length, task, _data_config(manifest, folder),
-                   manifest, folder, dev)
+        return cls(model, tokenizer, list(manifest["labels"]), _max_length(manifest), task,
+                   _data_config(manifest, folder), manifest, folder, dev)
 
     # ---- classification
     def logits(self, texts: Sequence[str], batch_size: int = 128) -> np.ndarray:
@@ -175,3 +192,25 @@ class Predictor:
                 {"type": kind, "text": text[spans[a][0]: spans[b][1]], "start": spans[a][0], "end": spans[b][1],
                  "score": round(score, 4)} for kind, a, b, score in group_entities(tags, scores)]})
         return results
+
+
+def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] = None,
+                   label_column: Optional[str] = None) -> tuple[list[str], list[int]]:
+    """A labelled file read and cleaned as the model's training data was: texts and label ids of the model."""
+    import dataclasses
+
+    from thrifty.data.prepare import clean_table
+    from thrifty.data.readers import read_table
+    from thrifty.errors import DataError
+
+    config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
+                                 label_column=label_column or predictor.data_config.label_column)
+    table = read_table(data, role="labelled", fmt="auto", text_column=config.text_column,
+                       label_column=config.label_column, encoding_errors=config.encoding_errors)
+    texts, names, _ = clean_table(table, config)
+    index = {name: i for i, name in enumerate(predictor.label_names)}
+    unknown = sorted({n for n in names if n not in index})
+    if unknown:
+        raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: "
+                        f"{predictor.label_names[:10]}")
+    return texts, [index[n] for n in names]

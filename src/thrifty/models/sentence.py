@@ -90,6 +90,11 @@ class SentenceClassifier(nn.Module):
         pooled = mean_pool(hidden, attention_mask) if attention_mask is not None else hidden.mean(1)
         return nn.functional.normalize(pooled.float(), dim=-1)
 
+    def logits_unchunked(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The logits without length chunks: the one path a graph export (ONNX) can trace, as chunking depends on
+        the lengths in each batch. Same logits as forward()."""
+        return self.head(self._embed(input_ids, attention_mask, None))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, **_: Any) -> SentenceOutput:
         embeddings = self.embed(input_ids, attention_mask, token_type_ids)

@@ -1,0 +1,180 @@
+"""Serving under load: `thrifty serve` (batching on and off) against FastAPI + `transformers.pipeline`.
+
+    python benchmarks/serve_load.py --seeds 0,1,2          # 3 rounds x 3 systems x 60 s, ~12 min on 2 cores
+
+One fine-tuned model folder serves every system (benchmarks/inference.py's: all-MiniLM-L6-v2, 1 epoch on 1,000
+SST-2 sentences). Each system is a fresh server process per round, the order alternated, bound to 127.0.0.1, with
+the same torch threads (--threads) and max_length (the model's). The load: --clients (50) concurrent keep-alive
+connections from one asyncio process for --seconds (60); each request carries 1-16 SST-2 test sentences (seeded
+per client and round, so every system gets the same requests). Traffic only to 127.0.0.1, bounded in time.
+
+- thrifty: `thrifty serve` with its defaults (dynamic batching: 64 texts or 5 ms) and the prediction log in SQLite;
+- thrifty-nobatch: the same with `--no-batching` (one forward pass per request);
+- thrifty-onnx, thrifty-onnx-int8: the same with `--backend onnx` / `onnx-int8` (graphs made once by `thrifty export`);
+- pipeline-server: benchmarks/pipeline_server.py, the server a user writes by hand (a `def` endpoint calling the
+  pipeline per request; no log).
+
+Reported per system: texts/s (texts answered / time until the last answer), requests, p50/p95/p99 latency,
+errors (a non-200 answer, a wrong number of predictions, a broken connection), and for thrifty the rows in its
+prediction log against the predictions answered (after SIGTERM, which flushes the log). What differs by design:
+thrifty writes every prediction to its log and the pipeline server writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import REPO, compare, paired_ratios, read_sst2, spread, table_head
+from inference import MODEL, make_model
+
+SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def _one_client(port: int, texts: list[str], rng: random.Random, stop_at: float, stats: dict) -> None:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        stats["errors"] += 1
+        return
+    while time.monotonic() < stop_at:
+        n = rng.randint(1, 16)
+        body = json.dumps({"texts": rng.sample(texts, n)}).encode()
+        request = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        started = time.perf_counter()
+        try:
+            writer.write(request)
+            await writer.drain()
+            status = int((await reader.readline()).split()[1])
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            payload = await reader.readexactly(length)
+        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
+            stats["errors"] += 1
+            return
+        stats["latencies"].append(time.perf_counter() - started)
+        stats["last_answer"] = time.perf_counter()
+        if status != 200 or len(json.loads(payload).get("predictions", [])) != n:
+            stats["errors"] += 1
+            continue
+        stats["requests"] += 1
+        stats["texts"] += n
+    writer.close()
+
+
+async def load(port: int, texts: list[str], clients: int, seconds: float, seed: int) -> dict:
+    stats = {"latencies": [], "requests": 0, "texts": 0, "errors": 0, "last_answer": None}
+    started = time.perf_counter()
+    stop_at = time.monotonic() + seconds
+    await asyncio.gather(*(_one_client(port, texts, random.Random(seed * 1000 + c), stop_at, stats)
+                           for c in range(clients)))
+    stats["elapsed"] = (stats["last_answer"] or time.perf_counter()) - started
+    return stats
+
+
+def wait_ready(port: int, server: subprocess.Popen, timeout: float = 300) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"the server exited: {server.stdout.read()[-2000:] if server.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
+    from thrifty.inference.predictor import Predictor
+
+    texts, _ = read_sst2("stsa.binary.test")
+    max_length = Predictor.load(MODEL).max_length
+    port, scratch = free_port(), Path(tempfile.mkdtemp(prefix="serve-load-"))
+    db = scratch / "predictions.db"
+    if system.startswith("thrifty"):
+        command = [sys.executable, "-m", "thrifty", "serve", str(MODEL), "--port", str(port), "--db", str(db),
+                   "--serve.threads", str(args.threads)] + (["--no-batching"] if system == "thrifty-nobatch" else [])
+        if "onnx" in system:
+            command += ["--backend", system.split("-", 1)[1]]
+    else:
+        command = [sys.executable, str(REPO / "benchmarks" / "pipeline_server.py"), str(MODEL / "model"), str(port),
+                   str(max_length), str(args.threads)]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        wait_ready(port, server)
+        stats = asyncio.run(load(port, texts, args.clients, args.seconds, seed))
+        server.send_signal(signal.SIGTERM)  # thrifty: finishes in flight, flushes the log
+        server.wait(120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    latencies = sorted(stats["latencies"])
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None
+
+    result = {"texts_per_second": round(stats["texts"] / stats["elapsed"], 1), "requests": stats["requests"],
+              "texts": stats["texts"], "errors": stats["errors"], "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+              "p99_ms": pct(0.99), "seconds": round(stats["elapsed"], 1), "clients": args.clients,
+              "max_length": max_length, "exit_code": server.returncode}
+    if system.startswith("thrifty"):
+        result["log_rows"] = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
+    return result
+
+
+def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
+    runs = saved["runs"]
+    lines = table_head("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
+                       "python benchmarks/serve_load.py --seeds 0,1,2", saved,
+                       f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
+                       "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds.",
+                       ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"])
+    for system in SYSTEMS:
+        rs = [r for r in runs if r["system"] == system]
+        if not rs:
+            continue
+        logged = ("yes" if all(r["log_rows"] == r["texts"] for r in rs) else "no") if "log_rows" in rs[0] else "no log"
+        lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
+                     f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
+                     f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
+    for a in ("thrifty", "thrifty-nobatch", "thrifty-onnx", "thrifty-onnx-int8"):
+        ratios = paired_ratios(runs, a, "pipeline-server", lambda r: r["texts_per_second"])
+        if ratios:
+            lines.append(f"\n{a} / pipeline-server texts/s: {statistics.median(ratios):.2f}x (round by round "
+                         f"{', '.join(f'{x:.2f}x' for x in ratios)})")
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    compare(__file__, "serve_load", SYSTEMS, run_system, summarise, parser,
+            {"clients": 50, "seconds": 60, "texts_per_request": "1-16", "model": str(MODEL.relative_to(REPO))},
+            worker_args=lambda a: ["--clients", str(a.clients), "--seconds", str(a.seconds)], prepare=make_model)

@@ -1,0 +1,196 @@
+"""ONNX Runtime as a prediction backend: export a model folder's graph, quantise it, check it against PyTorch.
+
+`thrifty export MODEL_DIR --format onnx [--quantize int8]` writes MODEL_DIR/onnx/: `model.onnx` (the fp32 graph
+from torch.onnx), `model.int8.onnx` (onnxruntime's dynamic int8 quantisation of the linear layers' weights, which
+is where a small encoder spends its time on CPU), and `parity.json`: on the run's validation set (or --data), the
+largest difference of any probability from PyTorch's, the share of texts given the same label, and the accuracy
+of PyTorch and of each ONNX graph. An int8 graph that agrees with PyTorch on fewer than 99% of labels is refused
+(nothing is written) unless forced. Files are written to a temporary folder and moved into place at the end.
+
+`OnnxClassifier` stands where the PyTorch model stood in `Predictor` (`--backend onnx` in predict and serve): it
+takes the same padded batches and returns the same logits, so sorting by length, truncation, normalisation and
+results in input order are the ones PyTorch prediction uses.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from thrifty.errors import ConfigError, ModelError
+
+ONNX_FOLDER = "onnx"
+GRAPH_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+PARITY_FILE = "parity.json"
+MIN_INT8_AGREEMENT = 0.99  # an int8 graph must give PyTorch's label to at least this share of validation texts
+OPSET = 17
+
+
+class _LogitsOnly(torch.nn.Module):
+    """(input_ids, attention_mask) -> logits: the signature the graph keeps."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if hasattr(self.model, "logits_unchunked"):  # a fewshot sentence classifier
+            return self.model.logits_unchunked(input_ids, attention_mask)
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+class OnnxClassifier:
+    """An onnxruntime session that answers `model(input_ids=..., attention_mask=...).logits` like a PyTorch model."""
+
+    training = False
+
+    def __init__(self, path: str | Path, num_labels: int, threads: Optional[int] = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ConfigError("the ONNX backend needs onnxruntime: pip install onnxruntime onnx") from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.path = Path(path)
+        self.config = SimpleNamespace(num_labels=num_labels)
+
+    def eval(self) -> "OnnxClassifier":
+        return self
+
+    def train(self, mode: bool = True) -> "OnnxClassifier":
+        return self
+
+    def to(self, *_: Any, **__: Any) -> "OnnxClassifier":
+        return self
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> SimpleNamespace:
+        feeds = {"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                 "attention_mask": attention_mask.cpu().numpy().astype(np.int64)}
+        (logits,) = self.session.run(["logits"], feeds)
+        return SimpleNamespace(logits=torch.from_numpy(logits))
+
+
+def graph_path(model_dir: str | Path, quantize: Optional[str] = None) -> Path:
+    """MODEL_DIR/onnx/model.onnx (or model.int8.onnx); a clear error when it was not exported."""
+    from thrifty.runs.manifest import model_folder
+
+    path = model_folder(model_dir) / ONNX_FOLDER / GRAPH_FILES[quantize or "fp32"]
+    if not path.exists():
+        flag = " --quantize int8" if quantize else ""
+        raise ModelError(f"{path} does not exist; export it first: thrifty export {model_dir} --format onnx{flag}")
+    return path
+
+
+def _export_graph(predictor, path: Path) -> None:
+    module = _LogitsOnly(predictor.model).eval()
+    example = predictor.tokenizer(["an example", "a second, longer example text"], padding=True, return_tensors="pt")
+    args = (example["input_ids"], example["attention_mask"])
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+            "logits": {0: "batch"}}
+    with torch.inference_mode(False), torch.no_grad():
+        torch.onnx.export(module, args, str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+
+
+def _validation_split(predictor) -> tuple[list[str], list[int]]:
+    """The validation texts and label ids of the run the model folder belongs to (rebuilt from its config.yaml:
+    the same files, cleaning and seeded split)."""
+    from thrifty.config import config_from_dict, load_yaml
+    from thrifty.data.prepare import prepare_data
+
+    run = predictor.folder.parent
+    if not (run / "config.yaml").exists():
+        raise ConfigError(f"{predictor.folder} is not inside its run folder, so its validation set is unknown; give "
+                          "labelled texts to compare on: --data FILE")
+    config = config_from_dict(load_yaml(run / "config.yaml"))
+    prepared = prepare_data(config.data, config.train.seed)
+    index = {name: i for i, name in enumerate(predictor.label_names)}
+    names = prepared.label_names
+    return prepared.validation.texts, [index[names[label]] for label in prepared.validation.labels]
+
+
+def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: Optional[str] = None,
+                force: bool = False, text_column: Optional[str] = None, label_column: Optional[str] = None) -> dict:
+    """Write MODEL_DIR/onnx/ (graphs + parity.json); returns the parity report."""
+    from thrifty.inference.predictor import Predictor, labelled_texts
+
+    if quantize not in (None, "int8"):
+        raise ConfigError(f"--quantize {quantize} is not supported; use int8 (dynamic quantisation of the weights)")
+    predictor = Predictor.load(model_dir, device="cpu")
+    if predictor.task != "classification":
+        raise ModelError(f"ONNX export covers classification models; this is a {predictor.task} model: serve it with "
+                         "the PyTorch backend")
+    folder = predictor.folder
+    if data is not None:
+        texts, labels = labelled_texts(predictor, data, text_column, label_column)
+        source = str(data)
+    else:
+        texts, labels = _validation_split(predictor)
+        source = "the run's validation split"
+    if not texts:
+        raise ConfigError(f"no labelled texts to compare on in {source}; give some: --data FILE")
+
+    scratch = Path(tempfile.mkdtemp(prefix=".onnx-", dir=folder))
+    try:
+        started = time.perf_counter()
+        _export_graph(predictor, scratch / GRAPH_FILES["fp32"])
+        report: dict[str, Any] = {"source": source, "texts": len(texts), "opset": OPSET,
+                                  "export_seconds": round(time.perf_counter() - started, 1)}
+        if quantize == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(scratch / GRAPH_FILES["fp32"]), str(scratch / GRAPH_FILES["int8"]),
+                             weight_type=QuantType.QInt8)
+        reference = predictor.logits(texts)
+        report["pytorch"] = {"accuracy": _accuracy(reference, labels)}
+        for kind in (["fp32", "int8"] if quantize == "int8" else ["fp32"]):
+            session = OnnxClassifier(scratch / GRAPH_FILES[kind], len(predictor.label_names))
+            onnx_logits = _with_model(predictor, session).logits(texts)
+            report[kind] = _compare(reference, onnx_logits, labels)
+            report[kind]["bytes"] = (scratch / GRAPH_FILES[kind]).stat().st_size
+        if quantize == "int8" and report["int8"]["label_agreement"] < MIN_INT8_AGREEMENT and not force:
+            raise ModelError(f"the int8 graph gives PyTorch's label to {report['int8']['label_agreement']:.2%} of "
+                             f"{len(texts)} texts, under {MIN_INT8_AGREEMENT:.0%}; nothing was written. Use the fp32 "
+                             "graph (no --quantize), or --force to keep int8 anyway")
+        (scratch / PARITY_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        target = folder / ONNX_FOLDER
+        if target.exists():
+            shutil.rmtree(target)
+        scratch.rename(target)
+    finally:
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
+    report["folder"] = str(folder / ONNX_FOLDER)
+    return report
+
+
+def _with_model(predictor, model):
+    import dataclasses
+
+    return dataclasses.replace(predictor, model=model)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
+    return round(float((logits.argmax(1) == np.asarray(labels)).mean()), 4)
+
+
+def _compare(reference: np.ndarray, other: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
+    return {"max_probability_difference": round(float(np.abs(_softmax(reference) - _softmax(other)).max()), 6),
+            "label_agreement": round(float((reference.argmax(1) == other.argmax(1)).mean()), 4),
+            "accuracy": _accuracy(other, labels)}

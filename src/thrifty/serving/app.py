@@ -1,0 +1,342 @@
+"""The prediction server: a FastAPI application around one model folder (`thrifty serve MODEL_DIR`).
+
+    POST /v1/predict   {"texts": [...]} or {"text": "..."} -> {"model": {...}, "predictions": [...]}, in input order
+    POST /v1/feedback  {"id": ..., "label": ...}           -> the true label, attached to a logged prediction
+    GET  /v1/model     the manifest, name, version, backend and serving limits
+    GET  /healthz      the process is up;  GET /readyz: the model is loaded and warmed up (503 until then)
+    GET  /metrics      Prometheus;         GET /docs: OpenAPI
+
+The model loads in the background after start, so an orchestrator sees a live process (healthz) that is not yet
+ready (readyz). Predictions go through the dynamic batcher (batching.py), one model thread off the event loop;
+each answered prediction is handed to the prediction log (predlog.py), which never blocks the answer. Errors are
+JSON `{"error": "one line naming the problem and the fix"}` with a fitting status: 401, 404, 413, 422, 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+
+from thrifty.config import ServeConfig
+from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
+from thrifty.serving.batching import DynamicBatcher
+from thrifty.serving.metrics import ServerMetrics
+from thrifty.serving.predlog import PredictionLog, now_utc
+from thrifty.version import __version__
+
+logger = logging.getLogger("thrifty.serve")
+SETTINGS_ENV = "THRIFTY_SERVE_APP"  # how `--workers N` hands the settings to each worker process
+# Warm-up: one short and one long text, so the first real request meets no first-call costs.
+WARMUP_TEXTS = ["warm up", " ".join(["warm up the model with a long text"] * 80)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: Optional[list[StrictStr]] = None
+    text: Optional[StrictStr] = None
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: StrictStr
+    label: Union[StrictStr, StrictInt]
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.field = status, message, field
+
+
+def model_identity(path: str | Path, name: Optional[str] = None) -> tuple[Path, dict[str, Any], str, str]:
+    """The model folder, its manifest, a name (the run folder's name unless given) and a version (weights hash)."""
+    folder = model_folder(path)
+    manifest = read_manifest(folder)
+    if name is None:
+        name = folder.parent.name if folder.name == "model" and (folder.parent / "run.json").exists() else folder.name
+    version = (weights_sha256(folder) or "unversioned")[:12]
+    return folder, manifest, name, version
+
+
+@dataclass
+class AppSettings:
+    """What a server process needs: the model folder and the serve section (plus what the CLI decided)."""
+
+    model_dir: str
+    serve: ServeConfig
+    db_url: Optional[str] = None  # None: no prediction log
+    name: Optional[str] = None
+    run_migrations: bool = True  # the CLI migrates once before starting workers; tests let the app do it
+
+    def to_env(self) -> str:
+        return json.dumps({"model_dir": self.model_dir, "serve": asdict(self.serve), "db_url": self.db_url,
+                           "name": self.name, "run_migrations": False})
+
+    @classmethod
+    def from_env(cls) -> "AppSettings":
+        raw = json.loads(os.environ[SETTINGS_ENV])
+        return cls(raw["model_dir"], ServeConfig(**raw["serve"]), raw["db_url"], raw["name"], raw["run_migrations"])
+
+
+class ServedModel:
+    """A loaded Predictor and who it is."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        import torch
+
+        from thrifty.inference.predictor import Predictor
+
+        serve = settings.serve
+        torch.set_num_threads(serve.threads or max(1, (os.cpu_count() or 1) // serve.workers))
+        self.folder, self.manifest, self.name, self.version = model_identity(settings.model_dir, settings.name)
+        self.predictor = Predictor.load(self.folder, backend=serve.backend)
+        self.task = self.predictor.task
+        self.labels = list(self.predictor.label_names)
+        self.backend = serve.backend
+        self.forward_batch_size = serve.forward_batch_size
+
+    def predict(self, texts: list[str]) -> list[dict[str, Any]]:
+        return self.predictor.predict(texts, batch_size=self.forward_batch_size)
+
+
+class ServerState:
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self.serve = settings.serve
+        self.model: Optional[ServedModel] = None
+        self.batcher: Optional[DynamicBatcher] = None
+        self.load_error: Optional[str] = None
+        self.log: Optional[PredictionLog] = None
+        if settings.db_url is not None and self.serve.log_predictions:
+            self.log = PredictionLog(settings.db_url, buffer_rows=self.serve.log_buffer_rows,
+                                     store_text=self.serve.log_text == "text")
+        self.metrics = ServerMetrics(self.log_stats)
+        self.api_key = os.environ.get(self.serve.api_key_env) or None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.batcher is not None
+
+    def log_stats(self) -> Optional[dict[str, Any]]:
+        log = self.log
+        if log is None:
+            return None
+        return {"logged": log.logged, "unlogged": log.unlogged, "write_errors": log.write_errors,
+                "buffered": log.buffered}
+
+    async def load(self) -> None:
+        """Load and warm up the model off the event loop; /readyz turns 200 when this is done."""
+        loop = asyncio.get_running_loop()
+        try:
+            model = await loop.run_in_executor(None, ServedModel, self.settings)
+            await loop.run_in_executor(None, model.predict, WARMUP_TEXTS)
+            batcher = DynamicBatcher(model.predict, max_batch_texts=self.serve.max_batch_texts,
+                                     max_wait_ms=self.serve.max_wait_ms, enabled=self.serve.batching,
+                                     on_batch=self.metrics.observe_batch)
+            await batcher.start()
+        except Exception as exc:  # noqa: BLE001 - reported by /readyz and in the server's log, the process lives
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            logger.error("thrifty serve: the model did not load: %s", self.load_error)
+            return
+        self.metrics.model.info({"name": model.name, "version": model.version, "backend": model.backend,
+                                 "task": model.task, "thrifty_version": __version__})
+        self.metrics.queue_texts.set_function(lambda: batcher.waiting_texts)
+        self.model, self.batcher = model, batcher
+        logger.info("thrifty serve: %s (version %s) ready", model.name, model.version)
+
+
+def _error(status: int, message: str, field: Optional[str] = None) -> JSONResponse:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]]:
+    """One line from pydantic's list of errors: the first problem, the field it is in, and what to send."""
+    first = exc.errors()[0]
+    where = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return ("the request body is not valid JSON; send {\"texts\": [\"...\"]} with Content-Type: application/json",
+                None)
+    field = ".".join(where) or None
+    if field is None:
+        return "the request body is missing or not a JSON object; send {\"texts\": [\"...\"]}", None
+    return f"{field}: {first.get('msg', 'invalid value')}", field
+
+
+def create_app(settings: AppSettings) -> FastAPI:
+    state = ServerState(settings)
+    serve = state.serve
+    # A request can be no longer than its limits allow (texts x characters, as 4-byte UTF-8 in the worst case).
+    max_body_bytes = serve.max_texts_per_request * (serve.max_chars_per_text * 4 + 16) + 4096
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loop = asyncio.get_running_loop()
+        if state.log is not None:
+            await loop.run_in_executor(None, state.log.start, settings.run_migrations)
+        loading = asyncio.create_task(state.load())
+        yield
+        # Shutdown (SIGTERM): uvicorn has stopped accepting and finished the requests in flight.
+        await loading
+        if state.batcher is not None:
+            await state.batcher.stop()
+        if state.log is not None:
+            await loop.run_in_executor(None, state.log.close, serve.shutdown_flush_seconds)
+            if state.log.unlogged:
+                logger.warning("thrifty serve: %d predictions were not logged", state.log.unlogged)
+
+    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
+                  description="Predictions from a model fine-tuned by thrifty, with dynamic batching and a prediction log.")
+    app.state.thrifty = state
+    if serve.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=serve.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error(exc.status, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, field = _validation_message(exc)
+        return _error(422, message, field)
+
+    @app.middleware("http")
+    async def _measure(request: Request, call_next):
+        started = time.perf_counter()
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > max_body_bytes:
+            response: Response = _error(413, f"the request body has {int(length)} bytes; the limit is {max_body_bytes} "
+                                             f"(serve.max_texts_per_request x serve.max_chars_per_text): send fewer "
+                                             "or shorter texts per request")
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - never crash the server over one request
+                logger.exception("thrifty serve: request failed")
+                response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        route = request.scope.get("route")
+        endpoint = getattr(route, "path", "other")
+        state.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    def require_key(request: Request) -> None:
+        if state.api_key is None:
+            return
+        sent = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if sent is None and auth.lower().startswith("bearer "):
+            sent = auth[7:].strip()
+        if not sent or not hmac.compare_digest(sent.encode(), state.api_key.encode()):  # constant time
+            raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
+
+    def ready_model() -> ServedModel:
+        if state.model is None:
+            if state.load_error:
+                raise ApiError(503, f"the model did not load: {state.load_error}")
+            raise ApiError(503, "the model is still loading; retry when GET /readyz answers 200")
+        return state.model
+
+    @app.post("/v1/predict", dependencies=[Depends(require_key)])
+    async def predict(body: PredictRequest) -> dict[str, Any]:
+        """Predict one text (`text`) or several (`texts`): one result per text, in input order."""
+        started = time.perf_counter()
+        if (body.texts is None) == (body.text is None):
+            raise ApiError(422, "send either \"texts\": [...] or \"text\": \"...\" (exactly one of them)", "texts")
+        texts = body.texts if body.texts is not None else [body.text]
+        if not texts:
+            raise ApiError(422, "texts is an empty list; send at least one text", "texts")
+        if len(texts) > serve.max_texts_per_request:
+            raise ApiError(413, f"{len(texts)} texts in one request; the limit is serve.max_texts_per_request="
+                                f"{serve.max_texts_per_request}: split the request", "texts")
+        for i, text in enumerate(texts):
+            if len(text) > serve.max_chars_per_text:
+                raise ApiError(413, f"texts[{i}] has {len(text)} characters; the limit is serve.max_chars_per_text="
+                                    f"{serve.max_chars_per_text}: shorten it", f"texts.{i}")
+        model = ready_model()
+        assert state.batcher is not None
+        results = await state.batcher.predict(texts)
+        created, latency_ms = now_utc(), (time.perf_counter() - started) * 1000.0
+        ids = [uuid.uuid4().hex for _ in texts]
+        if state.log is not None:
+            state.log.record([state.log.prediction_row(prediction_id=i, created_at=created, model_name=model.name,
+                                                       model_version=model.version, text=t, result=r,
+                                                       latency_ms=latency_ms)
+                              for i, t, r in zip(ids, texts, results)])
+        return {"model": {"name": model.name, "version": model.version, "backend": model.backend},
+                "predictions": [{"id": i, **r} for i, r in zip(ids, results)]}
+
+    @app.post("/v1/feedback", dependencies=[Depends(require_key)])
+    async def feedback(body: FeedbackRequest) -> dict[str, Any]:
+        """Attach the true label to a logged prediction (for accuracy over time in `thrifty monitor`)."""
+        model = ready_model()
+        if state.log is None:
+            raise ApiError(409, "the prediction log is off (serve.log_predictions: false), so there is nothing to "
+                                "attach feedback to; serve with the log on")
+        if model.task != "classification":
+            raise ApiError(422, f"feedback takes a class label; this is a {model.task} model", "label")
+        label = str(body.label)
+        if label not in model.labels:
+            shown = ", ".join(model.labels[:20]) + (" ..." if len(model.labels) > 20 else "")
+            raise ApiError(422, f"label {label!r} is not one of the model's labels: {shown}", "label")
+        try:
+            found = await run_in_threadpool(state.log.attach_feedback, body.id, label)
+        except SQLAlchemyError as exc:
+            raise ApiError(503, f"the prediction log's database is unavailable ({type(exc).__name__}); retry later")
+        if not found:
+            raise ApiError(404, f"no logged prediction has id {body.id!r}; use an id returned by /v1/predict", "id")
+        return {"id": body.id, "label": label}
+
+    @app.get("/v1/model", dependencies=[Depends(require_key)])
+    async def model_info() -> dict[str, Any]:
+        """The manifest of the served model, its name, version and backend, and the serving limits."""
+        model = ready_model()
+        limits = {k: getattr(serve, k) for k in ("max_texts_per_request", "max_chars_per_text", "batching",
+                                                 "max_batch_texts", "max_wait_ms")}
+        return {"name": model.name, "version": model.version, "backend": model.backend, "task": model.task,
+                "labels": model.labels, "limits": limits, "manifest": model.manifest}
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        if state.ready:
+            return JSONResponse({"ready": True})
+        body = {"ready": False, "error": state.load_error} if state.load_error else {"ready": False}
+        return JSONResponse(body, status_code=503)
+
+    @app.get("/metrics", dependencies=[Depends(require_key)])
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """The factory each `--workers N` process calls (uvicorn imports it by name)."""
+    return create_app(AppSettings.from_env())

@@ -1,0 +1,146 @@
+"""Dynamic batching: the texts of concurrent requests share one forward pass, and each request gets its own answers.
+
+A forward pass over 32 texts costs far less than 32 passes over one (the weights are read once, the matrix
+products are wide), so a server that answers each request alone leaves most of the machine idle under load.
+`DynamicBatcher` queues the texts of each request; a single collector task starts a pass as soon as
+`max_batch_texts` texts wait or the oldest has waited `max_wait_ms`, runs it in one model thread off the event loop
+(the server keeps accepting requests meanwhile, and those become the next batch), then splits the results back in
+order. Requests queued while a pass runs do not wait again: the wait counts from each request's arrival.
+
+With `enabled=False` each request is its own forward pass (still off the event loop, one at a time): the baseline
+the load benchmark compares against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+
+@dataclass
+class _Job:
+    texts: Sequence[str]
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher:
+    """Collects requests into forward passes of up to `max_batch_texts` texts.
+
+    `predict(texts) -> results` (one per text, in order) runs in one dedicated thread, so the model is never
+    called from two threads at once. `on_batch(n_texts, seconds)` is told of every pass (for metrics).
+    """
+
+    def __init__(self, predict: Callable[[list[str]], list[Any]], *, max_batch_texts: int = 64,
+                 max_wait_ms: float = 5.0, enabled: bool = True,
+                 on_batch: Optional[Callable[[int, float], None]] = None) -> None:
+        self._predict = predict
+        self.max_batch_texts = max_batch_texts
+        self.max_wait = max_wait_ms / 1000.0
+        self.enabled = enabled
+        self._on_batch = on_batch
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="thrifty-model")
+        self._queue: Optional[asyncio.Queue] = None
+        self._collector: Optional[asyncio.Task] = None
+        self._carry: Optional[_Job] = None  # a request that did not fit the last batch: first in the next
+        self.waiting_texts = 0  # texts queued and not yet in a forward pass (the queue depth in /metrics)
+
+    async def start(self) -> None:
+        if self.enabled and self._collector is None:
+            self._queue = asyncio.Queue()
+            self._collector = asyncio.create_task(self._collect(), name="thrifty-batcher")
+
+    async def stop(self) -> None:
+        """Finish what is queued, then stop (the server stops accepting requests first)."""
+        if self._collector is not None:
+            assert self._queue is not None
+            await self._queue.put(None)
+            await self._collector
+            self._collector = None
+        self._executor.shutdown(wait=True)
+
+    async def predict(self, texts: Sequence[str]) -> list[Any]:
+        """The results for `texts`, in order: batched with other requests' texts when enabled."""
+        loop = asyncio.get_running_loop()
+        self.waiting_texts += len(texts)
+        if not self.enabled:
+            try:
+                return await loop.run_in_executor(self._executor, self._run, list(texts))
+            finally:
+                self.waiting_texts -= len(texts)
+        if self._queue is None:
+            raise RuntimeError("DynamicBatcher.start() was not awaited")
+        future = loop.create_future()
+        await self._queue.put(_Job(texts, future))
+        return await future
+
+    def _run(self, texts: list[str]) -> list[Any]:
+        started = time.perf_counter()
+        results = self._predict(texts)
+        if len(results) != len(texts):  # a bug in predict would hand one request another's answers: refuse
+            raise RuntimeError(f"the model returned {len(results)} results for {len(texts)} texts")
+        if self._on_batch is not None:
+            self._on_batch(len(texts), time.perf_counter() - started)
+        return results
+
+    async def _next_job(self, timeout: Optional[float]) -> Optional[_Job] | bool:
+        """The next queued request; False on timeout; None when stop() was called."""
+        assert self._queue is not None
+        try:  # what queued up during the last pass joins at once, whatever its deadline
+            return self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return False
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return False
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping or self._carry is not None:
+            first = self._carry
+            self._carry = None
+            if first is None:
+                job = await self._next_job(None)
+                if job is None:
+                    break
+                first = job
+            jobs, count = [first], len(first.texts)
+            deadline = first.arrived + self.max_wait
+            while count < self.max_batch_texts and not stopping:
+                job = await self._next_job(max(0.0, deadline - time.monotonic()))
+                if job is False:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                if count + len(job.texts) > self.max_batch_texts:
+                    self._carry = job  # keeps batches within max_batch_texts; it leads the next one
+                    break
+                jobs.append(job)
+                count += len(job.texts)
+            jobs = [j for j in jobs if not j.future.done()]  # a client that hung up is not computed for
+            texts = [t for j in jobs for t in j.texts]
+            self.waiting_texts -= count
+            if not texts:
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self._run, texts)
+            except Exception as exc:  # the model failed: each request of this batch gets the error, the server lives
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(exc)
+                continue
+            position = 0
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(results[position: position + len(j.texts)])
+                position += len(j.texts)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the prediction log (`thrifty migrate --db URL`; `thrifty serve` runs them at start)."""

@@ -1,0 +1,1 @@
+"""One file per schema revision of the prediction log, oldest first."""

@@ -1,0 +1,108 @@
+"""`thrifty serve` and `thrifty migrate`: check everything a user can get wrong, then hand the app to uvicorn.
+
+Before a port is opened: the model folder is a finished classifier, the port is free, the prediction log's
+database answers and is migrated to this thrifty's schema. Each failure is one line naming the fix (exit 2),
+instead of a server that starts and then fails every request. With `--workers N`, uvicorn starts N processes that
+each load the model (the settings travel in an environment variable); the database is migrated once, here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Optional
+
+from thrifty.config import LM_TASKS, ServeConfig
+from thrifty.errors import ConfigError, ModelError
+from thrifty.serving.app import SETTINGS_ENV, AppSettings, create_app, model_identity
+from thrifty.serving.predlog import database_url, make_engine, migrate
+
+
+def default_log_path(folder: Path) -> Path:
+    """SQLite beside the model: RUN_DIR/serve/predictions.db for a run's model, MODEL_DIR/serve/... otherwise."""
+    base = folder.parent if folder.name == "model" and (folder.parent / "run.json").exists() else folder
+    return base / "serve" / "predictions.db"
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print: the password masked."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
+
+
+def prepare_database(url: str) -> str:
+    """Connect and bring the schema up to date; a clear error when the database is not there. Returns the revision."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = make_engine(url)
+    try:
+        return migrate(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open the prediction log at {shown_url(url)}: {first}; start the database, fix "
+                          "--db, or serve without a log (--no-log)") from None
+    finally:
+        engine.dispose()
+
+
+def check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is not "in use"
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); pass --port with a free port, or "
+                              "stop what uses this one") from None
+
+
+def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, log: bool = True,
+          name: Optional[str] = None, api_key: Optional[str] = None) -> None:
+    folder, manifest, name, version = model_identity(model_dir, name)
+    if manifest["task"] in LM_TASKS:
+        raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({manifest['task']}): it has no labels "
+                         f"to serve; train a classifier from it with --model.name {folder}")
+    if settings.backend != "torch":  # the graph must exist before a port opens
+        from thrifty.inference.onnx_backend import graph_path
+
+        graph_path(folder, "int8" if settings.backend == "onnx-int8" else None)
+    check_port(settings.host, settings.port)
+    db_url = None
+    if log and settings.log_predictions:
+        db_url = database_url(db or settings.db or str(default_log_path(folder)))
+        revision = prepare_database(db_url)
+    if api_key:
+        os.environ[settings.api_key_env] = api_key  # workers inherit it; the key itself is never printed
+    app_settings = AppSettings(str(folder), settings, db_url, name, run_migrations=False)
+
+    labels = manifest.get("labels") or []
+    batching = (f"up to {settings.max_batch_texts} texts or {settings.max_wait_ms:g} ms" if settings.batching
+                else "off (one forward pass per request)")
+    print(f"thrifty serve: {name} (version {version}, {manifest['task']}, {len(labels)} labels) on "
+          f"http://{settings.host}:{settings.port}  (API docs: /docs)")
+    print(f"  batching: {batching}; workers: {settings.workers}; API key: "
+          f"{'required' if os.environ.get(settings.api_key_env) else 'none'}")
+    print(f"  prediction log: {shown_url(db_url) + f' (schema {revision})' if db_url else 'off'}; "
+          f"texts stored: {settings.log_text if db_url else '-'}")
+
+    import signal
+
+    import uvicorn
+
+    # uvicorn stops gracefully on SIGTERM/SIGINT and then raises the signal again for the previous handler; these
+    # make that a normal exit (code 0), not a death by signal, once the requests in flight and the log are done.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    common = dict(host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30)
+    if settings.workers == 1:
+        uvicorn.run(create_app(app_settings), **common)
+    else:
+        os.environ[SETTINGS_ENV] = app_settings.to_env()
+        uvicorn.run("thrifty.serving.app:app_from_environment", factory=True, workers=settings.workers, **common)
+
+
+def migrate_command(db: str) -> str:
+    """`thrifty migrate --db URL`: create or upgrade the prediction log's schema; returns the revision."""
+    return prepare_database(database_url(db))

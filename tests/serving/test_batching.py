@@ -1,0 +1,124 @@
+"""The dynamic batcher: concurrent requests share forward passes, each gets its own results, failures stay local."""
+
+import asyncio
+import threading
+
+import pytest
+
+from thrifty.serving.batching import DynamicBatcher
+
+
+class Recorder:
+    """A stand-in model: answers each text with a tagged copy and records the size of every forward pass."""
+
+    def __init__(self, fail_on=None, delay=0.0):
+        self.passes, self.threads, self.fail_on, self.delay = [], set(), fail_on, delay
+
+    def __call__(self, texts):
+        import time
+
+        self.threads.add(threading.get_ident())
+        self.passes.append(len(texts))
+        time.sleep(self.delay)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise ValueError("model failure")
+        return [{"label": f"seen:{t}"} for t in texts]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_passes_and_get_their_own_results_in_order():
+    model = Recorder(delay=0.02)
+
+    async def scenario():
+        batcher = DynamicBatcher(model, max_batch_texts=16, max_wait_ms=20)
+        await batcher.start()
+        requests = [[f"r{r}-t{t}" for t in range(1 + r % 4)] for r in range(30)]
+        answers = await asyncio.gather(*(batcher.predict(texts) for texts in requests))
+        await batcher.stop()
+        return requests, answers
+
+    requests, answers = run(scenario())
+    for texts, answer in zip(requests, answers):
+        assert [a["label"] for a in answer] == [f"seen:{t}" for t in texts]
+    assert sum(model.passes) == sum(len(t) for t in requests)
+    assert len(model.passes) < len(requests) / 3, model.passes  # batched, not one pass per request
+    assert max(model.passes) <= 16
+    assert len(model.threads) == 1  # the model is only ever called from its one thread
+
+
+def test_a_request_waits_at_most_max_wait_for_company():
+    model = Recorder()
+
+    async def scenario():
+        batcher = DynamicBatcher(model, max_batch_texts=64, max_wait_ms=30)
+        await batcher.start()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await batcher.predict(["alone"])
+        waited = loop.time() - started
+        await batcher.stop()
+        return answer, waited
+
+    answer, waited = run(scenario())
+    assert answer == [{"label": "seen:alone"}]
+    assert 0.02 <= waited < 1.0
+
+
+def test_a_failing_pass_fails_only_its_requests_and_the_batcher_goes_on():
+    model = Recorder(fail_on="poison")
+
+    async def scenario():
+        batcher = DynamicBatcher(model, max_batch_texts=4, max_wait_ms=1)
+        await batcher.start()
+        failed = await asyncio.gather(batcher.predict(["poison"]), return_exceptions=True)
+        after = await batcher.predict(["fine"])
+        await batcher.stop()
+        return failed, after
+
+    failed, after = run(scenario())
+    assert isinstance(failed[0], ValueError)
+    assert after == [{"label": "seen:fine"}]
+
+
+def test_batching_off_is_one_pass_per_request():
+    model = Recorder(delay=0.01)
+
+    async def scenario():
+        batcher = DynamicBatcher(model, enabled=False)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.predict([f"t{i}", f"u{i}"]) for i in range(6)))
+        await batcher.stop()
+        return answers
+
+    answers = run(scenario())
+    assert model.passes == [2] * 6
+    assert answers[3] == [{"label": "seen:t3"}, {"label": "seen:u3"}]
+
+
+def test_a_model_that_returns_the_wrong_number_of_results_is_refused():
+    async def scenario():
+        batcher = DynamicBatcher(lambda texts: [{"label": "x"}], max_wait_ms=1)
+        await batcher.start()
+        with pytest.raises(RuntimeError, match="2 texts"):
+            await batcher.predict(["a", "b"])
+        await batcher.stop()
+
+    run(scenario())
+
+
+def test_stop_finishes_queued_requests():
+    model = Recorder(delay=0.02)
+
+    async def scenario():
+        batcher = DynamicBatcher(model, max_batch_texts=2, max_wait_ms=50)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.predict([f"t{i}"])) for i in range(5)]
+        await asyncio.sleep(0)  # every request queued
+        await batcher.stop()
+        return [await p for p in pending]
+
+    answers = run(scenario())
+    assert [a[0]["label"] for a in answers] == [f"seen:t{i}" for i in range(5)]

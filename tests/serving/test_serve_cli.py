@@ -1,0 +1,105 @@
+"""`thrifty serve` and `thrifty migrate` from the command line: clear refusals before a port opens, and a real server
+process that finishes its requests and flushes its log on SIGTERM."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from thrifty.cli import main
+
+from tests.serving.postgres import free_port
+from tests.serving.server_helpers import call
+
+
+def run_main(capsys, args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_failure(code, err, fragment):
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert fragment in err, err
+
+
+def test_a_missing_model_folder_is_refused(capsys, tmp_path):
+    one_line_failure(*run_main(capsys, ["serve", tmp_path / "nothing"])[::2], "model folder not found")
+
+
+def test_a_port_in_use_is_refused(capsys, tiny_run):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_main(capsys, ["serve", tiny_run, "--port", port, "--no-log"])
+    one_line_failure(code, err, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_an_unreachable_database_is_refused_before_serving(capsys, tiny_run):
+    code, _, err = run_main(capsys, ["serve", tiny_run, "--port", free_port(), "--db",
+                                     f"postgresql://thrifty@127.0.0.1:{free_port()}/nothing"])
+    one_line_failure(code, err, "cannot open the prediction log")
+    assert "--no-log" in err
+
+
+def test_bad_serve_settings_are_refused(capsys, tiny_run):
+    code, _, err = run_main(capsys, ["serve", tiny_run, "--serve.max_batch_textz", "8"])
+    one_line_failure(code, err, "did you mean 'max_batch_texts'")
+    code, _, err = run_main(capsys, ["serve", tiny_run, "--port", "70000"])
+    one_line_failure(code, err, "serve.port=70000")
+
+
+def test_migrate_creates_the_schema(capsys, tmp_path):
+    code, out, _ = run_main(capsys, ["migrate", "--db", tmp_path / "log.db"])
+    assert code == 0 and "revision 0001" in out
+    tables = {r[0] for r in sqlite3.connect(tmp_path / "log.db").execute("SELECT name FROM sqlite_master")}
+    assert "predictions" in tables
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_requests_in_flight_and_flushes_the_log(tiny_run, tmp_path):
+    port, db = free_port(), tmp_path / "log.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    server = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", str(tiny_run), "--port", str(port),
+                               "--db", str(db), "--serve.max_wait_ms", "400", "--serve.threads", "2"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if call(base, "GET", "/readyz", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+            time.sleep(0.1)
+        answers = []
+
+        def ask(i):
+            answers.append(call(base, "POST", "/v1/predict", {"texts": [f"in flight {i}", "b", "c"]}))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.2)  # the requests wait in the batcher (max_wait_ms 400) when SIGTERM arrives
+        server.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert server.wait(60) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+    output = server.stdout.read()
+    assert [status for status, _ in answers] == [200] * 4, output
+    logged = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
+    assert logged == 12, output
+    assert "prediction log: sqlite:///" in output
