@@ -40,6 +40,7 @@ def toy(tmp_path: Path) -> tuple[Path, Path]:
     return script, tmp_path / "results"
 
 
+@pytest.mark.slow  # four real worker processes: about 20 s
 def test_every_run_is_a_fresh_process_in_alternated_order_appended_across_invocations(toy):
     script, results = toy
     first = _run(script, results, "--seeds", "1,2")

@@ -97,7 +97,9 @@ def test_fewshot_trains_fits_a_head_saves_and_predicts_the_same(tiny_bert, small
 
 # 4 epochs of 2 steps, a checkpoint every 3: pairs only; end to end in epochs 3-4, resumed before the switch (the
 # head is fitted at the switch as in the uninterrupted run) and inside those epochs (the trained head is restored)
-@pytest.mark.parametrize("end_to_end_epochs,kill_at,resumed_from", [(0, 5, 3), (2, 5, 3), (2, 7, 6)])
+# The fast tier keeps the pairs-only case; the two end-to-end cases (about 30 s each) run in the full suite.
+@pytest.mark.parametrize("end_to_end_epochs,kill_at,resumed_from", [
+    (0, 5, 3), pytest.param(2, 5, 3, marks=pytest.mark.slow), pytest.param(2, 7, 6, marks=pytest.mark.slow)])
 def test_fewshot_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path, end_to_end_epochs, kill_at,
                                                            resumed_from):
     config = fewshot_config(tiny_bert, small_csv, epochs=4, checkpoint_every_steps=3, eval_every_steps=4)

@@ -103,27 +103,10 @@ def _export_graph(predictor, path: Path) -> None:
                           output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def _validation_split(predictor) -> tuple[list[str], list[int]]:
-    """The validation texts and label ids of the run the model folder belongs to (rebuilt from its config.yaml:
-    the same files, cleaning and seeded split)."""
-    from thrifty.config import config_from_dict, load_yaml
-    from thrifty.data.prepare import prepare_data
-
-    run = predictor.folder.parent
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{predictor.folder} is not inside its run folder, so its validation set is unknown; give "
-                          "labelled texts to compare on: --data FILE")
-    config = config_from_dict(load_yaml(run / "config.yaml"))
-    prepared = prepare_data(config.data, config.train.seed)
-    index = {name: i for i, name in enumerate(predictor.label_names)}
-    names = prepared.label_names
-    return prepared.validation.texts, [index[names[label]] for label in prepared.validation.labels]
-
-
 def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: Optional[str] = None,
                 force: bool = False, text_column: Optional[str] = None, label_column: Optional[str] = None) -> dict:
     """Write MODEL_DIR/onnx/ (graphs + parity.json); returns the parity report."""
-    from thrifty.inference.predictor import Predictor, labelled_texts
+    from thrifty.inference.predictor import Predictor, labelled_texts, run_splits
 
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize} is not supported; use int8 (dynamic quantisation of the weights)")
@@ -136,7 +119,7 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
         texts, labels = labelled_texts(predictor, data, text_column, label_column)
         source = str(data)
     else:
-        texts, labels = _validation_split(predictor)
+        _, texts, labels = run_splits(predictor, "labelled texts to compare on: --data FILE")
         source = "the run's validation split"
     if not texts:
         raise ConfigError(f"no labelled texts to compare on in {source}; give some: --data FILE")

@@ -214,3 +214,22 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
         raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: "
                         f"{predictor.label_names[:10]}")
     return texts, [index[n] for n in names]
+
+
+def run_splits(predictor: Predictor, instead: str) -> tuple[list[str], list[str], list[int]]:
+    """Training texts, validation texts and validation label ids (in the model's label order) of the run the model
+    folder belongs to, rebuilt from its config.yaml: the same files, cleaning and seeded split. `instead` names
+    what to give when the folder has left its run behind."""
+    from thrifty.config import config_from_dict, load_yaml
+    from thrifty.data.prepare import prepare_data
+    from thrifty.errors import ConfigError
+
+    run = predictor.folder.parent
+    if not (run / "config.yaml").exists():
+        raise ConfigError(f"{predictor.folder} is not inside its run folder, so its training and validation data are "
+                          f"unknown; give {instead}")
+    config = config_from_dict(load_yaml(run / "config.yaml"))
+    prepared = prepare_data(config.data, config.train.seed)
+    index = {name: i for i, name in enumerate(predictor.label_names)}
+    labels = [index[prepared.label_names[y]] for y in prepared.validation.labels]
+    return prepared.train.texts, prepared.validation.texts, labels

@@ -75,22 +75,13 @@ def _reference(predictor, reference_file: Optional[str], max_texts: int, seed: i
 
         texts, labels = labelled_texts(predictor, reference_file)
         return texts, texts, labels
-    from thrifty.config import config_from_dict, load_yaml
-    from thrifty.data.prepare import prepare_data
+    from thrifty.inference.predictor import run_splits
 
-    run = predictor.folder.parent
-    if not (run / "config.yaml").exists():
-        raise ConfigError(f"{predictor.folder} is not inside its run folder, so its training data is unknown; give "
-                          "labelled reference texts: --reference FILE")
-    config = config_from_dict(load_yaml(run / "config.yaml"))
-    prepared = prepare_data(config.data, config.train.seed)
-    index = {name: i for i, name in enumerate(predictor.label_names)}
+    train, validation, labels = run_splits(predictor, "labelled reference texts: --reference FILE")
     rng = np.random.default_rng(seed)
-    train = prepared.train.texts
     if len(train) > max_texts:
         train = [train[i] for i in sorted(rng.choice(len(train), max_texts, replace=False))]
-    labels = [index[prepared.label_names[y]] for y in prepared.validation.labels]
-    return train, prepared.validation.texts, labels
+    return train, validation, labels
 
 
 def _token_stats(predictor, texts: list[str]) -> tuple[list[int], int, int]:
