@@ -78,6 +78,7 @@ def mlflow_server(tmp_path):
         proc.kill()
 
 
+@pytest.mark.slow  # starts a real `mlflow server` (about 10 s) and runs a search through it
 def test_round_trip_through_a_real_tracking_server_with_nested_trials(tiny_bert, small_csv, tmp_path, mlflow_server):
     config = tiny_config(tiny_bert, small_csv, epochs=2)
     config["tracking"]["mlflow"] = {"tracking_uri": mlflow_server, "experiment": "round-trip"}
