@@ -55,16 +55,11 @@ def evaluate(
         split = TaggedSplit([[normalise_word(w, config) for w in s] for s in words], [[index[t] for t in s] for s, _ in repaired])
         source = str(Path(data).expanduser())
     else:
-        from thrifty.data.prepare import Split, clean_table
-        from thrifty.data.readers import read_table
+        from thrifty.data.prepare import Split
+        from thrifty.inference.predictor import labelled_texts
 
-        table = read_table(data, role="evaluation", fmt="auto", text_column=config.text_column,
-                           label_column=config.label_column, encoding_errors=config.encoding_errors)
-        texts, labels, counts = clean_table(table, config)
-        unknown = sorted({label for label in labels if label not in index})
-        if unknown:
-            raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: {predictor.label_names[:10]}")
-        split, source = Split(texts, [index[label] for label in labels]), table.source
+        texts, label_ids, counts, source = labelled_texts(predictor, data, text_column, label_column, role="evaluation")
+        split = Split(texts, label_ids)
     if len(split) == 0:
         raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
     from thrifty.data.token_cache import TokenCache

@@ -116,7 +116,7 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
                          "the PyTorch backend")
     folder = predictor.folder
     if data is not None:
-        texts, labels = labelled_texts(predictor, data, text_column, label_column)
+        texts, labels, _, _ = labelled_texts(predictor, data, text_column, label_column)
         source = str(data)
     else:
         _, texts, labels = run_splits(predictor, "labelled texts to compare on: --data FILE")
@@ -164,16 +164,13 @@ def _with_model(predictor, model):
     return dataclasses.replace(predictor, model=model)
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def _accuracy(logits: np.ndarray, labels: Sequence[int]) -> float:
     return round(float((logits.argmax(1) == np.asarray(labels)).mean()), 4)
 
 
 def _compare(reference: np.ndarray, other: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
-    return {"max_probability_difference": round(float(np.abs(_softmax(reference) - _softmax(other)).max()), 6),
+    from thrifty.evaluation.evaluate import softmax
+
+    return {"max_probability_difference": round(float(np.abs(softmax(reference) - softmax(other)).max()), 6),
             "label_agreement": round(float((reference.argmax(1) == other.argmax(1)).mean()), 4),
             "accuracy": _accuracy(other, labels)}

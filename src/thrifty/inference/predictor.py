@@ -195,8 +195,10 @@ class Predictor:
 
 
 def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] = None,
-                   label_column: Optional[str] = None) -> tuple[list[str], list[int]]:
-    """A labelled file read and cleaned as the model's training data was: texts and label ids of the model."""
+                   label_column: Optional[str] = None, role: str = "labelled"
+                   ) -> tuple[list[str], list[int], dict[str, int], str]:
+    """A labelled file read and cleaned as the model's training data was: its texts, their label ids in the model's
+    order, the cleaning counts and the file's source name. A label the model does not know is refused."""
     import dataclasses
 
     from thrifty.data.prepare import clean_table
@@ -205,15 +207,15 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
 
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
-    table = read_table(data, role="labelled", fmt="auto", text_column=config.text_column,
+    table = read_table(data, role=role, fmt="auto", text_column=config.text_column,
                        label_column=config.label_column, encoding_errors=config.encoding_errors)
-    texts, names, _ = clean_table(table, config)
+    texts, names, counts = clean_table(table, config)
     index = {name: i for i, name in enumerate(predictor.label_names)}
     unknown = sorted({n for n in names if n not in index})
     if unknown:
         raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: "
                         f"{predictor.label_names[:10]}")
-    return texts, [index[n] for n in names]
+    return texts, [index[n] for n in names], counts, table.source
 
 
 def run_splits(predictor: Predictor, instead: str) -> tuple[list[str], list[str], list[int]]:

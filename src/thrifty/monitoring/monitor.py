@@ -73,7 +73,7 @@ def _reference(predictor, reference_file: Optional[str], max_texts: int, seed: i
     if reference_file is not None:
         from thrifty.inference.predictor import labelled_texts
 
-        texts, labels = labelled_texts(predictor, reference_file)
+        texts, labels, _, _ = labelled_texts(predictor, reference_file)
         return texts, texts, labels
     from thrifty.inference.predictor import run_splits
 
@@ -98,7 +98,7 @@ def _embeddings(predictor, texts: list[str], batch_size: int = 64) -> np.ndarray
     """Unit-length mean-pooled encoder states (a fewshot model's own sentence embedding)."""
     import torch
 
-    from thrifty.data.batching import sorted_batches
+    from thrifty.data.batching import collate, sorted_batches
     from thrifty.data.tokenize import encode
     from thrifty.models import first_token
     from thrifty.models.sentence import mean_pool
@@ -112,14 +112,9 @@ def _embeddings(predictor, texts: list[str], batch_size: int = 64) -> np.ndarray
     out = np.zeros((len(ids), encoder.config.hidden_size), dtype=np.float32)
     with torch.inference_mode():
         for idx in sorted_batches([len(x) for x in ids], batch_size):
-            width = max(len(ids[i]) for i in idx)
-            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-                mask[row, : len(ids[i])] = 1
-            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
-            out[idx] = torch.nn.functional.normalize(mean_pool(hidden, mask), dim=-1).numpy()
+            batch = collate(ids, idx, pad)
+            hidden = encoder(**batch).last_hidden_state
+            out[idx] = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy()
     first_token.enable(model)
     return out
 
@@ -161,9 +156,9 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
         ref_lengths, now_lengths = [], []
         checks["texts"] = {"flagged": False, "note": "the log stores only hashes of texts (serve.log_text: hash): "
                                                      "length, unknown-token and embedding drift were not checked"}
-    validation_probs = predictor.logits(validation_texts) if validation_texts else np.zeros((0, 1))
-    validation_predicted = [predictor.label_names[i] for i in validation_probs.argmax(1)] if validation_texts else []
-    validation_accuracy = (round(float(np.mean(validation_probs.argmax(1) == np.asarray(validation_labels))), 4)
+    validation_logits = predictor.logits(validation_texts) if validation_texts else np.zeros((0, 1))
+    validation_predicted = [predictor.label_names[i] for i in validation_logits.argmax(1)] if validation_texts else []
+    validation_accuracy = (round(float(np.mean(validation_logits.argmax(1) == np.asarray(validation_labels))), 4)
                            if validation_texts else None)
     checks["predictions"] = drift.prediction_drift(predictor.label_names, validation_predicted,
                                                    [r["label"] for r in rows if r["label"] is not None])

@@ -46,7 +46,8 @@ class DynamicBatcher:
         self._queue: Optional[asyncio.Queue] = None
         self._collector: Optional[asyncio.Task] = None
         self._carry: Optional[_Job] = None  # a request that did not fit the last batch: first in the next
-        self.waiting_texts = 0  # texts queued and not yet in a forward pass (the queue depth in /metrics)
+        self.waiting_texts = 0  # texts queued and not yet in a forward pass (the queue depth in /metrics); with
+        # batching off, a request's texts count until its pass ends
 
     async def start(self) -> None:
         if self.enabled and self._collector is None:
