@@ -225,6 +225,9 @@ def _cmd_export(args) -> int:
             r = report[kind]
             print(f"  {kind}: accuracy {r['accuracy']:.4f}, same label as PyTorch {r['label_agreement']:.2%}, largest "
                   f"probability difference {r['max_probability_difference']:.2g}, {r['bytes'] / 1e6:.1f} MB")
+            if "fallback_margin" in r:
+                print(f"    close calls (leading labels within {r['fallback_margin']:.3g}) recomputed in fp32: "
+                      f"{r['fallback_share']:.1%} of texts; int8 alone: same label {r['without_fallback']['label_agreement']:.2%}")
     print(f"use it: thrifty serve {args.run_dir} --backend {'onnx-int8' if 'int8' in report else 'onnx'}")
     return 0
 

@@ -110,9 +110,11 @@ class FewShotConfig:
     #                                   unlabelled texts it is surest of (self-training); 0 = 4x the labelled examples
     #                                   of the median class
     max_unlabelled: int = 20_000  # a seeded sample of data.unlabelled beyond this (each head fit embeds them all)
-    end_to_end_epochs: int = 0  # the last N of train.epochs train encoder and head together (cross-entropy on the
-    #                             head's scores, the head first fitted as for an evaluation): SetFit's differentiable
-    #                             head, inside the one loop; 0 = pairs only, the head fitted
+    end_to_end_epochs: Optional[int] = None  # the last N of train.epochs train encoder and head together
+    #                             (cross-entropy on the head's scores, the head first fitted as for an evaluation):
+    #                             SetFit's differentiable head, inside the one loop; 0 = pairs only, the head fitted;
+    #                             None = automatic: half of the epochs from 2,000 training rows up, else 0
+    #                             (tasks/fewshot.END_TO_END_MIN_ROWS, measured in docs/fewshot.md)
 
     def validate(self) -> None:
         if self.classes_per_batch < 0:
@@ -122,8 +124,9 @@ class FewShotConfig:
                               "(0 = automatic)")
         if self.max_unlabelled < 1:
             raise ConfigError(f"strategy.fewshot.max_unlabelled={self.max_unlabelled} must be at least 1")
-        if self.end_to_end_epochs < 0:
-            raise ConfigError(f"strategy.fewshot.end_to_end_epochs={self.end_to_end_epochs} must be >= 0 (0 = off)")
+        if self.end_to_end_epochs is not None and self.end_to_end_epochs < 0:
+            raise ConfigError(f"strategy.fewshot.end_to_end_epochs={self.end_to_end_epochs} must be >= 0 (0 = off, "
+                              "null = automatic)")
 
 
 @dataclass
@@ -329,7 +332,7 @@ class Config:
             raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
                               "and no data.examples_per_class")
         e2e = self.strategy.fewshot.end_to_end_epochs
-        if self.strategy.name == "fewshot" and e2e >= self.train.epochs:
+        if self.strategy.name == "fewshot" and e2e is not None and e2e >= self.train.epochs:
             raise ConfigError(f"strategy.fewshot.end_to_end_epochs={e2e} leaves no epoch of pairs in train.epochs="
                               f"{self.train.epochs}; the end-to-end epochs are the last ones: set train.epochs to "
                               f"{e2e + 3} or more, or end_to_end_epochs below {self.train.epochs}")

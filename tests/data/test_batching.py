@@ -51,6 +51,18 @@ def test_sorted_batches_for_evaluation():
     assert [lens[i] for i in flat] == sorted(lens, reverse=True)
 
 
+def test_sorted_batches_with_min_fill_end_a_pass_before_a_much_shorter_text():
+    lens = [60, 8, 40, 9, 33, 10, 7, 31]  # one server batch: long and short requests mixed
+    assert sorted_batches(lens, 64) == [[0, 2, 4, 7, 5, 3, 1, 6]]  # one pass, padded to 60
+    batches = sorted_batches(lens, 64, min_fill=0.5)
+    assert [[lens[i] for i in b] for b in batches] == [[60, 40, 33, 31], [10, 9, 8, 7]]
+    assert sorted_batches(lens, 3, min_fill=0.5) == [[0, 2, 4], [7], [5, 3, 1], [6]]  # batch_size still holds
+    for fill in (0.3, 0.7, 1.0):
+        padded = sum(len(b) * lens[b[0]] for b in sorted_batches(lens, 64, fill))
+        assert sorted(i for b in sorted_batches(lens, 64, fill) for i in b) == list(range(8))
+        assert padded <= len(lens) * max(lens)
+
+
 def test_collate_pads_to_the_batch_not_the_data_set():
     ids = [[101, 5, 102], [101, 5, 6, 7, 8, 102], [101, 102]]
     batch = collate(ids, [0, 2], pad_id=0, labels=[1, 0, 1])

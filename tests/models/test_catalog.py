@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from thrifty.cli import main
 from thrifty.config import load_config
 from thrifty.models.catalog import catalog
@@ -59,6 +61,18 @@ def test_recommend_proposes_fewshot_for_a_few_examples_per_class_and_says_why(ti
     assert any("30 training examples" in r and "fewshot" in r for r in result["reasons"])
     config = load_config(out)
     assert config.strategy.name == "fewshot" and config.train.eval_every_steps == choice["epochs"] * choice["steps_per_epoch"]
+
+
+@pytest.mark.slow  # a whole recommend (five estimates); the rule itself is tested in tests/tasks/test_fewshot.py
+def test_recommend_says_when_fewshot_trains_end_to_end(tiny_bert, small_csv, tmp_path, capsys, monkeypatch):
+    from thrifty.tasks import fewshot
+
+    monkeypatch.setattr(fewshot, "END_TO_END_MIN_ROWS", 60)  # the rule (2,000 rows) on a data set a test can train
+    code = main(["recommend", "--data", str(small_csv), "--models", str(tiny_bert), "--budget", "2",
+                 "--data.validation_fraction", "0.25", "--train.num_threads", "2", "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert code == 0 and result["choice"]["strategy"] == "fewshot"
+    assert any(r.startswith("fewshot end to end: 60 training rows (>= 60), so the last 1 epochs") for r in result["reasons"])
 
 
 def test_recommend_with_a_hopeless_budget_says_so(tiny_bert, small_csv, capsys):

@@ -14,7 +14,9 @@ from thrifty.config import FewShotConfig
 from thrifty.errors import ConfigError, DataError, ModelError
 from thrifty.runs.run_dir import read_status
 from thrifty.training.recipe import CONFIG_FILE
-from thrifty.tasks.fewshot import class_balanced_batches, label_descriptions, pair_loss, recommended_epochs
+from thrifty.tasks import fewshot as fewshot_task
+from thrifty.tasks.fewshot import (automatic_end_to_end_epochs, class_balanced_batches, label_descriptions, pair_loss,
+                                   recommended_epochs)
 
 from tests.conftest import tiny_config
 from tests.training.test_training import losses, run_cli, write_config
@@ -143,6 +145,29 @@ def test_end_to_end_epochs_train_the_head_on_cross_entropy_from_the_fitted_one(t
     task.before_evaluation(model, encoded, tokenizer.pad_token_id, 8, "cpu")
     assert not torch.allclose(model.head.weight, trained)
     assert thrifty.evaluate(tmp_path / "run", str(small_csv))["accuracy"] > 0.9
+
+
+def test_end_to_end_epochs_are_automatic_half_of_the_epochs_from_many_training_rows(tiny_bert, small_csv, tmp_path,
+                                                                                     monkeypatch):
+    assert automatic_end_to_end_epochs(4_848, 6) == 3 and automatic_end_to_end_epochs(1_999, 6) == 0
+    assert automatic_end_to_end_epochs(10_000, 1) == 0  # a budget cut to one epoch keeps it for pairs
+    thrifty.train(fewshot_config(tiny_bert, small_csv), output=tmp_path / "few", progress=False)
+    report = json.loads((tmp_path / "few" / "data_report.json").read_text())["fewshot"]
+    assert report["end_to_end_epochs"] == "automatic: 0, pairs only (12 training rows < 2,000)"
+
+    monkeypatch.setattr(fewshot_task, "END_TO_END_MIN_ROWS", 12)  # the rule on a data set small enough for a test
+    seen = []
+    original = fewshot_task.FewShotClassification.start_epoch
+
+    def spy(self, model, epoch, epochs, *args, **kwargs):
+        original(self, model, epoch, epochs, *args, **kwargs)
+        seen.append(self.end_to_end)
+
+    monkeypatch.setattr(fewshot_task.FewShotClassification, "start_epoch", spy)
+    thrifty.train(fewshot_config(tiny_bert, small_csv), output=tmp_path / "many", progress=False)
+    report = json.loads((tmp_path / "many" / "data_report.json").read_text())["fewshot"]
+    assert report["end_to_end_epochs"] == "automatic: half of train.epochs (12 training rows >= 12)"
+    assert seen == [False, False, True, True]  # 4 epochs: 2 of pairs, then 2 end to end
 
 
 def test_end_to_end_epochs_must_leave_epochs_of_pairs(tiny_bert, small_csv, tmp_path):

@@ -35,10 +35,19 @@ def training_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: 
     return [batches[i] for i in shuffled]
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Longest first, so an out-of-memory problem shows up on the first batch, not the last."""
+def sorted_batches(lengths: Sequence[int], batch_size: int, min_fill: float = 0.0) -> list[list[int]]:
+    """Longest first, so an out-of-memory problem shows up on the first batch, not the last. With `min_fill`, a
+    batch also ends before a row shorter than `min_fill` x its longest row: a few texts of mixed lengths (a server's
+    batch of unrelated requests) go through in passes of similar lengths, not one pass padded to the longest."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if min_fill <= 0:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches: list[list[int]] = []
+    for i in order:
+        if not batches or len(batches[-1]) >= batch_size or lengths[i] < min_fill * lengths[batches[-1][0]]:
+            batches.append([])
+        batches[-1].append(i)
+    return batches
 
 
 def collate(

@@ -12,15 +12,16 @@ from thrifty.evaluation.metrics import classification_metrics
 
 
 def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None,
-                   forward: Optional[Callable] = None) -> np.ndarray:
-    """Logits in input order. `forward(batch, indices)` replaces `model(**batch).logits` (e.g. cached features)."""
+                   forward: Optional[Callable] = None, min_fill: float = 0.0) -> np.ndarray:
+    """Logits in input order. `forward(batch, indices)` replaces `model(**batch).logits` (e.g. cached features);
+    `min_fill`: see data.batching.sorted_batches."""
     was_training = model.training
     model.eval()
     num_labels = model.config.num_labels
     out = np.zeros((len(input_ids), num_labels), dtype=np.float32)
     lengths = [len(ids) for ids in input_ids]
     with torch.inference_mode():
-        for idx in sorted_batches(lengths, batch_size):
+        for idx in sorted_batches(lengths, batch_size, min_fill):
             batch = collate(input_ids, idx, pad_id)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -126,7 +126,7 @@ class ServerState:
         if settings.db_url is not None and self.serve.log_predictions:
             self.log = PredictionLog(settings.db_url, buffer_rows=self.serve.log_buffer_rows,
                                      store_text=self.serve.log_text == "text")
-        self.metrics = ServerMetrics(self.log_stats)
+        self.metrics = ServerMetrics(self.log_stats, self.fallback_stats)
         self.api_key = os.environ.get(self.serve.api_key_env) or None
 
     @property
@@ -139,6 +139,12 @@ class ServerState:
             return None
         return {"logged": log.logged, "unlogged": log.unlogged, "write_errors": log.write_errors,
                 "buffered": log.buffered}
+
+    def fallback_stats(self) -> Optional[dict[str, Any]]:
+        model = self.model.predictor.model if self.model is not None else None
+        if getattr(model, "fallback", None) is None:
+            return None
+        return {"recomputed": model.rows_recomputed}
 
     async def load(self) -> None:
         """Load and warm up the model off the event loop; /readyz turns 200 when this is done."""

@@ -1,8 +1,8 @@
 """The server's Prometheus metrics (`GET /metrics`), through prometheus-client.
 
 Requests and errors by endpoint and status, request latency and forward-pass size as histograms, the texts
-waiting for a forward pass, texts predicted, the prediction log's written / unlogged / buffered rows, and the
-model's name, version and backend. Each server owns its registry, so two servers in one process (tests) do
+waiting for a forward pass, texts predicted, the prediction log's written / unlogged / buffered rows, the int8
+backend's texts recomputed in fp32, and the model's name, version and backend. Each server owns its registry, so two servers in one process (tests) do
 not share counters. With `--workers N`, each worker process answers /metrics with its own figures.
 """
 
@@ -39,8 +39,25 @@ class _LogCollector(Collector):
         yield buffered
 
 
+class _FallbackCollector(Collector):
+    """The int8 backend's close calls recomputed by the fp32 graph (inference/onnx_backend.py), read when scraped."""
+
+    def __init__(self, fallback_stats: Callable[[], Optional[dict]]) -> None:
+        self._stats = fallback_stats
+
+    def collect(self):
+        stats = self._stats()
+        if stats is None:
+            return
+        family = CounterMetricFamily("thrifty_int8_fallback_texts", "texts the int8 graph found too close to call, "
+                                     "recomputed by the fp32 graph")
+        family.add_metric([], stats["recomputed"])
+        yield family
+
+
 class ServerMetrics:
-    def __init__(self, log_stats: Callable[[], Optional[dict]] = lambda: None) -> None:
+    def __init__(self, log_stats: Callable[[], Optional[dict]] = lambda: None,
+                 fallback_stats: Callable[[], Optional[dict]] = lambda: None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("thrifty_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
@@ -53,6 +70,7 @@ class ServerMetrics:
         self.queue_texts = Gauge("thrifty_queue_texts", "texts waiting for a forward pass", registry=r)
         self.model = Info("thrifty_model", "the model being served", registry=r)
         r.register(_LogCollector(log_stats))
+        r.register(_FallbackCollector(fallback_stats))
 
     def observe_batch(self, texts: int, seconds: float) -> None:
         self.batch_texts.observe(texts)
