@@ -147,10 +147,13 @@ def test_end_to_end_epochs_train_the_head_on_cross_entropy_from_the_fitted_one(t
     assert thrifty.evaluate(tmp_path / "run", str(small_csv))["accuracy"] > 0.9
 
 
-def test_end_to_end_epochs_are_automatic_half_of_the_epochs_from_many_training_rows(tiny_bert, small_csv, tmp_path,
-                                                                                     monkeypatch):
+def test_automatic_end_to_end_epochs_are_half_of_the_epochs_from_2000_training_rows():
     assert automatic_end_to_end_epochs(4_848, 6) == 3 and automatic_end_to_end_epochs(1_999, 6) == 0
     assert automatic_end_to_end_epochs(10_000, 1) == 0  # a budget cut to one epoch keeps it for pairs
+
+
+@pytest.mark.slow  # two whole runs; the rule itself is tested above
+def test_end_to_end_epochs_are_automatic_in_a_run_and_reported(tiny_bert, small_csv, tmp_path, monkeypatch):
     thrifty.train(fewshot_config(tiny_bert, small_csv), output=tmp_path / "few", progress=False)
     report = json.loads((tmp_path / "few" / "data_report.json").read_text())["fewshot"]
     assert report["end_to_end_epochs"] == "automatic: 0, pairs only (12 training rows < 2,000)"

@@ -1,14 +1,15 @@
 """ONNX Runtime as a prediction backend: export a model folder's graph, quantise it, check it against PyTorch.
 
-`thrifty export MODEL_DIR --format onnx [--quantize int8]` writes MODEL_DIR/onnx/: `model.onnx` (the fp32 graph
-from torch.onnx), `model.int8.onnx` (onnxruntime's dynamic int8 quantisation of the linear layers' weights, per
-output channel, which is where a small encoder spends its time on CPU), and `parity.json`: on the run's validation set (or --data), the
-largest difference of any probability from PyTorch's, the share of texts given the same label, and the accuracy
-of PyTorch and of each ONNX graph. int8 rounding moves every logit a little, which changes the label of texts near
-the decision boundary; the int8 backend therefore sends its close calls (the two leading labels within a margin
-measured at export, `fallback_margin` in parity.json) to the fp32 graph, and the parity report measures that
-combination (and int8 alone, `without_fallback`). An int8 graph that agrees with PyTorch on fewer than 99% of labels is refused
-(nothing is written) unless forced. Files are written to a temporary folder and moved into place at the end.
+`thrifty export MODEL_DIR --format onnx [--quantize int8]` writes MODEL_DIR/onnx/: `model.onnx` (the fp32 graph from
+torch.onnx), `model.int8.onnx` (onnxruntime's dynamic int8 quantisation of the linear layers' weights, per output
+channel, which is where a small encoder spends its time on CPU), and `parity.json`: on the run's validation set (or
+--data), the largest difference of any probability from PyTorch's, the share of texts given the same label, and the
+accuracy of PyTorch and of each ONNX graph. int8 rounding moves every logit a little, which changes the label of
+texts near the decision boundary; the int8 backend therefore sends its close calls (the two leading labels within a
+margin measured at export, `fallback_margin` in parity.json) to the fp32 graph, and the parity report measures that
+combination (and int8 alone, `without_fallback`). An int8 graph that agrees with PyTorch on fewer than 99% of labels
+is refused (nothing is written) unless forced. Files are written to a temporary folder and moved into place at the
+end.
 
 `OnnxClassifier` stands where the PyTorch model stood in `Predictor` (`--backend onnx` in predict and serve): it
 takes the same padded batches and returns the same logits, so sorting by length, truncation, normalisation and
