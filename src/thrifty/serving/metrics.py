@@ -18,41 +18,36 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
-class _LogCollector(Collector):
-    """The prediction log's counters, read when scraped (they live in the log's writer thread)."""
+class _ReadWhenScraped(Collector):
+    """Figures that live outside the registry (the prediction log's writer thread, the int8 backend), read when
+    scraped: `stats()` gives a dict, or None when there is nothing to report (no log, no int8 fallback)."""
 
-    def __init__(self, log_stats: Callable[[], Optional[dict]]) -> None:
-        self._stats = log_stats
+    def __init__(self, stats: Callable[[], Optional[dict]], families: tuple[tuple[str, type, str, str], ...]) -> None:
+        self._stats = stats
+        self._families = families  # (metric name, CounterMetricFamily or GaugeMetricFamily, help, key in stats)
 
     def collect(self):
         stats = self._stats()
         if stats is None:
             return
-        for name, doc in (("logged", "predictions written to the prediction log"),
-                          ("unlogged", "predictions lost to the log: buffer full, or database away at shutdown"),
-                          ("write_errors", "failed attempts to write a batch to the log's database (retried)")):
-            family = CounterMetricFamily(f"thrifty_prediction_log_{name}", doc)
-            family.add_metric([], stats[name])
+        for name, kind, doc, key in self._families:
+            family = kind(name, doc)
+            family.add_metric([], stats[key])
             yield family
-        buffered = GaugeMetricFamily("thrifty_prediction_log_buffered", "predictions waiting to be written")
-        buffered.add_metric([], stats["buffered"])
-        yield buffered
 
 
-class _FallbackCollector(Collector):
-    """The int8 backend's close calls recomputed by the fp32 graph (inference/onnx_backend.py), read when scraped."""
-
-    def __init__(self, fallback_stats: Callable[[], Optional[dict]]) -> None:
-        self._stats = fallback_stats
-
-    def collect(self):
-        stats = self._stats()
-        if stats is None:
-            return
-        family = CounterMetricFamily("thrifty_int8_fallback_texts", "texts the int8 graph found too close to call, "
-                                     "recomputed by the fp32 graph")
-        family.add_metric([], stats["recomputed"])
-        yield family
+LOG_FAMILIES = (
+    ("thrifty_prediction_log_logged", CounterMetricFamily, "predictions written to the prediction log", "logged"),
+    ("thrifty_prediction_log_unlogged", CounterMetricFamily,
+     "predictions lost to the log: buffer full, or database away at shutdown", "unlogged"),
+    ("thrifty_prediction_log_write_errors", CounterMetricFamily,
+     "failed attempts to write a batch to the log's database (retried)", "write_errors"),
+    ("thrifty_prediction_log_buffered", GaugeMetricFamily, "predictions waiting to be written", "buffered"),
+)
+FALLBACK_FAMILIES = (
+    ("thrifty_int8_fallback_texts", CounterMetricFamily,
+     "texts the int8 graph found too close to call, recomputed by the fp32 graph", "recomputed"),
+)
 
 
 class ServerMetrics:
@@ -69,8 +64,8 @@ class ServerMetrics:
         self.predictions = Counter("thrifty_predictions", "texts predicted", registry=r)
         self.queue_texts = Gauge("thrifty_queue_texts", "texts waiting for a forward pass", registry=r)
         self.model = Info("thrifty_model", "the model being served", registry=r)
-        r.register(_LogCollector(log_stats))
-        r.register(_FallbackCollector(fallback_stats))
+        r.register(_ReadWhenScraped(log_stats, LOG_FAMILIES))
+        r.register(_ReadWhenScraped(fallback_stats, FALLBACK_FAMILIES))
 
     def observe_batch(self, texts: int, seconds: float) -> None:
         self.batch_texts.observe(texts)
