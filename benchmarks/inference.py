@@ -14,7 +14,9 @@ the process loads the model, predicts 64 texts to warm up, then the stopwatch ti
   max_length=...`; N = 1 is the pipeline's default;
 - thrifty-onnx, thrifty-onnx-int8: `Predictor.load(folder, backend="onnx" / "onnx-int8")`, the graphs `thrifty export
   --format onnx --quantize int8` wrote (made once, with --force so the int8 graph exists whatever its agreement;
-  the agreement is measured here: the share of SST-2 test sentences given the PyTorch predictor's label).
+  the agreement is measured here: the share of SST-2 test sentences given the PyTorch predictor's label);
+- thrifty-torch-bf16: `Predictor.load(folder, backend="torch-bf16")`, the same PyTorch model with bf16 weights (a CPU
+  with AMX or AVX512-BF16 runs them in hardware; refused elsewhere); its agreement measured the same way.
 
 What differs by design is thrifty's predictor itself (sorted batches, the pruned last layer). Results are
 appended to benchmarks/results/inference.json; the .md compares thrifty with the pipeline's best batch size.
@@ -29,8 +31,8 @@ import time
 from common import REPO, SST2, compare, paired_ratios, read_sst2, spread, table_head
 
 SYSTEMS = ("thrifty", "pipeline-b1", "pipeline-b32", "pipeline-b64", "pipeline-b128", "pipeline-b256", "thrifty-onnx",
-           "thrifty-onnx-int8")
-DEFAULT_SYSTEMS = SYSTEMS[:6]  # the ONNX rows are asked for by name (--systems thrifty,thrifty-onnx,...)
+           "thrifty-onnx-int8", "thrifty-torch-bf16")
+DEFAULT_SYSTEMS = SYSTEMS[:6]  # the other backends are asked for by name (--systems thrifty,thrifty-onnx,...)
 MODEL = REPO / "benchmarks" / "runs" / "sst2_model"
 
 
@@ -77,7 +79,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     result = {"seconds": round(seconds, 3), "texts_per_second": round(len(texts) / seconds, 1), "max_length": max_length,
               "texts": len(texts),
               "test_accuracy": round(sum(p == str(y) for p, y in zip(predicted, int_labels)) / len(texts), 4)}
-    if "onnx" in system:  # after the stopwatch: how often the graph gives PyTorch's label
+    if system.startswith("thrifty-"):  # after the stopwatch: how often this backend gives PyTorch fp32's label
         reference = [p["label"] for p in Predictor.load(MODEL).predict(texts)]
         result["label_agreement_with_pytorch"] = round(sum(a == b for a, b in zip(predicted, reference)) / len(texts), 4)
     return result
@@ -104,7 +106,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
         lines += ["", f"thrifty vs the pipeline's best batch size ({best}): **{rates['thrifty'] / pipes[best]:.2f}x** "
                       f"(round by round {rounds}) "
                       f"the texts/s; vs its default ({'pipeline-b1'}): {rates['thrifty'] / pipes.get('pipeline-b1', float('nan')):.2f}x."]
-    for onnx in ("thrifty-onnx", "thrifty-onnx-int8"):
+    for onnx in ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16"):
         if onnx in rates and "thrifty" in rates:
             agreement = min(r["label_agreement_with_pytorch"] for r in runs if r["system"] == onnx)
             rounds = spread(paired_ratios(runs, onnx, "thrifty", lambda r: r["texts_per_second"]), "{:.2f}")

@@ -11,6 +11,7 @@ per client and round, so every system gets the same requests). Traffic only to 1
 - thrifty: `thrifty serve` with its defaults (dynamic batching: 64 texts or 5 ms) and the prediction log in SQLite;
 - thrifty-nobatch: the same with `--no-batching` (one forward pass per request);
 - thrifty-onnx, thrifty-onnx-int8: the same with `--backend onnx` / `onnx-int8` (graphs made once by `thrifty export`);
+- thrifty-torch-bf16: the same with `--backend torch-bf16` (bf16 weights; a CPU with AMX or AVX512-BF16 only);
 - pipeline-server: benchmarks/pipeline_server.py, the server a user writes by hand (a `def` endpoint calling the
   pipeline per request; no log).
 
@@ -39,7 +40,8 @@ from pathlib import Path
 from common import REPO, compare, paired_ratios, read_sst2, spread, table_head
 from inference import MODEL, make_model
 
-SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8")
+SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")
+BACKEND_SYSTEMS = ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")  # thrifty-BACKEND: --backend BACKEND
 
 
 def free_port() -> int:
@@ -120,7 +122,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     if system.startswith("thrifty"):
         command = [sys.executable, "-m", "thrifty", "serve", str(MODEL), "--port", str(port), "--db", str(db),
                    "--serve.threads", str(args.threads)] + (["--no-batching"] if system == "thrifty-nobatch" else [])
-        if "onnx" in system:
+        if system in BACKEND_SYSTEMS:
             command += ["--backend", system.split("-", 1)[1]]
     else:
         command = [sys.executable, str(REPO / "benchmarks" / "pipeline_server.py"), str(MODEL / "model"), str(port),
@@ -166,8 +168,8 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
         lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
                      f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
                      f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
-    for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch", "thrifty-onnx", "thrifty-onnx-int8")] + \
-            [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty")]:
+    for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
+            [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
         ratios = paired_ratios(runs, a, b, lambda r: r["texts_per_second"])
         if ratios:
             lines.append(f"\n{a} / {b} texts/s: {statistics.median(ratios):.2f}x (round by round "

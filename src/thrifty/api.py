@@ -27,10 +27,11 @@ def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128) 
 
 def evaluate(
     model_dir: str | Path, data: str, *, output: Optional[str | Path] = None, text_column: Optional[str] = None,
-    label_column: Optional[str] = None, batch_size: int = 128,
+    label_column: Optional[str] = None, batch_size: int = 128, backend: str = "torch",
 ) -> dict[str, Any]:
     """Metrics of a model on a labelled (or tagged) file; writes metrics.json and a plot (confusion matrix, or
-    per-type F1) to `output` or MODEL_DIR/evaluations/FILE."""
+    per-type F1) to `output` or MODEL_DIR/evaluations/FILE. `backend`: as in predict and serve (config.BACKENDS), so
+    that a bf16 or int8 backend's accuracy can be checked before it serves."""
     import dataclasses
 
     from thrifty.errors import DataError
@@ -38,7 +39,7 @@ def evaluate(
     from thrifty.runs.run_dir import write_json, writing
     from thrifty.tasks import get_task
 
-    predictor = Predictor.load(model_dir)
+    predictor = Predictor.load(model_dir, backend=backend)
     task = get_task(predictor.task)
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
@@ -68,6 +69,7 @@ def evaluate(
     metrics = task.evaluate(predictor.model, encoded, split, predictor.label_names, predictor.tokenizer.pad_token_id,
                             batch_size, predictor.device)
     metrics["data"] = {"file": source, **counts}
+    metrics["backend"] = backend
     out_dir = _evaluation_dir(predictor.folder, source, output)
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from thrifty.config import BACKENDS
 from thrifty.errors import Interrupted, ThriftyError
 
 EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
@@ -25,6 +26,8 @@ EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
 `thrifty config` prints every key with its default."""
 
 
+BACKEND_HELP = ("torch (fp32); torch-bf16 (bf16 weights: CPUs with AMX or AVX512-BF16, GPUs with bf16); onnx or onnx-int8: "
+                "ONNX Runtime on the graph `thrifty export` wrote (classification)")
 EPILOG_SERVE = """POST /v1/predict {"texts": [...]} -> one result per text; POST /v1/feedback {"id", "label"};
 GET /v1/model, /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI).
 serve settings: --serve.KEY VALUE, e.g. --serve.max_wait_ms 10 --serve.max_batch_texts 32 --serve.log_text hash
@@ -98,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
 
     p = sub.add_parser("predict", parents=[common], help="labels (or entities) for new texts")
     p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
@@ -109,8 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="text column of a table input (default: the one used in training)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
-                   help="PyTorch, or ONNX Runtime on the graph `thrifty export` wrote (classification)")
+    p.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
 
     p = sub.add_parser("serve", parents=[common], help="answer predictions over HTTP: dynamic batching, a prediction log, "
                                                        "metrics (docs/serving.md)", epilog=EPILOG_SERVE,
@@ -127,8 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-log", action="store_true", help="do not log predictions")
     p.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     p.add_argument("--name", help="the model name in answers and the log (default: the run folder's name)")
-    p.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"],
-                   help="torch (default), or ONNX Runtime on the graph `thrifty export` wrote")
+    p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP + " (default torch)")
 
     p = sub.add_parser("export", parents=[common], help="an ONNX graph of a classifier (optionally int8), with a parity "
                                                         "report against PyTorch")
@@ -315,7 +317,7 @@ def _cmd_evaluate(args) -> int:
     from thrifty.api import evaluate
 
     metrics = evaluate(args.run_dir, args.data, output=args.output, text_column=args.text_column,
-                       label_column=args.label_column, batch_size=args.batch_size)
+                       label_column=args.label_column, batch_size=args.batch_size, backend=args.backend)
     print(f"{Path(args.data).name}: {metrics['summary']}")
     if "per_type" in metrics:  # token classification: the table a person reads first
         print(f"  {'type':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")

@@ -270,6 +270,12 @@ class BudgetConfig:
         return any(v is not None for v in (self.max_minutes, self.max_cost, self.max_flops))
 
 
+# Prediction backends (predict, evaluate, serve): PyTorch in fp32; PyTorch with bf16 weights (CPUs with AMX or
+# AVX512-BF16, GPUs with bf16); ONNX Runtime on the fp32 or int8 graph `thrifty export` wrote
+Backend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
+BACKENDS: tuple[str, ...] = typing.get_args(Backend)
+
+
 @dataclass
 class ServeConfig:
     """`thrifty serve MODEL_DIR`: the prediction server (docs/serving.md). Flags such as --port override these."""
@@ -278,7 +284,7 @@ class ServeConfig:
     port: int = 8000
     workers: int = 1  # server processes on this machine, each with its own copy of the model
     threads: Optional[int] = None  # torch threads per worker; None = this machine's cores / workers
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch"  # onnx*: the graph `thrifty export` wrote
+    backend: Backend = "torch"  # torch-bf16: bf16 weights where the hardware has bf16; onnx*: `thrifty export`'s graph
     batching: bool = True  # dynamic batching: the texts of concurrent requests share one forward pass
     max_batch_texts: int = 64  # a forward pass starts once this many texts wait...
     max_wait_ms: float = 5.0  # ...or once the first of them has waited this long

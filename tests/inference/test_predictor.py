@@ -12,3 +12,41 @@ def test_passes_split_by_length_give_the_logits_of_one_padded_pass(tiny_run):
     split = predictor.logits(texts, min_fill=0.9)  # nearly one pass per distinct length
     np.testing.assert_allclose(split, one_pass, atol=1e-5)
     np.testing.assert_allclose(predictor.logits(texts[::-1], min_fill=0.9), one_pass[::-1], atol=1e-5)
+
+
+def test_the_bf16_backend_predicts_with_bf16_weights_close_to_fp32(tiny_run, monkeypatch, tmp_path):
+    import json
+
+    import torch
+
+    import thrifty
+    from thrifty.inference import predictor as predictor_module
+
+    monkeypatch.setattr(predictor_module, "has_fast_bf16", lambda device: True)  # emulated where the CPU has no bf16
+    fp32 = Predictor.load(tiny_run, device="cpu")
+    bf16 = Predictor.load(tiny_run, device="cpu", backend="torch-bf16")
+    assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
+    texts = ["I loved this wonderful film", "I hated this terrible film", "an ordinary film"]
+    reference, rounded = fp32.logits(texts), bf16.logits(texts)
+    assert rounded.dtype == np.float32 and not np.array_equal(rounded, reference)  # bf16 did round something
+    np.testing.assert_allclose(rounded, reference, atol=0.1)
+    data = tmp_path / "check.csv"
+    data.write_text("text,label\nI loved it,pos\nI hated it,neg\n", encoding="utf-8")
+    metrics = thrifty.evaluate(tiny_run, str(data), output=tmp_path / "eval", backend="torch-bf16")
+    assert metrics["backend"] == "torch-bf16"
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["backend"] == "torch-bf16"
+
+
+def test_bf16_is_refused_where_the_hardware_has_none(tiny_run, monkeypatch, capsys):
+    import torch
+
+    from thrifty.cli import main
+
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):
+        monkeypatch.setattr(torch.cpu, probe, lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for command in (["predict", tiny_run, "--backend", "torch-bf16", "--text", "x"],
+                    ["serve", tiny_run, "--backend", "torch-bf16", "--no-log"]):
+        assert main([str(a) for a in command]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "no bf16 instructions" in err and "--backend torch" in err

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import LM_TASKS, DataConfig
+from thrifty.config import BACKENDS, LM_TASKS, DataConfig
 from thrifty.errors import ModelError
 from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
@@ -27,7 +27,6 @@ from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
 from thrifty.tasks.token_classification import align_first_subtokens, group_entities
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
 PREDICT_MIN_FILL = 0.7  # a pass ends before a text shorter than 0.7x its longest (data.batching.sorted_batches): on
 #                        random 64-text batches of SST-2 test, texts/s 1.6x PyTorch's one padded pass, 1.35x int8's (0.5-0.7
 #                        within noise of each other; 0.8 lower)
@@ -50,6 +49,20 @@ def _max_length(manifest: dict[str, Any]) -> int:
     return int(pre.get("predict_max_length") or pre.get("max_length") or manifest["max_length"])
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix products run in hardware here: a GPU with bf16, or a CPU with AMX or AVX512-BF16 (oneDNN
+    uses them). Elsewhere bf16 is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
+def require_bf16(device: torch.device) -> None:
+    if not has_fast_bf16(device):
+        raise ModelError(f"this {device.type.upper()} has no bf16 instructions (AMX or AVX512-BF16 on a CPU), so "
+                         "--backend torch-bf16 would run slower than fp32; use --backend torch or onnx-int8")
+
+
 @dataclass
 class Predictor:
     model: Any
@@ -68,7 +81,9 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, device: Optional[str] = None, backend: str = "torch") -> "Predictor":
-        """`backend`: torch, onnx (MODEL_DIR/onnx/model.onnx) or onnx-int8 (model.int8.onnx), both from `thrifty export`."""
+        """`backend`: torch, torch-bf16 (the same model with bf16 weights: on SST-2 test ~3x fp32's texts/s on a CPU
+        with AMX, 99.8% of its labels; docs/serving.md), onnx (MODEL_DIR/onnx/model.onnx) or onnx-int8
+        (model.int8.onnx), both from `thrifty export`."""
         folder = model_folder(path)
         manifest = read_manifest(folder)
         task = manifest["task"]
@@ -80,7 +95,7 @@ class Predictor:
         head = get_task(task).head
         quiet_transformers()
         tokenizer = load_tokenizer(str(folder))
-        if backend != "torch":
+        if backend.startswith("onnx"):
             from thrifty.inference.onnx_backend import load_onnx_classifier
 
             if task != "classification":
@@ -104,6 +119,9 @@ class Predictor:
 
             model = getattr(transformers, AUTO_CLASSES[head]).from_pretrained(str(folder), use_safetensors=True)
         dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if backend == "torch-bf16":
+            require_bf16(dev)
+            model.to(torch.bfloat16)  # logits come back as float32 (predict_logits, word_probabilities)
         model.to(dev).eval()
         first_token.enable(model)  # same logits, less work (sequence classifiers only)
         return cls(model, tokenizer, list(manifest["labels"]), _max_length(manifest), task,

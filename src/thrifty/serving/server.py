@@ -64,10 +64,16 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     if manifest["task"] in LM_TASKS:
         raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({manifest['task']}): it has no labels "
                          f"to serve; train a classifier from it with --model.name {folder}")
-    if settings.backend != "torch":  # the graph must exist before a port opens
+    if settings.backend.startswith("onnx"):  # the graph must exist before a port opens
         from thrifty.inference.onnx_backend import graph_path
 
         graph_path(folder, "int8" if settings.backend == "onnx-int8" else None)
+    if settings.backend == "torch-bf16":  # refused before a port opens too
+        import torch
+
+        from thrifty.inference.predictor import require_bf16
+
+        require_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     check_port(settings.host, settings.port)
     db_url = None
     if log and settings.log_predictions:
