@@ -94,7 +94,9 @@ class OnnxClassifier:
     def __init__(self, path: str | Path, num_labels: int, threads: Optional[int] = None,
                  fallback: Optional[str | Path] = None, fallback_margin: float = 0.0) -> None:
         self.session = _session(path, threads)
-        self.fallback = _session(fallback, threads) if fallback is not None and fallback_margin > 0 else None
+        # the fp32 graph, itself without a fallback: predict_logits runs it like any model
+        self.fallback = OnnxClassifier(fallback, num_labels, threads) if fallback is not None and fallback_margin > 0 \
+            else None
         self.fallback_margin = fallback_margin
         self.path = Path(path)
         self.config = SimpleNamespace(num_labels=num_labels)
@@ -125,18 +127,10 @@ class OnnxClassifier:
         if len(close):
             from thrifty.evaluation.evaluate import predict_logits
 
-            logits[close] = predict_logits(_FallbackGraph(self.fallback, self.config), [input_ids[i] for i in close],
-                                           pad_id, batch_size, torch.device("cpu"), min_fill=min_fill)
+            logits[close] = predict_logits(self.fallback, [input_ids[i] for i in close], pad_id, batch_size,
+                                           torch.device("cpu"), min_fill=min_fill)
             self.rows_recomputed += len(close)
         return logits
-
-
-class _FallbackGraph(OnnxClassifier):
-    """The fp32 session of an int8 backend, called like a model by predict_logits."""
-
-    def __init__(self, session, config) -> None:  # shares the loaded session: no second load
-        self.session, self.fallback, self.config = session, None, config
-        self.rows, self.rows_recomputed = 0, 0
 
 
 def graph_path(model_dir: str | Path, quantize: Optional[str] = None) -> Path:

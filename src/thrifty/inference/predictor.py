@@ -49,6 +49,11 @@ def _max_length(manifest: dict[str, Any]) -> int:
     return int(pre.get("predict_max_length") or pre.get("max_length") or manifest["max_length"])
 
 
+def prediction_device(device: Optional[str] = None) -> torch.device:
+    """The device a PyTorch backend predicts on: the one asked for, else a GPU when there is one."""
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def has_fast_bf16(device: torch.device) -> bool:
     """Whether bf16 matrix products run in hardware here: a GPU with bf16, or a CPU with AMX or AVX512-BF16 (oneDNN
     uses them). Elsewhere bf16 is emulated and slower than fp32."""
@@ -118,7 +123,7 @@ class Predictor:
             import transformers
 
             model = getattr(transformers, AUTO_CLASSES[head]).from_pretrained(str(folder), use_safetensors=True)
-        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dev = prediction_device(device)
         if backend == "torch-bf16":
             require_bf16(dev)
             model.to(torch.bfloat16)  # logits come back as float32 (predict_logits, word_probabilities)

@@ -143,10 +143,11 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
                        "for more, at least 6 steps (chosen on dev splits, tasks/fewshot.recommended_epochs)")
         from thrifty.tasks.fewshot import END_TO_END_MIN_ROWS, automatic_end_to_end_epochs
 
-        if base.strategy.fewshot.end_to_end_epochs is None and automatic_end_to_end_epochs(examples, choice["epochs"]):
+        end_to_end = automatic_end_to_end_epochs(examples, choice["epochs"])
+        if base.strategy.fewshot.end_to_end_epochs is None and end_to_end:
             reasons.append(f"fewshot end to end: {examples:,} training rows (>= {END_TO_END_MIN_ROWS:,}), so the last "
-                           f"{automatic_end_to_end_epochs(examples, choice['epochs'])} epochs train encoder and head on "
-                           "the labels (ahead of pairs only from thousands of rows; docs/fewshot.md)")
+                           f"{end_to_end} epochs train encoder and head on the labels (ahead of pairs only from "
+                           "thousands of rows; docs/fewshot.md)")
     elif richer:
         reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
                        f"only {', '.join(str(c['epochs']) for c in richer)} epoch(s)")

@@ -69,11 +69,9 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
 
         graph_path(folder, "int8" if settings.backend == "onnx-int8" else None)
     if settings.backend == "torch-bf16":  # refused before a port opens too
-        import torch
+        from thrifty.inference.predictor import prediction_device, require_bf16
 
-        from thrifty.inference.predictor import require_bf16
-
-        require_bf16(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        require_bf16(prediction_device())
     check_port(settings.host, settings.port)
     db_url = None
     if log and settings.log_predictions:

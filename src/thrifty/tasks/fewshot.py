@@ -166,7 +166,7 @@ class FewShotClassification(SequenceClassification):
         given = self.config.end_to_end_epochs
         data.report["fewshot"]["end_to_end_epochs"] = given if given is not None else (
             f"automatic: half of train.epochs ({self.train_rows:,} training rows >= {END_TO_END_MIN_ROWS:,})"
-            if automatic_end_to_end_epochs(self.train_rows, 2) else
+            if self.train_rows >= END_TO_END_MIN_ROWS else
             f"automatic: 0, pairs only ({self.train_rows:,} training rows < {END_TO_END_MIN_ROWS:,})")
         if config.unlabelled is not None:
             self.unlabelled, read = unlabelled_texts(config, data, seed, self.config.max_unlabelled)
