@@ -8,14 +8,14 @@ published SST-2 test sentences (1,821), cut at the same max_length on every side
 manifest). Each system runs in a fresh process per round (a "seed" here is a round), the order alternated;
 the process loads the model, predicts 64 texts to warm up, then the stopwatch times predicting all 1,821.
 
-- thrifty: `Predictor.load(folder).predict(texts)` (its default batch of 128, sorted by length, results in
-  input order, the last layer for [CLS] only);
+- thrifty: `Predictor.load(folder, lanes=None).predict(texts)`, as `thrifty predict` runs (its default batch of 128,
+  sorted by length, passes on one lane per thread, results in input order, the last layer for [CLS] only);
 - pipeline-bN: `pipeline("text-classification", model=folder, batch_size=N)` with `truncation=True,
   max_length=...`; N = 1 is the pipeline's default;
-- thrifty-onnx, thrifty-onnx-int8: `Predictor.load(folder, backend="onnx" / "onnx-int8")`, the graphs `thrifty export
+- thrifty-onnx, thrifty-onnx-int8: `Predictor.load(folder, backend="onnx" / "onnx-int8", lanes=None)`, the graphs `thrifty export
   --format onnx --quantize int8` wrote (made once, with --force so the int8 graph exists whatever its agreement;
   the agreement is measured here: the share of SST-2 test sentences given the PyTorch predictor's label);
-- thrifty-torch-bf16: `Predictor.load(folder, backend="torch-bf16")`, the same PyTorch model with bf16 weights (a CPU
+- thrifty-torch-bf16: `Predictor.load(folder, backend="torch-bf16", lanes=None)`, the same PyTorch model with bf16 weights (a CPU
   with AMX or AVX512-BF16 runs them in hardware; refused elsewhere); its agreement measured the same way.
 
 What differs by design is thrifty's predictor itself (sorted batches, the pruned last layer). Results are
@@ -57,7 +57,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     texts, int_labels = read_sst2("stsa.binary.test")
     max_length = Predictor.load(MODEL).max_length
     if system.startswith("thrifty"):
-        predictor = Predictor.load(MODEL, backend=system.split("-", 1)[1] if "-" in system else "torch")
+        predictor = Predictor.load(MODEL, backend=system.split("-", 1)[1] if "-" in system else "torch", lanes=None)
 
         def predict(batch):
             return [p["label"] for p in predictor.predict(batch)]

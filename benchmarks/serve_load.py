@@ -8,7 +8,8 @@ the same torch threads (--threads) and max_length (the model's). The load: --cli
 connections from one asyncio process for --seconds (60); each request carries 1-16 SST-2 test sentences (seeded
 per client and round, so every system gets the same requests). Traffic only to 127.0.0.1, bounded in time.
 
-- thrifty: `thrifty serve` with its defaults (dynamic batching: 64 texts or 5 ms) and the prediction log in SQLite;
+- thrifty: `thrifty serve` with its defaults (dynamic batching: 512 texts or 5 ms, passes of 32 texts sorted by
+  length on one lane per thread) and the prediction log in SQLite;
 - thrifty-nobatch: the same with `--no-batching` (one forward pass per request);
 - thrifty-onnx, thrifty-onnx-int8: the same with `--backend onnx` / `onnx-int8` (graphs made once by `thrifty export`);
 - thrifty-torch-bf16: the same with `--backend torch-bf16` (bf16 weights; a CPU with AMX or AVX512-BF16 only);

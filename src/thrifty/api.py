@@ -19,15 +19,17 @@ from thrifty.training.adapt import adapt  # noqa: F401  (re-exported)
 from thrifty.training.recipe import RunResult, train  # noqa: F401  (re-exported)
 
 
-def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128) -> list[dict[str, Any]]:
+def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128, backend: str = "torch",
+            lanes: Optional[int] = None) -> list[dict[str, Any]]:
+    """One result per text; `backend` and `lanes` as in `thrifty predict` (inference.predictor.Predictor.load)."""
     from thrifty.inference.predictor import Predictor
 
-    return Predictor.load(model_dir).predict(list(texts), batch_size)
+    return Predictor.load(model_dir, backend=backend, lanes=lanes).predict(list(texts), batch_size)
 
 
 def evaluate(
     model_dir: str | Path, data: str, *, output: Optional[str | Path] = None, text_column: Optional[str] = None,
-    label_column: Optional[str] = None, batch_size: int = 128, backend: str = "torch",
+    label_column: Optional[str] = None, batch_size: int = 128, backend: str = "torch", lanes: Optional[int] = None,
 ) -> dict[str, Any]:
     """Metrics of a model on a labelled (or tagged) file; writes metrics.json and a plot (confusion matrix, or
     per-type F1) to `output` or MODEL_DIR/evaluations/FILE. `backend`: as in predict and serve (config.BACKENDS), so
@@ -39,7 +41,7 @@ def evaluate(
     from thrifty.runs.run_dir import write_json, writing
     from thrifty.tasks import get_task
 
-    predictor = Predictor.load(model_dir, backend=backend)
+    predictor = Predictor.load(model_dir, backend=backend, lanes=lanes)
     task = get_task(predictor.task)
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)

@@ -28,6 +28,8 @@ EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
 
 BACKEND_HELP = ("torch (fp32); torch-bf16 (bf16 weights: CPUs with AMX or AVX512-BF16, GPUs with bf16); onnx or onnx-int8: "
                 "ONNX Runtime on the graph `thrifty export` wrote (classification)")
+LANES_HELP = ("classification passes run at once, each on threads / N CPU threads (default: one per thread on a CPU, "
+              "the most texts/s for small models; 1 for the lowest latency of a lone request on many cores)")
 EPILOG_SERVE = """POST /v1/predict {"texts": [...]} -> one result per text; POST /v1/feedback {"id", "label"};
 GET /v1/model, /healthz, /readyz, /metrics (Prometheus), /docs (OpenAPI).
 serve settings: --serve.KEY VALUE, e.g. --serve.max_wait_ms 10 --serve.max_batch_texts 32 --serve.log_text hash
@@ -102,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
+    p.add_argument("--lanes", type=int, help=LANES_HELP)
 
     p = sub.add_parser("predict", parents=[common], help="labels (or entities) for new texts")
     p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
@@ -114,6 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
+    p.add_argument("--lanes", type=int, help=LANES_HELP)
 
     p = sub.add_parser("serve", parents=[common], help="answer predictions over HTTP: dynamic batching, a prediction log, "
                                                        "metrics (docs/serving.md)", epilog=EPILOG_SERVE,
@@ -131,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-batching", action="store_true", help="one forward pass per request")
     p.add_argument("--name", help="the model name in answers and the log (default: the run folder's name)")
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP + " (default torch)")
+    p.add_argument("--lanes", type=int, help=LANES_HELP)
 
     p = sub.add_parser("export", parents=[common], help="an ONNX graph of a classifier (optionally int8), with a parity "
                                                         "report against PyTorch")
@@ -204,7 +209,8 @@ def _cmd_serve(args, overrides: list[str]) -> int:
     from thrifty.config import load_config
 
     config = load_config(args.config, overrides + [item for flag, key in (("host", "host"), ("port", "port"),
-                                                                         ("workers", "workers"), ("backend", "backend"))
+                                                                         ("workers", "workers"), ("backend", "backend"),
+                                                                         ("lanes", "lanes"))
                                                    if getattr(args, flag) is not None
                                                    for item in (f"--serve.{key}", str(getattr(args, flag)))])
     if args.no_batching:
@@ -317,7 +323,8 @@ def _cmd_evaluate(args) -> int:
     from thrifty.api import evaluate
 
     metrics = evaluate(args.run_dir, args.data, output=args.output, text_column=args.text_column,
-                       label_column=args.label_column, batch_size=args.batch_size, backend=args.backend)
+                       label_column=args.label_column, batch_size=args.batch_size, backend=args.backend,
+                       lanes=args.lanes)
     print(f"{Path(args.data).name}: {metrics['summary']}")
     if "per_type" in metrics:  # token classification: the table a person reads first
         print(f"  {'type':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
@@ -338,7 +345,7 @@ def _cmd_predict(args) -> int:
             raise ThriftyError(f"--output {out_path} must end in .jsonl or .csv")
         if out_path.exists() and not args.overwrite:
             raise ThriftyError(f"{out_path} already exists; choose another --output or add --overwrite")
-    predictor = Predictor.load(args.run_dir, backend=args.backend)
+    predictor = Predictor.load(args.run_dir, backend=args.backend, lanes=args.lanes)
     if predictor.task == "token_classification":
         return _predict_entities(args, predictor, out_path)
     if args.text is not None:

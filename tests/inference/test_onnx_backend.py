@@ -72,6 +72,11 @@ def test_int8_close_calls_go_to_the_fp32_graph(run_copy):
     assert everything.rows_recomputed == everything.rows == len(TEXTS)
     predictor.model = alone
     assert predictor.logits(TEXTS).shape == fp32.shape and alone.rows_recomputed == 0
+    lanes = Predictor.load(run_copy, backend="onnx-int8", lanes=2, threads=2)  # passes and close calls on 2 lanes
+    lanes.model = onnx_backend.OnnxClassifier(folder / "model.int8.onnx", 2, 1, fallback=folder / "model.onnx",
+                                              fallback_margin=1e9)
+    np.testing.assert_allclose(lanes.logits(TEXTS * 5, batch_size=2), np.concatenate([fp32] * 5), atol=1e-5)
+    assert lanes.model.rows_recomputed == lanes.model.rows == 5 * len(TEXTS)
 
 
 def test_the_fallback_margin_is_a_quantile_of_how_far_int8_moved_the_lead():

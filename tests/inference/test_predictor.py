@@ -1,7 +1,10 @@
-"""The predictor: passes of similar lengths give the logits one padded pass gives, in input order."""
+"""The predictor: passes of similar lengths give the logits one padded pass gives, in input order; lanes run
+passes in parallel and give the same logits."""
 
 import numpy as np
+import pytest
 
+from thrifty.errors import ModelError
 from thrifty.inference.predictor import Predictor
 
 
@@ -50,3 +53,27 @@ def test_bf16_is_refused_where_the_hardware_has_none(tiny_run, monkeypatch, caps
         assert main([str(a) for a in command]) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "no bf16 instructions" in err and "--backend torch" in err
+
+
+def test_lanes_run_passes_in_parallel_with_the_logits_of_one_lane(tiny_run):
+    import torch
+
+    texts = [("I loved this wonderful film " * (i % 7 + 1))[: 10 + 13 * i] for i in range(40)]
+    one_lane = Predictor.load(tiny_run, device="cpu").logits(texts, batch_size=4)
+    own = torch.get_num_threads()
+    lanes = Predictor.load(tiny_run, device="cpu", lanes=3, threads=3)
+    assert (lanes.lanes, lanes.lane_threads) == (3, 1)
+    np.testing.assert_allclose(lanes.logits(texts, batch_size=4), one_lane, atol=1e-5)  # 10+ passes over 3 lanes
+    assert torch.get_num_threads() == own  # the caller's thread count is its own
+    assert set(lanes._lane_pool.map(lambda _: torch.get_num_threads(), range(6))) == {1}  # each lane: its share
+    assert lanes.predict(texts[::-1], batch_size=4)[0]["label"] == Predictor.load(tiny_run).predict(texts[-1:])[0]["label"]
+
+
+def test_lanes_are_refused_below_one(tiny_run, capsys):
+    from thrifty.cli import main
+
+    with pytest.raises(ModelError, match="lanes=0"):
+        Predictor.load(tiny_run, lanes=0)
+    assert main(["predict", str(tiny_run), "--lanes", "0", "--text", "x"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "lanes=0" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -12,24 +13,34 @@ from thrifty.evaluation.metrics import classification_metrics
 
 
 def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None,
-                   forward: Optional[Callable] = None, min_fill: float = 0.0) -> np.ndarray:
+                   forward: Optional[Callable] = None, min_fill: float = 0.0,
+                   lanes: Optional[Executor] = None) -> np.ndarray:
     """Logits in input order. `forward(batch, indices)` replaces `model(**batch).logits` (e.g. cached features);
-    `min_fill`: see data.batching.sorted_batches."""
+    `min_fill`: see data.batching.sorted_batches. `lanes`: a thread pool that runs several passes at once (each writes
+    its own rows); on a CPU, one thread per pass beats every thread on one pass for small models (inference.predictor)."""
     was_training = model.training
     model.eval()
     num_labels = model.config.num_labels
     out = np.zeros((len(input_ids), num_labels), dtype=np.float32)
     lengths = [len(ids) for ids in input_ids]
-    with torch.inference_mode():
-        for idx in sorted_batches(lengths, batch_size, min_fill):
-            batch = collate(input_ids, idx, pad_id)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                logits = forward(batch, idx) if forward is not None else model(**batch).logits
+
+    def run_pass(idx: list[int]) -> None:
+        # inference_mode and autocast hold per thread: each lane enters them itself
+        with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=autocast_dtype,
+                                                    enabled=autocast_dtype is not None):
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate(input_ids, idx, pad_id).items()}
+            logits = forward(batch, idx) if forward is not None else model(**batch).logits
             out[idx] = logits.float().cpu().numpy()
+
+    passes = sorted_batches(lengths, batch_size, min_fill)
+    if lanes is None or len(passes) == 1:
+        for idx in passes:
+            run_pass(idx)
+    else:
+        list(lanes.map(run_pass, passes))  # longest first, so the lanes end together on the short ones
     recompute = getattr(model, "recompute_close_calls", None)  # the int8 backend: close calls again in fp32, in
     if forward is None and recompute is not None:              # one pass sorted by length (inference.onnx_backend)
-        out = recompute(out, input_ids, pad_id, batch_size, min_fill)
+        out = recompute(out, input_ids, pad_id, batch_size, min_fill, lanes=lanes)
     if was_training:
         model.train()
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -100,6 +101,7 @@ class OnnxClassifier:
         self.fallback_margin = fallback_margin
         self.path = Path(path)
         self.config = SimpleNamespace(num_labels=num_labels)
+        self._count_lock = threading.Lock()
         self.rows, self.rows_recomputed = 0, 0  # since loading: the share the fallback took (parity.json, metrics)
 
     def eval(self) -> "OnnxClassifier":
@@ -115,11 +117,12 @@ class OnnxClassifier:
         ids = input_ids.cpu().numpy().astype(np.int64)
         mask = attention_mask.cpu().numpy().astype(np.int64)
         logits = _run(self.session, ids, mask)
-        self.rows += len(logits)
+        with self._count_lock:  # lanes call this from several threads at once
+            self.rows += len(logits)
         return SimpleNamespace(logits=torch.from_numpy(logits))
 
     def recompute_close_calls(self, logits: np.ndarray, input_ids: Sequence[Sequence[int]], pad_id: int,
-                              batch_size: int, min_fill: float = 0.0) -> np.ndarray:
+                              batch_size: int, min_fill: float = 0.0, lanes=None) -> np.ndarray:
         """`logits` (this model's, in input order) with the close calls' rows replaced by the fp32 graph's."""
         if self.fallback is None:
             return logits
@@ -128,7 +131,7 @@ class OnnxClassifier:
             from thrifty.evaluation.evaluate import predict_logits
 
             logits[close] = predict_logits(self.fallback, [input_ids[i] for i in close], pad_id, batch_size,
-                                           torch.device("cpu"), min_fill=min_fill)
+                                           torch.device("cpu"), min_fill=min_fill, lanes=lanes)
             self.rows_recomputed += len(close)
         return logits
 
@@ -144,16 +147,17 @@ def graph_path(model_dir: str | Path, quantize: Optional[str] = None) -> Path:
     return path
 
 
-def load_onnx_classifier(model_dir: str | Path, quantize: Optional[str], num_labels: int) -> OnnxClassifier:
+def load_onnx_classifier(model_dir: str | Path, quantize: Optional[str], num_labels: int,
+                         threads: Optional[int] = None) -> OnnxClassifier:
     """The graph `thrifty export` wrote; for int8, with the fp32 graph for close calls at the margin parity.json
     records (an int8 graph exported before the fallback existed has none: int8 alone)."""
     path = graph_path(model_dir, quantize)
     if quantize != "int8":
-        return OnnxClassifier(path, num_labels)
+        return OnnxClassifier(path, num_labels, threads)
     parity = path.parent / PARITY_FILE
     margin = json.loads(parity.read_text(encoding="utf-8"))["int8"].get("fallback_margin", 0.0) if parity.exists() else 0.0
     fp32 = path.parent / GRAPH_FILES["fp32"]
-    return OnnxClassifier(path, num_labels, fallback=fp32 if fp32.exists() else None, fallback_margin=margin)
+    return OnnxClassifier(path, num_labels, threads, fallback=fp32 if fp32.exists() else None, fallback_margin=margin)
 
 
 def _export_graph(predictor, path: Path) -> None:

@@ -103,9 +103,10 @@ class ServedModel:
         from thrifty.inference.predictor import Predictor
 
         serve = settings.serve
-        torch.set_num_threads(serve.threads or max(1, (os.cpu_count() or 1) // serve.workers))
+        threads = serve.threads or max(1, (os.cpu_count() or 1) // serve.workers)
+        torch.set_num_threads(threads)
         self.folder, self.manifest, self.name, self.version = model_identity(settings.model_dir, settings.name)
-        self.predictor = Predictor.load(self.folder, backend=serve.backend)
+        self.predictor = Predictor.load(self.folder, backend=serve.backend, lanes=serve.lanes, threads=threads)
         self.task = self.predictor.task
         self.labels = list(self.predictor.label_names)
         self.backend = serve.backend

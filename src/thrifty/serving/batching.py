@@ -2,10 +2,12 @@
 
 A forward pass over 32 texts costs far less than 32 passes over one (the weights are read once, the matrix
 products are wide), so a server that answers each request alone leaves most of the machine idle under load.
-`DynamicBatcher` queues the texts of each request; a single collector task starts a pass as soon as
-`max_batch_texts` texts wait or the oldest has waited `max_wait_ms`, runs it in one model thread off the event loop
+`DynamicBatcher` queues the texts of each request; a single collector task starts a batch as soon as
+`max_batch_texts` texts wait or the oldest has waited `max_wait_ms`, hands it to one model thread off the event loop
 (the server keeps accepting requests meanwhile, and those become the next batch), then splits the results back in
-order. Requests queued while a pass runs do not wait again: the wait counts from each request's arrival.
+order. Requests queued while a batch runs do not wait again: the wait counts from each request's arrival. The model
+sorts a batch by length and splits it into passes, which its lanes run in parallel (inference.predictor): the larger
+the batch, the less padding and the fuller the passes, so under load a batch takes all that waits.
 
 With `enabled=False` each request is its own forward pass (still off the event loop, one at a time): the baseline
 the load benchmark compares against.
@@ -30,11 +32,11 @@ class _Job:
 class DynamicBatcher:
     """Collects requests into forward passes of up to `max_batch_texts` texts.
 
-    `predict(texts) -> results` (one per text, in order) runs in one dedicated thread, so the model is never
-    called from two threads at once. `on_batch(n_texts, seconds)` is told of every pass (for metrics).
+    `predict(texts) -> results` (one per text, in order) runs in one dedicated thread, one batch at a time (the
+    model's lanes are its own). `on_batch(n_texts, seconds)` is told of every pass (for metrics).
     """
 
-    def __init__(self, predict: Callable[[list[str]], list[Any]], *, max_batch_texts: int = 64,
+    def __init__(self, predict: Callable[[list[str]], list[Any]], *, max_batch_texts: int = 512,
                  max_wait_ms: float = 5.0, enabled: bool = True,
                  on_batch: Optional[Callable[[int, float], None]] = None) -> None:
         self._predict = predict
