@@ -99,19 +99,26 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
         rates[system] = statistics.median(r["texts_per_second"] for r in rs)
         lines.append(f"| {system} | {len(rs)} | {spread([r['seconds'] for r in rs], '{:.2f}')} | "
                      f"{spread([r['texts_per_second'] for r in rs], '{:.0f}')} | {rs[0]['test_accuracy']:.4f} |")
-    pipes = {s: v for s, v in rates.items() if s.startswith("pipeline")}
-    if "thrifty" in rates and pipes:
-        best = max(pipes, key=pipes.get)
-        rounds = spread(paired_ratios(runs, "thrifty", best, lambda r: r["texts_per_second"]), "{:.2f}")
-        lines += ["", f"thrifty vs the pipeline's best batch size ({best}): **{rates['thrifty'] / pipes[best]:.2f}x** "
-                      f"(round by round {rounds}) "
-                      f"the texts/s; vs its default ({'pipeline-b1'}): {rates['thrifty'] / pipes.get('pipeline-b1', float('nan')):.2f}x."]
+    # Ratios only from rounds both sides ran (the same session, the same machine): the median of the paired ratios
+    thrifty_seeds = {r["seed"] for r in runs if r["system"] == "thrifty"}
+    paired_pipes = {s: statistics.median(r["texts_per_second"] for r in runs if r["system"] == s and r["seed"] in thrifty_seeds)
+                    for s in rates if s.startswith("pipeline") and any(r["system"] == s and r["seed"] in thrifty_seeds
+                                                                      for r in runs)}
+    if paired_pipes:
+        best = max(paired_pipes, key=paired_pipes.get)
+        ratios = paired_ratios(runs, "thrifty", best, lambda r: r["texts_per_second"])
+        default = paired_ratios(runs, "thrifty", "pipeline-b1", lambda r: r["texts_per_second"])
+        lines += ["", f"thrifty vs the pipeline's best batch size in the same rounds ({best}): "
+                      f"**{statistics.median(ratios):.2f}x** the texts/s (median of {len(ratios)} rounds, "
+                      f"{min(ratios):.2f}-{max(ratios):.2f}x)"
+                      + (f"; vs its default (pipeline-b1): {statistics.median(default):.2f}x." if default else ".")]
     for onnx in ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16"):
-        if onnx in rates and "thrifty" in rates:
+        ratios = paired_ratios(runs, onnx, "thrifty", lambda r: r["texts_per_second"])
+        if ratios:
             agreement = min(r["label_agreement_with_pytorch"] for r in runs if r["system"] == onnx)
-            rounds = spread(paired_ratios(runs, onnx, "thrifty", lambda r: r["texts_per_second"]), "{:.2f}")
-            lines.append(f"\n{onnx}: **{rates[onnx] / rates['thrifty']:.2f}x** thrifty's PyTorch texts/s (round by round "
-                         f"{rounds}); the PyTorch label on {agreement:.2%} of the SST-2 test sentences.")
+            lines.append(f"\n{onnx}: **{statistics.median(ratios):.2f}x** thrifty's PyTorch texts/s in the same rounds "
+                         f"(median of {len(ratios)} rounds, {min(ratios):.2f}-{max(ratios):.2f}x); the PyTorch label on {agreement:.2%} of the SST-2 "
+                         "test sentences.")
     return lines
 
 
