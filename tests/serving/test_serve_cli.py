@@ -55,6 +55,8 @@ def test_bad_serve_settings_are_refused(capsys, tiny_run):
     one_line_failure(code, err, "did you mean 'max_batch_texts'")
     code, _, err = run_main(capsys, ["serve", tiny_run, "--port", "70000"])
     one_line_failure(code, err, "serve.port=70000")
+    code, _, err = run_main(capsys, ["serve", tiny_run, "--lanes", "0"])
+    one_line_failure(code, err, "serve.lanes=0")
 
 
 def test_migrate_creates_the_schema(capsys, tmp_path):

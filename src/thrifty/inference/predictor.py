@@ -91,6 +91,7 @@ class Predictor:
     lanes: int = 1  # classification passes running at once (load's `lanes`)...
     lane_threads: int = 1  # ...each on this many threads (with one lane, torch's own count instead)
     _lane_pool: Optional[ThreadPoolExecutor] = field(default=None, repr=False)
+    _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def text_column(self) -> str:
@@ -99,7 +100,7 @@ class Predictor:
     @classmethod
     def load(cls, path: str | Path, device: Optional[str] = None, backend: str = "torch", lanes: Optional[int] = 1,
              threads: Optional[int] = None) -> "Predictor":
-        """`backend`: torch, torch-bf16 (the same model with bf16 weights: on SST-2 test 2.1x fp32's texts/s offline, 1.3x
+        """`backend`: torch, torch-bf16 (the same model with bf16 weights: on SST-2 test 2.16x fp32's texts/s offline, 1.68x
         under load, on a CPU with AMX, 99.8% of its labels; docs/serving.md), onnx (MODEL_DIR/onnx/model.onnx) or onnx-int8
         (model.int8.onnx), both from `thrifty export`.
         `lanes`: classification passes run at once, each on `threads` / lanes threads (None: default_lanes;
@@ -175,7 +176,8 @@ class Predictor:
     # ---- classification
     def logits(self, texts: Sequence[str], batch_size: int = 128, min_fill: Optional[float] = None) -> np.ndarray:
         clean = [normalise_text(t[: self.data_config.max_chars], self.data_config) for t in texts]
-        ids = encode(self.tokenizer, clean, self.max_length)
+        with self._tokenizer_lock:  # a fast tokenizer sets its truncation per call: one call at a time
+            ids = encode(self.tokenizer, clean, self.max_length)
         return predict_logits(self.model, ids, self.tokenizer.pad_token_id, batch_size, self.device,
                               min_fill=PREDICT_MIN_FILL if min_fill is None else min_fill, lanes=self._lanes())
 

@@ -248,7 +248,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
-    def require_key(request: Request) -> None:
+    async def require_key(request: Request) -> None:  # async: no thread pool hop per request
         if state.api_key is None:
             return
         sent = request.headers.get("x-api-key")
