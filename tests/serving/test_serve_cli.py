@@ -59,6 +59,18 @@ def test_bad_serve_settings_are_refused(capsys, tiny_run):
     one_line_failure(code, err, "serve.lanes=0")
 
 
+def test_lanes_for_a_tagger_are_refused_before_a_port_opens(capsys, tiny_run, tmp_path):
+    import json
+    import shutil
+
+    tagger = tmp_path / "tagger"
+    shutil.copytree(tiny_run, tagger)
+    manifest = tagger / "model" / "thrifty.json"  # only the task differs: serve refuses before loading anything
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "task": "token_classification"}))
+    code, _, err = run_main(capsys, ["serve", tagger, "--lanes", "2", "--no-log"])
+    one_line_failure(code, err, "serve.lanes=2: lanes run classification passes")
+
+
 def test_migrate_creates_the_schema(capsys, tmp_path):
     code, out, _ = run_main(capsys, ["migrate", "--db", tmp_path / "log.db"])
     assert code == 0 and "revision 0001" in out

@@ -64,6 +64,9 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     if manifest["task"] in LM_TASKS:
         raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({manifest['task']}): it has no labels "
                          f"to serve; train a classifier from it with --model.name {folder}")
+    if (settings.lanes or 1) > 1 and manifest["task"] != "classification":
+        raise ModelError(f"serve.lanes={settings.lanes}: lanes run classification passes; {folder} is "
+                         f"{manifest['task']}: leave --lanes unset (one lane)")
     if settings.backend.startswith("onnx"):  # the graph must exist before a port opens
         from thrifty.inference.onnx_backend import graph_path
 
