@@ -89,10 +89,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     runs = saved["runs"]
     lines = table_head("Prediction throughput: thrifty vs the transformers pipeline",
                        "python benchmarks/inference.py --seeds 6,7,8 --systems thrifty,pipeline-b1,pipeline-b32,pipeline-b64,"
-                       "pipeline-b128,pipeline-b256,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16` (the pipelines also "
-                       "in `--seeds 0,1,2`", saved,
+                       "pipeline-b128,pipeline-b256,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
                        "SST-2 test, 1,821 sentences, the same fine-tuned all-MiniLM-L6-v2 folder and max_length on every "
-                       "side; median (min-max) over rounds.", ["system", "rounds", "seconds", "texts/s", "test accuracy"])
+                       "side; median (min-max) over rounds (the pipelines' include seeds 0-2).", ["system", "rounds", "seconds", "texts/s", "test accuracy"])
     rates = {}
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]

@@ -160,7 +160,8 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                        "python benchmarks/serve_load.py --seeds 6,7,8 --systems thrifty,thrifty-nobatch,pipeline-server,"
                        "thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16` (the pipeline server also in `--seeds 0,1,2`", saved,
                        f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
-                       "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds.",
+                       "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds (the pipeline server's include "
+                       "seeds 0-2).",
                        ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"])
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]
