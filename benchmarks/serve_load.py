@@ -158,7 +158,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     runs = saved["runs"]
     lines = table_head("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
                        "python benchmarks/serve_load.py --seeds 6,7,8 --systems thrifty,thrifty-nobatch,pipeline-server,"
-                       "thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16` (the pipeline server also in `--seeds 0,1,2`", saved,
+                       "thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
                        f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
                        "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds (the pipeline server's include "
                        "seeds 0-2).",
