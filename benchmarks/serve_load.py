@@ -157,11 +157,12 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     runs = saved["runs"]
     lines = table_head("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
-                       "python benchmarks/serve_load.py --seeds 6,7,8 --systems thrifty,thrifty-nobatch,pipeline-server,"
+                       "python benchmarks/serve_load.py --seeds 6,7,8,9,10,11 --systems thrifty,thrifty-nobatch,pipeline-server,"
                        "thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
                        f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
                        "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds (the pipeline server's include "
-                       "seeds 0-2).",
+                       "seeds 0-2). This machine's speed changes by the hour (the same server: 452-543 texts/s in one "
+                       "hour, 591-687 in another), so rounds are taken at more than one time of day.",
                        ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"])
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]

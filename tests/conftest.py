@@ -109,3 +109,25 @@ def tiny_config(model_dir: Path, data: Path, **train) -> dict:
         "train": settings,
         "tracking": {"tensorboard": True, "energy": False},  # codecarbon's start-up second, saved in most tests
     }
+
+
+@pytest.fixture(scope="session")
+def warm_run(tmp_path_factory, tiny_run):
+    """tiny_run fine-tuned again on more texts: same task and labels, other weights, tiny_run's model as its parent."""
+    import thrifty
+
+    root = tmp_path_factory.mktemp("warm")
+    rows = ["text,label"] + [f"What a wonderful, lovely story {i},pos" for i in range(20)] + \
+           [f"What a terrible, boring story {i},neg" for i in range(20)]
+    data = root / "train.csv"
+    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config = tiny_config(tiny_run, data, epochs=1, learning_rate=1e-3, seed=3)
+    config["tracking"]["tensorboard"] = False
+    thrifty.train(config, output=root / "run", progress=False)
+    return root / "run"
+
+
+@pytest.fixture
+def store(tmp_path) -> str:
+    """A fresh local registry store (SQLite, artifacts beside it)."""
+    return f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"

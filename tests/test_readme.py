@@ -37,7 +37,7 @@ def test_the_test_command_is_what_ci_runs():
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
     assert {"train", "adapt", "zeroshot", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models",
-            "hardware", "serve"} <= verbs
+            "hardware", "serve", "registry"} <= verbs
 
 
 @pytest.mark.slow
@@ -72,6 +72,12 @@ def test_every_tour_command_runs(tmp_path):
     assert after["base_model"]["path"].endswith("sst2-tapt/model")  # the adapted encoder was the base
     zeroshot = json.loads((root / "runs" / "zeroshot" / "evaluations" / "stsa.binary.test" / "metrics.json").read_text())
     assert zeroshot["accuracy"] > 0.6  # label names alone; measured 0.660 on SST-2's test set
+    from thrifty.registry.store import Registry
+
+    registry = Registry(f"sqlite:///{root / 'runs' / 'mlflow.db'}")  # the default store, where the tour put it
+    assert registry.resolve("banking").version == 1  # promoted, then version 2, then rolled back
+    assert registry.get("banking", 2).parent_version == 1  # warm-started from the quickstart model
+    assert [m.reason for m in registry.history("banking")][-1] == "back to the first model"
     run_serving_block(root, env)
 
 

@@ -1,5 +1,5 @@
-"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, serve, migrate, export, monitor, estimate,
-tune, recommend, models, hardware, config.
+"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, serve, migrate, export, monitor, registry,
+retrain, estimate, tune, recommend, models, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -122,8 +122,12 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="answer predictions over HTTP: dynamic batching, a prediction log, "
                                                        "metrics (docs/serving.md)", epilog=EPILOG_SERVE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere; or "
+                                                        "models:/NAME@champion (follows the alias: hot swaps) or "
+                                                        "models:/NAME/VERSION from the registry")
     p.add_argument("--config", help="YAML with a serve: section (other sections are ignored)")
+    p.add_argument("--registry", metavar="URI", help="the registry store for models:/ (default: $THRIFTY_REGISTRY_URI, "
+                                                     "else $MLFLOW_TRACKING_URI, else SQLite at ./runs/mlflow.db)")
     p.add_argument("--host", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--workers", type=int, help="server processes, each with its own copy of the model (default 1)")
@@ -157,6 +161,53 @@ def _parser() -> argparse.ArgumentParser:
                                        "training texts and validation split)")
     p.add_argument("--output", help="folder for report.json and report.html (default: RUN_DIR/monitor/TIME)")
     p.add_argument("--max-texts", type=int, default=2000, help="texts per side for the text checks (default 2000)")
+
+    p = sub.add_parser("registry", parents=[common], help="registered model versions and the champion alias "
+                                                          "(MLflow Model Registry; docs/registry.md)")
+    registry = p.add_subparsers(dest="registry_command", required=True)
+    store = argparse.ArgumentParser(add_help=False)
+    store.add_argument("--registry", metavar="URI", help="the MLflow store (default: $THRIFTY_REGISTRY_URI, else "
+                                                         "$MLFLOW_TRACKING_URI, else SQLite at ./runs/mlflow.db)")
+    store.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    r = registry.add_parser("register", parents=[store], help="add a finished run's model as a new version of NAME")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="a finished run folder, or its model/ folder")
+    r.add_argument("--name", required=True, help="the registered model's name, e.g. sst2-sentiment")
+    r.add_argument("--description", help="the version's description (default: task, strategy, data and metrics)")
+    r.add_argument("--promote", action="store_true", help="also make it the champion")
+    r.add_argument("--reason", default="", help="why (recorded with the alias move when --promote)")
+    r = registry.add_parser("list", parents=[store], help="registered models, their versions and aliases")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r = registry.add_parser("show", parents=[store], help="a registered model's versions and every alias move")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("--json", action="store_true", help="print JSON")
+    r = registry.add_parser("promote", parents=[store], help="point the champion alias (or --alias) at VERSION")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("version", metavar="VERSION", type=int)
+    r.add_argument("--alias", default="champion", help="the alias to move (default champion)")
+    r.add_argument("--reason", default="", help="why; recorded with the move, with who moved it")
+    r = registry.add_parser("rollback", parents=[store], help="move the champion back to the version before")
+    r.add_argument("name", metavar="NAME")
+    r.add_argument("--alias", default="champion", help="the alias to move back (default champion)")
+    r.add_argument("--reason", default="", help="why; recorded with the move")
+
+    p = sub.add_parser("retrain", parents=[common], help="train a challenger on new labelled data (feedback, files) and "
+                                                         "promote it only if it is better (docs/registry.md)",
+                       epilog="retrain settings: --retrain.KEY VALUE (margin, significance, tolerance, holdout_fraction, "
+                              "replay_ratio, min_new_examples; `thrifty config` lists them); --train.* and --budget.* "
+                              "override the champion's recipe", formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", help="YAML with a retrain: section (and train:/budget: keys over the champion's)")
+    p.add_argument("--model", help="the registered model to retrain (retrain.model)")
+    p.add_argument("--data", action="append", default=[], help="a labelled file of new data (repeatable; besides the "
+                                                              "prediction log's feedback)")
+    p.add_argument("--db", help="the prediction log with the feedback (default: serve models:/NAME@champion's log)")
+    p.add_argument("--registry", metavar="URI", help="the registry store (default: as thrifty registry)")
+    p.add_argument("--output", help="the retrain's folder (default: runs/retrain/NAME-TIME)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="when another retrain of the model runs, wait this long for it (default: exit at once)")
+    p.add_argument("--every", metavar="SPAN", help="run again every SPAN (30m, 6h, 1d) until stopped")
+    p.add_argument("--cron", action="store_true", help="print a crontab line that runs this retrain every --every, "
+                                                       "instead of running it")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser("migrate", parents=[common], help="create or upgrade a prediction log database's schema")
     p.add_argument("--db", required=True, help="a SQLite path or postgresql://user:password@host/db")
@@ -217,7 +268,8 @@ def _cmd_serve(args, overrides: list[str]) -> int:
         config.serve.batching = False
     from thrifty.serving.server import serve
 
-    serve(args.run_dir, config.serve, db=args.db, log=not args.no_log, name=args.name, api_key=args.api_key)
+    serve(args.run_dir, config.serve, db=args.db, log=not args.no_log, name=args.name, api_key=args.api_key,
+          registry=args.registry)
     return 0
 
 
@@ -255,6 +307,138 @@ def _cmd_monitor(args) -> int:
     print(f"{'drift flagged: ' + ', '.join(report['flagged']) if report['drift'] else 'no drift flagged'}; wrote "
           f"{report['output_dir']}/report.json and report.html")
     return 1 if report["drift"] else 0
+
+
+def _cmd_registry(args) -> int:
+    from thrifty.registry.store import Registry
+
+    command = args.registry_command
+    registry = Registry(args.registry, create=command == "register")
+    if command == "register":
+        version, new = registry.register(args.run_dir, args.name, description=args.description)
+        print(f"{'registered' if new else 'already registered:'} {version.uri} ({version.task}, "
+              f"{len(version.labels)} labels{_metric_text(version.metrics)}) in {registry.uri}")
+        if args.promote:
+            move = registry.promote(args.name, version.version, reason=args.reason or "registered with --promote")
+            print(f"{args.name}@{move.alias}: version {move.previous or '-'} -> {move.version}")
+        elif new:
+            print(f"make it live: thrifty registry promote {args.name} {version.version}")
+        return 0
+    if command == "list":
+        models = registry.names()
+        if args.json:
+            print(json.dumps(models, indent=2))
+            return 0
+        if not models:
+            print(f"no registered models in {registry.uri}")
+            return 0
+        print(f"{'name':<28} {'task':<20} {'labels':>6} {'versions':>8}  aliases")
+        for m in models:
+            aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(m["aliases"].items())) or "-"
+            print(f"{m['name']:<28} {m['task'] or '?':<20} {len(m['labels']):>6} {m['versions']:>8}  {aliases}")
+        return 0
+    if command == "show":
+        shown = registry.show(args.name)
+        if args.json:
+            print(json.dumps(shown, indent=2))
+            return 0
+        aliases = ", ".join(f"{a}=v{v}" for a, v in sorted(shown["aliases"].items())) or "none"
+        print(f"{shown['name']}: {shown['task']}, labels {', '.join(map(str, shown['labels'][:10]))}"
+              f"{' ...' if len(shown['labels']) > 10 else ''}; aliases: {aliases}  ({shown['store']})")
+        for v in shown["versions"]:
+            tags = f" [{', '.join(v['aliases'])}]" if v["aliases"] else ""
+            parent = f", parent v{v['parent_version']}" if v["parent_version"] else ""
+            print(f"  v{v['version']}{tags} {v['created'][:19]}: {v['strategy']} from {v['base_model']}, "
+                  f"{v['train_examples'] or 0} examples (data {(v['data_fingerprint'] or '-')[:12]}){parent}"
+                  f"{_metric_text(v['metrics'])}")
+        for m in shown["moves"]:
+            print(f"  move {m['at'][:19]} {m['alias']}: {'v' + str(m['from']) if m['from'] else '-'} -> v{m['to']} by {m['by']}"
+                  f"{': ' + m['reason'] if m['reason'] else ''}")
+        return 0
+    if command == "promote":
+        move = registry.promote(args.name, args.version, alias=args.alias, reason=args.reason)
+    else:
+        move = registry.rollback(args.name, alias=args.alias, reason=args.reason)
+    print(f"{args.name}@{move.alias}: version {move.previous or '-'} -> {move.version} (by {move.by}"
+          f"{'; ' + move.reason if move.reason else ''})")
+    return 0
+
+
+def _metric_text(metrics: dict) -> str:
+    validation = (metrics or {}).get("validation") or {}
+    shown = [f"{k} {v:.4f}" for k, v in validation.items() if k in ("accuracy", "macro_f1", "f1") and isinstance(v, float)]
+    return f"; validation {', '.join(shown)}" if shown else ""
+
+
+def _span_seconds(value: str) -> float:
+    import re
+
+    match = re.match(r"^(\d+(?:\.\d+)?)([mhd])$", value.strip())
+    if match is None or float(match.group(1)) <= 0:
+        raise ThriftyError(f"--every {value!r} is not a span; use minutes, hours or days, e.g. 30m, 6h, 1d")
+    return float(match.group(1)) * {"m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def _cron_line(every: str, argv: list[str]) -> str:
+    """A crontab line running the same command (without --every/--cron) every SPAN, from this folder."""
+    import os
+    import shlex
+
+    seconds = _span_seconds(every)
+    minutes = int(round(seconds / 60))
+    if minutes < 60 and 60 % minutes == 0:
+        when = f"*/{minutes} * * * *"
+    elif minutes % 60 == 0 and minutes < 1440 and 24 % (minutes // 60) == 0:
+        when = f"0 */{minutes // 60} * * *"
+    elif minutes % 1440 == 0:
+        when = f"0 0 */{minutes // 1440} * *"
+    else:
+        raise ThriftyError(f"--every {every} does not fit cron's calendar; use a divisor of an hour (30m), of a day "
+                           "(6h) or whole days (1d), or run with --every instead of --cron")
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--cron",):
+            continue
+        if arg == "--every":
+            skip = True
+            continue
+        if arg.startswith("--every="):
+            continue
+        kept.append(arg)
+    command = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "thrifty", *kept])
+    return f"{when} cd {shlex.quote(os.getcwd())} && {command} >> runs/retrain.log 2>&1"
+
+
+def _cmd_retrain(args, overrides: list[str], argv: list[str]) -> int:
+    from thrifty.retrain.challenger import retrain
+
+    extra = []
+    if args.model:
+        extra += ["--retrain.model", args.model]
+    if args.db:
+        extra += ["--retrain.db", args.db]
+    if args.registry:
+        extra += ["--retrain.registry", args.registry]
+    if args.data:
+        extra += ["--retrain.new_data", json.dumps(args.data)]
+    if args.cron:
+        if not args.every:
+            raise ThriftyError("--cron needs --every SPAN (how often), e.g. --every 6h --cron")
+        print(_cron_line(args.every, argv))
+        return 0
+    period = _span_seconds(args.every) if args.every else None
+    while True:
+        started = time.monotonic()
+        retrain(args.config, overrides=overrides + extra, output=args.output, wait_seconds=args.wait,
+                progress=not args.no_progress)
+        if period is None:
+            return 0
+        pause = max(0.0, period - (time.monotonic() - started))
+        print(f"thrifty retrain: next run in {pause / 60:.0f} min (--every {args.every}); Ctrl-C stops", flush=True)
+        time.sleep(pause)
 
 
 def _cmd_migrate(args) -> int:
@@ -508,9 +692,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = _parser().parse_args(rest)
     args.started = started
     try:
-        if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend", "serve"):
+        if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend", "serve",
+                                              "retrain"):
             raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `adapt`, `tune`, "
-                               "`estimate`, `recommend`, `serve` and `config`")
+                               "`estimate`, `recommend`, `serve`, `retrain` and `config`")
         if args.command == "train":
             return _cmd_train(args, overrides)
         if args.command == "adapt":
@@ -527,6 +712,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_serve(args, overrides)
         if args.command == "migrate":
             return _cmd_migrate(args)
+        if args.command == "registry":
+            return _cmd_registry(args)
+        if args.command == "retrain":
+            return _cmd_retrain(args, overrides, argv)
         if args.command == "export":
             return _cmd_export(args)
         if args.command == "monitor":

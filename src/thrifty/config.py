@@ -312,6 +312,7 @@ class ServeConfig:
     log_text: Literal["text", "hash"] = "text"  # "hash": store only each text's SHA-256 (and its length)
     log_buffer_rows: int = 10000  # predictions held while the database is slow or down; beyond: counted unlogged
     shutdown_flush_seconds: float = 10.0  # on SIGTERM: how long to keep writing the buffered log before exiting
+    registry_poll_seconds: float = 10.0  # serving models:/NAME@ALIAS: how often to ask where the alias points
 
     def validate(self) -> None:
         if not 0 < self.port < 65536:
@@ -325,6 +326,40 @@ class ServeConfig:
                 raise ConfigError(f"serve.{key}={getattr(self, key)} must be >= 1 (or null for the default)")
         if self.max_wait_ms < 0 or self.shutdown_flush_seconds < 0:
             raise ConfigError("serve.max_wait_ms and serve.shutdown_flush_seconds must be >= 0")
+        if self.registry_poll_seconds <= 0:
+            raise ConfigError(f"serve.registry_poll_seconds={self.registry_poll_seconds} must be > 0, e.g. 10")
+
+
+@dataclass
+class RetrainConfig:
+    """`thrifty retrain`: a challenger from new labelled data, promoted only when it is better (docs/registry.md).
+    The challenger's recipe is the champion's run config; the other sections of this file override it."""
+
+    model: Optional[str] = None  # the registered model's name; its champion is where the challenger starts
+    registry: Optional[str] = None  # the registry store (None: $THRIFTY_REGISTRY_URI, $MLFLOW_TRACKING_URI, runs/mlflow.db)
+    db: Optional[str] = None  # the prediction log with the feedback (None: serve models:/NAME@champion's default log)
+    new_data: list[str] = field(default_factory=list)  # labelled files of new data, besides the feedback
+    min_new_examples: int = 50  # fewer new labelled texts than this: nothing to do (exit 0)
+    holdout_fraction: float = 0.3  # of the new labelled texts, kept out of training: both models are judged on them
+    replay_ratio: float = 1.0  # texts of the champion's training data mixed in per new training text (not forgetting)
+    replay_data: Optional[str] = None  # the file to replay (None: the champion's training data, from its run folder)
+    reference: Optional[str] = None  # a labelled set of the original data (None: the champion's validation split, kept
+    #                                  fixed from the first retrain on)
+    margin: float = 0.01  # promoted only if it beats the champion on the new slice by this much accuracy...
+    significance: float = 0.05  # ...with McNemar's exact test p below this...
+    tolerance: float = 0.01  # ...and loses at most this much accuracy on the reference set
+    seed: int = 0  # the held-out slice and the replay sample
+
+    def validate(self) -> None:
+        if self.min_new_examples < 2:
+            raise ConfigError(f"retrain.min_new_examples={self.min_new_examples} must be at least 2")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ConfigError(f"retrain.holdout_fraction={self.holdout_fraction} must be in (0, 1), e.g. 0.3")
+        for key in ("replay_ratio", "margin", "tolerance"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"retrain.{key}={getattr(self, key)} must be >= 0")
+        if not 0.0 < self.significance <= 1.0:
+            raise ConfigError(f"retrain.significance={self.significance} must be in (0, 1], e.g. 0.05")
 
 
 @dataclass
@@ -340,6 +375,7 @@ class Config:
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):

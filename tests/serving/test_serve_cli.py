@@ -73,9 +73,32 @@ def test_lanes_for_a_tagger_are_refused_before_a_port_opens(capsys, tiny_run, tm
 
 def test_migrate_creates_the_schema(capsys, tmp_path):
     code, out, _ = run_main(capsys, ["migrate", "--db", tmp_path / "log.db"])
-    assert code == 0 and "revision 0001" in out
+    assert code == 0 and "revision 0002" in out
     tables = {r[0] for r in sqlite3.connect(tmp_path / "log.db").execute("SELECT name FROM sqlite_master")}
-    assert "predictions" in tables
+    assert {"predictions", "thrifty_locks"} <= tables
+
+
+def test_migrate_upgrades_a_log_made_by_the_first_schema(capsys, tmp_path):
+    """A prediction log made before the retrain lock existed (schema 0001) is upgraded in place, its rows kept."""
+    from alembic import command
+    from alembic.config import Config as AlembicConfig
+
+    from thrifty.serving.predlog import MIGRATIONS, make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.exec_driver_sql("INSERT INTO predictions (id, created_at, model_name, model_version, text_sha256, "
+                                   "text_chars, result, latency_ms) VALUES ('a', '2026-11-01', 'm', 'v', 'h', 1, '{}', 1)")
+    engine.dispose()
+    code, out, _ = run_main(capsys, ["migrate", "--db", tmp_path / "old.db"])
+    assert code == 0 and "revision 0002" in out
+    db = sqlite3.connect(tmp_path / "old.db")
+    assert db.execute("SELECT count(*) FROM predictions").fetchone() == (1,)
+    assert db.execute("SELECT count(*) FROM thrifty_locks").fetchone() == (0,)
 
 
 @pytest.mark.slow

@@ -172,6 +172,12 @@ class Predictor:
             self._lane_pool = pool
         return self._lane_pool
 
+    def close(self) -> None:
+        """Let the lanes' threads end once their queued passes are done (a server swapping models calls this)."""
+        pool, self._lane_pool = self._lane_pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     # ---- classification
     def logits(self, texts: Sequence[str], batch_size: int = 128, min_fill: Optional[float] = None) -> np.ndarray:
         clean = [normalise_text(t[: self.data_config.max_chars], self.data_config) for t in texts]

@@ -1,4 +1,5 @@
-"""The prediction server: a FastAPI application around one model folder (`thrifty serve MODEL_DIR`).
+"""The prediction server: a FastAPI application around one model folder (`thrifty serve MODEL_DIR`), or around
+whatever a registry alias points to (`thrifty serve models:/NAME@champion`).
 
     POST /v1/predict   {"texts": [...]} or {"text": "..."} -> {"model": {...}, "predictions": [...]}, in input order
     POST /v1/feedback  {"id": ..., "label": ...}           -> the true label, attached to a logged prediction
@@ -10,6 +11,14 @@ The model loads in the background after start, so an orchestrator sees a live pr
 ready (readyz). Predictions go through the dynamic batcher (batching.py), one model thread off the event loop;
 each answered prediction is handed to the prediction log (predlog.py), which never blocks the answer. Errors are
 JSON `{"error": "one line naming the problem and the fix"}` with a fitting status: 401, 404, 413, 422, 503.
+
+Following an alias (hot swap): every `serve.registry_poll_seconds` the server asks the registry where the alias
+points. When it moves, the new version is downloaded, loaded and warmed up in the background while the old one keeps
+answering; then `ServerState.model` is replaced in one assignment. Each batch reads the model once when it starts,
+so a batch (and every request in it) runs on one model and is answered with that model's name and version;
+batches already running finish on the old model, whose threads are released after. A version that fails to load,
+or has another task or other labels than the one serving, is not swapped in: the old model keeps serving and the
+failure is logged and counted (thrifty_model_swaps_total{result="failed"}).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from thrifty.config import ServeConfig
+from thrifty.errors import ThriftyError
 from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
 from thrifty.serving.batching import DynamicBatcher
 from thrifty.serving.metrics import ServerMetrics
@@ -83,21 +93,29 @@ class AppSettings:
     db_url: Optional[str] = None  # None: no prediction log
     name: Optional[str] = None
     run_migrations: bool = True  # the CLI migrates once before starting workers; tests let the app do it
+    registry_uri: Optional[str] = None  # the store a models:/ model_dir is read from (None: registry.store's default)
+
+    @property
+    def model_uri(self) -> Optional[str]:
+        """models:/NAME@ALIAS or models:/NAME/VERSION when the model comes from the registry."""
+        return self.model_dir if self.model_dir.startswith("models:/") else None
 
     def to_env(self) -> str:
         return json.dumps({"model_dir": self.model_dir, "serve": asdict(self.serve), "db_url": self.db_url,
-                           "name": self.name, "run_migrations": False})
+                           "name": self.name, "run_migrations": False, "registry_uri": self.registry_uri})
 
     @classmethod
     def from_env(cls) -> "AppSettings":
         raw = json.loads(os.environ[SETTINGS_ENV])
-        return cls(raw["model_dir"], ServeConfig(**raw["serve"]), raw["db_url"], raw["name"], raw["run_migrations"])
+        return cls(raw["model_dir"], ServeConfig(**raw["serve"]), raw["db_url"], raw["name"], raw["run_migrations"],
+                   raw.get("registry_uri"))
 
 
 class ServedModel:
-    """A loaded Predictor and who it is."""
+    """A loaded Predictor and who it is: for a registry version, its registered name and version number."""
 
-    def __init__(self, settings: AppSettings) -> None:
+    def __init__(self, settings: AppSettings, registered=None, folder: Optional[Path] = None) -> None:
+        """`registered`: a registry.store.Version whose files are in `folder`; else settings.model_dir is the folder."""
         import torch
 
         from thrifty.inference.predictor import Predictor
@@ -105,7 +123,12 @@ class ServedModel:
         serve = settings.serve
         threads = serve.threads or max(1, (os.cpu_count() or 1) // serve.workers)
         torch.set_num_threads(threads)
-        self.folder, self.manifest, self.name, self.version = model_identity(settings.model_dir, settings.name)
+        self.registered = registered
+        if registered is None:
+            self.folder, self.manifest, self.name, self.version = model_identity(settings.model_dir, settings.name)
+        else:
+            self.folder, self.manifest, _, _ = model_identity(folder)
+            self.name, self.version = settings.name or registered.name, str(registered.version)
         self.predictor = Predictor.load(self.folder, backend=serve.backend, lanes=serve.lanes, threads=threads)
         self.task = self.predictor.task
         self.labels = list(self.predictor.label_names)
@@ -114,6 +137,28 @@ class ServedModel:
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
         return self.predictor.predict(texts, batch_size=self.forward_batch_size)
+
+    def close(self) -> None:
+        """Release the lanes' threads once what is queued on them is done (after a swap)."""
+        self.predictor.close()
+
+    def registry_info(self, uri: Optional[str], store: Optional[str]) -> Optional[dict[str, Any]]:
+        if self.registered is None:
+            return None
+        return {"uri": uri, "store": store, "name": self.registered.name, "version": self.registered.version,
+                "aliases": self.registered.aliases, "weights_sha256": self.registered.tags.get("thrifty.weights_sha256")}
+
+
+def load_served_model(settings: AppSettings, registry=None, registered=None) -> ServedModel:
+    """Load (and for the registry, resolve and fetch) a model, then warm it up: all of it off the event loop."""
+    if settings.model_uri is None:
+        model = ServedModel(settings)
+    else:
+        if registered is None:
+            registered = registry.version_for_uri(settings.model_uri)
+        model = ServedModel(settings, registered, registry.local_model(registered))
+    model.predict(WARMUP_TEXTS)
+    return model
 
 
 class ServerState:
@@ -129,6 +174,16 @@ class ServerState:
                                      store_text=self.serve.log_text == "text")
         self.metrics = ServerMetrics(self.log_stats, self.fallback_stats)
         self.api_key = os.environ.get(self.serve.api_key_env) or None
+        self.registry = None  # registry.store.Registry when serving models:/...
+        self.swaps = 0  # models swapped in since start (following a registry alias)
+        self._follower: Optional[asyncio.Task] = None
+        self.refused: dict[int, str] = {}  # registry versions that failed to load or do not fit, and why
+
+    def predict_current(self, texts: list[str]) -> list[tuple[ServedModel, dict[str, Any]]]:
+        """The batcher's work: the model is read once, so a whole batch runs on one model and says which."""
+        model = self.model
+        assert model is not None
+        return [(model, result) for result in model.predict(texts)]
 
     @property
     def ready(self) -> bool:
@@ -151,9 +206,12 @@ class ServerState:
         """Load and warm up the model off the event loop; /readyz turns 200 when this is done."""
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(None, ServedModel, self.settings)
-            await loop.run_in_executor(None, model.predict, WARMUP_TEXTS)
-            batcher = DynamicBatcher(model.predict, max_batch_texts=self.serve.max_batch_texts,
+            if self.settings.model_uri is not None:
+                from thrifty.registry.store import Registry
+
+                self.registry = await loop.run_in_executor(None, Registry, self.settings.registry_uri)
+            model = await loop.run_in_executor(None, load_served_model, self.settings, self.registry)
+            batcher = DynamicBatcher(self.predict_current, max_batch_texts=self.serve.max_batch_texts,
                                      max_wait_ms=self.serve.max_wait_ms, enabled=self.serve.batching,
                                      on_batch=self.metrics.observe_batch)
             await batcher.start()
@@ -161,11 +219,77 @@ class ServerState:
             self.load_error = f"{type(exc).__name__}: {exc}"
             logger.error("thrifty serve: the model did not load: %s", self.load_error)
             return
-        self.metrics.model.info({"name": model.name, "version": model.version, "backend": model.backend,
-                                 "task": model.task, "thrifty_version": __version__})
+        self._show(model)
         self.metrics.queue_texts.set_function(lambda: batcher.waiting_texts)
         self.model, self.batcher = model, batcher
         logger.info("thrifty serve: %s (version %s) ready", model.name, model.version)
+        if self.settings.model_uri is not None and "@" in self.settings.model_uri:
+            self._follower = asyncio.create_task(self.follow(), name="thrifty-follow-alias")
+
+    def _show(self, model: ServedModel) -> None:
+        self.metrics.model.info({"name": model.name, "version": model.version, "backend": model.backend,
+                                 "task": model.task, "thrifty_version": __version__})
+
+    async def follow(self) -> None:
+        """Poll the alias; when it points elsewhere, load that version beside the live one and swap it in."""
+        from thrifty.registry.store import parse_model_uri
+
+        loop = asyncio.get_running_loop()
+        name, alias, _ = parse_model_uri(self.settings.model_uri or "")
+        last_problem = None
+        while True:
+            await asyncio.sleep(self.serve.registry_poll_seconds)
+            try:
+                target = await loop.run_in_executor(None, self.registry.resolve, name, alias)
+                last_problem = None
+            except Exception as exc:  # noqa: BLE001 - a registry that is away: keep serving, say so once
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != last_problem:
+                    logger.warning("thrifty serve: cannot read %s (%s); still serving version %s",
+                                   self.settings.model_uri, problem, self.model.version if self.model else "-")
+                last_problem = problem
+                continue
+            current = self.model
+            if current is None or target.version == getattr(current.registered, "version", None) \
+                    or target.version in self.refused:
+                continue
+            await self.swap_to(target)
+
+    async def swap_to(self, target) -> bool:
+        """Load `target` (a registry Version) and swap it in; False (old model kept) when it fails or does not fit."""
+        loop = asyncio.get_running_loop()
+        current = self.model
+        started = time.perf_counter()
+        try:
+            model = await loop.run_in_executor(None, load_served_model, self.settings, self.registry, target)
+            if current is not None and (model.task, model.labels) != (current.task, current.labels):
+                model.close()
+                raise ThriftyError(f"version {target.version} is a {model.task} model with labels {model.labels[:6]}, "
+                                   f"not {current.task} with {current.labels[:6]} like the one serving")
+        except Exception as exc:  # noqa: BLE001 - the old model keeps serving
+            self.refused[target.version] = f"{type(exc).__name__}: {exc}"
+            self.metrics.swaps.labels("failed").inc()
+            logger.error("thrifty serve: not swapping to %s version %s: %s; still serving version %s", target.name,
+                         target.version, self.refused[target.version], current.version if current else "-")
+            return False
+        self.model = model  # the swap: batches that start from now on run on the new model
+        self.swaps += 1
+        self.metrics.swaps.labels("done").inc()
+        self._show(model)
+        logger.info("thrifty serve: swapped in %s version %s (was %s) in %.1f s", model.name, model.version,
+                    current.version if current else "-", time.perf_counter() - started)
+        if current is not None and self.batcher is not None:
+            self.batcher.after_current_batch(current.close)  # a batch that started on it finishes on it
+        return True
+
+    async def stop_following(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            try:
+                await self._follower
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                pass
+            self._follower = None
 
 
 def _error(status: int, message: str, field: Optional[str] = None) -> JSONResponse:
@@ -203,6 +327,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         yield
         # Shutdown (SIGTERM): uvicorn has stopped accepting and finished the requests in flight.
         await loading
+        await state.stop_following()
         if state.batcher is not None:
             await state.batcher.stop()
         if state.log is not None:
@@ -283,7 +408,9 @@ def create_app(settings: AppSettings) -> FastAPI:
                                     f"{serve.max_chars_per_text}: shorten it", f"texts.{i}")
         model = ready_model()
         assert state.batcher is not None
-        results = await state.batcher.predict(texts)
+        answered = await state.batcher.predict(texts)
+        model = answered[0][0]  # the model this request's batch ran on (a swap may have happened since it arrived)
+        results = [result for _, result in answered]
         created, latency_ms = now_utc(), (time.perf_counter() - started) * 1000.0
         ids = [uuid.uuid4().hex for _ in texts]
         if state.log is not None:
@@ -321,8 +448,14 @@ def create_app(settings: AppSettings) -> FastAPI:
         model = ready_model()
         limits = {k: getattr(serve, k) for k in ("max_texts_per_request", "max_chars_per_text", "batching",
                                                  "max_batch_texts", "max_wait_ms")}
-        return {"name": model.name, "version": model.version, "backend": model.backend, "task": model.task,
+        info = {"name": model.name, "version": model.version, "backend": model.backend, "task": model.task,
                 "labels": model.labels, "limits": limits, "manifest": model.manifest}
+        registry = model.registry_info(settings.model_uri, state.registry.uri if state.registry else None)
+        if registry is not None:
+            info["registry"] = {**registry, "swaps": state.swaps,
+                                "poll_seconds": serve.registry_poll_seconds if "@" in (settings.model_uri or "") else None,
+                                "not_swapped": {str(v): why for v, why in state.refused.items()}}
+        return info
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

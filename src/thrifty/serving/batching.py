@@ -80,6 +80,11 @@ class DynamicBatcher:
         await self._queue.put(_Job(texts, future))
         return await future
 
+    def after_current_batch(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the model thread once the batch running now (if any) is done: batches run there one at a time,
+        so a model swapped out can be released without pulling it from under a batch that started on it."""
+        self._executor.submit(fn)
+
     def _run(self, texts: list[str]) -> list[Any]:
         started = time.perf_counter()
         results = self._predict(texts)

@@ -64,6 +64,8 @@ class ServerMetrics:
         self.predictions = Counter("thrifty_predictions", "texts predicted", registry=r)
         self.queue_texts = Gauge("thrifty_queue_texts", "texts waiting for a forward pass", registry=r)
         self.model = Info("thrifty_model", "the model being served", registry=r)
+        self.swaps = Counter("thrifty_model_swaps", "registry versions swapped in (done) or refused (failed)", ["result"],
+                             registry=r)
         r.register(_ReadWhenScraped(log_stats, LOG_FAMILIES))
         r.register(_ReadWhenScraped(fallback_stats, FALLBACK_FAMILIES))
 

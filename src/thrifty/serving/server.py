@@ -1,6 +1,7 @@
 """`thrifty serve` and `thrifty migrate`: check everything a user can get wrong, then hand the app to uvicorn.
 
-Before a port is opened: the model folder is a finished classifier, the port is free, the prediction log's
+Before a port is opened: the model folder is a finished classifier (or the registry answers and the models:/ URI
+names a version whose files are there), the port is free, the prediction log's
 database answers and is migrated to this thrifty's schema. Each failure is one line naming the fix (exit 2),
 instead of a server that starts and then fails every request. With `--workers N`, uvicorn starts N processes that
 each load the model (the settings travel in an environment variable); the database is migrated once, here.
@@ -58,9 +59,30 @@ def check_port(host: str, port: int) -> None:
                               "stop what uses this one") from None
 
 
+def registry_log_path(registry_uri: str, name: str) -> Path:
+    """SQLite for a registry model: beside a local store (runs/serve/NAME/predictions.db for the default), else in
+    ./runs/serve/NAME/: one log across the versions the alias moves through (each row names its version)."""
+    base = Path(registry_uri[len("sqlite:///"):]).parent if registry_uri.startswith("sqlite:///") else Path("runs")
+    return base / "serve" / name / "predictions.db"
+
+
 def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, log: bool = True,
-          name: Optional[str] = None, api_key: Optional[str] = None) -> None:
-    folder, manifest, name, version = model_identity(model_dir, name)
+          name: Optional[str] = None, api_key: Optional[str] = None, registry: Optional[str] = None) -> None:
+    """`model_dir`: a finished run or model folder, or models:/NAME@ALIAS (followed: hot swaps) or models:/NAME/VERSION
+    from the registry at `registry` (registry.store.registry_uri's default when None)."""
+    following = None
+    if model_dir.startswith("models:/"):
+        from thrifty.registry.store import Registry
+
+        store = Registry(registry)  # one line, exit 2, when the store is away or the name, alias or version is wrong
+        registered = store.version_for_uri(model_dir)
+        folder, manifest, _, _ = model_identity(store.local_model(registered))
+        name, version, registry = name or registered.name, str(registered.version), store.uri
+        following = model_dir if "@" in model_dir else None
+        default_log = registry_log_path(store.uri, registered.name)
+    else:
+        folder, manifest, name, version = model_identity(model_dir, name)
+        default_log = default_log_path(folder)
     if manifest["task"] in LM_TASKS:
         raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({manifest['task']}): it has no labels "
                          f"to serve; train a classifier from it with --model.name {folder}")
@@ -77,25 +99,37 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     check_port(settings.host, settings.port)
     db_url = None
     if log and settings.log_predictions:
-        db_url = database_url(db or settings.db or str(default_log_path(folder)))
+        db_url = database_url(db or settings.db or str(default_log))
         revision = prepare_database(db_url)
     if api_key:
         os.environ[settings.api_key_env] = api_key  # workers inherit it; the key itself is never printed
-    app_settings = AppSettings(str(folder), settings, db_url, name, run_migrations=False)
+    app_settings = AppSettings(model_dir if model_dir.startswith("models:/") else str(folder), settings, db_url, name,
+                               run_migrations=False, registry_uri=registry)
 
     labels = manifest.get("labels") or []
     batching = (f"up to {settings.max_batch_texts} texts or {settings.max_wait_ms:g} ms" if settings.batching
                 else "off (one forward pass per request)")
     print(f"thrifty serve: {name} (version {version}, {manifest['task']}, {len(labels)} labels) on "
           f"http://{settings.host}:{settings.port}  (API docs: /docs)")
+    if following:
+        print(f"  following {following} in {registry}: checked every {settings.registry_poll_seconds:g} s; a new "
+              "version is loaded beside this one and swapped in without dropping requests")
     print(f"  batching: {batching}; workers: {settings.workers}; API key: "
           f"{'required' if os.environ.get(settings.api_key_env) else 'none'}")
     print(f"  prediction log: {shown_url(db_url) + f' (schema {revision})' if db_url else 'off'}; "
           f"texts stored: {settings.log_text if db_url else '-'}")
 
+    import logging
     import signal
 
     import uvicorn
+
+    # the server's own lines (ready, swaps, a refused version) in the terminal, in uvicorn's style
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    served = logging.getLogger("thrifty.serve")
+    served.addHandler(handler)
+    served.setLevel(logging.INFO)
 
     # uvicorn stops gracefully on SIGTERM/SIGINT and then raises the signal again for the previous handler; these
     # make that a normal exit (code 0), not a death by signal, once the requests in flight and the log are done.

@@ -28,7 +28,7 @@ def default_uri(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir.resolve().parent / 'mlflow.db')}"
 
 
-def _reachable(uri: str) -> Optional[str]:
+def server_problem(uri: str) -> Optional[str]:
     """None if an HTTP tracking server answers its health check; else why not."""
     if not uri.startswith(("http://", "https://")):
         return None
@@ -70,7 +70,7 @@ class MlflowLogger:
             warn("tracking.mlflow is on but MLflow is not installed (pip install mlflow); training continues, "
                  f"metrics stay in {run_dir}")
             return None
-        problem = _reachable(uri)
+        problem = server_problem(uri)
         if problem is not None:
             warn(f"MLflow tracking server {uri} is not reachable ({problem}); training continues, metrics are kept "
                  f"in {run_dir} (train_log.jsonl, metrics.json)")
