@@ -71,20 +71,30 @@ def tiny_llama(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, tiny_bert):
-    """A finished classification run of the tiny BERT (pos/neg): for prediction backends and the server."""
+def train_pos_neg(root: Path, model: Path, positive: str, negative: str, per_label: int, **train) -> Path:
+    """A finished pos/neg run of `model` (a base model or a run to warm-start from) on `per_label` texts per label
+    made from two templates ({i} numbers them); returns the run folder."""
+    import csv
+
     import thrifty
 
-    root = tmp_path_factory.mktemp("served")
-    rows = ["text,label"] + [f"I loved this wonderful film number {i},pos" for i in range(30)] + \
-           [f"I hated this terrible film number {i},neg" for i in range(30)]
     data = root / "train.csv"
-    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    config = tiny_config(tiny_bert, data, epochs=3, learning_rate=3e-3)
+    with open(data, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["text", "label"])
+        writer.writerows([(positive.format(i=i), "pos") for i in range(per_label)] +
+                         [(negative.format(i=i), "neg") for i in range(per_label)])
+    config = tiny_config(model, data, **train)
     config["tracking"]["tensorboard"] = False
     thrifty.train(config, output=root / "run", progress=False)
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_bert):
+    """A finished classification run of the tiny BERT (pos/neg): for prediction backends and the server."""
+    return train_pos_neg(tmp_path_factory.mktemp("served"), tiny_bert, "I loved this wonderful film number {i}",
+                         "I hated this terrible film number {i}", 30, epochs=3, learning_rate=3e-3)
 
 
 @pytest.fixture
@@ -114,17 +124,8 @@ def tiny_config(model_dir: Path, data: Path, **train) -> dict:
 @pytest.fixture(scope="session")
 def warm_run(tmp_path_factory, tiny_run):
     """tiny_run fine-tuned again on more texts: same task and labels, other weights, tiny_run's model as its parent."""
-    import thrifty
-
-    root = tmp_path_factory.mktemp("warm")
-    rows = ["text,label"] + [f"What a wonderful, lovely story {i},pos" for i in range(20)] + \
-           [f"What a terrible, boring story {i},neg" for i in range(20)]
-    data = root / "train.csv"
-    data.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    config = tiny_config(tiny_run, data, epochs=1, learning_rate=1e-3, seed=3)
-    config["tracking"]["tensorboard"] = False
-    thrifty.train(config, output=root / "run", progress=False)
-    return root / "run"
+    return train_pos_neg(tmp_path_factory.mktemp("warm"), tiny_run, "What a wonderful, lovely story {i}",
+                         "What a terrible, boring story {i}", 20, epochs=1, learning_rate=1e-3, seed=3)
 
 
 @pytest.fixture
