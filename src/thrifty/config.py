@@ -339,6 +339,9 @@ class RetrainConfig:
     registry: Optional[str] = None  # the registry store (None: $THRIFTY_REGISTRY_URI, $MLFLOW_TRACKING_URI, runs/mlflow.db)
     db: Optional[str] = None  # the prediction log with the feedback (None: serve models:/NAME@champion's default log)
     new_data: list[str] = field(default_factory=list)  # labelled files of new data, besides the feedback
+    feedback_since: Literal["champion", "last_retrain"] = "champion"  # feedback given since the champion was trained
+    #                 (a rejected round's feedback counts again, adding up until a challenger wins), or since the last
+    #                 retrain of any outcome (a rejected round's feedback, e.g. mislabelled, is not used again)
     min_new_examples: int = 50  # fewer new labelled texts than this: nothing to do (exit 0)
     holdout_fraction: float = 0.3  # of the new labelled texts, kept out of training: both models are judged on them
     replay_ratio: float = 1.0  # texts of the champion's training data mixed in per new training text (not forgetting)

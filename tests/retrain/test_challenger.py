@@ -68,6 +68,9 @@ def test_mcnemar_and_the_decision_rule():
     test = mcnemar_exact([True] * 10 + [False] * 10, [True] * 10 + [True] * 10)
     assert test["only_challenger_right"] == 10 and test["only_champion_right"] == 0 and test["p_value"] < 0.01
     assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
+    worse = mcnemar_exact([True] * 10, [False] * 10)  # one-sided: a worse challenger is never "significant"
+    assert worse["only_champion_right"] == 10 and worse["p_value"] == 1.0
+    assert abs(mcnemar_exact([False] * 5, [True] * 5)["p_value"] - 1 / 32) < 1e-9  # all 5 discordant pairs: 2^-5
     settings = RetrainConfig(margin=0.01, significance=0.05, tolerance=0.01)
     good = {"champion_accuracy": 0.5, "challenger_accuracy": 1.0, "test": {"p_value": 0.002}}
     assert decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.895}, settings)["promote"]
@@ -109,6 +112,12 @@ def test_shuffled_labels_make_a_challenger_that_is_not_promoted(champion, store,
     report = json.loads((tmp_path / "r" / "retrain.json").read_text())
     assert report["status"] == "not promoted" and report["decision"]["reasons"]
     assert registry.resolve("tiny").version == 1 and registry.resolve("tiny", "challenger").version == 2
+    # the rejected round's feedback: counted again by default (since the champion), not with last_retrain
+    quiet = dict(progress=False, log=lambda *_: None)
+    again = retrain(overrides=overrides(store, db) + ["--retrain.min_new_examples", "100000"], **quiet)
+    assert again["status"] == "nothing to do" and again["feedback"] == 160
+    again = retrain(overrides=overrides(store, db) + ["--retrain.feedback_since", "last_retrain"], **quiet)
+    assert again["status"] == "nothing to do" and again["feedback"] == 0
 
 
 def test_nothing_to_do_and_a_second_retrain_exits_cleanly(champion, store, tmp_path, capsys):

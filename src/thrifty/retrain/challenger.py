@@ -5,7 +5,8 @@ One retrain, in order:
 1. a lock named `retrain:NAME` in the prediction log's database (serving/locks.py): a second retrain of the same
    model waits (`--wait`) or exits 0 saying who holds it;
 2. new labelled data: the feedback in the prediction log (texts with a true label) given since the champion's
-   cutoff (`thrifty.retrain.feedback_until` on its version; all feedback for a model never retrained), plus
+   cutoff (`thrifty.retrain.feedback_until` on its version; all feedback for a model never retrained; with
+   `retrain.feedback_since: last_retrain`, since the latest retrain whatever its outcome), plus
    `retrain.new_data` files. Fewer than `retrain.min_new_examples`: "nothing to do", exit 0, nothing trained;
 3. a held-out slice of it (`retrain.holdout_fraction`, stratified, seeded) that neither model trains on, and a fixed
    reference set of the original distribution (`retrain.reference`, else the one earlier retrains fixed, else the
@@ -14,7 +15,7 @@ One retrain, in order:
    warm-started from the champion, trained on the new data's other part mixed with a replay sample of the champion's
    training data (`retrain.replay_ratio` replay texts per new text, so it does not forget), within the config's budget;
 5. both models predict the held-out slice and the reference set; the challenger is promoted only when it is better on
-   the slice by `retrain.margin` (accuracy) with McNemar's exact test below `retrain.significance`, and not worse on
+   the slice by `retrain.margin` (accuracy) with McNemar's exact test (one-sided) below `retrain.significance`, and not worse on
    the reference set by more than `retrain.tolerance`;
 6. the challenger is registered either way (alias `challenger`, its figures and the decision as version tags) and, if
    it won, made the champion (`by: thrifty retrain`, the figures as the reason). A crash before this step leaves the
@@ -40,12 +41,12 @@ LOCK_PREFIX = "retrain:"
 
 def mcnemar_exact(champion_right: Sequence[bool], challenger_right: Sequence[bool]) -> dict[str, Any]:
     """McNemar's exact test on paired predictions: b = texts only the champion gets right, c = only the challenger;
-    the two-sided p-value of c against b under Binomial(b + c, 1/2)."""
+    one-sided (the question is whether the challenger is better): P(X >= c) for X ~ Binomial(b + c, 1/2)."""
     from scipy.stats import binomtest
 
     b = sum(1 for x, y in zip(champion_right, challenger_right) if x and not y)
     c = sum(1 for x, y in zip(champion_right, challenger_right) if y and not x)
-    p = binomtest(c, b + c, 0.5).pvalue if b + c else 1.0
+    p = binomtest(c, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
     return {"only_champion_right": b, "only_challenger_right": c, "p_value": float(p)}
 
 
@@ -183,6 +184,9 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
 
     # 2. new labelled data
     cutoff_text = champion.tags.get("thrifty.retrain.feedback_until") or None
+    if settings.feedback_since == "last_retrain":  # the latest cutoff of any retrain, promoted or not
+        cutoff_text = max((c for c in (v.tags.get("thrifty.retrain.feedback_until") for v in registry.versions(name))
+                           if c), default=None)
     cutoff = datetime.fromisoformat(cutoff_text) if cutoff_text else None
     texts, labels, latest, no_text = _read_feedback(engine, cutoff)
     counts = {"feedback": len(texts), "feedback_without_text": no_text, "files": 0}
