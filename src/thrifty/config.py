@@ -350,7 +350,7 @@ class RetrainConfig:
     #                                  fixed from the first retrain on)
     margin: float = 0.01  # promoted only if it beats the champion on the new slice by this much accuracy...
     significance: float = 0.05  # ...with McNemar's exact test p below this...
-    tolerance: float = 0.01  # ...and loses at most this much accuracy on the reference set
+    tolerance: float = 0.01  # ...and no loss beyond this on the reference set that the same test says is real
     seed: int = 0  # the held-out slice and the replay sample
 
     def validate(self) -> None:

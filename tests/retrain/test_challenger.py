@@ -67,16 +67,24 @@ def overrides(store: str, db: str) -> list[str]:
 def test_mcnemar_and_the_decision_rule():
     test = mcnemar_exact([True] * 10 + [False] * 10, [True] * 10 + [True] * 10)
     assert test["only_challenger_right"] == 10 and test["only_champion_right"] == 0 and test["p_value"] < 0.01
+    assert test["p_value_worse"] == 1.0
     assert mcnemar_exact([True, False], [True, False])["p_value"] == 1.0
     worse = mcnemar_exact([True] * 10, [False] * 10)  # one-sided: a worse challenger is never "significant"
     assert worse["only_champion_right"] == 10 and worse["p_value"] == 1.0
     assert abs(mcnemar_exact([False] * 5, [True] * 5)["p_value"] - 1 / 32) < 1e-9  # all 5 discordant pairs: 2^-5
     settings = RetrainConfig(margin=0.01, significance=0.05, tolerance=0.01)
     good = {"champion_accuracy": 0.5, "challenger_accuracy": 1.0, "test": {"p_value": 0.002}}
-    assert decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.895}, settings)["promote"]
-    forgets = decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.85}, settings)
+    same = {"p_value": 0.5, "p_value_worse": 0.5}
+    assert decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.895, "test": same}, settings)["promote"]
+    forgets = decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.85,
+                            "test": {"p_value": 0.99, "p_value_worse": 0.01}}, settings)
     assert not forgets["promote"] and "reference set" in forgets["reasons"][0]
-    lucky = decide({**good, "test": {"p_value": 0.2}}, {"champion_accuracy": 0.9, "challenger_accuracy": 0.9}, settings)
+    # a loss beyond the tolerance that noise explains (a small reference set) does not block
+    noisy = decide(good, {"champion_accuracy": 0.9, "challenger_accuracy": 0.88,
+                          "test": {"p_value": 0.9, "p_value_worse": 0.3}}, settings)
+    assert noisy["promote"]
+    lucky = decide({**good, "test": {"p_value": 0.2}}, {"champion_accuracy": 0.9, "challenger_accuracy": 0.9,
+                                                      "test": same}, settings)
     assert not lucky["promote"] and "McNemar" in lucky["reasons"][0]
 
 

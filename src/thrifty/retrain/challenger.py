@@ -15,8 +15,8 @@ One retrain, in order:
    warm-started from the champion, trained on the new data's other part mixed with a replay sample of the champion's
    training data (`retrain.replay_ratio` replay texts per new text, so it does not forget), within the config's budget;
 5. both models predict the held-out slice and the reference set; the challenger is promoted only when it is better on
-   the slice by `retrain.margin` (accuracy) with McNemar's exact test (one-sided) below `retrain.significance`, and not worse on
-   the reference set by more than `retrain.tolerance`;
+   the slice by `retrain.margin` (accuracy) with McNemar's exact test (one-sided) below `retrain.significance`, and not
+   worse on the reference set by more than `retrain.tolerance` with the same test saying the loss is not noise;
 6. the challenger is registered either way (alias `challenger`, its figures and the decision as version tags) and, if
    it won, made the champion (`by: thrifty retrain`, the figures as the reason). A crash before this step leaves the
    registry as it was; registration and the alias move are each consistent on their own (registry/store.py).
@@ -47,7 +47,8 @@ def mcnemar_exact(champion_right: Sequence[bool], challenger_right: Sequence[boo
     b = sum(1 for x, y in zip(champion_right, challenger_right) if x and not y)
     c = sum(1 for x, y in zip(champion_right, challenger_right) if y and not x)
     p = binomtest(c, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
-    return {"only_champion_right": b, "only_challenger_right": c, "p_value": float(p)}
+    worse = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+    return {"only_champion_right": b, "only_challenger_right": c, "p_value": float(p), "p_value_worse": float(worse)}
 
 
 def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings) -> dict[str, Any]:
@@ -60,8 +61,10 @@ def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings) -> di
     if new_slice["test"]["p_value"] >= settings.significance:
         reasons.append(f"McNemar's p = {new_slice['test']['p_value']:.4g} on the new slice, not below "
                        f"{settings.significance}")
-    if loss > settings.tolerance:
-        reasons.append(f"on the reference set it loses {loss:.4f} accuracy, more than the tolerance {settings.tolerance}")
+    worse_p = reference.get("test", {}).get("p_value_worse", 0.0)
+    if loss > settings.tolerance and worse_p < settings.significance:
+        reasons.append(f"on the reference set it loses {loss:.4f} accuracy, more than the tolerance {settings.tolerance}, "
+                       f"and McNemar's p = {worse_p:.3g} says the loss is not noise")
     promote = not reasons
     summary = (f"new slice {new_slice['champion_accuracy']:.4f} -> {new_slice['challenger_accuracy']:.4f} "
                f"(p = {new_slice['test']['p_value']:.3g}), reference {reference['champion_accuracy']:.4f} -> "
