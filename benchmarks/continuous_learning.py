@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -43,6 +43,7 @@ from pathlib import Path
 
 from common import REPO, machine, write_results  # noqa: E402
 from domain_adaptation import reviews  # noqa: E402
+from serve_load import free_port, wait_ready  # noqa: E402
 
 NAME = "reviews"
 TRAIN = ["--data.max_length", "128", "--train.epochs", "2", "--train.batch_size", "32", "--train.learning_rate", "1e-4"]
@@ -61,7 +62,7 @@ def call(base: str, path: str, body: dict, timeout: float = 120.0) -> tuple[int,
 
 
 def thrifty(*args: str, threads: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run([sys.executable, "-m", "thrifty", *args], capture_output=True, text=True, env=env,
                             cwd=REPO)
     if check and result.returncode != 0:
@@ -143,15 +144,13 @@ def main() -> None:
     print(f"champion v1: kitchen {first['kitchen']:.4f}, books {first['books']:.4f} ({champion_seconds:.0f} s)", flush=True)
 
     # the server and its background traffic
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server_log = open(folder / "server.log", "w")
     server = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", f"models:/{NAME}@champion", "--registry", store,
                                "--port", str(port), "--db", str(db), "--serve.threads", "1",
                                "--serve.registry_poll_seconds", "2"], stdout=server_log, stderr=subprocess.STDOUT,
-                              env={**__import__("os").environ, "OMP_NUM_THREADS": "1",
+                              env={**os.environ, "OMP_NUM_THREADS": "1",
                                    "PYTHONPATH": str(REPO / "src")}, cwd=REPO)
     requests = {"sent": 0, "failed": 0, "failures": []}
     lock = threading.Lock()
@@ -163,17 +162,7 @@ def main() -> None:
                 requests["failed"] += 1
                 requests["failures"].append(f"{what}: {status} {str(body)[:200]}")
 
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as answer:
-                if answer.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
+    wait_ready(port, server, folder / "server.log")
     stop = threading.Event()
 
     def background() -> None:

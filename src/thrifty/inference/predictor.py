@@ -292,20 +292,27 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
     return texts, [index[n] for n in names], counts, table.source
 
 
+def run_data(run_dir: Path):
+    """(the prepared data, the config) of a finished run, rebuilt from its config.yaml: the same files, cleaning and
+    seeded split it trained on."""
+    from thrifty.config import config_from_dict, load_yaml
+    from thrifty.data.prepare import prepare_data
+
+    config = config_from_dict(load_yaml(Path(run_dir) / "config.yaml"))
+    return prepare_data(config.data, config.train.seed), config
+
+
 def run_splits(predictor: Predictor, instead: str) -> tuple[list[str], list[str], list[int]]:
     """Training texts, validation texts and validation label ids (in the model's label order) of the run the model
     folder belongs to, rebuilt from its config.yaml: the same files, cleaning and seeded split. `instead` names
     what to give when the folder has left its run behind."""
-    from thrifty.config import config_from_dict, load_yaml
-    from thrifty.data.prepare import prepare_data
     from thrifty.errors import ConfigError
 
     run = predictor.folder.parent
     if not (run / "config.yaml").exists():
         raise ConfigError(f"{predictor.folder} is not inside its run folder, so its training and validation data are "
                           f"unknown; give {instead}")
-    config = config_from_dict(load_yaml(run / "config.yaml"))
-    prepared = prepare_data(config.data, config.train.seed)
+    prepared, _ = run_data(run)
     index = {name: i for i, name in enumerate(predictor.label_names)}
     labels = [index[prepared.label_names[y]] for y in prepared.validation.labels]
     return prepared.train.texts, prepared.validation.texts, labels

@@ -155,6 +155,16 @@ class Move:
                 "at": self.at, **self.extra}
 
 
+def _alias_versions(model) -> dict[str, int]:
+    """Where a registered model's aliases point: alias -> version number."""
+    return {alias: int(version) for alias, version in (model.aliases or {}).items()}
+
+
+def _base_name(manifest: dict[str, Any]) -> str:
+    base = manifest.get("base_model") or {}
+    return str(base.get("name") if isinstance(base, dict) else base)
+
+
 def _int_or_none(value: Optional[str]) -> Optional[int]:
     return int(value) if value not in (None, "") else None
 
@@ -218,12 +228,10 @@ class Registry:
 
     # ---- reading
     def _registered(self, name: str):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self._call(f"reading {name}", self.client.get_registered_model, _check_name(name))
-        except MlflowException:
-            raise RegistryError(f"no registered model named {name!r} in {self.uri}; see `thrifty registry list`") from None
+        model = self._existing_model(_check_name(name))
+        if model is None:
+            raise RegistryError(f"no registered model named {name!r} in {self.uri}; see `thrifty registry list`")
+        return model
 
     def _version(self, mv, aliases: Optional[list[str]] = None) -> Version:
         created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
@@ -241,7 +249,7 @@ class Registry:
             out.append({"name": model.name, "task": tags.get("thrifty.task"),
                         "labels": json.loads(tags.get("thrifty.labels", "[]")), "versions": len(versions),
                         "latest": max((v.version for v in versions), default=None),
-                        "aliases": {alias: int(v) for alias, v in (model.aliases or {}).items()}})
+                        "aliases": _alias_versions(model)})
         return sorted(out, key=lambda m: m["name"])
 
     def versions(self, name: str) -> list[Version]:
@@ -255,19 +263,18 @@ class Registry:
                       key=lambda v: -v.version)
 
     def _aliases(self, name: str) -> dict[str, int]:
-        model = self._registered(name)
-        return {alias: int(version) for alias, version in (model.aliases or {}).items()}
+        return _alias_versions(self._registered(name))
 
     def get(self, name: str, version: int) -> Version:
         from mlflow.exceptions import MlflowException
 
-        self._registered(name)
+        aliases = self._aliases(name)
         try:
             mv = self._call(f"reading {name} version {version}", self.client.get_model_version, name, str(version))
         except MlflowException:
             known = ", ".join(str(v.version) for v in reversed(self.versions(name))) or "none"
             raise RegistryError(f"{name} has no version {version} (versions: {known})") from None
-        by = [alias for alias, v in self._aliases(name).items() if v == int(version)]
+        by = [alias for alias, v in aliases.items() if v == int(version)]
         return self._version(mv, sorted(by))
 
     def resolve(self, name: str, alias: str = CHAMPION) -> Version:
@@ -286,7 +293,7 @@ class Registry:
     def history(self, name: str) -> list[Move]:
         """The alias moves of NAME, oldest first (pending moves the alias does not show are left out)."""
         model = self._registered(name)
-        aliases = {alias: int(v) for alias, v in (model.aliases or {}).items()}
+        aliases = _alias_versions(model)
         moves = []
         for key, value in sorted((model.tags or {}).items()):
             if not key.startswith(MOVE_PREFIX):
@@ -324,6 +331,7 @@ class Registry:
         labels = [str(label) for label in manifest.get("labels") or []]
         task = manifest["task"]
         existing = self._existing_model(name)
+        versions = self.versions(name) if existing is not None else []
         if existing is not None:
             tags = dict(existing.tags or {})
             if tags.get("thrifty.task") and tags["thrifty.task"] != task:
@@ -333,10 +341,10 @@ class Registry:
             if known is not None and known != labels:
                 raise RegistryError(f"{name} holds models with labels {_short(known)} and {folder} has "
                                     f"{_short(labels)}; register it under another name")
-            for version in self.versions(name):
+            for version in versions:
                 if version.tags.get("thrifty.weights_sha256") == weights:
                     return version, False
-        parent = self._parent_version(name, manifest) if existing is not None else None
+        parent = _parent_version(versions, manifest)
         by = by or decided_by()
         run_id = self._upload(folder, manifest, name, weights)
         if existing is None:
@@ -344,14 +352,13 @@ class Registry:
                        tags={"thrifty.task": task, "thrifty.labels": json.dumps(labels)},
                        description=f"A {task} model fine-tuned by thrifty; labels: {_short(labels)}")
         data = manifest.get("data") or {}
-        base = manifest.get("base_model") or {}
         metrics = manifest.get("metrics") or {}
         tags = {"thrifty.task": task, "thrifty.labels": json.dumps(labels), "thrifty.weights_sha256": weights,
                 "thrifty.data_fingerprint": str(data.get("fingerprint") or ""),
                 "thrifty.train_examples": str(data.get("train_examples") or ""),
                 "thrifty.train_file": str(data.get("train_file") or ""),
                 "thrifty.strategy": str(manifest.get("strategy") or ""),
-                "thrifty.base_model": str(base.get("name") if isinstance(base, dict) else base or ""),
+                "thrifty.base_model": _base_name(manifest),
                 "thrifty.parent_version": str(parent or ""), "thrifty.metrics": json.dumps(metrics),
                 "thrifty.run_dir": str(Path(run_dir).expanduser().resolve()), "thrifty.registered_by": by,
                 "thrifty.manifest_created": str(manifest.get("created") or "")}
@@ -368,17 +375,6 @@ class Registry:
             return self._call(f"reading {name}", self.client.get_registered_model, name)
         except MlflowException:
             return None
-
-    def _parent_version(self, name: str, manifest: dict[str, Any]) -> Optional[int]:
-        """The registered version of NAME whose weights the run was warm-started from, if any."""
-        parent = manifest.get("parent") or {}
-        digest = parent.get("weights_sha256") if isinstance(parent, dict) else None
-        if not digest:
-            return None
-        for version in self.versions(name):
-            if version.tags.get("thrifty.weights_sha256") == digest:
-                return version.version
-        return None
 
     def _upload(self, folder: Path, manifest: dict[str, Any], name: str, weights: str) -> str:
         """An MLflow run holding the model folder (artifacts `model/`), its metrics and where it came from."""
@@ -402,10 +398,9 @@ class Registry:
         metrics = [Metric(f"{split}.{key}", float(value), now, 0)
                    for split, values in (manifest.get("metrics") or {}).items() if isinstance(values, dict)
                    for key, value in values.items() if isinstance(value, (int, float))]
-        base = manifest.get("base_model") or {}
         params = [Param("task", manifest["task"]), Param("strategy", str(manifest.get("strategy"))),
                   Param("labels", str(len(manifest.get("labels") or []))),
-                  Param("base_model", str(base.get("name") if isinstance(base, dict) else base)),
+                  Param("base_model", _base_name(manifest)),
                   Param("train_examples", str((manifest.get("data") or {}).get("train_examples")))]
         tags = [RunTag("thrifty.model_folder", str(folder.resolve()))]
         try:
@@ -508,15 +503,26 @@ class Registry:
         return target / "model"
 
 
+def _parent_version(versions: list[Version], manifest: dict[str, Any]) -> Optional[int]:
+    """The registered version whose weights the run was warm-started from, if any."""
+    parent = manifest.get("parent") or {}
+    digest = parent.get("weights_sha256") if isinstance(parent, dict) else None
+    if not digest:
+        return None
+    for version in versions:
+        if version.tags.get("thrifty.weights_sha256") == digest:
+            return version.version
+    return None
+
+
 def _short(labels: list[Any], shown: int = 6) -> str:
     text = ", ".join(str(label) for label in labels[:shown])
     return f"[{text}{', ...' if len(labels) > shown else ''}] ({len(labels)})"
 
 
 def _describe(manifest: dict[str, Any]) -> str:
-    base = manifest.get("base_model") or {}
     data = manifest.get("data") or {}
     validation = (manifest.get("metrics") or {}).get("validation") or {}
     figure = ", ".join(f"{k} {v:.4f}" for k, v in validation.items() if isinstance(v, float) and k != "loss")
-    return (f"{manifest['task']} model ({manifest.get('strategy')}) from {base.get('name') if isinstance(base, dict) else base}"
+    return (f"{manifest['task']} model ({manifest.get('strategy')}) from {_base_name(manifest)}"
             f", {data.get('train_examples') or 0} training examples" + (f"; validation {figure}" if figure else ""))

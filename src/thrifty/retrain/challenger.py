@@ -30,7 +30,7 @@ import csv
 import json
 import random
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -73,10 +73,6 @@ def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings) -> di
             "summary": summary, "gain": round(gain, 4), "reference_loss": round(loss, 4)}
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _write_csv(path: Path, texts: Sequence[str], labels: Sequence[str]) -> None:
     with open(path, "w", encoding="utf-8", newline="") as f:
         writer = csv.writer(f)
@@ -88,7 +84,7 @@ def _read_feedback(engine, since: Optional[datetime]) -> tuple[list[str], list[s
     """(texts, true labels, the latest feedback time, rows skipped for having no stored text)."""
     import sqlalchemy as sa
 
-    from thrifty.serving.predlog import predictions
+    from thrifty.serving.predlog import as_utc, predictions
 
     query = sa.select(predictions.c.text, predictions.c.true_label, predictions.c.feedback_at) \
         .where(predictions.c.true_label.is_not(None)).order_by(predictions.c.feedback_at)
@@ -98,39 +94,20 @@ def _read_feedback(engine, since: Optional[datetime]) -> tuple[list[str], list[s
         rows = connection.execute(query).all()
     kept = [(r.text, r.true_label) for r in rows if r.text]
     latest = max((r.feedback_at for r in rows), default=None)
-    if latest is not None and latest.tzinfo is None:
-        latest = latest.replace(tzinfo=timezone.utc)
+    if latest is not None:
+        latest = as_utc(latest)
     return [t for t, _ in kept], [y for _, y in kept], latest, len(rows) - len(kept)
 
 
 def _split_holdout(texts: list[str], labels: list[str], fraction: float, seed: int):
-    """Stratified: each label's rows shuffled (seeded), the first `fraction` of each held out (at least one where a
-    label has two or more rows)."""
-    rng = random.Random(seed)
-    by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
-    held: list[int] = []
-    for label in sorted(by_label):
-        rows = by_label[label]
-        rng.shuffle(rows)
-        n = int(round(len(rows) * fraction))
-        if len(rows) >= 2:
-            n = min(max(n, 1), len(rows) - 1)
-        held += rows[:n]
-    held_set = set(held)
-    train = [i for i in range(len(texts)) if i not in held_set]
-    pick = lambda idx: ([texts[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-    return pick(sorted(held)), pick(train)
+    """Stratified and seeded (data.prepare.stratified_pick, as a validation split is carved): `fraction` of each
+    label's rows held out, at least one where a label has two or more rows. ((held texts, labels), (rest ...))."""
+    from thrifty.data.prepare import stratified_pick
 
-
-def _run_data(run_dir: Path):
-    """The prepared data (train, validation, label names) of a finished run, rebuilt from its config.yaml."""
-    from thrifty.config import config_from_dict, load_yaml
-    from thrifty.data.prepare import prepare_data
-
-    config = config_from_dict(load_yaml(run_dir / "config.yaml"))
-    return prepare_data(config.data, config.train.seed), config
+    held = set(stratified_pick(labels, fraction, None, seed).tolist())
+    pick = lambda keep: ([t for i, t in enumerate(texts) if (i in held) == keep],  # noqa: E731
+                         [y for i, y in enumerate(labels) if (i in held) == keep])
+    return pick(True), pick(False)
 
 
 def _labels_right(predictor, texts: list[str], labels: list[str]) -> list[bool]:
@@ -175,8 +152,9 @@ def retrain(config_path: Optional[str] = None, *, overrides: Optional[list[str]]
 def _retrain_locked(config, config_path, overrides, settings, registry, champion, engine, output, progress,
                     log) -> dict[str, Any]:
     from thrifty.config import apply_overrides, config_from_dict, load_yaml
-    from thrifty.inference.predictor import Predictor, labelled_texts
+    from thrifty.inference.predictor import Predictor, labelled_texts, run_data
     from thrifty.registry.store import CHALLENGER
+    from thrifty.serving.predlog import now_utc
     from thrifty.training.recipe import train
 
     name = champion.name
@@ -211,14 +189,14 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
     # 3. the held-out slice and the reference set
     (held_texts, held_labels), (new_train_texts, new_train_labels) = _split_holdout(
         texts, labels, settings.holdout_fraction, settings.seed)
-    stamp = _now().strftime("%Y%m%d-%H%M%S")
+    stamp = now_utc().strftime("%Y%m%d-%H%M%S")
     folder = Path(output) if output is not None else Path("runs") / "retrain" / f"{name}-{stamp}"
     folder.mkdir(parents=True, exist_ok=True)
     run_dir = Path(champion.tags.get("thrifty.run_dir") or "")
     champion_run = run_dir if (run_dir / "config.yaml").exists() else None
     champion_data = base_config = None
     if champion_run is not None:
-        champion_data, base_config = _run_data(champion_run)
+        champion_data, base_config = run_data(champion_run)
     reference_file = settings.reference or champion.tags.get("thrifty.retrain.reference") or None
     if reference_file is None:
         if champion_data is None:

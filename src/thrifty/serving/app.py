@@ -100,6 +100,11 @@ class AppSettings:
         """models:/NAME@ALIAS or models:/NAME/VERSION when the model comes from the registry."""
         return self.model_dir if self.model_dir.startswith("models:/") else None
 
+    @property
+    def follows_alias(self) -> bool:
+        """models:/NAME@ALIAS: the server follows the alias (hot swaps); models:/NAME/VERSION stays put."""
+        return "@" in (self.model_uri or "")
+
     def to_env(self) -> str:
         return json.dumps({"model_dir": self.model_dir, "serve": asdict(self.serve), "db_url": self.db_url,
                            "name": self.name, "run_migrations": False, "registry_uri": self.registry_uri})
@@ -223,7 +228,7 @@ class ServerState:
         self.metrics.queue_texts.set_function(lambda: batcher.waiting_texts)
         self.model, self.batcher = model, batcher
         logger.info("thrifty serve: %s (version %s) ready", model.name, model.version)
-        if self.settings.model_uri is not None and "@" in self.settings.model_uri:
+        if self.settings.follows_alias:
             self._follower = asyncio.create_task(self.follow(), name="thrifty-follow-alias")
 
     def _show(self, model: ServedModel) -> None:
@@ -453,7 +458,7 @@ def create_app(settings: AppSettings) -> FastAPI:
         registry = model.registry_info(settings.model_uri, state.registry.uri if state.registry else None)
         if registry is not None:
             info["registry"] = {**registry, "swaps": state.swaps,
-                                "poll_seconds": serve.registry_poll_seconds if "@" in (settings.model_uri or "") else None,
+                                "poll_seconds": serve.registry_poll_seconds if settings.follows_alias else None,
                                 "not_swapped": {str(v): why for v, why in state.refused.items()}}
         return info
 

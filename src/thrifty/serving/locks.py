@@ -12,11 +12,13 @@ import os
 import socket
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+
+from thrifty.serving.predlog import as_utc, now_utc
 
 metadata = sa.MetaData()
 locks = sa.Table(
@@ -26,14 +28,6 @@ locks = sa.Table(
     sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
 )
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)  # SQLite returns naive datetimes
 
 
 class DatabaseLock:
@@ -61,13 +55,13 @@ class DatabaseLock:
             return False
 
     def try_acquire(self) -> bool:
-        now = _now()
+        now = now_utc()
         if not self._insert(now):
             held = self.current()
             if held is None:  # released between our insert and our look
                 if not self._insert(now):
                     return False
-            elif (now - _aware(held["heartbeat_at"])).total_seconds() <= self.stale_seconds:
+            elif (now - as_utc(held["heartbeat_at"])).total_seconds() <= self.stale_seconds:
                 return False
             else:
                 with self.engine.begin() as connection:  # a dead holder: take over, unless another waiter just did
@@ -97,7 +91,7 @@ class DatabaseLock:
                 try:
                     with self.engine.begin() as connection:
                         connection.execute(locks.update().where(locks.c.name == self.name)
-                                           .where(locks.c.holder == self.holder).values(heartbeat_at=_now()))
+                                           .where(locks.c.holder == self.holder).values(heartbeat_at=now_utc()))
                 except sa.exc.SQLAlchemyError:
                     pass  # the database is away for a moment; a stale lock needs stale_seconds of silence
 
@@ -111,7 +105,3 @@ class DatabaseLock:
             self._beat = None
         with self.engine.begin() as connection:
             connection.execute(locks.delete().where(locks.c.name == self.name).where(locks.c.holder == self.holder))
-
-    def held_for(self) -> Optional[timedelta]:
-        held = self.current()
-        return _now() - _aware(held["acquired_at"]) if held else None

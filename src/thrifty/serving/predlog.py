@@ -105,6 +105,11 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """A time read back from the database, made aware: SQLite returns naive datetimes for timezone=True columns."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 class PredictionLog:
     """A bounded buffer and one writer thread in front of the `predictions` table."""
 

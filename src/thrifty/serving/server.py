@@ -70,7 +70,6 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
           name: Optional[str] = None, api_key: Optional[str] = None, registry: Optional[str] = None) -> None:
     """`model_dir`: a finished run or model folder, or models:/NAME@ALIAS (followed: hot swaps) or models:/NAME/VERSION
     from the registry at `registry` (registry.store.registry_uri's default when None)."""
-    following = None
     if model_dir.startswith("models:/"):
         from thrifty.registry.store import Registry
 
@@ -78,7 +77,6 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
         registered = store.version_for_uri(model_dir)
         folder, manifest, _, _ = model_identity(store.local_model(registered))
         name, version, registry = name or registered.name, str(registered.version), store.uri
-        following = model_dir if "@" in model_dir else None
         default_log = registry_log_path(store.uri, registered.name)
     else:
         folder, manifest, name, version = model_identity(model_dir, name)
@@ -111,8 +109,8 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
                 else "off (one forward pass per request)")
     print(f"thrifty serve: {name} (version {version}, {manifest['task']}, {len(labels)} labels) on "
           f"http://{settings.host}:{settings.port}  (API docs: /docs)")
-    if following:
-        print(f"  following {following} in {registry}: checked every {settings.registry_poll_seconds:g} s; a new "
+    if app_settings.follows_alias:
+        print(f"  following {model_dir} in {registry}: checked every {settings.registry_poll_seconds:g} s; a new "
               "version is loaded beside this one and swapped in without dropping requests")
     print(f"  batching: {batching}; workers: {settings.workers}; API key: "
           f"{'required' if os.environ.get(settings.api_key_env) else 'none'}")
