@@ -15,9 +15,10 @@ batches of `--batch-size`.
 - The server: `thrifty serve models:/reviews@champion` (1 thread, prediction log in SQLite, the alias checked every 2 s)
   in its own process, with a background client sending a request of 4 kitchen texts every 0.25 s the whole time.
 - Per batch: its texts sent to /v1/predict (10 per request), each answer's id sent to /v1/feedback with the review's
-  label (shuffled among the batch for `--shuffled-batch`); `thrifty monitor` on the champion's run folder for the
+  label (shuffled among the batch for `--shuffled-batch`); `thrifty monitor models:/reviews@champion` for the
   batch's traffic (exit 1 = drift flagged, recorded); then `thrifty retrain` (as a schedule would run it; defaults:
-  feedback since the champion, so rejected rounds' feedback adds up until a challenger wins; 30% held out, replay
+  feedback since the champion, so rejected rounds' feedback adds up until a challenger wins, less a refused round's
+  newest feedback when its labels agree with the champion no better than chance (quarantined); 30% held out, replay
   1:1, margin 0.01, one-sided McNemar p < 0.05, tolerance 0.01; the champion's recipe with 1 thread); then the live
   champion's accuracy on the kitchen and books held-out reviews (offline, `Predictor` from the registry).
 Every request's status is counted (predict, feedback, background): the floor is zero failures.
@@ -41,7 +42,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common import REPO, machine, write_results  # noqa: E402
+from common import REPO, RESULTS, machine, write_results  # noqa: E402
 from domain_adaptation import reviews  # noqa: E402
 from serve_load import free_port, wait_ready  # noqa: E402
 
@@ -100,6 +101,10 @@ def main() -> None:
     parser.add_argument("--shuffled-batch", type=int, default=5, help="1-based; 0 for none")
     parser.add_argument("--books", type=int, default=2000, help="book reviews used (smoke runs use fewer)")
     parser.add_argument("--held-out", type=int, default=400)
+    parser.add_argument("--retrain-epochs", type=int, default=None, help="the challenger's epochs (default: the "
+                        "champion's recipe, 2)")
+    parser.add_argument("--seed", type=int, default=0, help="training and retrain seed (the data splits stay fixed); "
+                        "each seed's run is kept in the results, one per seed")
     parser.add_argument("--smoke", action="store_true", help="a mechanics check: results go to benchmarks/runs only")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
@@ -128,7 +133,8 @@ def main() -> None:
     # the first champion
     t0 = time.perf_counter()
     thrifty("train", "--data.train", str(write_tsv(folder / "books_train.tsv", books_train)), "--output",
-            str(folder / "champion"), "--no-progress", "--train.num_threads", "2", *TRAIN, threads=2)
+            str(folder / "champion"), "--no-progress", "--train.num_threads", "2", "--train.seed", str(args.seed),
+            *TRAIN, threads=2)
     thrifty("registry", "register", str(folder / "champion"), "--name", NAME, "--promote", "--reason",
             "trained on books", "--registry", store)
     champion_seconds = time.perf_counter() - t0
@@ -193,17 +199,17 @@ def main() -> None:
                 if prediction_id is not None:
                     status, body = call(base, "/v1/feedback", {"id": prediction_id, "label": label})
                     count(status, body, "feedback")
-            champion_run = live_figures()["run_dir"] if k else str(folder / "champion")
             t0 = time.perf_counter()
-            monitored = thrifty("monitor", champion_run, "--db", str(db), "--since", since, "--output",
-                                str(folder / f"monitor-{k + 1}"), check=False)
+            monitored = thrifty("monitor", f"models:/{NAME}@champion", "--registry", store, "--db", str(db), "--since",
+                                since, "--output", str(folder / f"monitor-{k + 1}"), check=False)
             monitor_seconds = time.perf_counter() - t0
             if monitored.returncode not in (0, 1):
                 raise RuntimeError(f"thrifty monitor failed: {monitored.stderr[-2000:]}")
             t0 = time.perf_counter()
             thrifty("retrain", "--model", NAME, "--registry", store, "--db", str(db), "--output",
                     str(folder / f"retrain-{k + 1}"), "--no-progress", "--retrain.reference", str(reference),
-                    "--train.num_threads", "1", threads=1)
+                    "--train.num_threads", "1", "--train.seed", str(args.seed), "--retrain.seed", str(args.seed),
+                    *(["--train.epochs", str(args.retrain_epochs)] if args.retrain_epochs else []), threads=1)
             retrain_seconds = time.perf_counter() - t0
             report = json.loads((folder / f"retrain-{k + 1}" / "retrain.json").read_text())
             time.sleep(3)  # the server's next look at the alias (every 2 s)
@@ -218,6 +224,10 @@ def main() -> None:
                    "decision": report["status"], "challenger": report.get("challenger"),
                    "new_slice": report.get("figures", {}).get("new_slice"),
                    "reference": report.get("figures", {}).get("reference"), "reasons": report.get("decision", {}).get("reasons"),
+                   "newest_window": report.get("data", {}).get("newest_window"),
+                   "quarantined": bool(report.get("data", {}).get("quarantined")),
+                   "feedback_quarantined": report.get("data", {}).get("feedback_quarantined",
+                                                                     report.get("feedback_quarantined", 0)),
                    "champion": live["version"], "served_version": info.get("version"),
                    "kitchen": live["kitchen"], "books": live["books"], "monitor_seconds": round(monitor_seconds, 1),
                    "retrain_seconds": round(retrain_seconds, 1)}
@@ -246,59 +256,87 @@ def main() -> None:
     data = {"machine": machine(2), "settings": vars(args), "first_champion": first,
             "champion_seconds": round(champion_seconds, 1), "rounds": rounds, "requests": requests, "floors": floors,
             "seconds": round(time.perf_counter() - started, 1)}
-    lines = summarise(data)
     if args.smoke:
         (folder / "result.json").write_text(json.dumps(data, indent=2) + "\n")
-        print("\n".join(lines))
+        print("\n".join(summarise({"runs": [data]})))
         return
-    plot(data, REPO / "benchmarks" / "results" / "continuous_learning.png")
-    write_results("continuous_learning", data, lines)
+    results = RESULTS / "continuous_learning.json"
+    runs = json.loads(results.read_text()).get("runs", []) if results.exists() else []  # one run per seed
+    runs = sorted([r for r in runs if r["settings"].get("seed") != args.seed] + [data], key=lambda r: r["settings"]["seed"])
+    plot(runs, RESULTS / "continuous_learning.png")
+    write_results("continuous_learning", {"runs": runs}, summarise({"runs": runs}))
 
 
-def summarise(data: dict) -> list[str]:
+def summarise(results: dict) -> list[str]:
+    """One table per seed, then the floors over the seeds (median and range)."""
+    import statistics
+
     from common import machine_line
 
-    first, floors = data["first_champion"], data["floors"]
+    runs = results["runs"]
     lines = ["# Continuous learning: books champion, kitchen stream, retraining with a gate", "",
-             f"`python benchmarks/continuous_learning.py` (settings: the script's docstring). {machine_line(data['machine'])} "
-             f"First champion (books, {data['champion_seconds']:.0f} s to train): kitchen {first['kitchen']:.4f}, books "
-             f"{first['books']:.4f} on the held-out reviews.", "",
-             "| batch | labels | drift flagged | retrain | new slice champion -> challenger (p) | reference | live version | "
-             "kitchen | books | retrain s |", "|" + " --- |" * 10]
-    for r in data["rounds"]:
-        new, ref = r.get("new_slice") or {}, r.get("reference") or {}
-        slice_text = (f"{new['champion_accuracy']:.3f} -> {new['challenger_accuracy']:.3f} ({new['test']['p_value']:.3g})"
-                      if new else "-")
-        ref_text = f"{ref['champion_accuracy']:.3f} -> {ref['challenger_accuracy']:.3f}" if ref else "-"
-        lines.append(f"| {r['batch']} | {r['labels']} | {'yes' if r['drift_flagged'] else 'no'} | {r['decision']} | "
-                     f"{slice_text} | {ref_text} | v{r['champion']} | {r['kitchen']:.4f} | {r['books']:.4f} | "
-                     f"{r['retrain_seconds']:.0f} |")
-    lines += ["", f"Floors: kitchen {floors['kitchen_gain_points']:+.1f} points (>= +3), books "
-              f"{floors['books_change_points']:+.1f} points (>= -1), shuffled batch promoted: "
-              f"{'yes' if floors['shuffled_batch_promoted'] else 'no'}, failed requests {floors['failed_requests']} of "
-              f"{data['requests']['sent']}: {'held' if floors['held'] else 'NOT held'}. Whole run {data['seconds'] / 60:.0f} min."]
+             f"`python benchmarks/continuous_learning.py --seed N` (settings: the script's docstring); seeds "
+             f"{', '.join(str(r['settings']['seed']) for r in runs)}. {machine_line(runs[-1]['machine'])}", ""]
+    gains = [r["floors"]["kitchen_gain_points"] for r in runs]
+    books = [r["floors"]["books_change_points"] for r in runs]
+    spread = lambda xs: f"{statistics.median(xs):+.1f} ({min(xs):+.1f} to {max(xs):+.1f})"  # noqa: E731
+    lines += [f"Over {len(runs)} seed(s): kitchen {spread(gains)} points (floor >= +3), books {spread(books)} points "
+              f"(floor >= -1), shuffled batch promoted in {sum(r['floors']['shuffled_batch_promoted'] for r in runs)}, "
+              f"failed requests {sum(r['floors']['failed_requests'] for r in runs)} of "
+              f"{sum(r['requests']['sent'] for r in runs)}; floors held in {sum(r['floors']['held'] for r in runs)} of "
+              f"{len(runs)} runs.", ""]
+    for data in runs:
+        first, floors = data["first_champion"], data["floors"]
+        epochs = data["settings"].get("retrain_epochs")
+        lines += [f"## Seed {data['settings']['seed']}", "",
+                  f"Challengers: {f'{epochs} epochs' if epochs else 'the champion recipe (2 epochs)'}. "
+                  f"First champion (books, {data['champion_seconds']:.0f} s to train): kitchen {first['kitchen']:.4f}, "
+                  f"books {first['books']:.4f} on the held-out reviews. Newest labels vs champion: Cohen's kappa of the "
+                  "batch's labels against the champion's answers (q: refused and no better than chance, quarantined).", "",
+                  "| batch | labels | drift flagged | retrain | new slice champion -> challenger (p) | reference | "
+                  "newest labels vs champion | live version | kitchen | books | retrain s |", "|" + " --- |" * 11]
+        for r in data["rounds"]:
+            new, ref = r.get("new_slice") or {}, r.get("reference") or {}
+            slice_text = (f"{new['champion_accuracy']:.3f} -> {new['challenger_accuracy']:.3f} "
+                          f"({new['test']['p_value']:.3g})" if new else "-")
+            ref_text = f"{ref['champion_accuracy']:.3f} -> {ref['challenger_accuracy']:.3f}" if ref else "-"
+            window = r.get("newest_window")
+            window_text = (f"{window['kappa']:.2f} (p {window['p_value']:.2g}){' q' if r.get('quarantined') else ''}"
+                           if window else "-")
+            decision = r["decision"] + (f", {r['feedback_quarantined']} left out" if r.get("feedback_quarantined") else "")
+            lines.append(f"| {r['batch']} | {r['labels']} | {'yes' if r['drift_flagged'] else 'no'} | {decision} | "
+                         f"{slice_text} | {ref_text} | {window_text} | v{r['champion']} | {r['kitchen']:.4f} | "
+                         f"{r['books']:.4f} | {r['retrain_seconds']:.0f} |")
+        lines += ["", f"Floors: kitchen {floors['kitchen_gain_points']:+.1f} points (>= +3), books "
+                  f"{floors['books_change_points']:+.1f} points (>= -1), shuffled batch promoted: "
+                  f"{'yes' if floors['shuffled_batch_promoted'] else 'no'}, failed requests {floors['failed_requests']} "
+                  f"of {data['requests']['sent']}: {'held' if floors['held'] else 'NOT held'}. Whole run "
+                  f"{data['seconds'] / 60:.0f} min.", ""]
     return lines
 
 
-def plot(data: dict, path: Path) -> None:
+def plot(runs: list[dict], path: Path) -> None:
+    """Live accuracy per batch, one line per seed and domain; promotions (green) and the shuffled batch (red)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rounds = data["rounds"]
-    xs = [0] + [r["batch"] for r in rounds]
     fig, ax = plt.subplots(figsize=(7, 3.8))
-    for key, colour in (("kitchen", "tab:orange"), ("books", "tab:blue")):
-        ax.plot(xs, [100 * data["first_champion"][key]] + [100 * r[key] for r in rounds], marker="o", color=colour,
-                label=f"{key} (held out)")
-    for r in rounds:
-        if r["decision"] == "promoted":
-            ax.axvline(r["batch"], color="tab:green", alpha=0.3)
-        if r["labels"] == "shuffled":
-            ax.axvspan(r["batch"] - 0.4, r["batch"] + 0.4, color="tab:red", alpha=0.15)
+    for i, data in enumerate(runs):
+        rounds = data["rounds"]
+        xs = [0] + [r["batch"] for r in rounds]
+        for key, colour in (("kitchen", "tab:orange"), ("books", "tab:blue")):
+            ax.plot(xs, [100 * data["first_champion"][key]] + [100 * r[key] for r in rounds], marker="o^sDv"[i % 5], color=colour, alpha=0.85, label=f"{key} (held out)" if i == 0 else None)
+        for r in rounds:
+            if r["decision"] == "promoted":
+                ax.axvline(r["batch"], color="tab:green", alpha=0.25)
+    shuffled = {r["batch"] for data in runs for r in data["rounds"] if r["labels"] == "shuffled"}
+    for batch in shuffled:
+        ax.axvspan(batch - 0.4, batch + 0.4, color="tab:red", alpha=0.15)
     ax.set_xlabel("kitchen batch (green: a challenger promoted; red: labels shuffled)")
     ax.set_ylabel("live model accuracy, %")
+    ax.set_title(f"{len(runs)} seed(s), one marker per seed", fontsize=9)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()

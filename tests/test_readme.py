@@ -16,10 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
 
-def tour_commands() -> list[str]:
+def tour_blocks() -> list[list[str]]:
     section = README.split("## Quick tour", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.strip().startswith("thrifty ")]
+    return [[line.strip() for line in block.splitlines() if line.strip()]
+            for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S)]
+
+
+def tour_commands() -> list[str]:
+    return [line for block in tour_blocks() for line in block if line.startswith("thrifty ")]
+
+
+def is_server_block(block: list[str]) -> bool:
+    return any(line.startswith("thrifty serve ") for line in block)
 
 
 def two_commands() -> list[str]:
@@ -37,7 +45,7 @@ def test_the_test_command_is_what_ci_runs():
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
     assert {"train", "adapt", "zeroshot", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models",
-            "hardware", "serve", "registry"} <= verbs
+            "hardware", "serve", "registry", "retrain", "audit"} <= verbs
 
 
 @pytest.mark.slow
@@ -51,15 +59,18 @@ def test_every_tour_command_runs(tmp_path):
         (root / name).symlink_to(REPO / name)
     (tmp_path / "shared").symlink_to(SHARED.parent)
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    for command in tour_commands():
-        args = shlex.split(command)[1:]
-        if command in serving_block():
-            continue  # the serving block runs below, in order, against the quickstart model
-        if args[0] in ("train", "tune", "adapt"):
-            args += ["--no-progress", "--train.num_threads", "2"]
-        result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
-                                capture_output=True, text=True, timeout=900)
-        assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
+    server_blocks = []
+    for block in tour_blocks():  # in the README's order
+        if is_server_block(block):
+            server_blocks.append(run_server_block(root, env, block))  # the lines as written, a server in between
+            continue
+        for command in (line for line in block if line.startswith("thrifty ")):
+            args = shlex.split(command)[1:]
+            if args[0] in ("train", "tune", "adapt"):
+                args += ["--no-progress", "--train.num_threads", "2"]
+            result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
+                                    capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
     assert (root / "runs" / "quickstart" / "metrics.json").exists()
     lines = (root / "runs" / "quickstart-predictions.jsonl").read_text().splitlines()
     assert len(lines) == len((REPO / "examples" / "questions.txt").read_text().splitlines())
@@ -72,24 +83,41 @@ def test_every_tour_command_runs(tmp_path):
     assert after["base_model"]["path"].endswith("sst2-tapt/model")  # the adapted encoder was the base
     zeroshot = json.loads((root / "runs" / "zeroshot" / "evaluations" / "stsa.binary.test" / "metrics.json").read_text())
     assert zeroshot["accuracy"] > 0.6  # label names alone; measured 0.660 on SST-2's test set
+    audited = json.loads(next((root / "runs" / "sst2-small" / "audit").glob("*/audit.json")).read_text())
+    assert audited["summary"]["counterfactual_sentences"] == 3360 and audited["summary"]["max_gap"] is not None
+    pretrained = json.loads(next((root / "runs" / "audit").glob("all-MiniLM-L6-v2-*/audit.json")).read_text())
+    assert len(pretrained["association"]["tests"]) == 3
+
+    serving, registered = server_blocks
+    # serve a run folder (ONNX), feedback, the log, the monitor
+    answer = json.loads(serving["predict"])
+    assert len(answer["predictions"]) == 2 and answer["model"]["backend"] == "onnx"
+    assert json.loads(serving["feedback"]) == {"id": answer["predictions"][0]["id"], "label": "card_arrival"}
+    rows = [row.split("|") for row in serving["sqlite3"].strip().splitlines()]
+    assert len(rows) == 2 and [r[2] for r in rows].count("card_arrival") == 1
+    assert (root / "runs" / "quickstart" / "model" / "onnx" / "parity.json").exists()
+    assert "2 predictions" in serving["monitor"] and "no drift flagged" in serving["monitor"]
+
+    # the registry: serve the champion from it, versions, an alias that moves and comes back, a retrain
+    answer = json.loads(registered["predict"])
+    assert answer["model"]["name"] == "banking" and answer["model"]["version"] == "1"
+    assert (root / "runs" / "serve" / "banking" / "predictions.db").exists()  # the registry model's own log
     from thrifty.registry.store import Registry
 
     registry = Registry(f"sqlite:///{root / 'runs' / 'mlflow.db'}")  # the default store, where the tour put it
-    assert registry.resolve("banking").version == 1  # promoted, then version 2, then rolled back
     assert registry.get("banking", 2).parent_version == 1  # warm-started from the quickstart model
-    assert [m.reason for m in registry.history("banking")][-1] == "back to the first model"
-    run_serving_block(root, env)
+    assert "back to the first model" in [m.reason for m in registry.history("banking")]  # 1, then 2, then back to 1
+    challenger = registry.resolve("banking", "challenger")  # retrain: the champion (1) against new data
+    decision = json.loads(challenger.tags["thrifty.retrain.decision"])
+    assert challenger.version == 3 and challenger.parent_version == 1 and decision["reasons"]
+    assert registry.resolve("banking").version == (3 if decision["promote"] else 1)
+    assert len(list((root / "runs" / "retrain").glob("banking-*/retrain.json"))) == 1
 
 
-def serving_block() -> list[str]:
-    section = README.split("## Quick tour", 1)[1].split("\n## ", 1)[0]
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", section, flags=re.S) if "thrifty serve" in b)
-    return [line.strip() for line in block.splitlines() if line.strip()]
-
-
-def run_serving_block(root: Path, env: dict) -> None:
-    """The README's serving lines as written, in order: thrifty commands, the server in the background (`&`), curl,
-    sqlite3, `kill %1` (SIGTERM). Only the port differs (a free one instead of 8000, which may be in use)."""
+def run_server_block(root: Path, env: dict, block: list[str]) -> dict[str, str]:
+    """A README block with a server, its lines as written, in order: thrifty commands, the server in the background
+    (`&`), curl, sqlite3, `kill %1` (SIGTERM). Only the port differs (a free one instead of 8000, which may be in
+    use). Returns each line's output by verb (thrifty's subcommand, curl's endpoint, the program)."""
     import signal
     import socket
     import time
@@ -99,7 +127,7 @@ def run_serving_block(root: Path, env: dict) -> None:
         port = str(s.getsockname()[1])
     server, prediction_id, outputs = None, None, {}
     try:
-        for line in serving_block():
+        for line in block:
             line = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
             if line.startswith("thrifty serve ") and line.endswith("&"):
                 args = shlex.split(line[:-1])[1:] + ["--port", port, "--serve.threads", "2"]
@@ -115,25 +143,22 @@ def run_serving_block(root: Path, env: dict) -> None:
                 assert server.wait(60) == 0, server.stdout.read()
                 continue
             if line.startswith("thrifty "):
-                command = [sys.executable, "-m", "thrifty", *shlex.split(line)[1:]]
+                args = shlex.split(line)[1:]
+                if args[0] in ("train", "tune", "adapt"):
+                    args += ["--no-progress", "--train.num_threads", "2"]
+                command = [sys.executable, "-m", "thrifty", *args]
             else:
                 command = ["bash", "-c", line.replace("PREDICTION_ID", prediction_id or "PREDICTION_ID")]
-            result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+            result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, f"{line}\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
             verb = shlex.split(line)[1] if line.startswith("thrifty ") else line.split()[0]
             outputs[verb if "/v1/" not in line else line.split("/v1/")[1].split()[0]] = result.stdout
             if prediction_id is None and "/v1/predict" in line:
-                answer = json.loads(result.stdout)
-                assert len(answer["predictions"]) == 2 and answer["model"]["backend"] == "onnx"
-                prediction_id = answer["predictions"][0]["id"]
+                prediction_id = json.loads(result.stdout)["predictions"][0]["id"]
     finally:
         if server is not None and server.poll() is None:
             server.kill()
-    assert json.loads(outputs["feedback"]) == {"id": prediction_id, "label": "card_arrival"}
-    rows = [row.split("|") for row in outputs["sqlite3"].strip().splitlines()]
-    assert len(rows) == 2 and [r[2] for r in rows].count("card_arrival") == 1
-    assert (root / "runs" / "quickstart" / "model" / "onnx" / "parity.json").exists()
-    assert "2 predictions" in outputs["monitor"] and "no drift flagged" in outputs["monitor"]
+    return outputs
 
 
 def docs_commands() -> list[tuple[str, str]]:

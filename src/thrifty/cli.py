@@ -1,5 +1,5 @@
-"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, serve, migrate, export, monitor, registry,
-retrain, estimate, tune, recommend, models, hardware, config.
+"""The `thrifty` command line: train, adapt, zeroshot, evaluate, predict, serve, migrate, export, monitor, audit,
+registry, retrain, estimate, tune, recommend, models, hardware, config.
 
 Bad input ends with exit code 2 and one line on stderr naming the problem and the fix; ``--debug`` shows
 the traceback instead. Ctrl-C during training stops at a step boundary with a resumable checkpoint
@@ -154,13 +154,37 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("monitor", parents=[common], help="recent traffic (the prediction log) against the training data: "
                                                          "drift and accuracy reports; exit code 1 when drift is flagged")
-    p.add_argument("run_dir", metavar="MODEL_DIR", help="the run folder (or model/ folder) being served")
-    p.add_argument("--db", help="the prediction log thrifty serve wrote (default: SQLite in RUN_DIR/serve/)")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="the run folder (or model/ folder) being served, or "
+                                                        "models:/NAME@champion from the registry")
+    p.add_argument("--db", help="the prediction log thrifty serve wrote (default: SQLite in RUN_DIR/serve/; for "
+                                "models:/NAME@..., the log serve models:/NAME@... writes)")
+    p.add_argument("--registry", metavar="URI", help="the MLflow store for models:/... (default: $THRIFTY_REGISTRY_URI, "
+                                                     "else $MLFLOW_TRACKING_URI, else SQLite at ./runs/mlflow.db)")
     p.add_argument("--since", help="only predictions since: a span (30m, 24h, 7d, 2w) or a date (2026-11-28)")
     p.add_argument("--reference", help="labelled reference texts, for a model folder without its run (default: the run's "
                                        "training texts and validation split)")
     p.add_argument("--output", help="folder for report.json and report.html (default: RUN_DIR/monitor/TIME)")
     p.add_argument("--max-texts", type=int, default=2000, help="texts per side for the text checks (default 2000)")
+
+    p = sub.add_parser("audit", parents=[common], help="bias audit: counterfactual identity terms, group metrics, "
+                                                       "association tests (docs/audit.md); exit 1 when --fail-on trips")
+    p.add_argument("run_dir", metavar="MODEL_DIR", nargs="?", help="a fine-tuned classifier: run folder or model folder")
+    p.add_argument("--model", help="instead: a pre-trained encoder before fine-tuning (association tests only)")
+    p.add_argument("--corpus", help="a ready corpus, CSV in the Equity Evaluation Corpus's layout (Sentence, Template, "
+                                    "Person, Gender, Race, Emotion)")
+    p.add_argument("--templates", help="templates file: one per line, each with {person}")
+    p.add_argument("--terms", help="terms file: YAML (attribute: {group: [terms]}) or CSV (attribute, group, term)")
+    p.add_argument("--attributes", help="only these attributes of the terms, comma-separated (e.g. gender,religion)")
+    p.add_argument("--data", help="labelled data with a group column: group metrics, and Jigsaw AUCs for binary tasks")
+    p.add_argument("--group-column", help="the column of --data naming each text's group (identity)")
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--positive-label", help="the class the binary figures are about (default: the second label)")
+    p.add_argument("--fail-on", help='thresholds, e.g. "max_gap>0.05,significant_gaps>0": exit 1 when one is exceeded')
+    p.add_argument("--no-association", action="store_true", help="skip the association tests (SEAT)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance after Holm's correction (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
+    p.add_argument("--output", help="folder for audit.json and report.html (default: RUN_DIR/audit/TIME)")
 
     p = sub.add_parser("registry", parents=[common], help="registered model versions and the champion alias "
                                                           "(MLflow Model Registry; docs/registry.md)")
@@ -292,11 +316,49 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from thrifty.audit.run import audit
+
+    report = audit(args.run_dir, model=args.model, corpus=args.corpus, templates=args.templates, terms=args.terms,
+                   attributes=[a.strip() for a in args.attributes.split(",")] if args.attributes else None,
+                   data=args.data, group_column=args.group_column, text_column=args.text_column,
+                   label_column=args.label_column, positive_label=args.positive_label, output=args.output,
+                   fail_on=args.fail_on, association=not args.no_association, alpha=args.alpha, seed=args.seed)
+    cf = report.get("counterfactual", {})
+    if "summary" in cf:
+        s = cf["summary"]
+        print(f"counterfactual: {s['sentences']} sentences; largest gap {s['max_gap']:.4f} "
+              f"({s['max_gap_attribute']}: {' vs '.join(s['max_gap_between'] or [])}), label changes up to "
+              f"{s['max_label_change_rate']:.4f} ({s['max_label_change_group']}), {s['significant_gaps']} of "
+              f"{s['comparisons']} gaps significant (Holm, Wilcoxon p < {args.alpha})")
+        for name, attribute in cf["attributes"].items():
+            print(f"  {name:<20} gap {attribute['max_gap']:.4f}  significant {attribute['significant_gaps']:>2}  "
+                  f"({attribute['sentences']} sentences, {attribute['templates']} templates)")
+    if "groups" in report:
+        g = report["groups"]
+        figures = {k: g.get(k) for k in ("demographic_parity_difference", "equalized_odds_difference")
+                   if g.get(k) is not None}
+        print(f"groups ({g['group_column']}, {g['texts']} texts): accuracy difference "
+              f"{g['differences'].get('accuracy')}" + "".join(f", {k} {v}" for k, v in figures.items()))
+    if "jigsaw" in report:
+        j = report["jigsaw"]
+        print(f"jigsaw: overall AUC {j['overall_auc']}, worst subgroup AUC {j['min_subgroup_auc']} "
+              f"({j['worst_subgroup']}), final score {j['final_score']}")
+    for name, test in report.get("association", {}).get("tests", {}).items():
+        print(f"association {name}: effect size {test['effect_size']:+.3f} ({test['targets'][0]} ~ "
+              f"{test['attributes'][0]}), p = {test['p_value']:.4g} ({test['sentences']} sentences)")
+    print(f"wrote {report['output_dir']}/audit.json and report.html")
+    if report["failed"]:
+        print("FAILED: " + "; ".join(report["failed"]))
+        return 1
+    return 0
+
+
 def _cmd_monitor(args) -> int:
     from thrifty.monitoring.monitor import monitor
 
     report = monitor(args.run_dir, db=args.db, since=args.since, reference=args.reference, output=args.output,
-                     max_texts=args.max_texts)
+                     max_texts=args.max_texts, registry=args.registry)
     print(f"{report['predictions']} predictions ({report['first'][:19]} to {report['last'][:19]}) against "
           f"{report['reference']}:")
     for name, check in report["checks"].items():
@@ -461,8 +523,12 @@ def _cmd_train(args, overrides: list[str]) -> int:
 
     if args.resume and (args.config or args.output):
         raise ThriftyError("--resume takes the run folder only; drop the config and --output (the saved config is used)")
-    train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
-          progress=not args.no_progress, clock_start=args.started)  # the budget counts imports too
+    result = train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
+                   progress=not args.no_progress, clock_start=args.started)  # the budget counts imports too
+    failed = (result.metrics.get("audit") or {}).get("failed")
+    if failed:  # the run is complete and its model saved; the gate (audit.fail_on) says it should not ship
+        print("audit FAILED: " + "; ".join(failed))
+        return 1
     return 0
 
 
@@ -720,6 +786,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_export(args)
         if args.command == "monitor":
             return _cmd_monitor(args)
+        if args.command == "audit":
+            return _cmd_audit(args)
         if args.command == "tune":
             return _cmd_tune(args, overrides)
         if args.command == "recommend":

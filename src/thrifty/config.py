@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,6 +75,9 @@ class DataConfig:
     unlabelled: Optional[str] = None  # strategy fewshot: in-domain texts without labels (a .txt file, one per line, a
     #                                   folder of .txt files, or a table's text column) for self-training the head
     cache_tokens: bool = True  # keep token ids in ~/.cache/thrifty/tokens (THRIFTY_CACHE_DIR), keyed by a hash
+    counterfactual_augmentation: bool = False  # add a copy of each training text with its identity words swapped
+    #                                             ("he" -> "she"; label kept): a bias mitigation (docs/audit.md)
+    counterfactual_terms: Optional[str] = None  # YAML of pairs/one_way/cycles (None: resources/counterfactual_terms.yaml)
 
     def validate(self) -> None:
         if not 0.0 < self.validation_fraction < 0.9:
@@ -351,6 +355,10 @@ class RetrainConfig:
     margin: float = 0.01  # promoted only if it beats the champion on the new slice by this much accuracy...
     significance: float = 0.05  # ...with McNemar's exact test p below this...
     tolerance: float = 0.01  # ...and no loss beyond this on the reference set that the same test says is real
+    max_gap_increase: Optional[float] = None  # e.g. 0.02: audit both (counterfactual, audit: section's set) and
+    #                                           refuse a challenger whose largest group gap exceeds the champion's by more
+    quarantine_noise: bool = True  # a refused round whose newest feedback agrees with the champion no better than
+    #                                chance (e.g. shuffled labels): that feedback is left out of later retrains
     seed: int = 0  # the held-out slice and the replay sample
 
     def validate(self) -> None:
@@ -358,11 +366,76 @@ class RetrainConfig:
             raise ConfigError(f"retrain.min_new_examples={self.min_new_examples} must be at least 2")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ConfigError(f"retrain.holdout_fraction={self.holdout_fraction} must be in (0, 1), e.g. 0.3")
+        if self.max_gap_increase is not None and self.max_gap_increase < 0:
+            raise ConfigError(f"retrain.max_gap_increase={self.max_gap_increase} must be >= 0 (or null: no audit gate)")
         for key in ("replay_ratio", "margin", "tolerance"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"retrain.{key}={getattr(self, key)} must be >= 0")
         if not 0.0 < self.significance <= 1.0:
             raise ConfigError(f"retrain.significance={self.significance} must be in (0, 1], e.g. 0.05")
+
+
+# `thrifty audit --fail-on` / audit.fail_on: thresholds on the audit's summary figures (audit/run.py; docs/audit.md)
+AUDIT_THRESHOLD = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+AUDIT_SUMMARY_KEYS = ("max_gap", "max_label_change_rate", "significant_gaps", "max_abs_effect_size",
+                      "significant_associations", "demographic_parity_difference", "equalized_odds_difference",
+                      "accuracy_difference", "min_subgroup_auc", "min_bpsn_auc", "min_bnsp_auc", "final_score")
+AUDIT_COUNTERFACTUAL_KEYS = ("max_gap", "max_label_change_rate", "significant_gaps")
+AUDIT_ASSOCIATION_KEYS = ("max_abs_effect_size", "significant_associations")
+
+
+def parse_fail_on(expression: Optional[str]) -> list[tuple[str, str, float]]:
+    """"max_gap>0.05,significant_gaps>0" -> [(name, op, value), ...]; a clear error for anything else."""
+    if not expression:
+        return []
+    rules = []
+    for part in expression.split(","):
+        match = AUDIT_THRESHOLD.match(part)
+        if match is None:
+            raise ConfigError(f"--fail-on {part.strip()!r} is not NAME OP NUMBER; e.g. --fail-on \"max_gap>0.05\" "
+                              "(ops: > >= < <=; several joined by commas)")
+        name, op, value = match.group(1), match.group(2), float(match.group(3))
+        if name not in AUDIT_SUMMARY_KEYS:
+            raise ConfigError(f"--fail-on names {name!r}, which the audit does not report; it reports: "
+                              f"{', '.join(AUDIT_SUMMARY_KEYS)}")
+        rules.append((name, op, value))
+    return rules
+
+
+def check_fail_on_measurable(rules: list[tuple[str, str, float]], classifier: bool, with_data: bool,
+                             association: bool) -> None:
+    """Before any work: a rule on a figure this audit cannot measure is an error, not a silent pass."""
+    for name, op, value in rules:
+        needs = ("a fine-tuned classifier (thrifty audit RUN_DIR)" if name in AUDIT_COUNTERFACTUAL_KEYS and not classifier
+                 else "the association tests (not --no-association)" if name in AUDIT_ASSOCIATION_KEYS and not association
+                 else "--data FILE with --group-column COLUMN"
+                 if name not in AUDIT_COUNTERFACTUAL_KEYS + AUDIT_ASSOCIATION_KEYS and not with_data else None)
+        if needs:
+            raise ConfigError(f"--fail-on {name}{op}{value:g}: this audit cannot measure {name}; it needs {needs}")
+
+
+@dataclass
+class AuditConfig:
+    """The bias audit at the end of `thrifty train` (docs/audit.md): its summary lands in metrics.json, the model
+    manifest and MLflow; the same keys as `thrifty audit`'s options."""
+
+    enabled: bool = False  # audit the finished model (classification): counterfactual identity terms, association
+    templates: Optional[str] = None  # one template per line with {person} (None: thrifty's 24)
+    terms: Optional[str] = None  # YAML or CSV of attribute/group/term (None: thrifty's 140 in 8 attributes)
+    corpus: Optional[str] = None  # a ready corpus in the Equity Evaluation Corpus's layout, instead of templates x terms
+    attributes: list[str] = field(default_factory=list)  # only these attributes of the terms (empty: all)
+    data: Optional[str] = None  # labelled data with a group column: group metrics, Jigsaw AUCs for binary tasks
+    group_column: Optional[str] = None
+    positive_label: Optional[str] = None  # the class binary figures are about (None: the second label)
+    association: bool = True  # SEAT on the model's encoder
+    fail_on: Optional[str] = None  # e.g. "max_gap>0.05": tripped, the run is complete and `thrifty train` exits 1
+
+    def validate(self) -> None:
+        if (self.data is None) != (self.group_column is None):
+            raise ConfigError("audit.data and audit.group_column go together: labelled data and its group column")
+        if self.corpus and (self.templates or self.terms):
+            raise ConfigError("audit.corpus is a ready set of sentences; give it or audit.templates/terms, not both")
+        check_fail_on_measurable(parse_fail_on(self.fail_on), True, self.data is not None, self.association)
 
 
 @dataclass
@@ -379,6 +452,7 @@ class Config:
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def validate(self) -> "Config":
         for section in dataclasses.fields(self):
@@ -399,6 +473,12 @@ class Config:
         if self.data.unlabelled is not None and (self.strategy.name != "fewshot" or self.task != "classification"):
             raise ConfigError("data.unlabelled feeds strategy fewshot's self-training (task classification); set "
                               "--strategy.name fewshot, or use the texts for continued pre-training: thrifty adapt --data FILE")
+        if self.data.counterfactual_augmentation and self.task != "classification":
+            raise ConfigError(f"data.counterfactual_augmentation copies labelled texts (task classification); task "
+                              f"{self.task} has none to copy: set it false")
+        if self.audit.enabled and self.task != "classification":
+            raise ConfigError(f"audit.enabled audits classification models; task {self.task} has no labels per text to "
+                              "compare across groups: set audit.enabled false")
         if self.task == "token_classification" and self.strategy.name == "fewshot":
             raise ConfigError("strategy fewshot learns one label per text (task classification); for "
                               "token_classification use strategy full, freeze, head or lora")

@@ -118,3 +118,27 @@ def test_bad_monitor_input_is_one_clear_line(run_copy, tmp_path, capsys, args, f
 def test_a_missing_log_is_refused(run_copy, capsys):
     assert main(["monitor", str(run_copy)]) == 2
     assert "no prediction log at" in capsys.readouterr().err
+
+
+def test_a_registered_champion_is_monitored_from_the_registry(run_copy, store, tmp_path, capsys):
+    """models:/NAME@champion: that version's model, the log serve models:/NAME@... writes, its run's data."""
+    from thrifty.registry.store import Registry
+    from thrifty.serving.server import registry_log_path
+
+    registry = Registry(store, create=True)
+    registry.register(run_copy, "films")
+    assert main(["monitor", "models:/films@champion", "--registry", store]) == 2  # nothing promoted yet
+    assert "no 'champion' alias yet" in capsys.readouterr().err
+    registry.promote("films", 1, reason="first")
+    assert main(["monitor", "models:/films@champion", "--registry", store]) == 2
+    assert f"no prediction log at sqlite:///{registry_log_path(store, 'films')}" in capsys.readouterr().err
+    fill_log(registry_log_path(store, "films"), run_copy, drifted(60))
+    assert main(["monitor", "models:/films@champion", "--registry", store]) == 1
+    out = capsys.readouterr().out
+    report = json.loads(next((registry_log_path(store, "films").parent / "monitor").glob("*/report.json")).read_text())
+    assert report["model"] == "models:/films@champion" and report["drift"] and "embeddings" in report["flagged"]
+    from thrifty.inference.predictor import run_splits
+
+    train_split = run_splits(Predictor.load(run_copy), "-")[0]  # the run's training split, rebuilt from its config
+    assert report["reference_texts"] == len(train_split) > 0
+    assert "drift flagged" in out

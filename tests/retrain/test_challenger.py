@@ -14,7 +14,7 @@ import pytest
 from thrifty.cli import main
 from thrifty.config import RetrainConfig
 from thrifty.registry.store import Registry
-from thrifty.retrain.challenger import decide, mcnemar_exact, retrain
+from thrifty.retrain.challenger import agreement_beyond_chance, decide, mcnemar_exact, retrain
 from thrifty.serving.locks import DatabaseLock, locks
 from thrifty.serving.predlog import make_engine, predictions
 from thrifty.serving.server import prepare_database
@@ -86,12 +86,30 @@ def test_mcnemar_and_the_decision_rule():
     lucky = decide({**good, "test": {"p_value": 0.2}}, {"champion_accuracy": 0.9, "challenger_accuracy": 0.9,
                                                       "test": same}, settings)
     assert not lucky["promote"] and "McNemar" in lucky["reasons"][0]
+    gate = RetrainConfig(max_gap_increase=0.02)
+    fair = {"champion_max_gap": 0.10, "challenger_max_gap": 0.11, "attribute": "gender"}
+    steady = {"champion_accuracy": 0.9, "challenger_accuracy": 0.9, "test": same}
+    assert decide(good, steady, gate, fair)["promote"]  # within the allowed increase
+    unfair = decide(good, steady, gate, {**fair, "challenger_max_gap": 0.15})
+    assert not unfair["promote"] and "largest group gap (gender) is 0.1500" in unfair["reasons"][0]
+
+
+def test_agreement_beyond_chance():
+    same = agreement_beyond_chance(["a", "b"] * 50, ["a", "b"] * 50)
+    assert same["agreement"] == 1.0 and same["chance"] == 0.5 and same["kappa"] == 1.0 and same["p_value"] < 1e-20
+    unrelated = agreement_beyond_chance(["a", "b"] * 50, ["a", "a", "b", "b"] * 25)  # half agree, as chance does
+    assert unrelated["agreement"] == 0.5 and unrelated["kappa"] == 0.0 and unrelated["p_value"] > 0.4
+    # a model that answers one label: agreement is that label's share, which is chance, whatever the share
+    lopsided = agreement_beyond_chance(["a"] * 100, ["a"] * 90 + ["b"] * 10)
+    assert lopsided["agreement"] == 0.9 and lopsided["chance"] == 0.9 and lopsided["kappa"] == 0.0
+    assert lopsided["p_value"] > 0.4
 
 
 def test_a_challenger_that_learned_the_new_data_is_promoted(champion, store, tmp_path):
     registry, db = champion
     give_feedback(db, new_domain(160, seed=1))
     report = retrain(overrides=overrides(store, db), output=tmp_path / "round1", progress=False, log=lambda *_: None)
+    assert report["data"]["quarantined"] is None  # promoted: never quarantined, whatever the agreement
     new, ref = report["figures"]["new_slice"], report["figures"]["reference"]
     assert ref["challenger_accuracy"] >= ref["champion_accuracy"] - 0.01  # the original data is not forgotten
     assert report["status"] == "promoted", report["decision"]
@@ -110,16 +128,45 @@ def test_a_challenger_that_learned_the_new_data_is_promoted(champion, store, tmp
     assert again["status"] == "nothing to do" and again["feedback"] == 0
     assert not (tmp_path / "round2").exists() and registry.resolve("tiny").version == 2
 
+    # then a batch with shuffled labels: refused, and since the champion now knows this domain (its answers carry the
+    # labels of a reference set from it) while these labels agree with it no better than chance, quarantined
+    reference = tmp_path / "kitchen_reference.csv"
+    reference.write_text("text,label\n" + "".join(f"{t},{y}\n" for t, y in new_domain(60, seed=9)))
+    give_feedback(db, new_domain(120, seed=5, shuffled=True))
+    with_reference = overrides(store, db) + ["--retrain.reference", str(reference)]
+    noisy = retrain(overrides=with_reference, output=tmp_path / "round3", progress=False, log=lambda *_: None)
+    assert noisy["status"] == "not promoted" and noisy["data"]["champion_on_reference"]["p_value"] < 0.05
+    assert noisy["data"]["newest_window"]["p_value"] >= 0.05 and abs(noisy["data"]["newest_window"]["kappa"]) < 0.25
+    assert noisy["data"]["quarantined"]["texts"] == 120 and "quarantined" in noisy["decision"]["reasons"][-1]
+    assert json.loads(registry.get("tiny", 3).tags["thrifty.retrain.quarantine"])["texts"] == 120
+    # later rounds leave the window out while new true feedback counts; --retrain.quarantine_noise false takes it back
+    give_feedback(db, new_domain(30, seed=4))
+    quiet = dict(progress=False, log=lambda *_: None)
+    high = with_reference + ["--retrain.min_new_examples", "100000"]
+    later = retrain(overrides=high, **quiet)
+    assert later["status"] == "nothing to do" and (later["feedback"], later["feedback_quarantined"]) == (30, 120)
+    later = retrain(overrides=high + ["--retrain.quarantine_noise", "false"], **quiet)
+    assert later["status"] == "nothing to do" and (later["feedback"], later["feedback_quarantined"]) == (150, 0)
+
 
 def test_shuffled_labels_make_a_challenger_that_is_not_promoted(champion, store, tmp_path, capsys):
     registry, db = champion
     give_feedback(db, new_domain(160, seed=2, shuffled=True))
-    assert main(["retrain", *overrides(store, db), "--output", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert main(["retrain", *overrides(store, db), "--output", str(tmp_path / "r"), "--no-progress",
+                 "--retrain.max_gap_increase", "0.5", "--audit.attributes", "gender"]) == 0
     out = capsys.readouterr().out
     assert "not promoted" in out
     report = json.loads((tmp_path / "r" / "retrain.json").read_text())
     assert report["status"] == "not promoted" and report["decision"]["reasons"]
+    fairness = report["figures"]["fairness"]  # both audited on the same sentences (gender: 24 x 20)
+    assert fairness["sentences"] == 480 and 0 <= fairness["champion_max_gap"] <= 1 and fairness["attribute"] == "gender"
+    assert (tmp_path / "r" / "audit-champion" / "audit.json").exists()
     assert registry.resolve("tiny").version == 1 and registry.resolve("tiny", "challenger").version == 2
+    # the labels agree with the champion no better than chance, but so does everything: this tiny champion answers
+    # one label on its reference set, so it proves nothing about the labels and nothing is quarantined
+    window, on_reference = report["data"]["newest_window"], report["data"]["champion_on_reference"]
+    assert window["texts"] == 160 and window["p_value"] >= 0.05 and on_reference["p_value"] >= 0.05
+    assert report["data"]["quarantined"] is None
     # the rejected round's feedback: counted again by default (since the champion), not with last_retrain
     quiet = dict(progress=False, log=lambda *_: None)
     again = retrain(overrides=overrides(store, db) + ["--retrain.min_new_examples", "100000"], **quiet)

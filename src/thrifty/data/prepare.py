@@ -255,6 +255,15 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         report["splits"]["validation"]["subsampled_to"] = config.max_eval_examples
         validation = _subset(validation, stratified_pick(validation.labels, None, config.max_eval_examples, seed))
 
+    if config.counterfactual_augmentation:  # training split only; never a copy that is an evaluation text
+        from thrifty.data.counterfactual import augment, load_term_map
+
+        avoid = set(validation.texts) | (set(test.texts) if test is not None else set())
+        texts, labels, cda = augment(train.texts, train.labels, load_term_map(config.counterfactual_terms), avoid)
+        train = Split(texts, labels)
+        report["counterfactual_augmentation"] = cda
+        report["splits"]["train"]["counterfactual_copies_added"] = cda["added"]
+
     if len(validation) == 0:
         raise DataError("the validation set is empty; give data.validation a file or raise data.validation_fraction")
     if len(set(train.labels)) < 2:

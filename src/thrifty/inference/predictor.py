@@ -302,13 +302,13 @@ def run_data(run_dir: Path):
     return prepare_data(config.data, config.train.seed), config
 
 
-def run_splits(predictor: Predictor, instead: str) -> tuple[list[str], list[str], list[int]]:
+def run_splits(predictor: Predictor, instead: str, run: Optional[Path] = None) -> tuple[list[str], list[str], list[int]]:
     """Training texts, validation texts and validation label ids (in the model's label order) of the run the model
-    folder belongs to, rebuilt from its config.yaml: the same files, cleaning and seeded split. `instead` names
-    what to give when the folder has left its run behind."""
+    folder belongs to (or `run`, e.g. a registered version's run), rebuilt from its config.yaml: the same files,
+    cleaning and seeded split. `instead` names what to give when the folder has left its run behind."""
     from thrifty.errors import ConfigError
 
-    run = predictor.folder.parent
+    run = Path(run) if run is not None else predictor.folder.parent
     if not (run / "config.yaml").exists():
         raise ConfigError(f"{predictor.folder} is not inside its run folder, so its training and validation data are "
                           f"unknown; give {instead}")

@@ -68,7 +68,7 @@ def read_log(url: str, since: Optional[datetime]) -> list[dict[str, Any]]:
     return rows
 
 
-def _reference(predictor, reference_file: Optional[str], max_texts: int, seed: int):
+def _reference(predictor, reference_file: Optional[str], max_texts: int, seed: int, run: Optional[Path] = None):
     """(training-like texts, validation texts, validation label ids) for the comparison."""
     if reference_file is not None:
         from thrifty.inference.predictor import labelled_texts
@@ -77,7 +77,7 @@ def _reference(predictor, reference_file: Optional[str], max_texts: int, seed: i
         return texts, texts, labels
     from thrifty.inference.predictor import run_splits
 
-    train, validation, labels = run_splits(predictor, "labelled reference texts: --reference FILE")
+    train, validation, labels = run_splits(predictor, "labelled reference texts: --reference FILE", run)
     rng = np.random.default_rng(seed)
     if len(train) > max_texts:
         train = [train[i] for i in sorted(rng.choice(len(train), max_texts, replace=False))]
@@ -94,42 +94,34 @@ def _token_stats(predictor, texts: list[str]) -> tuple[list[int], int, int]:
     return lengths, unknown, sum(lengths)
 
 
-def _embeddings(predictor, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length mean-pooled encoder states (a fewshot model's own sentence embedding)."""
-    import torch
-
-    from thrifty.data.batching import collate, sorted_batches
-    from thrifty.data.tokenize import encode
-    from thrifty.models import first_token
-    from thrifty.models.sentence import mean_pool
-
-    model = predictor.model
-    first_token.disable(model)  # every position of the last layer is needed for the mean
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    encoder = getattr(inner, inner.base_model_prefix, inner)
-    ids = encode(predictor.tokenizer, list(texts), predictor.max_length)
-    pad = predictor.tokenizer.pad_token_id or 0
-    out = np.zeros((len(ids), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode():
-        for idx in sorted_batches([len(x) for x in ids], batch_size):
-            batch = collate(ids, idx, pad)
-            hidden = encoder(**batch).last_hidden_state
-            out[idx] = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy()
-    first_token.enable(model)
-    return out
-
-
 def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[str] = None,
             reference: Optional[str] = None, output: Optional[str | Path] = None, max_texts: int = 2000,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, registry: Optional[str] = None) -> dict[str, Any]:
+    """`model_dir`: a run or model folder, or models:/NAME@ALIAS (models:/NAME/VERSION) from the registry at
+    `registry`: that version's model, the log `serve models:/NAME@...` writes by default, and its run's data as the
+    reference (the version's thrifty.run_dir, while it exists)."""
+    from thrifty.inference.embeddings import predictor_embeddings
     from thrifty.inference.predictor import Predictor
     from thrifty.runs.manifest import model_folder
     from thrifty.serving.predlog import database_url
-    from thrifty.serving.server import default_log_path, shown_url
+    from thrifty.serving.server import default_log_path, registry_log_path, shown_url
 
     started = time.perf_counter()
-    folder = model_folder(model_dir)
-    url = database_url(db or str(default_log_path(folder)))
+    run = None
+    if str(model_dir).startswith("models:/"):
+        from thrifty.registry.store import Registry
+
+        store = Registry(registry)  # one line, exit 2, when the store is away or the name, alias or version is wrong
+        registered = store.version_for_uri(str(model_dir))
+        folder = store.local_model(registered)
+        run_dir = Path(registered.tags.get("thrifty.run_dir") or "")
+        run = run_dir if (run_dir / "config.yaml").exists() else None
+        default_log = registry_log_path(store.uri, registered.name)
+        default_out = default_log.parent / "monitor"
+    else:
+        folder = model_folder(model_dir)
+        default_log, default_out = default_log_path(folder), folder.parent / "monitor"
+    url = database_url(db or str(default_log))
     if url.startswith("sqlite") and not Path(url.split("sqlite:///", 1)[-1]).exists():
         raise ConfigError(f"no prediction log at {shown_url(url)}; give the one thrifty serve wrote: --db URL")
     since_at = parse_since(since)
@@ -141,7 +133,7 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
     predictor = Predictor.load(folder, device="cpu")
     if predictor.task != "classification":
         raise ConfigError(f"thrifty monitor covers classification models; {folder} is {predictor.task}")
-    train_texts, validation_texts, validation_labels = _reference(predictor, reference, max_texts, seed)
+    train_texts, validation_texts, validation_labels = _reference(predictor, reference, max_texts, seed, run)
     recent_texts = [r["text"] for r in rows if r["text"] is not None][-max_texts:]
 
     checks: dict[str, Any] = {}
@@ -150,8 +142,8 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
         now_lengths, now_unknown, now_tokens = _token_stats(predictor, recent_texts)
         checks["lengths"] = drift.length_drift(ref_lengths, now_lengths)
         checks["unknown_tokens"] = drift.unknown_token_drift((ref_unknown, ref_tokens), (now_unknown, now_tokens))
-        checks["embeddings"] = drift.embedding_drift(_embeddings(predictor, train_texts),
-                                                     _embeddings(predictor, recent_texts), seed)
+        checks["embeddings"] = drift.embedding_drift(predictor_embeddings(predictor, train_texts),
+                                                     predictor_embeddings(predictor, recent_texts), seed)
     else:
         ref_lengths, now_lengths = [], []
         checks["texts"] = {"flagged": False, "note": "the log stores only hashes of texts (serve.log_text: hash): "
@@ -168,9 +160,10 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
         [r["label"] == r["true_label"] for r in with_feedback], validation_accuracy)
 
     flagged = sorted(name for name, check in checks.items() if check.get("flagged"))
-    out = Path(output) if output else folder.parent / "monitor" / time.strftime("%Y%m%d-%H%M%S")
+    out = Path(output) if output else default_out / time.strftime("%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
-    report = {"model": str(folder), "database": shown_url(url), "since": since_at.isoformat() if since_at else None,
+    report = {"model": str(model_dir) if str(model_dir).startswith("models:/") else str(folder),
+              "model_folder": str(folder), "database": shown_url(url), "since": since_at.isoformat() if since_at else None,
               "predictions": len(rows), "texts_checked": len(recent_texts),
               "first": rows[0]["created_at"].isoformat(), "last": rows[-1]["created_at"].isoformat(),
               "model_versions": sorted({r["model_version"] for r in rows}),
@@ -257,7 +250,8 @@ def _html(report: dict[str, Any], plots: dict[str, str]) -> str:
     images = "".join(f"<figure><img alt=\"{e(name)}\" src=\"data:image/png;base64,{data}\"></figure>"
                      for name, data in plots.items())
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>thrifty monitor: {e(Path(report['model']).parent.name)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>thrifty monitor: {e(report['model'] if report['model'].startswith('models:/')
+                                                  else Path(report['model']).parent.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} td,th{{padding:.3em .6em;border-bottom:1px solid #ddd;
 text-align:left}} tr.flagged td{{background:#fde2e1}} #status{{font-size:1.3em;font-weight:bold}}
 img{{max-width:100%}}</style></head>

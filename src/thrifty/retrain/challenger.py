@@ -7,7 +7,8 @@ One retrain, in order:
 2. new labelled data: the feedback in the prediction log (texts with a true label) given since the champion's
    cutoff (`thrifty.retrain.feedback_until` on its version; all feedback for a model never retrained; with
    `retrain.feedback_since: last_retrain`, since the latest retrain whatever its outcome), plus
-   `retrain.new_data` files. Fewer than `retrain.min_new_examples`: "nothing to do", exit 0, nothing trained;
+   `retrain.new_data` files, less any feedback window an earlier round quarantined (below). Fewer than
+   `retrain.min_new_examples`: "nothing to do", exit 0, nothing trained;
 3. a held-out slice of it (`retrain.holdout_fraction`, stratified, seeded) that neither model trains on, and a fixed
    reference set of the original distribution (`retrain.reference`, else the one earlier retrains fixed, else the
    champion's own validation split, saved so that later retrains use the same rows);
@@ -21,6 +22,16 @@ One retrain, in order:
    it won, made the champion (`by: thrifty retrain`, the figures as the reason). A crash before this step leaves the
    registry as it was; registration and the alias move are each consistent on their own (registry/store.py).
 
+Noisy feedback: the newest window (feedback since the latest retrain of any outcome) is checked against the champion's
+answers before training: Cohen's kappa and a one-sided binomial test of the agreement against the rate two unrelated
+label sequences with these label shares would reach. When that round's challenger is refused and the agreement is no
+better than chance (p >= `retrain.significance`; shuffled or garbage labels) while the champion's answers on the
+reference set do carry its labels (the same test, p < `retrain.significance`: a champion that answers one label for
+everything proves nothing), the window is quarantined (a version tag
+with the evidence) and later rounds leave it out, so that one bad batch does not sink every challenger after it
+(`retrain.quarantine_noise: false` turns this off and uses it again). Feedback that is true but on which the champion is
+at chance is quarantined only if training on it did not help either.
+
 `retrain.json` in the retrain's folder holds the data counts, both models' figures, the test and the decision.
 """
 
@@ -30,6 +41,7 @@ import csv
 import json
 import random
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -51,8 +63,44 @@ def mcnemar_exact(champion_right: Sequence[bool], challenger_right: Sequence[boo
     return {"only_champion_right": b, "only_challenger_right": c, "p_value": float(p), "p_value_worse": float(worse)}
 
 
-def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings) -> dict[str, Any]:
-    """Promote or not, with every reason; `new_slice` and `reference` hold both accuracies (and the test)."""
+def agreement_beyond_chance(answers: Sequence[str], given: Sequence[str]) -> dict[str, Any]:
+    """How far the given labels agree with a model's answers beyond chance: the agreement, the chance rate from the two
+    label shares (sum over labels of answer share x given share, as in Cohen's kappa), kappa, and a one-sided binomial
+    test of the agreement against that rate (small p: the labels carry what the model knows)."""
+    from scipy.stats import binomtest
+
+    n = len(given)
+    agree = sum(1 for a, y in zip(answers, given) if a == y)
+    shares_a, shares_y = Counter(answers), Counter(given)
+    chance = sum(shares_a[k] * shares_y[k] for k in shares_a) / (n * n) if n else 1.0
+    observed = agree / n if n else 0.0
+    kappa = (observed - chance) / (1.0 - chance) if chance < 1.0 else 0.0
+    p = binomtest(agree, n, chance, alternative="greater").pvalue if n and chance < 1.0 else 1.0
+    return {"texts": n, "agreement": round(observed, 4), "chance": round(chance, 4), "kappa": round(kappa, 4),
+            "p_value": float(p)}
+
+
+def quarantined_windows(versions) -> list[dict[str, Any]]:
+    """The feedback windows earlier rounds quarantined: {after, until, version, ...} from the versions' tags."""
+    windows = []
+    for v in versions:
+        text = v.tags.get("thrifty.retrain.quarantine")
+        if text:
+            window = json.loads(text)
+            windows.append({**window, "version": v.version,
+                            "after_time": datetime.fromisoformat(window["after"]) if window.get("after") else None,
+                            "until_time": datetime.fromisoformat(window["until"])})
+    return windows
+
+
+def _in_window(when: datetime, window: dict[str, Any]) -> bool:
+    return (window["after_time"] is None or when > window["after_time"]) and when <= window["until_time"]
+
+
+def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings,
+           fairness: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Promote or not, with every reason; `new_slice` and `reference` hold both accuracies (and the test); `fairness`
+    both models' largest group gaps when retrain.max_gap_increase is set."""
     gain = new_slice["challenger_accuracy"] - new_slice["champion_accuracy"]
     loss = reference["champion_accuracy"] - reference["challenger_accuracy"]
     reasons = []
@@ -65,6 +113,10 @@ def decide(new_slice: dict[str, Any], reference: dict[str, Any], settings) -> di
     if loss > settings.tolerance and worse_p < settings.significance:
         reasons.append(f"on the reference set it loses {loss:.4f} accuracy, more than the tolerance {settings.tolerance}, "
                        f"and McNemar's p = {worse_p:.3g} says the loss is not noise")
+    if fairness is not None and fairness["challenger_max_gap"] > fairness["champion_max_gap"] + settings.max_gap_increase:
+        reasons.append(f"its largest group gap ({fairness['attribute']}) is {fairness['challenger_max_gap']:.4f} against "
+                       f"the champion's {fairness['champion_max_gap']:.4f}: more than retrain.max_gap_increase "
+                       f"{settings.max_gap_increase} worse (thrifty audit)")
     promote = not reasons
     summary = (f"new slice {new_slice['champion_accuracy']:.4f} -> {new_slice['challenger_accuracy']:.4f} "
                f"(p = {new_slice['test']['p_value']:.3g}), reference {reference['champion_accuracy']:.4f} -> "
@@ -80,8 +132,8 @@ def _write_csv(path: Path, texts: Sequence[str], labels: Sequence[str]) -> None:
         writer.writerows(zip(texts, labels))
 
 
-def _read_feedback(engine, since: Optional[datetime]) -> tuple[list[str], list[str], Optional[datetime], int]:
-    """(texts, true labels, the latest feedback time, rows skipped for having no stored text)."""
+def _read_feedback(engine, since: Optional[datetime]) -> tuple[list[tuple[str, str, datetime]], int]:
+    """([(text, true label, feedback time)] oldest first, rows skipped for having no stored text)."""
     import sqlalchemy as sa
 
     from thrifty.serving.predlog import as_utc, predictions
@@ -92,11 +144,8 @@ def _read_feedback(engine, since: Optional[datetime]) -> tuple[list[str], list[s
         query = query.where(predictions.c.feedback_at > since)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
-    kept = [(r.text, r.true_label) for r in rows if r.text]
-    latest = max((r.feedback_at for r in rows), default=None)
-    if latest is not None:
-        latest = as_utc(latest)
-    return [t for t, _ in kept], [y for _, y in kept], latest, len(rows) - len(kept)
+    kept = [(r.text, r.true_label, as_utc(r.feedback_at)) for r in rows if r.text]
+    return kept, len(rows) - len(kept)
 
 
 def _split_holdout(texts: list[str], labels: list[str], fraction: float, seed: int):
@@ -110,9 +159,8 @@ def _split_holdout(texts: list[str], labels: list[str], fraction: float, seed: i
     return pick(True), pick(False)
 
 
-def _labels_right(predictor, texts: list[str], labels: list[str]) -> list[bool]:
-    answers = predictor.predict(texts)
-    return [a["label"] == y for a, y in zip(answers, labels)]
+def _answers(predictor, texts: list[str]) -> list[str]:
+    return [a["label"] for a in predictor.predict(texts)]
 
 
 def retrain(config_path: Optional[str] = None, *, overrides: Optional[list[str]] = None,
@@ -164,13 +212,27 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
     labels_known = list(champion_model.label_names)
 
     # 2. new labelled data
+    versions = registry.versions(name)
+    last_text = max((c for c in (v.tags.get("thrifty.retrain.feedback_until") for v in versions) if c), default=None)
     cutoff_text = champion.tags.get("thrifty.retrain.feedback_until") or None
     if settings.feedback_since == "last_retrain":  # the latest cutoff of any retrain, promoted or not
-        cutoff_text = max((c for c in (v.tags.get("thrifty.retrain.feedback_until") for v in registry.versions(name))
-                           if c), default=None)
+        cutoff_text = last_text
     cutoff = datetime.fromisoformat(cutoff_text) if cutoff_text else None
-    texts, labels, latest, no_text = _read_feedback(engine, cutoff)
-    counts = {"feedback": len(texts), "feedback_without_text": no_text, "files": 0}
+    last_cutoff = datetime.fromisoformat(last_text) if last_text else None
+    rows, no_text = _read_feedback(engine, cutoff)
+    latest = rows[-1][2] if rows else None
+    windows = quarantined_windows(versions) if settings.quarantine_noise else []
+    left_out = [r for r in rows if any(_in_window(r[2], w) for w in windows)]
+    if left_out:
+        rows = [r for r in rows if not any(_in_window(r[2], w) for w in windows)]
+        log(f"thrifty retrain: {len(left_out)} feedback texts left out: quarantined by "
+            f"{', '.join(sorted({'v' + str(w['version']) for w in windows for r in left_out if _in_window(r[2], w)}))}"
+            " (labels no better than chance; "
+            "--retrain.quarantine_noise false uses them)")
+    newest = [(t, y) for t, y, when in rows if last_cutoff is None or when > last_cutoff]
+    texts, labels = [t for t, _, _ in rows], [y for _, y, _ in rows]
+    counts = {"feedback": len(texts), "feedback_without_text": no_text, "feedback_quarantined": len(left_out),
+              "files": 0}
     for path in settings.new_data:
         file_texts, ids, _, _ = labelled_texts(champion_model, path, role="new data")
         texts += file_texts
@@ -185,6 +247,15 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
             f"{cutoff_text or 'the start'}: {counts['feedback']}, files: {counts['files']}); retrain.min_new_examples is "
             f"{settings.min_new_examples}")
         return {"status": "nothing to do", "model": name, "new_examples": len(texts), **counts}
+
+    # the newest window against the champion: labels that carry nothing it knows are suspect (quarantined if refused)
+    newest_check = None
+    if settings.quarantine_noise and len(newest) >= settings.min_new_examples:
+        newest_check = agreement_beyond_chance(_answers(champion_model, [t for t, _ in newest]), [y for _, y in newest])
+        newest_check["after"] = last_text or ""
+        log(f"thrifty retrain: the newest {newest_check['texts']} feedback labels agree with the champion "
+            f"{newest_check['agreement']:.3f} (chance {newest_check['chance']:.3f}, kappa {newest_check['kappa']:.3f}, "
+            f"p = {newest_check['p_value']:.3g})")
 
     # 3. the held-out slice and the reference set
     (held_texts, held_labels), (new_train_texts, new_train_labels) = _split_holdout(
@@ -249,20 +320,49 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
     figures = {}
     for key, (eval_texts, eval_labels) in {"new_slice": (held_texts, held_labels),
                                            "reference": (ref_texts, ref_labels)}.items():
-        right_a = _labels_right(champion_model, eval_texts, eval_labels)
-        right_b = _labels_right(challenger_model, eval_texts, eval_labels)
+        answers_a = _answers(champion_model, eval_texts)
+        right_a = [a == y for a, y in zip(answers_a, eval_labels)]
+        right_b = [a == y for a, y in zip(_answers(challenger_model, eval_texts), eval_labels)]
+        if key == "reference":  # is the champion informative at all (not, e.g., one label for everything)?
+            champion_on_reference = agreement_beyond_chance(answers_a, eval_labels)
         figures[key] = {"texts": len(eval_texts), "champion_accuracy": round(sum(right_a) / max(1, len(right_a)), 4),
                         "challenger_accuracy": round(sum(right_b) / max(1, len(right_b)), 4),
                         "test": mcnemar_exact(right_a, right_b)}
-    decision = decide(figures["new_slice"], figures["reference"], settings)
+    fairness = None
+    if settings.max_gap_increase is not None:  # the same counterfactual set for both (the audit: section's, or thrifty's)
+        from thrifty.audit.run import audit
+
+        a = challenger_config.audit
+        kwargs = dict(corpus=a.corpus, templates=a.templates, terms=a.terms, attributes=a.attributes or None,
+                      association=False, log=lambda *_: None)
+        gaps = {who: audit(str(path), output=folder / f"audit-{who}", **kwargs)["counterfactual"]["summary"]
+                for who, path in (("champion", champion_dir), ("challenger", result.run_dir))}
+        fairness = {"champion_max_gap": gaps["champion"]["max_gap"], "challenger_max_gap": gaps["challenger"]["max_gap"],
+                    "attribute": gaps["challenger"]["max_gap_attribute"], "sentences": gaps["challenger"]["sentences"],
+                    "allowed_increase": settings.max_gap_increase}
+        figures["fairness"] = fairness
+    decision = decide(figures["new_slice"], figures["reference"], settings, fairness)
+    quarantine = None
+    if (not decision["promote"] and newest_check is not None and latest is not None
+            and newest_check["p_value"] >= settings.significance
+            and champion_on_reference["p_value"] < settings.significance):
+        quarantine = {"after": newest_check["after"], "until": latest.isoformat(), "texts": newest_check["texts"],
+                      "agreement": newest_check["agreement"], "chance": newest_check["chance"],
+                      "kappa": newest_check["kappa"], "p_value": round(newest_check["p_value"], 6),
+                      "champion_kappa_on_reference": champion_on_reference["kappa"]}
+        decision["reasons"].append(
+            f"the newest {quarantine['texts']} feedback labels agree with the champion no better than chance (kappa "
+            f"{quarantine['kappa']:.3f}, p = {quarantine['p_value']:.3g}): quarantined, later retrains leave them out")
 
     # 6. register, and promote the winner
     version, _ = registry.register(result.run_dir, name, by="thrifty retrain")
     feedback_until = (latest.isoformat() if latest is not None else cutoff_text) or ""
-    registry.set_version_tags(name, version.version, {
-        "thrifty.retrain.decision": json.dumps({k: decision[k] for k in ("promote", "reasons", "summary")}),
-        "thrifty.retrain.reference": reference_file, "thrifty.retrain.feedback_until": feedback_until,
-        "thrifty.retrain.champion": str(champion.version), "thrifty.retrain.folder": str(folder.resolve())})
+    tags = {"thrifty.retrain.decision": json.dumps({k: decision[k] for k in ("promote", "reasons", "summary")}),
+            "thrifty.retrain.reference": reference_file, "thrifty.retrain.feedback_until": feedback_until,
+            "thrifty.retrain.champion": str(champion.version), "thrifty.retrain.folder": str(folder.resolve())}
+    if quarantine is not None:
+        tags["thrifty.retrain.quarantine"] = json.dumps(quarantine)
+    registry.set_version_tags(name, version.version, tags)
     registry.promote(name, version.version, alias=CHALLENGER, by="thrifty retrain",
                      reason=f"challenger of v{champion.version}: {decision['summary']}")
     if decision["promote"]:
@@ -273,7 +373,9 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
               "figures": figures, "data": {**counts, "new_examples": len(texts), "trained_new": len(new_train_texts),
                                            "replayed": len(replay), "held_out": len(held_texts),
                                            "reference": reference_file, "feedback_since": cutoff_text,
-                                           "feedback_until": feedback_until},
+                                           "feedback_until": feedback_until, "newest_window": newest_check,
+                                           "champion_on_reference": champion_on_reference,
+                                           "quarantined": quarantine},
               "seconds": round(time.perf_counter() - started, 1), "folder": str(folder)}
     (folder / "retrain.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     verdict = (f"promoted: {name}@champion is now v{version.version}" if decision["promote"]

@@ -125,6 +125,10 @@ def train(
     not evaluate it: a search must not look at it."""
     wall_start = clock_start if clock_start is not None else time.perf_counter()
     config, run_dir, checkpoint_path = _config_and_run_dir(config, output, overrides, resume, overwrite)
+    if config.audit.enabled:  # its files are read now: a typo must not wait for the end of training
+        from thrifty.audit.run import check_inputs
+
+        check_inputs(config.audit)
     tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour)), started=wall_start)
     run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite)
     stops = StopController(run.tc, run.config.metric, tracker, run.config.budget.active, on_evaluation)
@@ -550,6 +554,8 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
 
     primary = TASK_METRICS[config.task][0]
     _save_model(run, unwrapped, results)
+    if config.audit.enabled:
+        results["audit"] = _audit(run)
     with writing(run_dir, "plots"):
         for split in ("validation", "test"):
             if split in results:
@@ -623,17 +629,48 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
         tmp.rename(final)
 
 
+def _audit(run: Run) -> dict[str, Any]:
+    """The bias audit of the saved model (audit: section): its summary into the manifest and metrics.json. A failure
+    of the audit itself is reported, and the run still completes: the model is good to use, the audit can be rerun
+    with `thrifty audit RUN_DIR`."""
+    from thrifty.audit.run import audit
+    from thrifty.errors import ThriftyError
+
+    a, final = run.config.audit, run.run_dir / "model"
+    try:
+        report = audit(str(final), corpus=a.corpus, templates=a.templates, terms=a.terms,
+                       attributes=a.attributes or None, data=a.data, group_column=a.group_column,
+                       positive_label=a.positive_label, output=run.run_dir / "audit", fail_on=a.fail_on,
+                       association=a.association, log=_log)
+    except ThriftyError as exc:
+        _log(f"audit: not done ({exc}); rerun it with: thrifty audit {run.run_dir}")
+        return {"error": str(exc)}
+    summary = {k: v for k, v in report["summary"].items() if v is not None}
+    manifest = read_manifest(final)
+    manifest["audit"] = {"summary": summary, "failed": report["failed"], "fail_on": a.fail_on}
+    write_manifest(final, manifest)
+    _log(f"audit: largest group gap {summary.get('max_gap')}, label changes up to "
+         f"{summary.get('max_label_change_rate')}, {summary.get('significant_gaps')} significant gaps"
+         f"{'; FAILED: ' + '; '.join(report['failed']) if report['failed'] else ''} ({run.run_dir / 'audit'}/report.html)")
+    return {"summary": summary, "failed": report["failed"], "fail_on": a.fail_on, "report": "audit/report.html"}
+
+
 def _mlflow_finish(mlf, run_dir: Path, results: dict[str, Any], step: int, keys: tuple[str, ...], plot: str) -> None:
     """Final figures and the run's files (model included) as artifacts, then the run is closed."""
     final = {f"final/{split}_{k}": results[split][k] for split in ("validation", "test") if split in results for k in keys}
     b = results["budget"]
     final.update({"final/spent_seconds": b["spent_seconds"], "final/spent_cost": b["spent_cost"],
                   "final/tokens_per_second": results["train"]["tokens_per_second"]})
+    audit = results.get("audit") or {}
+    final.update({f"final/audit_{k}": float(v) for k, v in (audit.get("summary") or {}).items()
+                  if isinstance(v, (int, float))})
     mlf.log_metrics(final, step, flush=True)
     mlf.set_tags({"thrifty.stop_reason": results["train"]["stop_reason"],
-                  "thrifty.stopped_by_budget": b["stopped_by_budget"]})
+                  "thrifty.stopped_by_budget": b["stopped_by_budget"],
+                  **({"thrifty.audit_failed": "; ".join(audit["failed"]) or "no"} if "failed" in audit else {})})
     for name in ("metrics.json", "train_log.jsonl", f"{plot}_validation.png", f"{plot}_test.png"):
         mlf.log_artifact(run_dir / name)
+    mlf.log_artifact(run_dir / "audit", "audit")  # audit.json and report.html, when the audit: section ran
     mlf.log_artifact(run_dir / "model", "model")
     mlf.end()
 

@@ -1,0 +1,236 @@
+"""`thrifty audit`: a bias audit of a fine-tuned classifier, or of a pre-trained encoder before fine-tuning.
+
+One call, in order:
+1. the model: a run or model folder (a sentence classifier), or `model=NAME` (a pre-trained encoder: only the
+   association tests apply, as it has no labels to predict);
+2. counterfactual invariance (audit/counterfactual.py) on thrifty's default templates x terms, the user's
+   `templates`/`terms` files, or a corpus in the Equity Evaluation Corpus's layout;
+3. with `data` and `group_column`: group metrics (Fairlearn), and for a binary task the Jigsaw AUCs (audit/groups.py);
+4. association tests (SEAT) on the encoder's sentence embeddings (audit/association.py);
+5. `audit.json` and `report.html` (plots embedded) in the output folder, a flat `summary` of the headline figures,
+   and the `fail_on` thresholds checked against it (a CI gate: the command exits 1 when one is exceeded).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from thrifty.config import AUDIT_SUMMARY_KEYS as SUMMARY_KEYS
+from thrifty.config import check_fail_on_measurable as check_measurable
+from thrifty.config import parse_fail_on
+from thrifty.errors import ConfigError, DataError
+
+COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def check_thresholds(summary: dict[str, Any], rules: list[tuple[str, str, float]]) -> list[str]:
+    """The rules the summary breaks, as text. A figure left unmeasured by the data (an AUC with one class in a
+    subgroup, a binary metric on a multi-class task) breaks its rule: a gate that cannot see does not pass."""
+    broken = []
+    for name, op, value in rules:
+        if summary.get(name) is None:
+            broken.append(f"{name} not measured (see audit.json), so {name}{op}{value:g} cannot be checked")
+        elif COMPARE[op](summary[name], value):
+            broken.append(f"{name} = {summary[name]:g} {op} {value:g}")
+    return broken
+
+
+def check_inputs(settings) -> None:
+    """An audit: section's files, read and checked as the audit will (a typo fails before training, not after)."""
+    from thrifty.audit.sets import counterfactual_set, read_corpus
+
+    read_corpus(settings.corpus) if settings.corpus else counterfactual_set(settings.templates, settings.terms,
+                                                                           settings.attributes or None)
+    if settings.data is not None and not Path(settings.data).expanduser().is_file():
+        raise DataError(f"audit.data not found: {settings.data}; give labelled data with a {settings.group_column!r} "
+                        "column")
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _is_encoder(config) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    from thrifty.models.sentence import DECODER_SUFFIXES
+
+    architectures = list(getattr(config, "architectures", None) or [])
+    return (not getattr(config, "is_encoder_decoder", False) and config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not any(a.endswith(DECODER_SUFFIXES) for a in architectures))
+
+
+def read_labelled_groups(path: str, text_column: str, label_column: str, group_column: str
+                         ) -> tuple[list[str], list[str], list[str], int]:
+    """(texts, labels, groups, rows dropped for an empty text or label) of a CSV, TSV or JSON Lines file."""
+    import pandas as pd
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"labelled data not found: {file}; give a CSV, TSV or JSON Lines file with a text, a label and "
+                        "a group column")
+    suffix = file.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".json"):
+            frame = pd.read_json(file, lines=True, dtype=False)
+        else:
+            frame = pd.read_csv(file, sep="\t" if suffix in (".tsv", ".tab") else ",", dtype=str, keep_default_na=False)
+    except ValueError as exc:
+        raise DataError(f"{file} could not be read as {'JSON Lines' if suffix.startswith('.json') else 'a table'}: "
+                        f"{str(exc).splitlines()[0][:200]}") from None
+    columns = [str(c) for c in frame.columns]
+    for role, column, option in (("group", group_column, "--group-column"), ("text", text_column, "--text-column"),
+                                 ("label", label_column, "--label-column")):
+        if column not in columns:
+            raise DataError(f"{file} has no {role} column {column!r}; its columns: {', '.join(columns)} "
+                            f"(choose with {option})")
+    frame = frame[[text_column, label_column, group_column]].astype(str)
+    keep = (frame[text_column].str.strip() != "") & (frame[label_column].str.strip() != "")
+    kept = frame[keep]
+    return (kept[text_column].tolist(), kept[label_column].str.strip().tolist(),
+            kept[group_column].str.strip().tolist(), int((~keep).sum()))
+
+
+def default_output(model_dir: Optional[str], folder: Optional[Path], name: Optional[str]) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if folder is not None:
+        run = folder.parent if (folder.parent / "run.json").exists() else None
+        if run is not None:
+            return run / "audit" / stamp
+        return Path("runs") / "audit" / f"{folder.name}-{stamp}"
+    return Path("runs") / "audit" / f"{Path(str(name)).name}-{stamp}"
+
+
+def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpus: Optional[str] = None,
+          templates: Optional[str] = None, terms: Optional[str] = None, attributes: Optional[list[str]] = None,
+          data: Optional[str] = None, group_column: Optional[str] = None, text_column: Optional[str] = None,
+          label_column: Optional[str] = None, positive_label: Optional[str] = None,
+          output: Optional[str | Path] = None, fail_on: Optional[str] = None, association: bool = True,
+          alpha: float = 0.05, resamples: int = 2000, permutations: int = 10_000, seed: int = 0,
+          log=print) -> dict[str, Any]:
+    """Run the audit; returns the report (also in OUTPUT/audit.json) with `failed`: the --fail-on rules broken."""
+    from thrifty.audit import association as assoc
+    from thrifty.audit import counterfactual, groups
+    from thrifty.audit.report import write_report
+    from thrifty.audit.sets import association_tests, counterfactual_set, read_corpus
+
+    started = time.perf_counter()
+    rules = parse_fail_on(fail_on)  # before any work: a typo costs nothing
+    if (model_dir is None) == (model is None):
+        raise ConfigError("give a fine-tuned model (thrifty audit RUN_DIR) or a pre-trained one (--model NAME), "
+                          "one of the two")
+    if corpus and (templates or terms):
+        raise ConfigError("--corpus is a ready set of sentences; give it, or --templates/--terms, not both")
+    if (data is None) != (group_column is None):
+        raise ConfigError("group metrics need both --data FILE and --group-column COLUMN")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"--alpha {alpha} must be in (0, 1), e.g. 0.05")
+    check_measurable(rules, model_dir is not None, data is not None, association)
+    sets = read_corpus(corpus) if corpus else counterfactual_set(templates, terms, attributes)  # files checked now
+
+    report: dict[str, Any] = {"alpha": alpha, "seed": seed}
+    folder = predictor = None
+    if model_dir is not None:
+        from thrifty.inference.predictor import Predictor
+        from thrifty.runs.manifest import model_folder, read_manifest
+
+        folder = model_folder(model_dir)
+        task = read_manifest(folder).get("task")
+        if task != "classification":  # before loading anything
+            raise ConfigError(f"thrifty audit covers sentence classification models (and pre-trained encoders with "
+                              f"--model NAME); {folder} is {task}")
+        predictor = Predictor.load(folder, device="cpu")
+        labels = list(predictor.label_names)
+        if positive_label is not None and positive_label not in labels:
+            raise ConfigError(f"--positive-label {positive_label!r} is not a label of {folder}; its labels: "
+                              f"{', '.join(labels[:10])}")
+        report["model"] = {"folder": str(folder), "labels": labels, "task": predictor.task}
+        log(f"thrifty audit: {folder} ({len(labels)} labels); {sets.source}: {len(sets.texts)} sentences")
+        probabilities = _softmax(predictor.logits(sets.texts))
+        by_text = dict(zip(sets.texts, probabilities))
+        report["counterfactual"] = counterfactual.analyse(sets, by_text, labels, positive_label=positive_label,
+                                                          alpha=alpha, resamples=resamples, seed=seed)
+        if data is not None:
+            text_column = text_column or predictor.data_config.text_column
+            label_column = label_column or predictor.data_config.label_column
+            texts, true, group_values, dropped = read_labelled_groups(data, text_column, label_column, group_column)
+            unknown = sorted(set(true) - set(labels))
+            if unknown:
+                raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
+                                f"{labels[:10]}")
+            probs = _softmax(predictor.logits(texts))
+            predicted = [labels[i] for i in probs.argmax(axis=1)]
+            report["groups"] = {"data": str(data), "group_column": group_column, "dropped_rows": dropped,
+                                **groups.group_metrics(true, predicted, group_values, labels, positive_label)}
+            if len(labels) == 2 or positive_label is not None:
+                positive = positive_label or labels[1]
+                names = sorted({g for g in group_values if g and g.lower() not in ("none", "nan", "-")})
+                report["jigsaw"] = groups.jigsaw_aucs([int(y == positive) for y in true],
+                                                      probs[:, labels.index(positive)].tolist(),
+                                                      {n: [g == n for g in group_values] for n in names})
+        embed = None
+        if association:
+            if _is_encoder(predictor.model.config):
+                from functools import partial
+
+                from thrifty.inference.embeddings import predictor_embeddings
+
+                embed = partial(predictor_embeddings, predictor)
+            else:
+                report["association"] = {"skipped": "a decoder's left-to-right states are not sentence embeddings"}
+    else:
+        from thrifty.inference.embeddings import EncoderEmbedder
+
+        report["model"] = {"pretrained": model}
+        report["counterfactual"] = {"skipped": "a pre-trained encoder has no labels to predict: fine-tune it, then "
+                                               "audit the run"}
+        log(f"thrifty audit: pre-trained {model}: association tests only (no labels to predict)")
+        embed = EncoderEmbedder(model) if association else None
+    if embed is not None:
+        tests, bleached = association_tests()
+        report["association"] = assoc.run_tests(tests, bleached, embed, permutations, seed)
+
+    report["summary"] = summarise(report)
+    report["failed"] = check_thresholds(report["summary"], rules)
+    report["fail_on"] = fail_on
+    out = Path(output) if output is not None else default_output(model_dir, folder, model)
+    out.mkdir(parents=True, exist_ok=True)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    (out / "audit.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
+    write_report(report, out / "report.html")
+    report["output_dir"] = str(out)
+    return report
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, flat (what --fail-on, metrics.json and MLflow read), each None when not measured."""
+    summary: dict[str, Any] = {k: None for k in SUMMARY_KEYS}
+    cf = report.get("counterfactual", {}).get("summary")
+    if cf:
+        summary.update({k: cf[k] for k in ("max_gap", "max_label_change_rate", "significant_gaps")})
+        summary["counterfactual_sentences"] = cf["sentences"]
+    assoc = report.get("association", {}).get("summary")
+    if assoc:
+        summary.update({k: assoc[k] for k in ("max_abs_effect_size", "significant_associations")})
+    grp = report.get("groups")
+    if grp:
+        summary["accuracy_difference"] = grp["differences"].get("accuracy")
+        summary["demographic_parity_difference"] = grp.get("demographic_parity_difference")
+        summary["equalized_odds_difference"] = grp.get("equalized_odds_difference")
+        summary["labelled_texts"] = grp["texts"]
+    jig = report.get("jigsaw")
+    if jig:
+        subgroups = jig["subgroups"].values()
+        summary["min_subgroup_auc"] = jig["min_subgroup_auc"]
+        summary["min_bpsn_auc"] = min((g["bpsn_auc"] for g in subgroups if g["bpsn_auc"] is not None), default=None)
+        summary["min_bnsp_auc"] = min((g["bnsp_auc"] for g in subgroups if g["bnsp_auc"] is not None), default=None)
+        summary["final_score"] = jig["final_score"]
+    return summary
