@@ -102,6 +102,7 @@ def test_fewshot_trains_fits_a_head_saves_and_predicts_the_same(tiny_bert, small
 # The fast tier keeps the pairs-only case; the two end-to-end cases (about 30 s each) run in the full suite.
 @pytest.mark.parametrize("end_to_end_epochs,kill_at,resumed_from", [
     (0, 5, 3), pytest.param(2, 5, 3, marks=pytest.mark.slow), pytest.param(2, 7, 6, marks=pytest.mark.slow)])
+@pytest.mark.slow  # a real process killed and resumed: minutes of the fast tier, run in the full suite
 def test_fewshot_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path, end_to_end_epochs, kill_at,
                                                            resumed_from):
     config = fewshot_config(tiny_bert, small_csv, epochs=4, checkpoint_every_steps=3, eval_every_steps=4)

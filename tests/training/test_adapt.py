@@ -63,6 +63,7 @@ def test_causal_lm_adaptation_of_a_decoder(tiny_llama, reviews, tmp_path):
     assert result.metrics["history"][-1]["loss"] < result.metrics["history"][0]["loss"]
 
 
+@pytest.mark.slow  # a real process killed and resumed: minutes of the fast tier, run in the full suite
 def test_adapt_resume_after_kill_9_masks_and_trains_exactly_as_uninterrupted(tiny_bert, reviews, tmp_path):
     config = adapt_config(tiny_bert, reviews, epochs=3, checkpoint_every_steps=4, eval_every_steps=6)
     config["output"] = {"keep_checkpoints": True}

@@ -123,6 +123,7 @@ def write_config(tmp_path, config) -> Path:
     return path
 
 
+@pytest.mark.slow  # a real process killed and resumed: minutes of the fast tier, run in the full suite
 def test_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_path):
     config = tiny_config(tiny_bert, small_csv, epochs=3, checkpoint_every_steps=3, eval_every_steps=4)
     config["train"]["learning_rate"] = 3e-3
@@ -152,6 +153,7 @@ def test_resume_after_kill_9_matches_uninterrupted(tiny_bert, small_csv, tmp_pat
         torch.testing.assert_close(wa[name], wb[name], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.slow  # a real process interrupted (Ctrl-C) and resumed: run in the full suite
 def test_ctrl_c_stops_at_a_resumable_point(tiny_bert, small_csv, tmp_path):
     path = write_config(tmp_path, tiny_config(tiny_bert, small_csv, epochs=2))
     stopped = run_cli(["train", str(path), "--output", str(tmp_path / "run"), "--no-progress"],
