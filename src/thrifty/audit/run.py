@@ -19,8 +19,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
-
 from thrifty.config import AUDIT_SUMMARY_KEYS as SUMMARY_KEYS
 from thrifty.config import check_fail_on_measurable as check_measurable
 from thrifty.config import parse_fail_on
@@ -43,29 +41,12 @@ def check_thresholds(summary: dict[str, Any], rules: list[tuple[str, str, float]
 
 def check_inputs(settings) -> None:
     """An audit: section's files, read and checked as the audit will (a typo fails before training, not after)."""
-    from thrifty.audit.sets import counterfactual_set, read_corpus
+    from thrifty.audit.sets import sentence_set
 
-    read_corpus(settings.corpus) if settings.corpus else counterfactual_set(settings.templates, settings.terms,
-                                                                           settings.attributes or None)
+    sentence_set(settings.corpus, settings.templates, settings.terms, settings.attributes or None)
     if settings.data is not None and not Path(settings.data).expanduser().is_file():
         raise DataError(f"audit.data not found: {settings.data}; give labelled data with a {settings.group_column!r} "
                         "column")
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _is_encoder(config) -> bool:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    from thrifty.models.sentence import DECODER_SUFFIXES
-
-    architectures = list(getattr(config, "architectures", None) or [])
-    return (not getattr(config, "is_encoder_decoder", False) and config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-            and not any(a.endswith(DECODER_SUFFIXES) for a in architectures))
 
 
 def read_labelled_groups(path: str, text_column: str, label_column: str, group_column: str
@@ -120,7 +101,8 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
     from thrifty.audit import association as assoc
     from thrifty.audit import counterfactual, groups
     from thrifty.audit.report import write_report
-    from thrifty.audit.sets import association_tests, counterfactual_set, read_corpus
+    from thrifty.audit.sets import association_tests, sentence_set
+    from thrifty.evaluation.evaluate import softmax
 
     started = time.perf_counter()
     rules = parse_fail_on(fail_on)  # before any work: a typo costs nothing
@@ -134,7 +116,7 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha {alpha} must be in (0, 1), e.g. 0.05")
     check_measurable(rules, model_dir is not None, data is not None, association)
-    sets = read_corpus(corpus) if corpus else counterfactual_set(templates, terms, attributes)  # files checked now
+    sets = sentence_set(corpus, templates, terms, attributes)  # files checked now
 
     report: dict[str, Any] = {"alpha": alpha, "seed": seed}
     folder = predictor = None
@@ -154,7 +136,7 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
                               f"{', '.join(labels[:10])}")
         report["model"] = {"folder": str(folder), "labels": labels, "task": predictor.task}
         log(f"thrifty audit: {folder} ({len(labels)} labels); {sets.source}: {len(sets.texts)} sentences")
-        probabilities = _softmax(predictor.logits(sets.texts))
+        probabilities = softmax(predictor.logits(sets.texts))
         by_text = dict(zip(sets.texts, probabilities))
         report["counterfactual"] = counterfactual.analyse(sets, by_text, labels, positive_label=positive_label,
                                                           alpha=alpha, resamples=resamples, seed=seed)
@@ -166,7 +148,7 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
             if unknown:
                 raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
                                 f"{labels[:10]}")
-            probs = _softmax(predictor.logits(texts))
+            probs = softmax(predictor.logits(texts))
             predicted = [labels[i] for i in probs.argmax(axis=1)]
             report["groups"] = {"data": str(data), "group_column": group_column, "dropped_rows": dropped,
                                 **groups.group_metrics(true, predicted, group_values, labels, positive_label)}
@@ -178,7 +160,9 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
                                                       {n: [g == n for g in group_values] for n in names})
         embed = None
         if association:
-            if _is_encoder(predictor.model.config):
+            from thrifty.models.sentence import is_sentence_encoder
+
+            if is_sentence_encoder(predictor.model.config):
                 from functools import partial
 
                 from thrifty.inference.embeddings import predictor_embeddings

@@ -181,6 +181,12 @@ def read_corpus(path: str | Path) -> CounterfactualSet:
     return CounterfactualSet(sentences, f"corpus {file} ({len({s.text for s in sentences})} sentences)", groups)
 
 
+def sentence_set(corpus: Optional[str], templates: Optional[str], terms: Optional[str],
+                 attributes: Optional[list[str]]) -> CounterfactualSet:
+    """The audit's sentences: a ready corpus when given, else templates x terms (defaults where not given)."""
+    return read_corpus(corpus) if corpus else counterfactual_set(templates, terms, attributes)
+
+
 def association_tests(names: Optional[list[str]] = None) -> tuple[list[AssociationTest], list[str]]:
     """The default SEAT tests (all, or those named) and their bleached sentence templates."""
     default = default_set()

@@ -138,14 +138,21 @@ class SentenceClassifier(nn.Module):
         return model
 
 
-def refuse_decoder(config, name: str) -> None:
-    """Few-shot learning reads a bidirectional sentence embedding; a decoder's states are not one. The encoders are
-    the families transformers has a masked-LM head for (BERT, RoBERTa, MPNet, DistilBERT, ELECTRA, ...)."""
+def is_sentence_encoder(config) -> bool:
+    """Whether a model reads text both ways, so its mean-pooled states are a sentence embedding: the families
+    transformers has a masked-LM head for (BERT, RoBERTa, MPNet, DistilBERT, ELECTRA, ...), not a decoder or an
+    encoder-decoder."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     architectures = list(getattr(config, "architectures", None) or [])
-    if (getattr(config, "is_encoder_decoder", False) or any(a.endswith(DECODER_SUFFIXES) for a in architectures)
-            or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+    return not (getattr(config, "is_encoder_decoder", False) or any(a.endswith(DECODER_SUFFIXES) for a in architectures)
+                or config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def refuse_decoder(config, name: str) -> None:
+    """Few-shot learning reads a bidirectional sentence embedding; a decoder's states are not one."""
+    if not is_sentence_encoder(config):
+        architectures = list(getattr(config, "architectures", None) or [])
         kind = architectures[0] if architectures else config.model_type
         raise ModelError(f"strategy fewshot needs a sentence encoder (BERT, RoBERTa, MPNet or MiniLM style, e.g. the default "
                          f"all-MiniLM-L6-v2 or any sentence-transformers model); {name} is a decoder ({kind}); use strategy "

@@ -222,13 +222,13 @@ def _retrain_locked(config, config_path, overrides, settings, registry, champion
     rows, no_text = _read_feedback(engine, cutoff)
     latest = rows[-1][2] if rows else None
     windows = quarantined_windows(versions) if settings.quarantine_noise else []
-    left_out = [r for r in rows if any(_in_window(r[2], w) for w in windows)]
+    by_window = {i: next((w["version"] for w in windows if _in_window(r[2], w)), None) for i, r in enumerate(rows)}
+    left_out = [r for i, r in enumerate(rows) if by_window[i] is not None]  # each row judged once
     if left_out:
-        rows = [r for r in rows if not any(_in_window(r[2], w) for w in windows)]
+        rows = [r for i, r in enumerate(rows) if by_window[i] is None]
         log(f"thrifty retrain: {len(left_out)} feedback texts left out: quarantined by "
-            f"{', '.join(sorted({'v' + str(w['version']) for w in windows for r in left_out if _in_window(r[2], w)}))}"
-            " (labels no better than chance; "
-            "--retrain.quarantine_noise false uses them)")
+            f"{', '.join(sorted({f'v{v}' for v in by_window.values() if v is not None}))} (labels no better than "
+            "chance; --retrain.quarantine_noise false uses them)")
     newest = [(t, y) for t, y, when in rows if last_cutoff is None or when > last_cutoff]
     texts, labels = [t for t, _, _ in rows], [y for _, y, _ in rows]
     counts = {"feedback": len(texts), "feedback_without_text": no_text, "feedback_quarantined": len(left_out),
