@@ -132,3 +132,14 @@ def warm_run(tmp_path_factory, tiny_run):
 def store(tmp_path) -> str:
     """A fresh local registry store (SQLite, artifacts beside it)."""
     return f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL cluster for the session (tests/postgres.py): the prediction log, a shared study."""
+    from tests.postgres import PostgresCluster
+
+    cluster = PostgresCluster().init()
+    cluster.start()
+    yield cluster
+    cluster.remove()

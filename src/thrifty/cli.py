@@ -243,7 +243,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hardware", help="predict time and price on this profile instead of this machine (same as --cost.hardware; "
                                       "`thrifty hardware` lists them)")
 
-    p = sub.add_parser("tune", parents=[common], help="hyperparameter search (Optuna TPE, pruning, SQLite study, budget)",
+    p = sub.add_parser("tune", parents=[common], help="hyperparameter search (Optuna TPE, pruning, budget; SQLite, or PostgreSQL across machines)",
                        epilog="the config's budget section is the budget of the whole search, e.g. --budget.max_minutes 30",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", nargs="?", help="YAML config to start from (default: built-in defaults)")
@@ -252,6 +252,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--space", help="YAML of config keys to ranges, e.g. 'train.learning_rate: {low: 1e-5, high: 1e-3, log: true}'; "
                                    "merged into the default space of the strategy (a key set to null is left out)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted search in --output")
+    p.add_argument("--storage", help="a shared study for workers on several machines: a database URL Optuna accepts, e.g. "
+                                     "postgresql://user:password@host:5432/db (default: OUT/study.db, SQLite, one machine); "
+                                     "every worker runs the same command and --trials counts over all of them")
+    p.add_argument("--study", help="the study's name in --storage (default: the --output folder's name)")
+    p.add_argument("--heartbeat", type=int, default=60, metavar="SECONDS",
+                   help="with --storage: each worker beats this often; a trial silent for 3 beats is failed and re-run "
+                        "by another worker (default 60)")
     p.add_argument("--multi-objective", action="store_true", help="search accuracy against cost; plots the Pareto front")
     p.add_argument("--pruner", default="median", choices=["median", "asha", "none"],
                    help="stop poor trials early (from their 2nd evaluation, i.e. one epoch): below the median of earlier "
@@ -688,7 +695,8 @@ def _cmd_tune(args, overrides: list[str]) -> int:
     if args.resume and args.config:
         raise ThriftyError("--resume continues the search saved in --output; drop the config argument")
     tune(args.config, trials=args.trials, output=args.output, overrides=overrides, space=args.space, resume=args.resume,
-         multi_objective=args.multi_objective, pruner=args.pruner, progress=not args.no_progress)
+         multi_objective=args.multi_objective, pruner=args.pruner, progress=not args.no_progress, storage=args.storage,
+         study_name=args.study, heartbeat_seconds=args.heartbeat)
     return 0
 
 

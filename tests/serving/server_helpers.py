@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Optional
 
-from tests.serving.postgres import free_port
+from tests.postgres import free_port
 
 
 def call(base: str, method: str, path: str, body: Any = None, headers: Optional[dict] = None, raw: Optional[bytes] = None,

@@ -14,7 +14,7 @@ import pytest
 
 from thrifty.cli import main
 
-from tests.serving.postgres import free_port
+from tests.postgres import free_port
 from tests.serving.server_helpers import call
 
 

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from thrifty.databases import database_url  # noqa: F401  (re-exported: callers import it from here)
 from thrifty.errors import ConfigError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -47,15 +48,6 @@ predictions = sa.Table(
     sa.Column("true_label", sa.String(200), nullable=True),  # POST /v1/feedback
     sa.Column("feedback_at", sa.DateTime(timezone=True), nullable=True),
 )
-
-
-def database_url(value: str) -> str:
-    """A SQLAlchemy URL from what a user types: a path means SQLite; postgresql:// means the psycopg 3 driver."""
-    if "://" not in value:
-        return f"sqlite:///{Path(value).expanduser().resolve()}"
-    if value.startswith(("postgresql://", "postgres://")):
-        return "postgresql+psycopg://" + value.split("://", 1)[1]
-    return value
 
 
 def make_engine(url: str) -> sa.Engine:

@@ -14,6 +14,7 @@ import socket
 from pathlib import Path
 from typing import Optional
 
+from thrifty.databases import shown_url  # noqa: F401  (re-exported)
 from thrifty.config import LM_TASKS, ServeConfig, check_lanes
 from thrifty.errors import ConfigError, ModelError
 from thrifty.serving.app import SETTINGS_ENV, AppSettings, create_app, model_identity
@@ -24,13 +25,6 @@ def default_log_path(folder: Path) -> Path:
     """SQLite beside the model: RUN_DIR/serve/predictions.db for a run's model, MODEL_DIR/serve/... otherwise."""
     base = folder.parent if folder.name == "model" and (folder.parent / "run.json").exists() else folder
     return base / "serve" / "predictions.db"
-
-
-def shown_url(url: str) -> str:
-    """A database URL fit to print: the password masked."""
-    import sqlalchemy as sa
-
-    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def prepare_database(url: str) -> str:

@@ -16,7 +16,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
+import os
+import socket
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -152,8 +156,9 @@ def _load_space(path: Optional[str | Path], base: Config, layers: int) -> dict[s
 # --------------------------------------------------------------------------------------------------
 
 
-class _BudgetSpent(Exception):
-    """Raised out of a trial that the rest of the search budget cannot pay for."""
+class _NotStarted(Exception):
+    """Raised out of a trial that must not run: the rest of the search budget cannot pay for it, or the other
+    workers of a shared study already run all its trials."""
 
 
 @dataclass
@@ -163,10 +168,24 @@ class TuneResult:
     summary: dict[str, Any]
 
 
+# Trials that count towards --trials: finished ones, and ones a worker is running or will run (a retry of a trial whose
+# worker died waits in WAITING). A failed trial does not count: it is run again.
+def _live_states():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
 def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, output: str | Path = "runs/tune",
          overrides: Optional[list[str]] = None, space: Optional[str | Path] = None, resume: bool = False,
-         multi_objective: bool = False, pruner: str = "median", progress: bool = True, log=print) -> TuneResult:
-    """Search hyperparameters for `config`; the Python twin of ``thrifty tune``."""
+         multi_objective: bool = False, pruner: str = "median", progress: bool = True, log=print,
+         storage: Optional[str] = None, study_name: Optional[str] = None, heartbeat_seconds: int = 60) -> TuneResult:
+    """Search hyperparameters for `config`; the Python twin of ``thrifty tune``.
+
+    `storage` (a SQLAlchemy URL, e.g. postgresql://user@host/db) makes the study shared: every worker that runs
+    `tune` with the same storage and `study_name` draws trials from it, `trials` counts over all of them, a worker that
+    dies has its trial failed by the heartbeat (`heartbeat_seconds`) and re-run by another, and the last worker to
+    finish writes the summary and the best config (docs/tuning.md, "Across machines")."""
     import optuna
 
     from thrifty.cost import budget as budget_mod
@@ -176,22 +195,42 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     from thrifty.training.recipe import train
 
     started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # thrifty prints one line per trial itself
     if trials < 1:
         raise ConfigError(f"--trials {trials} must be at least 1")
     if pruner not in PRUNERS:
         raise ConfigError(f"--pruner {pruner} is not known; choose one of: {', '.join(PRUNERS)}")
+    if heartbeat_seconds < 1:
+        raise ConfigError(f"--heartbeat {heartbeat_seconds} must be at least 1 second")
     out = Path(output).expanduser()
-    db = out / STUDY_FILE
-    if resume:
-        if not db.exists():
-            raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
-        base = as_config(out / "tune_config.yaml", overrides)
+    shared = storage is not None
+    directions = None
+    if shared:  # a worker of a shared study: the study holds the config and the space every worker searches
+        if resume:
+            raise ConfigError("a shared study (--storage) is joined, not resumed: drop --resume (run the same command again)")
+        name = study_name or out.name
+        opened = _open_shared(storage, name, heartbeat_seconds)
+        stored = opened.user_attrs.get("thrifty_config") if opened is not None else None
+        base = as_config(json.loads(stored) if config is None and stored else config, overrides)
+        layers = _layers(resolve_model(base.model.name), base)
+        space_raw = _load_space(space, base, layers) if stored is None or space is not None else \
+            json.loads(opened.user_attrs["thrifty_space"])
+        if stored is not None:
+            _check_same_search(opened, base, space_raw, name)
     else:
-        if out.exists() and any(out.iterdir()):
-            raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
-        base = as_config(config, overrides)
-    layers = _layers(resolve_model(base.model.name), base)
-    space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
+        if study_name is not None:
+            raise ConfigError("--study names a study in --storage; without --storage the study is OUT/study.db")
+        db = out / STUDY_FILE
+        if resume:
+            if not db.exists():
+                raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
+            base = as_config(out / "tune_config.yaml", overrides)
+        else:
+            if out.exists() and any(out.iterdir()):
+                raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
+            base = as_config(config, overrides)
+        layers = _layers(resolve_model(base.model.name), base)
+        space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
     dims = parse_space(space_raw, base)
     metric = base.metric  # the task's primary metric unless train.metric names another
     maximize = metric != "loss"
@@ -204,9 +243,13 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     if not resume:
         dump_config(base, out / "tune_config.yaml")
         (out / "space.yaml").write_text(yaml.safe_dump(space_raw, sort_keys=False), encoding="utf-8")
-    study = _open_study(db, directions, base.train.seed, trials, "none" if multi_objective else pruner)
+    pruner_name = "none" if multi_objective else pruner
+    if shared:
+        study = _shared_study(storage, name, heartbeat_seconds, directions, base, space_raw, trials, pruner_name)
+    else:
+        study = _open_study(db, directions, base.train.seed, trials, pruner_name)
     parent = None
-    if base.tracking.mlflow.enabled:  # one MLflow run for the search, the trials nested under it
+    if base.tracking.mlflow.enabled:  # one MLflow run for the search (per worker), the trials nested under it
         from thrifty.tracking.mlflow_logger import MlflowLogger, default_uri
 
         if base.tracking.mlflow.tracking_uri is None:
@@ -217,43 +260,71 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         else:
             parent.log_params({"search.trials": trials, "search.multi_objective": multi_objective,
                                **{f"space.{d.key}": d for d in dims}})
+    # What the search has spent: this worker's clock plus what earlier sessions saved (one machine), or the sum over
+    # every worker's trials, finished and running (a shared study: refreshed before each trial and at each evaluation).
     spent_before = float(study.user_attrs.get("spent_seconds", 0.0))
     flops_before = float(study.user_attrs.get("spent_flops", 0.0))
     tracker = budget_mod.BudgetTracker(limits, started=started, seconds_before=spent_before, flops=flops_before)
-    _fail_stale(study)
-    finished = [t for t in study.trials if t.state.is_finished() and t.state != optuna.trial.TrialState.FAIL]
-    todo = trials - len(finished)
-    if resume:
-        log(f"resuming the search in {out}: {len(finished)} trials finished, {max(todo, 0)} to go")
+
+    def refresh_shared_spend() -> None:
+        if shared:
+            tracker.seconds_before, tracker.flops = _study_spent(study)
+            tracker.started = time.perf_counter()
+
+    if not shared:
+        _fail_stale(study)
+    refresh_shared_spend()
+    live = [t for t in study.trials if t.state in _live_states()]
+    if resume or shared:
+        log(f"{'joining' if shared else 'resuming'} the search {'study ' + name if shared else 'in ' + str(out)}: "
+            f"{sum(t.state.is_finished() for t in live)} trials finished, "
+            f"{sum(not t.state.is_finished() for t in live)} running, {max(trials - len(live), 0)} to go")
     log(f"search: {trials} trials over {', '.join(d.key for d in dims)}; objective: "
         + (f"{metric} vs cost (Pareto front)" if multi_objective else f"{'max' if maximize else 'min'} {metric} on validation")
-        + ("" if not base.budget.active else f"; budget for the whole search: {format_limits(limits)}"))
+        + ("" if not base.budget.active else f"; budget for the whole search: {format_limits(limits)}"
+           + (" of machine time over all workers" if shared and limits.seconds is not None else "")))
 
     trials_dir = out / "trials"
     stopped_by_budget = False
+    worker = f"{socket.gethostname()}:{os.getpid()}"
 
     def objective(trial) -> Any:
         nonlocal stopped_by_budget
+        if shared:  # another worker may have taken the last trial between our count and this one's creation
+            earlier = [t for t in study.get_trials(deepcopy=False, states=_live_states()) if t.number < trial.number]
+            if len(earlier) >= trials:
+                trial.set_user_attr("stop_reason", f"not started: the other workers run the search's {trials} trials")
+                raise _NotStarted("surplus")
         values = {d.key: d.suggest(trial) for d in dims}
         cfg = _with_params(base, values)
         if not cfg.train.eval_every_steps and cfg.train.evaluations_per_epoch == 1:
             cfg.train.evaluations_per_epoch = 2  # finer steps for pruning, and for catching each trial's best point
         cfg.budget = dataclasses.replace(base.budget, max_minutes=None, max_cost=None, max_flops=None)
+        refresh_shared_spend()
         left_s, left_f = tracker.remaining_seconds(), tracker.remaining_flops()
         if left_s is not None:
             cfg.budget.max_minutes = max(left_s, 1e-3) / 60
         if left_f is not None:
             cfg.budget.max_flops = max(left_f, 1.0)
         cfg.validate()
+        spent_by_others = {"hit": False}
 
         def report(n: int, metrics: dict[str, Any]) -> bool:
+            if shared and limits.seconds is not None and _study_spent(study)[0] >= limits.seconds:
+                spent_by_others["hit"] = True  # the workers together spent the search's time: stop here, keep the best
+                return True
             if multi_objective:
                 return False  # Optuna prunes single-objective studies only
             trial.report(metrics[metric], n)
             return trial.should_prune()
 
         run_dir = trials_dir / f"trial-{trial.number:03d}"
-        log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
+        retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") if shared else None
+        log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+            + (f" (a re-run of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
+        trial.set_user_attr("worker", worker)
+        if retry_of is not None:
+            trial.set_user_attr("retry_of", retry_of)
         try:
             # The test file is read, so its texts stay out of training as in any run, but never evaluated.
             # Each trial's own log (data report, epochs) goes to trials/trial-NNN.log; one line per trial here.
@@ -265,47 +336,238 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         except budget_mod.BudgetError as exc:
             stopped_by_budget = True
             trial.set_user_attr("stop_reason", "not started: the search budget is spent")
-            raise _BudgetSpent(str(exc)) from None
+            raise _NotStarted(str(exc)) from None
         b = result.metrics["budget"]
-        tracker.flops += b["spent_flops"]
-        study.set_user_attr("spent_seconds", tracker.spent_seconds)
-        study.set_user_attr("spent_flops", tracker.flops)
+        stop_reason = "budget" if spent_by_others["hit"] else result.metrics["train"]["stop_reason"]
+        if not shared:
+            tracker.flops += b["spent_flops"]
+            study.set_user_attr("spent_seconds", tracker.spent_seconds)
+            study.set_user_attr("spent_flops", tracker.flops)
         cost = b["spent_cost"] if b["spent_cost"] is not None else b["spent_seconds"]
-        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("run_dir", str(run_dir.resolve()))
         trial.set_user_attr("seconds", b["spent_seconds"])
         trial.set_user_attr("flops", b["spent_flops"])
         trial.set_user_attr("cost", cost)
         trial.set_user_attr("steps", result.metrics["train"]["steps"])
-        trial.set_user_attr("stop_reason", result.metrics["train"]["stop_reason"])
+        trial.set_user_attr("stop_reason", stop_reason)
         trial.set_user_attr("plan", (b["plan"] or {}).get("changes", []))
+        refresh_shared_spend()
         value = result.metrics["best"]["value"]
+        done = len(study.get_trials(deepcopy=False, states=_live_states()[:2])) + 1
         log(f"trial {trial.number}: {metric} {value:.4f} in {b['spent_seconds']:.0f} s"
-            + (f" (pruned after {len(result.metrics['history'])} evaluations)" if result.metrics["train"]["stop_reason"] == "pruned" else "")
-            + f"; search spent {tracker.spent_seconds:.0f} s")
-        if b["stopped_by_budget"] or (tracker.over(0.0, 0.0) is not None):
-            stopped_by_budget = True
-            study.stop()  # what is left of the budget will not buy a useful trial
+            + (f" (pruned after {len(result.metrics['history'])} evaluations)" if stop_reason == "pruned" else "")
+            + f"; search spent {tracker.spent_seconds:.0f} s, {min(done, trials)}/{trials} trials done"
+            + _eta(study, trials, shared))
+        if b["stopped_by_budget"] or spent_by_others["hit"] or (tracker.over(0.0, 0.0) is not None):
+            stopped_by_budget = True  # what is left of the budget will not buy a useful trial
         if parent:
             parent.log_metrics({f"trial/{metric}": value, "trial/seconds": b["spent_seconds"],
                                 "search/spent_seconds": tracker.spent_seconds}, trial.number, flush=True)
-        if result.metrics["train"]["stop_reason"] == "pruned":
+        if stop_reason == "pruned":
             raise optuna.TrialPruned()
         return (value, cost) if multi_objective else value
 
-    if todo > 0 and not (base.budget.active and tracker.over(0.0, 0.0) is not None):
-        optuna.logging.set_verbosity(optuna.logging.ERROR)  # thrifty prints one line per trial itself
-        try:
-            study.optimize(objective, n_trials=todo, catch=(), show_progress_bar=progress)
-        except _BudgetSpent:
-            pass  # the last trial could not start: what is left of the budget buys no step
+    bar = _progress_bar(trials, len([t for t in live if t.state.is_finished()])) if progress else None
+    # One trial at a time, until the search has its trials (over all workers) or its budget is spent. A worker with
+    # nothing left to start waits for the others' trials: if one of them dies, its trial is re-run here.
+    while not stopped_by_budget and not (base.budget.active and tracker.over(0.0, 0.0) is not None):
+        if shared:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again (WAITING)
+        now = study.get_trials(deepcopy=False, states=_live_states())
+        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in now)
+        if len(now) < trials or waiting:
+            try:
+                study.optimize(objective, n_trials=1, catch=())
+            except _NotStarted:
+                pass  # the budget ran out (the loop ends) or another worker took the last trial (it waits below)
+            if bar is not None:
+                bar.n = len(study.get_trials(deepcopy=False, states=_live_states()[:2]))
+                bar.refresh()
+            continue
+        if not shared or not any(t.state == optuna.trial.TrialState.RUNNING for t in now):
+            break
+        time.sleep(min(5.0, heartbeat_seconds))
+    if bar is not None:
+        bar.close()
+    if shared:
+        refresh_shared_spend()
+        finished = len(study.get_trials(deepcopy=False, states=_live_states()[:2]))
+        writer = _claim_summary(study, name, finished, f"{worker} {out.resolve()}")
+        if writer is not None:  # another worker got there first: it wrote tune.json and best_config.yaml
+            summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget, write=False)
+            summary["best"]["config"] = str(Path(writer.split(" ", 1)[1]) / "best_config.yaml")  # on the writer's machine
+            log(format_summary(summary).rsplit("\n", 1)[0] + f"\nsummary and best config written by worker {writer}")
+            if parent:
+                parent.end()
+            return TuneResult(out, summary["best"], summary)
     summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget)
     log(format_summary(summary))
     if parent:
         parent.log_metrics({f"best/{metric}": summary["best"]["value"]}, summary["best"]["number"], flush=True)
-        for name in ("tune.json", "best_config.yaml", "trials.png", "pareto.png"):
-            parent.log_artifact(out / name)
+        for name_ in ("tune.json", "best_config.yaml", "trials.png", "pareto.png"):
+            parent.log_artifact(out / name_)
         parent.end()
     return TuneResult(out, summary["best"], summary)
+
+
+def _progress_bar(total: int, done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, unit="trial", desc="search", leave=False)
+
+
+def _eta(study, trials: int, shared: bool) -> str:
+    """About how long the trials left will take at the pace of the finished ones (spread over the running workers)."""
+    from optuna.trial import TrialState
+
+    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    seconds = [t.user_attrs.get("seconds") for t in finished if t.user_attrs.get("seconds") is not None]
+    left = trials - len(finished)
+    if not seconds or left <= 0:
+        return ""
+    workers = max(1, len({t.user_attrs.get("worker") for t in study.get_trials(
+        deepcopy=False, states=(TrialState.RUNNING,))})) if shared else 1
+    eta = sum(seconds) / len(seconds) * left / workers
+    return f", ~{eta / 60:.1f} min to go" if eta >= 60 else f", ~{eta:.0f} s to go"
+
+
+def _storage_url(storage: str) -> str:
+    from thrifty.databases import database_url
+
+    return database_url(storage)
+
+
+def _rdb_storage(storage: str, heartbeat_seconds: int):
+    """Optuna's RDBStorage on the URL, with a heartbeat: a trial whose worker stops beating for 3 heartbeats is failed
+    and queued again (RetryHeartbeatStaleTrialCallback) by the next worker that looks. One line when the database is away."""
+    import optuna
+    import sqlalchemy.exc
+
+    from thrifty.databases import shown_url
+
+    url = _storage_url(storage)
+    kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_seconds, grace_period=3 * heartbeat_seconds,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+    except ImportError:
+        raise ThriftyError(f"no database driver for {shown_url(url)}: pip install 'thrifty[postgres]' (psycopg 3)") from None
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise ThriftyError(f"cannot reach the study storage {shown_url(url)}: {first}; check the URL, that the "
+                           "database server runs and that this user may connect") from None
+
+
+_STORAGES: dict[tuple[str, int], Any] = {}  # one engine per URL in this process (a worker opens it twice)
+
+
+def _storage(storage: str, heartbeat_seconds: int):
+    key = (_storage_url(storage), heartbeat_seconds)
+    if key not in _STORAGES:
+        _STORAGES[key] = _rdb_storage(storage, heartbeat_seconds)
+    return _STORAGES[key]
+
+
+def _open_shared(storage: str, name: str, heartbeat_seconds: int):
+    """The study `name` in `storage` if it exists (None otherwise), to read the config it searches."""
+    import optuna
+
+    rdb = _storage(storage, heartbeat_seconds)
+    try:
+        return optuna.load_study(study_name=name, storage=rdb)
+    except KeyError:
+        return None
+
+
+def _check_same_search(study, base: Config, space_raw: dict[str, Any], name: str) -> None:
+    """A worker must search what the study searches: the same config (but where trials are written) and space."""
+    stored = json.loads(study.user_attrs["thrifty_config"])
+    mine = _plain(base.to_dict())
+    for d in (stored, mine):
+        d.pop("output", None)
+    if stored != mine:
+        from thrifty.tracking.mlflow_logger import flatten
+
+        a, b = flatten("", stored), flatten("", mine)
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        k = diff[0] if diff else "?"
+        raise ConfigError(f"this worker's config differs from study {name}'s ({k}: {b.get(k)!r} here, {a.get(k)!r} in the "
+                          f"study{f', and {len(diff) - 1} more' if len(diff) > 1 else ''}); give the same config, or none "
+                          "to search the study's")
+    if json.loads(study.user_attrs["thrifty_space"]) != _plain(space_raw):
+        raise ConfigError(f"this worker's --space differs from study {name}'s; give the same file, or none to use the study's")
+
+
+def _shared_study(storage: str, name: str, heartbeat_seconds: int, directions: list[str], base: Config,
+                  space_raw: dict[str, Any], trials: int, pruner_name: str):
+    """The shared study, created by the first worker (which stores the config and the space in it)."""
+    import optuna
+
+    rdb = _storage(storage, heartbeat_seconds)
+    try:
+        study = optuna.create_study(storage=rdb, study_name=name, load_if_exists=True, directions=directions,
+                                    sampler=_sampler(base.train.seed, trials), pruner=_pruner(pruner_name))
+    except ValueError as exc:
+        raise ThriftyError(f"study {name} in {_shown(storage)} does not match this search ({exc}); use another --study") from None
+    if "thrifty_config" not in study.user_attrs:
+        study.set_user_attr("thrifty_config", json.dumps(_plain(base.to_dict()), sort_keys=True))
+        study.set_user_attr("thrifty_space", json.dumps(_plain(space_raw), sort_keys=True))
+    _check_same_search(study, base, space_raw, name)
+    return study
+
+
+def _plain(value: Any) -> Any:
+    """As JSON reads it back (tuples become lists): what the study stores, so that a comparison is like for like."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _shown(storage: str) -> str:
+    from thrifty.databases import shown_url
+
+    return shown_url(_storage_url(storage))
+
+
+def _study_spent(study) -> tuple[float, float]:
+    """Seconds and FLOPs the trials of every worker have spent: finished trials' own figures plus the time running
+    ones have run so far (FLOPs count when a trial ends)."""
+    import datetime
+
+    from optuna.trial import TrialState
+
+    now, seconds, flops = datetime.datetime.now(), 0.0, 0.0
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING and t.datetime_start is not None:
+            seconds += max(0.0, (now - t.datetime_start).total_seconds())
+        else:
+            seconds += float(t.user_attrs.get("seconds") or 0.0)
+            flops += float(t.user_attrs.get("flops") or 0.0)
+    return seconds, flops
+
+
+def _claim_summary(study, name: str, finished: int, me: str) -> Optional[str]:
+    """Exactly one worker writes the summary of a shared search: the first to insert its row (the table's primary
+    key refuses the others). None when it is this worker; else who did."""
+    import sqlalchemy as sa
+
+    engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else study._storage.engine
+    table = sa.Table("thrifty_tune_summaries", sa.MetaData(),
+                     sa.Column("study_name", sa.String(512), primary_key=True),
+                     sa.Column("finished_trials", sa.Integer, primary_key=True),
+                     sa.Column("writer", sa.String(2048), nullable=False))
+    table.create(engine, checkfirst=True)
+    try:
+        with engine.begin() as connection:
+            connection.execute(table.insert().values(study_name=name, finished_trials=finished, writer=me))
+        return None
+    except sa.exc.IntegrityError:
+        with engine.connect() as connection:
+            return connection.execute(sa.select(table.c.writer).where(
+                table.c.study_name == name, table.c.finished_trials == finished)).scalar_one()
 
 
 def format_limits(limits) -> str:
@@ -328,13 +590,18 @@ def _layers(model_path: str, config: Config) -> int:
                        "num_hidden_layers", 2))
 
 
-def _open_study(db: Path, directions: list[str], seed: int, trials: int, pruner_name: str):
+def _sampler(seed: int, trials: int):
     import optuna
 
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, trials // 4)))
+
+
+def _pruner(pruner_name: str):
+    import optuna
+
     # Trials evaluate twice per epoch; neither pruner judges a trial before its 2nd evaluation (one epoch):
     # earlier scores favour whatever learns fastest at first, not what ends best (benchmarks/results/tune_sst2_asha.md).
-    pruner = {
+    return {
         # A trial stops when its score is below the median of earlier trials' scores at the same evaluation.
         "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
         # Asynchronous successive halving: a trial goes past its 2nd, 6th, 18th ... evaluation only if it is in
@@ -342,6 +609,12 @@ def _open_study(db: Path, directions: list[str], seed: int, trials: int, pruner_
         "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
         "none": optuna.pruners.NopPruner,
     }[pruner_name]()
+
+
+def _open_study(db: Path, directions: list[str], seed: int, trials: int, pruner_name: str):
+    import optuna
+
+    sampler, pruner = _sampler(seed, trials), _pruner(pruner_name)
     try:
         study = optuna.create_study(storage=f"sqlite:///{db}", study_name=STUDY_NAME, load_if_exists=True,
                                     sampler=sampler, pruner=pruner, directions=directions)
@@ -365,7 +638,7 @@ def _fail_stale(study) -> None:
 
 
 def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, multi: bool, tracker,
-               stopped_by_budget: bool) -> dict[str, Any]:
+               stopped_by_budget: bool, write: bool = True) -> dict[str, Any]:
     import optuna
 
     from thrifty.runs.run_dir import write_json
@@ -378,7 +651,8 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
         not_started = str(t.user_attrs.get("stop_reason", "")).startswith("not started")
         rows.append({"number": t.number, "state": "not_started" if not_started else t.state.name.lower(),
                      "value": value, "params": t.params,
-                     **{k: t.user_attrs.get(k) for k in ("seconds", "flops", "cost", "steps", "stop_reason", "plan", "run_dir")}})
+                     **{k: t.user_attrs.get(k) for k in ("seconds", "flops", "cost", "steps", "stop_reason", "plan", "run_dir",
+                                                         "worker", "retry_of")}})
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ThriftyError("no trial finished within the search budget; raise budget.max_minutes (or max_flops) or --trials")
@@ -388,7 +662,8 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
     else:
         front, best = [], study.best_trial
     best_config = _best_config(base, best.params, out)
-    dump_config(best_config, out / "best_config.yaml")
+    if write:
+        dump_config(best_config, out / "best_config.yaml")
     summary = {
         "metric": metric, "direction": "maximize" if maximize else "minimize", "multi_objective": multi,
         "trials": rows,
@@ -400,8 +675,9 @@ def _summarise(study, out: Path, base: Config, metric: str, maximize: bool, mult
         "stopped_by_budget": stopped_by_budget,
         "counts": {state: sum(r["state"] == state for r in rows) for state in ("complete", "pruned", "fail", "not_started")},
     }
-    write_json(out / "tune.json", summary)
-    _plot(summary, out, multi)
+    if write:
+        write_json(out / "tune.json", summary)
+        _plot(summary, out, multi)
     return summary
 
 
