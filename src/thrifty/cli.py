@@ -71,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--processes", type=int, metavar="N",
+                   help="data-parallel training in N processes on this machine (one per GPU; on a CPU the cores split "
+                        "between them), PyTorch DDP; train.batch_size is the batch over all N. Several machines: "
+                        "torchrun or accelerate launch (docs/distributed.md)")
 
     p = sub.add_parser("adapt", parents=[common], epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter,
                        help="continued pre-training on unlabelled in-domain text (masked LM; causal LM for decoders)")
@@ -525,11 +529,18 @@ def _version() -> str:
     return f"thrifty {__version__}"
 
 
-def _cmd_train(args, overrides: list[str]) -> int:
-    from thrifty.training.recipe import train
-
+def _cmd_train(args, overrides: list[str], argv: Optional[list[str]]) -> int:
     if args.resume and (args.config or args.output):
         raise ThriftyError("--resume takes the run folder only; drop the config and --output (the saved config is used)")
+    if args.processes is not None and args.processes != 1:
+        from thrifty.training.distributed import launch, launched
+
+        if launched()[1] > 1:
+            raise ThriftyError("--processes starts the processes itself: drop it under torchrun or accelerate launch")
+        given = list(sys.argv[1:] if argv is None else argv)
+        return launch(_without_option(given, "--processes"), args.processes)
+    from thrifty.training.recipe import train
+
     result = train(args.config, output=args.output, overrides=overrides, resume=args.resume, overwrite=args.overwrite,
                    progress=not args.no_progress, clock_start=args.started)  # the budget counts imports too
     failed = (result.metrics.get("audit") or {}).get("failed")
@@ -537,6 +548,19 @@ def _cmd_train(args, overrides: list[str]) -> int:
         print("audit FAILED: " + "; ".join(failed))
         return 1
     return 0
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """ARGV less `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def _cmd_adapt(args, overrides: list[str]) -> int:
@@ -771,7 +795,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `adapt`, `tune`, "
                                "`estimate`, `recommend`, `serve`, `retrain` and `config`")
         if args.command == "train":
-            return _cmd_train(args, overrides)
+            return _cmd_train(args, overrides, argv)
         if args.command == "adapt":
             return _cmd_adapt(args, overrides)
         if args.command == "estimate":

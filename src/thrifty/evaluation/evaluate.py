@@ -10,6 +10,7 @@ import torch
 
 from thrifty.data.batching import collate, sorted_batches
 from thrifty.evaluation.metrics import classification_metrics
+from thrifty.evaluation.sharding import my_share, summed
 
 
 def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device, autocast_dtype=None,
@@ -32,7 +33,7 @@ def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch
             logits = forward(batch, idx) if forward is not None else model(**batch).logits
             out[idx] = logits.float().cpu().numpy()
 
-    passes = sorted_batches(lengths, batch_size, min_fill)
+    passes = my_share(sorted_batches(lengths, batch_size, min_fill))  # all of them, but in a multi-process evaluation
     if lanes is None or len(passes) == 1:
         for idx in passes:
             run_pass(idx)
@@ -43,7 +44,7 @@ def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch
         out = recompute(out, input_ids, pad_id, batch_size, min_fill, lanes=lanes)
     if was_training:
         model.train()
-    return out
+    return summed(out)  # the rows other processes computed (zeros here) added in
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -35,10 +35,18 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             params[name].copy_(tensor.to(params[name].device))
 
 
+def rng_state() -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
 def save_checkpoint(
     run_dir: Path, model: torch.nn.Module, best: Optional[dict[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer, scheduler, loop_state: dict[str, Any],
+    optimizer: torch.optim.Optimizer, scheduler, loop_state: dict[str, Any], rng: Optional[dict[str, Any]] = None,
 ) -> None:
+    """`rng`: the generators to save (a multi-process run: {"ranks": [one per process]}); default this process's."""
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
     old = run_dir / (CHECKPOINT_DIR + ".old")
@@ -49,9 +57,7 @@ def save_checkpoint(
             save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
             if best is not None:
                 save_file(best, str(tmp / "best.safetensors"))
-            rng = {"torch": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
+            rng = rng if rng is not None else rng_state()
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
                         "loop": loop_state}, tmp / "state.pt")
         except BaseException:

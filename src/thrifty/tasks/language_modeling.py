@@ -28,6 +28,7 @@ from thrifty.config import AdaptConfig, DataConfig
 from thrifty.data.prepare import PreparedData, Split, normalise_text
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
+from thrifty.evaluation.sharding import my_share, summed
 from thrifty.tasks.base import Encoded, TaskDefaults
 
 EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
@@ -210,7 +211,7 @@ class LanguageModelingBase(TaskDefaults):
         total, correct, count = 0.0, 0, 0
         vocab = model.get_output_embeddings().weight.shape[0]
         with torch.inference_mode():
-            for idx in sorted_batches(encoded.lengths, batch_size):
+            for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
                 width = max(len(encoded.input_ids[i]) for i in idx)
                 step = max(1, EVAL_LOGIT_ELEMENTS // (width * vocab))
                 for start in range(0, len(idx), step):
@@ -225,6 +226,7 @@ class LanguageModelingBase(TaskDefaults):
                     correct += int((logits[scored].argmax(-1) == labels[scored]).sum())
                     count += int(scored.sum())
         model.train(was_training)
+        total, correct, count = summed(total), summed(correct), summed(count)
         loss = total / max(1, count)
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "accuracy": correct / max(1, count),
                 "tokens_scored": count, "examples": len(encoded)}

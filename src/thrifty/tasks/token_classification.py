@@ -19,6 +19,7 @@ import torch
 from thrifty.data.batching import sorted_batches
 from thrifty.data.tagged import TaggedData, TaggedSplit, prepare_tagged
 from thrifty.evaluation.plots import plot_per_type_f1
+from thrifty.evaluation.sharding import gathered, my_share, summed
 from thrifty.tasks.base import Encoded, TaskDefaults
 
 IGNORE = -100  # the label of positions the loss skips: special tokens and non-first sub-tokens
@@ -94,6 +95,12 @@ class TokenClassification(TaskDefaults):
         scored = sum(sum(t != IGNORE for t in targets) for targets in train.targets)
         self.scored_tokens_per_batch = max(1.0, scored / max(1, len(train)) * batch_size)
 
+    @property
+    def loss_sums(self) -> bool:
+        """The loss is a sum over the batch's tokens divided by a constant (not a mean over its examples): a share of
+        a batch in a multi-process run weighs N times, whatever its size."""
+        return self.scored_tokens_per_batch is not None
+
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         flat_logits, flat_labels = logits.float().flatten(0, 1), labels.flatten()
         if self.scored_tokens_per_batch is None:
@@ -110,7 +117,7 @@ class TokenClassification(TaskDefaults):
         out: list[Optional[np.ndarray]] = [None] * len(encoded)
         loss_sum, count = 0.0, 0
         with torch.inference_mode():
-            for idx in sorted_batches(encoded.lengths, batch_size):
+            for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
                 batch = self.collate(encoded, idx, pad_id)
                 labels = batch.pop("labels")
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -126,7 +133,7 @@ class TokenClassification(TaskDefaults):
                     out[i] = probs[row][keep[row]].numpy()  # the first sub-token of each word, in word order
         if was_training:
             model.train()
-        return out, loss_sum, count  # type: ignore[return-value]
+        return gathered(out), summed(loss_sum), summed(count)  # type: ignore[return-value]
 
     def evaluate(self, model, encoded: Encoded, split: TaggedSplit, label_names: list[str], pad_id: int,
                  batch_size: int, device, autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:

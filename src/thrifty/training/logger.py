@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,13 +29,14 @@ def peak_rss_gib() -> float:
 
 class RunLogger:
     def __init__(self, run_dir: Path, config, *, total_steps: int, state: LoopState, resumed: bool, progress: bool,
-                 sync_every: int, metric_keys: tuple[str, ...], mlflow=None) -> None:
+                 sync_every: int, metric_keys: tuple[str, ...], mlflow=None, writes: bool = True) -> None:
+        """`writes=False` (the other processes of a multi-process run): the timings are kept, nothing is written."""
         self.run_dir = run_dir
         self.metric_keys = metric_keys
         self.sync_every = sync_every
         self.mlflow = mlflow
         self.writer = None
-        if config.tracking.tensorboard:
+        if config.tracking.tensorboard and writes:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
@@ -42,9 +44,9 @@ class RunLogger:
         from tqdm.auto import tqdm
 
         interactive = sys.stderr.isatty()
-        self.bar = tqdm(total=total_steps, initial=state.global_step, desc="train", unit="step", disable=not progress,
+        self.bar = tqdm(total=total_steps, initial=state.global_step, desc="train", unit="step", disable=not (progress and writes),
                         dynamic_ncols=True, mininterval=0.5 if interactive else 30.0, file=sys.stderr)
-        self.file = open(run_dir / "train_log.jsonl", "a", encoding="utf-8")
+        self.file = open(run_dir / "train_log.jsonl" if writes else os.devnull, "a", encoding="utf-8")
         self.pending: list[tuple[dict[str, Any], torch.Tensor, Optional[torch.Tensor]]] = []
         self.window_start = time.perf_counter()
 

@@ -15,6 +15,7 @@ underneath: this file is the whole of training.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -34,6 +35,7 @@ from thrifty.data.batching import sorted_batches
 from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import is_better
+from thrifty.evaluation.sharding import sharded
 from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_saving
 from thrifty.models import first_token
 from thrifty.models.feature_cache import FrozenFeatureCache
@@ -45,11 +47,13 @@ from thrifty.runs import checkpoint as ckpt
 from thrifty.runs.manifest import (SENTENCE_FORMAT, data_fingerprint, preprocessing, read_manifest, weights_sha256,
                                    write_manifest)
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
+from thrifty.training.distributed import Processes, launched
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
 from thrifty.training.stopping import StopController
 
 CONFIG_FILE = "config.yaml"
+_MAIN = {"process": True}  # False in the other processes of a multi-process run: only the main one prints
 _FEATURE_MEMO: dict[str, Any] = {}  # the last frozen-layer features computed in this process (see _frozen_cache)
 
 
@@ -81,6 +85,7 @@ class Run:
     cache_bytes: int
     autocast_dtype: Optional[torch.dtype]
     resumed_from: Optional[Path]
+    processes: Processes  # rank and world size; one process: Processes(0, 1)
 
     @property
     def tc(self):
@@ -92,15 +97,19 @@ class Run:
 
     def forward(self, split: str) -> Callable:
         """`(batch, indices) -> logits` for one split: through the frozen-layer cache where there is one."""
+        # Evaluation runs the bare model: under DDP every forward of the wrapper is a collective, and the processes of
+        # a sharded evaluation run different numbers of passes
+        model = self.model if split == "train" else self.accelerator.unwrap_model(self.model)
         if self.cache is None:
             # In training the task says what its loss reads of the output (the logits; embeddings for a pair loss).
             read = self.inputs.task.loss_inputs if split == "train" else (lambda output: output.logits)
-            return lambda batch, idx: read(self.model(**batch))
-        return lambda batch, idx: self.cache.forward(self.model, self.features[split], idx, batch)
+            return lambda batch, idx: read(model(**batch))
+        return lambda batch, idx: self.cache.forward(model, self.features[split], idx, batch)
 
 
 def _log(message: str) -> None:
-    print(message, flush=True)
+    if _MAIN["process"]:
+        print(message, flush=True)
 
 
 def train(
@@ -124,19 +133,25 @@ def train(
     `evaluate_test=False` reads the test set (so that its texts are kept out of training, as always) but does
     not evaluate it: a search must not look at it."""
     wall_start = clock_start if clock_start is not None else time.perf_counter()
-    config, run_dir, checkpoint_path = _config_and_run_dir(config, output, overrides, resume, overwrite)
+    processes = Processes(*launched())  # one process unless a launcher started several (training/distributed.py)
+    _MAIN["process"] = processes.main
+    config, run_dir, checkpoint_path = _config_and_run_dir(config, output, overrides, resume, overwrite, processes)
+    if processes.world > 1 and config.strategy.name == "fewshot":
+        raise ConfigError("strategy fewshot learns from pairs drawn within one batch; run it in one process (drop "
+                          "--processes): its data is a few examples per class anyway")
     if config.audit.enabled:  # its files are read now: a typo must not wait for the end of training
         from thrifty.audit.run import check_inputs
 
         check_inputs(config.audit)
     tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour)), started=wall_start)
-    run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite)
+    run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite, processes)
     stops = StopController(run.tc, run.config.metric, tracker, run.config.budget.active, on_evaluation)
-    mlf = _mlflow(run, mlflow_parent_run_id)
+    stops.agree = processes.agree
+    mlf = _mlflow(run, mlflow_parent_run_id) if processes.main else None
     log = RunLogger(run_dir, run.config, total_steps=run.total_steps, state=state, resumed=checkpoint_path is not None,
                     progress=progress, sync_every=run.tc.sync_every_steps or (1 if run.device.type == "cpu" else 50),
-                    metric_keys=run.inputs.task.history_keys(), mlflow=mlf)
-    energy = EnergyMeter(run.config.cost.country).start() if run.config.tracking.energy else None
+                    metric_keys=run.inputs.task.history_keys(), mlflow=mlf, writes=processes.main)
+    energy = EnergyMeter(run.config.cost.country).start() if run.config.tracking.energy and processes.main else None
     setup_seconds = time.perf_counter() - wall_start  # reading, loading, tokenising, planning: before the first step
     try:
         best_weights = _loop(run, state, best_weights, stops, log, tracker)
@@ -147,7 +162,8 @@ def train(
         if energy:
             energy.stop()  # the meter ends on every exit path
         if isinstance(exc, KeyboardInterrupt):
-            set_status(run_dir, "interrupted", step=state.global_step)
+            if processes.main:
+                set_status(run_dir, "interrupted", step=state.global_step)
             if mlf:
                 mlf.end("KILLED")
             raise Interrupted(f"aborted at step {state.global_step}; continue from the last checkpoint with: "
@@ -156,7 +172,8 @@ def train(
             if mlf:
                 mlf.end("KILLED")
             raise
-        set_status(run_dir, "failed", step=state.global_step)
+        if processes.main:
+            set_status(run_dir, "failed", step=state.global_step)
         if mlf:
             mlf.end("FAILED")
         raise
@@ -166,17 +183,21 @@ def train(
 # setup
 
 
-def _config_and_run_dir(config, output, overrides, resume, overwrite) -> tuple[Config, Path, Optional[Path]]:
-    """The config (saved, when resuming) and the run folder, checked before any expensive work."""
+def _config_and_run_dir(config, output, overrides, resume, overwrite,
+                        processes: Processes) -> tuple[Config, Path, Optional[Path]]:
+    """The config (saved, when resuming) and the run folder, checked before any expensive work (by the main process:
+    the others may find the folder it has just made)."""
     if resume is None:
         config = as_config(config, overrides)
         if output is not None:
             config.output.dir = str(output)
+        if not processes.main:
+            return config, Path(config.output.dir).expanduser(), None
         return config, check_new_run_dir(config.output.dir, overwrite), None
     run_dir = Path(resume).expanduser()
     if not (run_dir / CONFIG_FILE).exists():
         raise RunDirError(f"cannot resume {run_dir}: it has no {CONFIG_FILE}; give the folder of an earlier `thrifty train`")
-    if read_status(run_dir).get("status") == "complete":
+    if read_status(run_dir).get("status") == "complete" and processes.main:
         raise RunDirError(f"{run_dir} is already complete; nothing to resume (start a new run with another --output)")
     checkpoint_path = ckpt.find_checkpoint(run_dir)
     if checkpoint_path is None:
@@ -198,19 +219,27 @@ def _precision(config: Config, device: torch.device) -> str:
 
 
 def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], tracker: BudgetTracker,
-           overwrite: bool) -> tuple[Run, LoopState, Optional[dict]]:
+           overwrite: bool, processes: Processes) -> tuple[Run, LoopState, Optional[dict]]:
     tc = config.train
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     mixed_precision = _precision(config, torch.device(device_type))
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     model_path = resolve_model(config.model.name)  # a missing model (or an unfinished warm-start run) fails here
+    from accelerate import Accelerator
     from transformers import set_seed
 
+    # Accelerate places the model, handles mixed precision and, under a launcher, joins the processes (gloo on CPUs).
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device_type == "cpu")
     set_seed(tc.seed)
 
-    # Data (read, clean, split, report), model, tokenizer, tokens, strategy.
+    # Data (read, clean, split, report), model, tokenizer, tokens, strategy. The main process goes first, so that
+    # the others read its token cache instead of writing the same files at the same time.
+    if not processes.main:
+        processes.barrier()
     inputs = prepare_inputs(config, model_path)
+    if processes.main:
+        processes.barrier()
     _log(format_report(inputs.data.report))
     tok = inputs.data.report["tokens"]["train"]
     _log(f"tokens: max_length {inputs.max_length} ({inputs.max_length_how}); train mean {tok['mean']}, p99 {tok['p99']}, "
@@ -225,26 +254,30 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     # run). A run that would not fit is re-planned before it starts (planning/budget_plan.py).
     planned: Optional[dict[str, Any]] = None
     if config.budget.active and checkpoint_path is None:
-        config, inputs, planned = plan(config, inputs, model_path, tracker, _log)
+        if processes.main:  # one decision for every process: the main one plans, the others take its config
+            config, inputs, planned = plan(config, inputs, model_path, tracker, _log)
+        planned_config, planned = processes.broadcast((config.to_dict(), planned) if processes.main else None)
+        if not processes.main and planned_config != config.to_dict():
+            config = config_from_dict(planned_config).validate()
+            inputs = prepare_inputs(config, model_path)
         tc = config.train
 
     # The run folder exists only from here on: bad data, a bad model or a hopeless budget leave nothing behind.
-    if checkpoint_path is None:
-        create_run_dir(run_dir, overwrite)
-        with writing(run_dir, CONFIG_FILE):
-            dump_config(resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
-    set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None)
-    write_json(run_dir / "data_report.json", inputs.data.report)
+    if processes.main:
+        if checkpoint_path is None:
+            create_run_dir(run_dir, overwrite)
+            with writing(run_dir, CONFIG_FILE):
+                dump_config(resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
+        set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None,
+                   **({"processes": processes.world} if processes.world > 1 else {}))
+        write_json(run_dir / "data_report.json", inputs.data.report)
     _log(inputs.strategy.describe())
     if config.task in LM_TASKS and inputs.strategy.details.get("new"):
         tied = "its output layer is tied to the word embeddings, and " if inputs.strategy.details.get("tied") else ""
         _log(f"{config.model.name} ships no trained {config.task} head: {tied}{inputs.strategy.details['new']} "
              "start from fresh weights, trained from step 1")
 
-    # Optimisation: Accelerate places the model and handles mixed precision / (later) processes.
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device_type == "cpu")
+    # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer.
     optimizer = make_optimizer(inputs.model, config.learning_rate, tc.weight_decay, accelerator.device)
     model, optimizer = accelerator.prepare(inputs.model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
@@ -254,7 +287,12 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     if tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
         _log("last layer computed for the first token only (the only position the classifier reads)")
 
-    batches_per_epoch = math.ceil(len(inputs.train) / tc.batch_size / accelerator.num_processes)
+    # train.batch_size is the batch of one step over all processes: the same run on 1 or N processes (each takes
+    # batch_size / N of it, training/distributed.py)
+    if processes.world > 1 and tc.batch_size < processes.world:
+        raise ConfigError(f"train.batch_size={tc.batch_size} is the batch over all {processes.world} processes: give at "
+                          f"least {processes.world}, one example each")
+    batches_per_epoch = _batches_per_epoch(inputs, tc, processes)
     steps_per_epoch = math.ceil(batches_per_epoch / tc.gradient_accumulation_steps)
     total_steps = steps_per_epoch * tc.epochs
     if tc.max_steps:
@@ -262,10 +300,12 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     warmup = warmup_steps_for(total_steps, tc.warmup_ratio)
     eval_at = set(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
     scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
-    effective_batch = tc.batch_size * tc.gradient_accumulation_steps * accelerator.num_processes
+    effective_batch = tc.batch_size * tc.gradient_accumulation_steps
     _log(f"training: {len(inputs.train)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
          f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
-         f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}")
+         f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}"
+         + (f" x {processes.world} processes ({accelerator.distributed_type.value.lower()}, "
+            f"{math.ceil(tc.batch_size / processes.world)} examples each per batch)" if processes.world > 1 else ""))
 
     inputs.task.fit_loss(inputs.train, tc.batch_size)  # e.g. the scored tokens per batch of a token-level loss
 
@@ -273,7 +313,8 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
               optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
               cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
-              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision))
+              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
+              processes=processes)
 
     # The loop state, restored from the checkpoint when resuming.
     state, best_weights = LoopState(plan=planned), None
@@ -282,12 +323,21 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
         ckpt.load_trainable_state(unwrapped, trainable)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        ckpt.restore_rng(saved["rng"])
+        rng = saved["rng"]  # one state per process in a multi-process checkpoint (each draws its own dropout masks)
+        ckpt.restore_rng(rng["ranks"][processes.rank] if "ranks" in rng else rng)
         state = LoopState.from_dict(saved["loop"])
         tracker.seconds_before, tracker.flops = state.budget_spent_seconds, state.budget_flops
-        _truncate_log(run_dir / "train_log.jsonl", state.global_step)
+        if processes.main:
+            _truncate_log(run_dir / "train_log.jsonl", state.global_step)
         _log(f"resumed from step {state.global_step} (epoch {state.epoch + 1})")
     return run, state, best_weights
+
+
+def _batches_per_epoch(inputs: Inputs, tc, processes: Processes) -> int:
+    if processes.world == 1:
+        return math.ceil(len(inputs.train) / tc.batch_size)
+    # Counted, not computed: a global batch smaller than the processes is left out (Processes.usable)
+    return len(processes.usable(inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)))
 
 
 def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device):
@@ -366,8 +416,9 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         nonlocal best_weights
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
         t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
-        metrics = task.evaluate(run.model, inputs.validation, inputs.data.validation, inputs.data.label_names, pad_id,
-                                tc.eval_batch_size, device, run.autocast_dtype, validation_forward)
+        with sharded():  # each process evaluates its share of the passes; the figures are added up
+            metrics = task.evaluate(unwrapped, inputs.validation, inputs.data.validation, inputs.data.label_names,
+                                    pad_id, tc.eval_batch_size, device, run.autocast_dtype, validation_forward)
         state.last_eval_seconds = time.perf_counter() - t_eval
         state.eval_seconds += state.last_eval_seconds
         tracker.flops += stops.eval_flops
@@ -388,15 +439,20 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         stops.after_evaluation(state, metrics)
 
     def save_checkpoint() -> None:
-        log.flush_file()
-        state.budget_spent_seconds = tracker.spent_seconds  # what this and earlier sessions have spent
-        tick_wall_clock()
-        state.budget_flops = tracker.flops
-        ckpt.save_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler, state.to_dict())
+        rngs = procs.gather(ckpt.rng_state())  # every process's own generator: its dropout masks resume exactly
+        if procs.main:  # the weights are the same in every process: the main one writes them
+            log.flush_file()
+            state.budget_spent_seconds = tracker.spent_seconds  # what this and earlier sessions have spent
+            tick_wall_clock()
+            state.budget_flops = tracker.flops
+            ckpt.save_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler, state.to_dict(),
+                                 rng={"ranks": rngs} if procs.world > 1 else None)
         tick_wall_clock()  # the checkpoint's own time counts from here on (the saved state holds the time before it)
 
     pin = device.type == "cuda"
     accum = tc.gradient_accumulation_steps
+    procs = run.processes
+    lengths = inputs.train.lengths
     run.model.train()
     with stops:
         done = state.global_step >= run.total_steps or state.stop_reason is not None
@@ -404,27 +460,40 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
             epoch = state.epoch
             task.start_epoch(unwrapped, epoch, tc.epochs, state.batch_in_epoch > 0, inputs.train, pad_id,
                              tc.eval_batch_size, device)  # e.g. fewshot's switch from pairs to end-to-end
-            # The same (seed, epoch) always gives the same batches; each process takes its share.
-            batches = task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length)
-            batches = batches[run.accelerator.process_index :: run.accelerator.num_processes]
+            # The same (seed, epoch) always gives the same batches, in every process; each takes its share of each.
+            batches = procs.usable(task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length))
             groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
             for g in range(state.batch_in_epoch // accum, len(groups)):
                 if stops.before_step(state, groups[g]):
                     break
                 log.start_window()
                 step_loss = torch.zeros((), device=device)
-                for idx in groups[g]:
+                for micro, whole in enumerate(groups[g]):
+                    idx = procs.shard(whole)
                     cpu_batch = task.collate(inputs.train, idx, pad_id)
-                    state.tokens_seen += int(cpu_batch["attention_mask"].sum())  # counted on the CPU: no wait
-                    state.padded_tokens_seen += cpu_batch["attention_mask"].numel()
-                    state.examples_seen += len(idx)
+                    if procs.world == 1:
+                        state.tokens_seen += int(cpu_batch["attention_mask"].sum())  # counted on the CPU: no wait
+                        state.padded_tokens_seen += cpu_batch["attention_mask"].numel()
+                    else:  # every process's share, counted in each from the lengths: the run's throughput
+                        shares = [whole[r :: procs.world] for r in range(procs.world)]
+                        state.tokens_seen += sum(lengths[i] for i in whole)
+                        state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares)
+                    state.examples_seen += len(whole)
                     batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in cpu_batch.items()}
                     labels = batch.pop("labels")
-                    with run.accelerator.autocast():
-                        logits = train_forward(batch, idx)
-                    loss = task.loss(logits, labels) / len(groups[g])
-                    run.accelerator.backward(loss)
+                    # Gradients are averaged over the processes once per step, not at every accumulation micro-step
+                    last_micro = micro == len(groups[g]) - 1
+                    with contextlib.nullcontext() if last_micro or procs.world == 1 else run.accelerator.no_sync(run.model):
+                        with run.accelerator.autocast():
+                            logits = train_forward(batch, idx)
+                        loss = task.loss(logits, labels) / len(groups[g])
+                        if procs.world > 1:  # DDP averages the processes' gradients: weighted so that the average is
+                            # the loss of the whole batch (a mean over examples; or a sum over tokens / a constant)
+                            loss = loss * (procs.world if getattr(task, "loss_sums", False) else
+                                           len(idx) * procs.world / len(whole))
+                        run.accelerator.backward(loss)
                     step_loss += loss.detach()
+                step_loss = procs.mean(step_loss)  # the loss of the whole batch (every process logs the same)
                 grad_norm = None
                 if tc.max_grad_norm > 0:
                     grad_norm = run.accelerator.clip_grad_norm_(run.trainable, tc.max_grad_norm).detach()
@@ -450,7 +519,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                     break
                 if checkpoint_due:
                     save_checkpoint()
-            if stops.user_requested and state.stop_reason is None:
+            if stops.user_requested_anywhere() and state.stop_reason is None:
                 log.flush_steps(state, tracker, stops)
                 save_checkpoint()
                 set_status(run.run_dir, "interrupted", step=state.global_step)
@@ -513,12 +582,15 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
     if not state.best_metrics:  # nothing evaluated (a budget stop before the first evaluation): fit what is fitted
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, run.device)
-    results: dict[str, Any] = {"validation": state.best_metrics or task.evaluate(
-        unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
-        run.autocast_dtype, run.forward("validation"))}
-    if inputs.test is not None and evaluate_test:
-        results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id, tc.eval_batch_size,
-                                        run.device, run.autocast_dtype)
+    with sharded():  # every process evaluates its share (a multi-process run)
+        results: dict[str, Any] = {"validation": state.best_metrics or task.evaluate(
+            unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
+            run.autocast_dtype, run.forward("validation"))}
+        if inputs.test is not None and evaluate_test:
+            results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id,
+                                            tc.eval_batch_size, run.device, run.autocast_dtype)
+    if not run.processes.main:  # the main process saves, writes and reports; the others are done
+        return RunResult(run_dir, results)
     wall = time.perf_counter() - wall_start
     # The cache is part of the cost of training: it counts in the throughput, not beside it.
     step_seconds = max(state.step_seconds + run.cache_seconds, 1e-9)
@@ -541,6 +613,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
         "epochs": tc.epochs,
         "stop_reason": state.stop_reason,
         "resumed": run.resumed_from is not None,
+        "processes": run.processes.world,
     }
     results["best"] = {"metric": config.metric, "value": state.best_metric, "step": state.best_step,
                        "seconds": next((h["seconds"] for h in state.history if h["step"] == state.best_step), None)}
@@ -692,10 +765,14 @@ def _truncate_log(path: Path, last_step: int) -> None:
 
 
 def _inject_fault(step: int) -> None:
-    """Testing hook: THRIFTY_FAULT_AT_STEP="5:KILL" (kill -9) or "3:INT" (Ctrl-C) after that optimizer step."""
+    """Testing hook: THRIFTY_FAULT_AT_STEP="5:KILL" (kill -9) or "3:INT" (Ctrl-C) after that optimizer step; "5:KILL@1"
+    in the process of rank 1 only (a multi-process run)."""
     spec = os.environ.get("THRIFTY_FAULT_AT_STEP")
     if not spec:
         return
+    spec, _, rank = spec.partition("@")
     at, _, sig = spec.partition(":")
+    if rank and int(rank) != launched()[0]:
+        return
     if int(at) == step:
         os.kill(os.getpid(), {"KILL": signal.SIGKILL, "INT": signal.SIGINT, "TERM": signal.SIGTERM}[sig or "KILL"])

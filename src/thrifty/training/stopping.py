@@ -19,6 +19,11 @@ from thrifty.evaluation.metrics import is_better
 from thrifty.training.state import LoopState
 
 
+# Every reason, in the order a multi-process run settles a disagreement by (the later wins; in one process the first
+# reason set is kept, as always)
+STOP_REASONS = ("completed", "max_steps", "target_reached", "early_stopping", "pruned", "budget")
+
+
 class StopController:
     def __init__(self, train_config, metric: str, tracker: BudgetTracker, budget_active: bool,
                  on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None) -> None:
@@ -34,6 +39,9 @@ class StopController:
         self.save_reserve = 0.0
         self.eval_flops = 0.0
         self.step_flops: Callable[[list], float] = lambda group: 0.0
+        # Over several processes: the largest of each value over all of them (training/distributed.py). A stop any
+        # process decides (its Ctrl-C, its clock past the budget) becomes every process's, at the same step.
+        self.agree: Callable[[list[int]], list[int]] = lambda values: values
 
     # ---- signals: Ctrl-C sets a flag; a second Ctrl-C aborts at once.
     def _handle(self, signum, frame) -> None:
@@ -66,8 +74,8 @@ class StopController:
         eval_guess = state.last_eval_seconds or plan.get("seconds_per_evaluation", 0.0)
         reserve = eval_guess + plan.get("test_seconds", 0.0) + self.save_reserve
         reason = self.tracker.over(guess + reserve, self.step_flops(group) + self.eval_flops)
-        if reason is not None:
-            self.tracker.stopped_by = reason
+        if self.agree([int(reason is not None)])[0]:
+            self.tracker.stopped_by = reason or self.tracker.limits.binding  # another process's clock decided
             self._stop(state, "budget")
             return True
         return False
@@ -86,7 +94,17 @@ class StopController:
         """True when the loop must leave now (a reason is set, or the user asked)."""
         if last_step:
             self._stop(state, "max_steps" if cut_short else "completed")
+        code, user = self.agree([STOP_REASONS.index(state.stop_reason) + 1 if state.stop_reason else 0,
+                                 int(self.user_requested)])
+        if code:
+            self._stop(state, STOP_REASONS[code - 1])
+        self.user_requested = bool(user)
         return state.stop_reason is not None or self.user_requested
+
+    def user_requested_anywhere(self) -> bool:
+        """Did any process get a Ctrl-C (also one that arrived after the last step's agreement)?"""
+        self.user_requested = bool(self.agree([int(self.user_requested)])[0])
+        return self.user_requested
 
     def end_of_epochs(self, state: LoopState) -> None:
         self._stop(state, "completed")

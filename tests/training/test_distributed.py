@@ -1,0 +1,132 @@
+"""Data-parallel training for real on CPU (gloo): 2 processes reproduce 1, two launcher invocations make a 2-"node"
+run, Ctrl-C in one process stops both with a checkpoint, and a resume after kill -9 ends with the weights of an
+uninterrupted run. Bad launches are one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from thrifty.cli import main
+
+from tests.conftest import tiny_config
+from tests.postgres import free_port
+
+
+def _config(tiny_bert, small_csv, tmp_path, **train) -> str:
+    # dropout 0: the 2 processes draw other dropout masks than the 1 (each its own generator), so only without
+    # dropout can the curves be compared step by step
+    settings = {"epochs": 2, "batch_size": 8, "num_threads": 1, "dropout": 0.0, "eval_every_steps": 4, **train}
+    config = tiny_config(tiny_bert, small_csv, **settings)
+    config["tracking"]["tensorboard"] = False
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def _thrifty(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thrifty", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _losses(run_dir) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "model" / "model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_processes_reproduce_one_process_with_the_same_global_batch(tiny_bert, small_csv, tmp_path):
+    config = _config(tiny_bert, small_csv, tmp_path)
+    one = _thrifty("train", config, "--output", str(tmp_path / "one"))
+    two = _thrifty("train", config, "--output", str(tmp_path / "two"), "--processes", "2")
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    assert len(a) == len(b) == 16  # 60 training texts, batches of 8 over both processes: 8 steps an epoch
+    assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4  # the stated tolerance: float sums in another order
+    m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert m2["validation"]["accuracy"] == m1["validation"]["accuracy"] and m2["train"]["processes"] == 2
+    assert m2["validation"]["examples"] == m1["validation"]["examples"] == 20  # sharded, and gathered whole
+    assert m2["train"]["tokens"] == m1["train"]["tokens"]  # counted over both processes
+    # only the main process prints
+    assert two.stdout.count("\ntrained 16 steps") == 1 and two.stdout.count("data: 60 train") == 1
+    assert "x 2 processes (multi_cpu, 4 examples each per batch)" in two.stdout
+
+
+@pytest.mark.slow
+def test_two_launcher_invocations_make_a_two_node_run(tiny_bert, small_csv, tmp_path):
+    config = _config(tiny_bert, small_csv, tmp_path, epochs=1)
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "thrifty", "train", config, "--output", str(tmp_path / "run")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for rank in (0, 1)]
+    outputs = [n.communicate(timeout=600)[0] for n in nodes]
+    assert [n.returncode for n in nodes] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train"]["processes"] == 2 and metrics["train"]["steps"] == 8
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_one_process_stops_both_with_a_checkpoint(tiny_bert, small_csv, tmp_path):
+    config = _config(tiny_bert, small_csv, tmp_path)
+    run = tmp_path / "run"
+    stopped = _thrifty("train", config, "--output", str(run), "--processes", "2", env={"THRIFTY_FAULT_AT_STEP": "3:INT@1"})
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    status = json.loads((run / "run.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] == 3
+    assert (run / "checkpoint" / "state.pt").exists() and not (run / "metrics.json").exists()
+    done = _thrifty("train", "--resume", str(run), "--processes", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 16
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_of_one_process_ends_with_the_weights_of_an_uninterrupted_run(tiny_bert, small_csv, tmp_path):
+    # dropout on: each process's generator is checkpointed and restored
+    config = _config(tiny_bert, small_csv, tmp_path, dropout=0.1, checkpoint_every_steps=2)
+    whole = _thrifty("train", config, "--output", str(tmp_path / "whole"), "--processes", "2")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    cut = tmp_path / "cut"
+    killed = _thrifty("train", config, "--output", str(cut), "--processes", "2", env={"THRIFTY_FAULT_AT_STEP": "5:KILL@1"})
+    assert killed.returncode != 0 and "rank 1 (killed by signal 9)" in killed.stderr
+    assert not (cut / "metrics.json").exists()
+    resumed = _thrifty("train", "--resume", str(cut), "--processes", "2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _weights(tmp_path / "whole"), _weights(cut)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_more_processes_than_the_machine_has_is_one_line(tiny_bert, small_csv, tmp_path, capsys):
+    code = main(["train", _config(tiny_bert, small_csv, tmp_path), "--output", str(tmp_path / "run"), "--processes", "999"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "--processes 999 but this machine has" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_inconsistent_launcher_environment_is_one_line(tiny_bert, small_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    code = main(["train", _config(tiny_bert, small_csv, tmp_path), "--output", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "RANK=5 with WORLD_SIZE=2" in err
+
+
+def test_fewshot_refuses_several_processes(tiny_bert, small_csv, tmp_path, monkeypatch, capsys):
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}.items():
+        monkeypatch.setenv(key, value)
+    config = yaml.safe_load(open(_config(tiny_bert, small_csv, tmp_path)))
+    config["strategy"] = {"name": "fewshot"}
+    (tmp_path / "fewshot.yaml").write_text(yaml.safe_dump(config))
+    code = main(["train", str(tmp_path / "fewshot.yaml"), "--output", str(tmp_path / "run")])
+    assert code == 2 and "run it in one process" in capsys.readouterr().err
