@@ -67,7 +67,8 @@ def test_every_tour_command_runs(tmp_path):
         for command in (line for line in block if line.startswith("thrifty ")):
             args = shlex.split(command)[1:]
             if args[0] in ("train", "tune", "adapt"):
-                args += ["--no-progress", "--train.num_threads", "2"]
+                # (N processes split the cores themselves)
+                args += ["--no-progress"] + ([] if "--processes" in args else ["--train.num_threads", "2"])
             result = subprocess.run([sys.executable, "-m", "thrifty", *args], cwd=root, env=env,
                                     capture_output=True, text=True, timeout=900)
             assert result.returncode == 0, f"{command}\n{result.stderr[-2000:]}"
@@ -165,7 +166,11 @@ def docs_commands() -> list[tuple[str, str]]:
     found = []
     for page in sorted((REPO / "docs").glob("*.md")):
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S):
-            found += [(page.name, line.strip()) for line in block.splitlines() if line.strip().startswith("thrifty ")]
+            for line in (line.strip() for line in block.splitlines()):
+                if line.startswith("thrifty "):
+                    found.append((page.name, line))
+                elif " -m thrifty " in line:  # under a launcher (torchrun, accelerate launch): its thrifty part
+                    found.append((page.name, "thrifty " + line.split(" -m thrifty ", 1)[1]))
     return found
 
 

@@ -246,6 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="also save the estimate as JSON to this file")
     p.add_argument("--hardware", help="predict time and price on this profile instead of this machine (same as --cost.hardware; "
                                       "`thrifty hardware` lists them)")
+    p.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="predict `thrifty train --processes N` (each process its share of every batch)")
 
     p = sub.add_parser("tune", parents=[common], help="hyperparameter search (Optuna TPE, pruning, budget; SQLite, or PostgreSQL across machines)",
                        epilog="the config's budget section is the budget of the whole search, e.g. --budget.max_minutes 30",
@@ -705,7 +707,9 @@ def _cmd_estimate(args, overrides: list[str]) -> int:
 
     if args.hardware:
         overrides = overrides + ["--cost.hardware", args.hardware]
-    result = estimate(args.config, overrides)
+    if args.processes < 1:
+        raise ThriftyError(f"--processes {args.processes}: give 1 or more")
+    result = estimate(args.config, overrides, processes=args.processes)
     text = json.dumps(result, indent=2)
     if args.output:
         atomic_write_text(Path(args.output), text + "\n")

@@ -86,6 +86,8 @@ def test_ctrl_c_in_one_process_stops_both_with_a_checkpoint(tiny_bert, small_csv
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "interrupted" and status["step"] == 3
     assert (run / "checkpoint" / "state.pt").exists() and not (run / "metrics.json").exists()
+    alone = _thrifty("train", "--resume", str(run))  # one process would split the batches and random draws otherwise
+    assert alone.returncode == 2 and "was trained by 2 process(es); resume it with the same number" in alone.stderr
     done = _thrifty("train", "--resume", str(run), "--processes", "2")
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((run / "metrics.json").read_text())["train"]["steps"] == 16
@@ -130,3 +132,17 @@ def test_fewshot_refuses_several_processes(tiny_bert, small_csv, tmp_path, monke
     (tmp_path / "fewshot.yaml").write_text(yaml.safe_dump(config))
     code = main(["train", str(tmp_path / "fewshot.yaml"), "--output", str(tmp_path / "run")])
     assert code == 2 and "run it in one process" in capsys.readouterr().err
+
+
+def test_the_estimate_of_two_processes_times_one_process_share_and_adds_the_gradient_exchange(tiny_bert, small_csv,
+                                                                                                 tmp_path):
+    from thrifty.cost.estimate import estimate
+
+    config = yaml.safe_load(open(_config(tiny_bert, small_csv, tmp_path)))
+    config["cost"] = {"reuse_calibration": False}
+    one, two = estimate(config, calibration_steps=2), estimate(config, calibration_steps=2, processes=2)
+    assert one["processes"] == 1 and one["communication_seconds_per_step"] == 0
+    assert two["processes"] == 2 and two["calibration"]["threads"] == max(1, (os.cpu_count() or 1) // 2)
+    trainable_bytes = one["trainable_parameters"] * 4
+    assert two["communication_seconds_per_step"] > trainable_bytes / 1.2e9  # at least the gradients once
+    assert two["steps"] == one["steps"] and two["train_flops"] == one["train_flops"]  # the same run, split

@@ -35,12 +35,15 @@ class Limits:
     binding: str  # which limit sets `seconds`: "time" or "cost" (or "" when none)
 
 
-def limits_for(config: Config, hardware) -> Limits:
+def limits_for(config: Config, hardware, machines: int = 1) -> Limits:
+    """`machines`: a run over several machines (torchrun across nodes) pays for each of them."""
     budget = config.budget
     seconds, binding = None, ""
     if budget.max_minutes is not None:
         seconds, binding = budget.max_minutes * 60, "time"
     per_hour = hardware.machine_price_per_hour
+    if per_hour is not None:
+        per_hour *= machines
     if budget.max_cost is not None:
         if per_hour is None:
             raise ConfigError(f"budget.max_cost needs a price, and hardware '{hardware.name}' has none; set cost.price_per_hour")

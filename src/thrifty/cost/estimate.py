@@ -9,6 +9,7 @@ converted to seconds per FLOP, then scaled to every step and every evaluation of
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,11 +23,18 @@ CALIBRATION_STEPS = 4
 STEP_OVERHEAD_SECONDS = 0.002  # per optimizer step: the JSON log line, TensorBoard scalars, the progress bar
 EVAL_OVERHEAD_SECONDS = 0.05  # per evaluation: metrics, TensorBoard, the log line
 COPY_BYTES_PER_SECOND = 2e9  # an improved evaluation copies the trainable weights (the best so far)
+# Several processes on this machine (gloo over loopback): all_reduce of MiniLM's 22.7M fp32 gradients (91 MB) between
+# 2 processes took 76 ms on this project's 2-core machine, a 2-float all_reduce 0.44 ms (2026-11-29). A ring moves
+# 2(N-1)/N of the bytes.
+GLOO_BYTES_PER_SECOND = 1.2e9
+COLLECTIVE_SECONDS = 0.00045
+COLLECTIVES_PER_STEP = 3  # the stop decisions before and after a step, the step's loss
 
 
 def estimate(config: Config | str | Path | dict | None = None, overrides: Optional[list[str]] = None,
-             calibration_steps: int = CALIBRATION_STEPS) -> dict[str, Any]:
-    """The estimate of a config: the data is read and tokenised and the model loaded, exactly as `train` would."""
+             calibration_steps: int = CALIBRATION_STEPS, processes: int = 1) -> dict[str, Any]:
+    """The estimate of a config: the data is read and tokenised and the model loaded, exactly as `train` would.
+    `processes`: the run as `thrifty train --processes N` would make it (on a CPU: the cores split between them)."""
     from thrifty.inputs import as_config, prepare_inputs
     from thrifty.models.loading import resolve_model
 
@@ -35,7 +43,7 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
         torch.set_num_threads(config.train.num_threads)
     started = time.perf_counter()
     inputs = prepare_inputs(config, resolve_model(config.model.name))
-    result = estimate_prepared(config, inputs, calibration_steps=calibration_steps)
+    result = estimate_prepared(config, inputs, calibration_steps=calibration_steps, processes=processes)
     result["estimate_seconds"] = round(time.perf_counter() - started, 1)
     result["budget"] = None
     if config.budget.active:  # does the run fit its budget as configured? (`train` would plan it to fit)
@@ -50,7 +58,7 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
 
 
 def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str, Any]] = None,
-                      calibration_steps: int = CALIBRATION_STEPS, hardware=None) -> dict[str, Any]:
+                      calibration_steps: int = CALIBRATION_STEPS, hardware=None, processes: int = 1) -> dict[str, Any]:
     """The estimate for prepared inputs (`recipe.prepare_inputs`). A given `calibration` (seconds per FLOP from an
     earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
     calibration steps are undone (weights, optimizer-free) and the random state is restored."""
@@ -105,18 +113,32 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         memory = training_memory(model, tc.batch_size, max(w for _, w in widths))
 
         hardware = hardware or hardware_for(config.cost)
+        n = processes
+        communication = 0.0
         if hardware.kind == "cpu":
             if calibration is None:
-                calibration = _kept_or_new_calibration(config, inputs, batches, flops, calibration_steps, forward_flops,
-                                                       sorted_widths, widths, cached_layers, pruned)
+                # N processes: each runs its share of every batch on cores / N threads, so that is what is timed
+                threads = torch.get_num_threads()
+                if n > 1:
+                    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+                try:
+                    calibration = _kept_or_new_calibration(config, inputs, [b[::n] for b in batches], flops,
+                                                           calibration_steps, forward_flops, sorted_widths, widths,
+                                                           cached_layers, pruned)
+                finally:
+                    torch.set_num_threads(threads)
             # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
-            # weights): invisible for real models, most of the time for tiny ones.
-            train_seconds = (train_flops_epoch * epochs_run * calibration["seconds_per_train_flop"]
-                             + total_steps * STEP_OVERHEAD_SECONDS)
-            eval_each_seconds = (eval_each_flops * calibration["seconds_per_forward_flop"] + EVAL_OVERHEAD_SECONDS
+            # weights): invisible for real models, most of the time for tiny ones. N processes share the FLOPs of
+            # training and evaluation, each at its own rate, and add up their gradients once a step.
+            if n > 1:
+                communication = (2 * (n - 1) / n * strategy.trainable_parameters * 4 / GLOO_BYTES_PER_SECOND
+                                 + COLLECTIVES_PER_STEP * COLLECTIVE_SECONDS)
+            train_seconds = (train_flops_epoch / n * epochs_run * calibration["seconds_per_train_flop"]
+                             + total_steps * (STEP_OVERHEAD_SECONDS + communication))
+            eval_each_seconds = (eval_each_flops / n * calibration["seconds_per_forward_flop"] + EVAL_OVERHEAD_SECONDS
                                  + strategy.trainable_parameters * 4 / COPY_BYTES_PER_SECOND)
-            test_seconds = test_flops * calibration["seconds_per_forward_flop"]
-            cache_seconds = cache_flops * calibration["seconds_per_forward_flop"]
+            test_seconds = test_flops / n * calibration["seconds_per_forward_flop"]
+            cache_seconds = cache_flops * calibration["seconds_per_forward_flop"]  # each process builds the whole cache
         else:
             # Another machine: each batch takes the longer of its FLOPs at peak x efficiency and the host's launch time.
             layers = getattr(model.config, "num_hidden_layers", 12)
@@ -130,6 +152,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
             test_seconds = sum(hardware.forward_seconds(n * flops.forward_flops([w]), layers) for n, w in test_widths)
             cache_seconds = sum(hardware.forward_seconds(n * frozen_rate([w]), cached_layers)
                                 for n, w in sorted_widths(train_ids) + val_widths) if cached_layers else 0.0
+            # N GPUs: each does 1/N of the work; what NCCL adds is not modelled (said in the time line)
+            train_seconds, eval_each_seconds, test_seconds = train_seconds / n, eval_each_seconds / n, test_seconds / n
             calibration = None
     finally:
         if pruned:
@@ -161,6 +185,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
                       "seconds_per_evaluation": eval_each_seconds, "test_seconds": test_seconds},
         "frozen_cache": {"layers": cached_layers, "flops": cache_flops} if cached_layers else None,
         "hardware": hardware.as_dict(),
+        "processes": n, "communication_seconds_per_step": round(communication, 4),
         "cost": None if cost is None else float(f"{cost:.4g}"), "currency": config.cost.currency, "cost_note": cost_note,
     }
 
@@ -173,7 +198,8 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
 
     tc = config.train
     key = calibration_key(inputs.model, task=config.task, strategy=inputs.strategy.name,
-                          trainable_parameters=inputs.strategy.trainable_parameters, batch_size=tc.batch_size,
+                          trainable_parameters=inputs.strategy.trainable_parameters,
+                          batch_size=max(len(b) for b in batches),  # a process's share of the batch
                           eval_batch_size=tc.eval_batch_size, max_width=max(w for _, w in widths),
                           cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm)
     if config.cost.reuse_calibration:
@@ -277,4 +303,8 @@ def _time_line(e: dict[str, Any]) -> str:
         how = (f"{hw['peak_tflops']:g} TFLOP/s peak x {hw['efficiency']:g} efficiency, at least "
                "the host's launch time per layer")
         where = f"{hw['name']} ({hw['description']})"
+    n = e.get("processes", 1)
+    if n > 1:
+        where += (f" in {n} processes, {e['communication_seconds_per_step'] * 1000:.0f} ms a step adding up gradients"
+                  if cal is not None else f" in {n} processes (the time to add up gradients between GPUs not counted)")
     return f"time: {e['predicted_seconds']:.0f} s predicted on {where} ({how})"

@@ -143,7 +143,10 @@ def train(
         from thrifty.audit.run import check_inputs
 
         check_inputs(config.audit)
-    tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour)), started=wall_start)
+    # Several machines (processes / processes per machine) are each paid for: the cost and a max_cost budget count all
+    machines = max(1, processes.world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes.world))))
+    tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour), machines),
+                            started=wall_start)
     run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite, processes)
     stops = StopController(run.tc, run.config.metric, tracker, run.config.budget.active, on_evaluation)
     stops.agree = processes.agree
@@ -204,6 +207,10 @@ def _config_and_run_dir(config, output, overrides, resume, overwrite,
         raise RunDirError(f"{run_dir} has no checkpoint to resume from (it stopped before the first one); start it again with --overwrite")
     if overrides:
         raise ConfigError("a resumed run keeps its saved config; drop the --section.key overrides (or start a new run)")
+    saved_by = int(read_status(run_dir).get("processes", 1))
+    if saved_by != processes.world:  # another split of the batches and of the random draws: not the same run
+        raise ConfigError(f"{run_dir} was trained by {saved_by} process(es); resume it with the same number: "
+                          f"thrifty train --resume {run_dir}" + (f" --processes {saved_by}" if saved_by > 1 else ""))
     return config_from_dict(load_yaml(run_dir / CONFIG_FILE)).validate(), run_dir, checkpoint_path
 
 
@@ -268,8 +275,7 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
             create_run_dir(run_dir, overwrite)
             with writing(run_dir, CONFIG_FILE):
                 dump_config(resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
-        set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None,
-                   **({"processes": processes.world} if processes.world > 1 else {}))
+        set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None, processes=processes.world)
         write_json(run_dir / "data_report.json", inputs.data.report)
     _log(inputs.strategy.describe())
     if config.task in LM_TASKS and inputs.strategy.details.get("new"):
