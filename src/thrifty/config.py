@@ -182,6 +182,8 @@ class TrainConfig:
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
     num_threads: int = 0  # CPU threads for torch; 0 = all cores
     sync_every_steps: int = 0  # read losses back from the device every N steps; 0 = 1 on CPU, 50 on GPU
+    fsdp: bool = False  # several processes: shard weights, gradients and optimizer state between them (FSDP2's
+    #                     fully_shard per transformer layer) for a model that does not fit one device; full and lora
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "gradient_accumulation_steps", "eval_batch_size", "evaluations_per_epoch")
@@ -465,6 +467,10 @@ class Config:
         if self.task in LM_TASKS and (self.strategy.name in ("fewshot", "head") or self.data.examples_per_class):
             raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
                               "and no data.examples_per_class")
+        if self.train.fsdp and self.strategy.name not in ("full", "lora"):
+            raise ConfigError(f"train.fsdp shards a model whose weights are trained (strategy full or lora); strategy "
+                              f"{self.strategy.name} trains {'a few layers' if self.strategy.name == 'freeze' else 'little'} "
+                              "of it: drop train.fsdp (its frozen part is small to hold) or choose full or lora")
         e2e = self.strategy.fewshot.end_to_end_epochs
         if self.strategy.name == "fewshot" and e2e is not None and e2e >= self.train.epochs:
             raise ConfigError(f"strategy.fewshot.end_to_end_epochs={e2e} leaves no epoch of pairs in train.epochs="

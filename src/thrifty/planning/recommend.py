@@ -107,6 +107,7 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
                 "parameters_m": round(sizes.get(name, e["total_parameters"] / 1e6), 1),
                 "trainable_parameters": e["trainable_parameters"], "peak_memory_bytes": e["peak_memory_bytes"],
                 "fits_memory": e["fits_memory"] is not False, "predicted_seconds": round(seconds, 1),
+                "fsdp_to_fit": e.get("fsdp_to_fit"),
                 "predicted_flops": flops, "cost": None if per_hour is None else round(seconds / 3600 * per_hour, 5),
                 "seconds_per_epoch": round(e["predicted"]["seconds_per_step"] * e["steps_per_epoch"], 1),
                 "steps_per_epoch": e["steps_per_epoch"],
@@ -134,6 +135,12 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
         b = max(bigger, key=lambda c: c["parameters_m"])
         reasons.append(f"{b['model']} is larger but affords only {b['epochs']} epoch(s)"
                        + ("" if b["fits_memory"] else " and does not fit in memory"))
+    for c in candidates:  # too big for one device: how many would hold it sharded
+        if not c["fits_memory"] and c["fsdp_to_fit"]:
+            k = c["fsdp_to_fit"]["processes"]
+            reasons.append(f"{c['model']} {c['strategy']} does not fit one {hardware.name} but fits {k} with FSDP "
+                           f"({c['fsdp_to_fit']['peak_memory_bytes_per_process'] / 2**30:.1f} GiB each): "
+                           f"--model.name {c['model']} --strategy.name {c['strategy']} --processes {k} --train.fsdp true")
     reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
     richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
     if choice["strategy"] == "fewshot":

@@ -45,8 +45,10 @@ def rng_state() -> dict[str, Any]:
 def save_checkpoint(
     run_dir: Path, model: torch.nn.Module, best: Optional[dict[str, torch.Tensor]],
     optimizer: torch.optim.Optimizer, scheduler, loop_state: dict[str, Any], rng: Optional[dict[str, Any]] = None,
+    trainable: Optional[dict[str, torch.Tensor]] = None, optimizer_state: Optional[dict[str, Any]] = None,
 ) -> None:
-    """`rng`: the generators to save (a multi-process run: {"ranks": [one per process]}); default this process's."""
+    """`rng`: the generators to save (a multi-process run: {"ranks": [one per process]}); default this process's.
+    `trainable`, `optimizer_state`: already gathered (a sharded model's, FSDP); default read from model and optimizer."""
     final = run_dir / CHECKPOINT_DIR
     tmp = run_dir / (CHECKPOINT_DIR + ".tmp")
     old = run_dir / (CHECKPOINT_DIR + ".old")
@@ -54,11 +56,11 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+            save_file(trainable if trainable is not None else trainable_state(model), str(tmp / "trainable.safetensors"))
             if best is not None:
                 save_file(best, str(tmp / "best.safetensors"))
             rng = rng if rng is not None else rng_state()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            torch.save({"optimizer": optimizer_state if optimizer_state is not None else optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
                         "loop": loop_state}, tmp / "state.pt")
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint must not linger

@@ -113,6 +113,58 @@ class Processes:
 
 
 # --------------------------------------------------------------------------------------------------
+# FSDP2: weights, gradients and optimizer state sharded between the processes
+
+
+def shard_model(model, device) -> int:
+    """FSDP2 (`fully_shard`, PyTorch's own) on each transformer layer (the model's `_no_split_modules`), then on the
+    whole model: each process keeps 1/N of every tensor and gathers a layer's weights only while it runs. In place
+    (the model's class becomes an FSDP one). Accelerate shards only on GPUs, so thrifty calls PyTorch directly, the
+    same on CPUs (gloo) and GPUs (NCCL). Returns the number of layers sharded."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from thrifty.cost.memory import repeated_blocks
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    layers = repeated_blocks(model)
+    for layer in layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return len(layers)
+
+
+def full_state(model, names: Optional[set] = None) -> dict:
+    """The whole weights, gathered to the main process's memory (on the others: empty); `names`: only those. A
+    collective: every process calls it at the same point."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    return {k: v for k, v in state.items() if names is None or k in names}
+
+
+def load_full_state(model, state: dict, *, from_main: bool) -> None:
+    """Whole weights into the sharded model. `from_main`: only the main process holds them (the others pass {})."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, dict(state), options=StateDictOptions(full_state_dict=True, strict=False,
+                                                                      broadcast_from_rank0=from_main))
+
+
+def full_optimizer_state(model, optimizer) -> dict:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_optimizer_state(model, optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+# --------------------------------------------------------------------------------------------------
 # thrifty train --processes N: N processes on this machine
 
 

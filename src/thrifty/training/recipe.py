@@ -47,7 +47,8 @@ from thrifty.runs import checkpoint as ckpt
 from thrifty.runs.manifest import (SENTENCE_FORMAT, data_fingerprint, preprocessing, read_manifest, weights_sha256,
                                    write_manifest)
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
-from thrifty.training.distributed import Processes, launched
+from thrifty.training.distributed import (Processes, full_optimizer_state, full_state, launched, load_full_optimizer_state,
+                                         load_full_state, shard_model)
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
 from thrifty.training.stopping import StopController
@@ -86,6 +87,7 @@ class Run:
     autocast_dtype: Optional[torch.dtype]
     resumed_from: Optional[Path]
     processes: Processes  # rank and world size; one process: Processes(0, 1)
+    fsdp: bool  # the model is sharded between the processes (FSDP2); else each holds all of it (DDP)
 
     @property
     def tc(self):
@@ -283,14 +285,25 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
         _log(f"{config.model.name} ships no trained {config.task} head: {tied}{inputs.strategy.details['new']} "
              "start from fresh weights, trained from step 1")
 
-    # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer.
-    optimizer = make_optimizer(inputs.model, config.learning_rate, tc.weight_decay, accelerator.device)
-    model, optimizer = accelerator.prepare(inputs.model, optimizer)
+    # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer; or, with train.fsdp,
+    # PyTorch's fully_shard splits the model between the processes and the optimizer is made on the shards.
+    fsdp = tc.fsdp and processes.world > 1
+    if fsdp:
+        layers = shard_model(inputs.model, accelerator.device)
+        model = inputs.model
+        optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, accelerator.device)
+        _log(f"FSDP2: weights, gradients and optimizer state sharded over {processes.world} processes "
+             f"({layers} layers, then the rest); each gathers one layer's weights at a time")
+    else:
+        if tc.fsdp:
+            _log("train.fsdp: one process, nothing to shard")
+        optimizer = make_optimizer(inputs.model, config.learning_rate, tc.weight_decay, accelerator.device)
+        model, optimizer = accelerator.prepare(inputs.model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     cache, features, cache_seconds, cache_bytes = _frozen_cache(config, inputs, unwrapped, model_path, accelerator.device)
     # After the cache (which stores every position): a head that reads the first token only needs no other position
     # of the last layer.
-    if tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
+    if tc.prune_last_layer and not fsdp and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
         _log("last layer computed for the first token only (the only position the classifier reads)")
 
     # train.batch_size is the batch of one step over all processes: the same run on 1 or N processes (each takes
@@ -320,14 +333,18 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
               cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
               autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
-              processes=processes)
+              processes=processes, fsdp=fsdp)
 
     # The loop state, restored from the checkpoint when resuming.
     state, best_weights = LoopState(plan=planned), None
     if checkpoint_path is not None:
         trainable, best_weights, saved = ckpt.load_checkpoint(checkpoint_path)
-        ckpt.load_trainable_state(unwrapped, trainable)
-        optimizer.load_state_dict(saved["optimizer"])
+        if fsdp:  # the checkpoint holds whole tensors: each process takes its shards of them
+            load_full_state(unwrapped, trainable, from_main=False)
+            load_full_optimizer_state(model, optimizer, saved["optimizer"])
+        else:
+            ckpt.load_trainable_state(unwrapped, trainable)
+            optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         rng = saved["rng"]  # one state per process in a multi-process checkpoint (each draws its own dropout masks)
         ckpt.restore_rng(rng["ranks"][processes.rank] if "ranks" in rng else rng)
@@ -422,7 +439,9 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         nonlocal best_weights
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
         t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
-        with sharded():  # each process evaluates its share of the passes; the figures are added up
+        # Each process evaluates its share of the passes and the figures are added up; a sharded model (FSDP) runs
+        # every pass in every process instead (each forward gathers the weights: the processes must run in step)
+        with sharded() if not run.fsdp else contextlib.nullcontext():
             metrics = task.evaluate(unwrapped, inputs.validation, inputs.data.validation, inputs.data.label_names,
                                     pad_id, tc.eval_batch_size, device, run.autocast_dtype, validation_forward)
         state.last_eval_seconds = time.perf_counter() - t_eval
@@ -433,7 +452,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
             state.best_metrics = metrics
-            best_weights = ckpt.trainable_state(unwrapped)
+            best_weights = full_state(unwrapped, trainable_names) if run.fsdp else ckpt.trainable_state(unwrapped)
         else:
             state.evals_without_improvement += 1
         spent = state.step_seconds + state.eval_seconds + run.cache_seconds
@@ -446,19 +465,25 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
 
     def save_checkpoint() -> None:
         rngs = procs.gather(ckpt.rng_state())  # every process's own generator: its dropout masks resume exactly
+        # A sharded model's tensors are gathered whole into the main process's memory (a collective) and saved as
+        # one checkpoint, which resumes on any number of processes' shards
+        gathered = ((full_state(unwrapped, trainable_names), full_optimizer_state(run.model, run.optimizer))
+                    if run.fsdp else (None, None))
         if procs.main:  # the weights are the same in every process: the main one writes them
             log.flush_file()
             state.budget_spent_seconds = tracker.spent_seconds  # what this and earlier sessions have spent
             tick_wall_clock()
             state.budget_flops = tracker.flops
             ckpt.save_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler, state.to_dict(),
-                                 rng={"ranks": rngs} if procs.world > 1 else None)
+                                 rng={"ranks": rngs} if procs.world > 1 else None, trainable=gathered[0],
+                                 optimizer_state=gathered[1])
         tick_wall_clock()  # the checkpoint's own time counts from here on (the saved state holds the time before it)
 
     pin = device.type == "cuda"
     accum = tc.gradient_accumulation_steps
     procs = run.processes
     lengths = inputs.train.lengths
+    trainable_names = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
     run.model.train()
     with stops:
         done = state.global_step >= run.total_steps or state.stop_reason is not None
@@ -489,7 +514,10 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                     labels = batch.pop("labels")
                     # Gradients are averaged over the processes once per step, not at every accumulation micro-step
                     last_micro = micro == len(groups[g]) - 1
-                    with contextlib.nullcontext() if last_micro or procs.world == 1 else run.accelerator.no_sync(run.model):
+                    if run.fsdp:
+                        run.model.set_requires_gradient_sync(last_micro)
+                    with contextlib.nullcontext() if last_micro or procs.world == 1 or run.fsdp else \
+                            run.accelerator.no_sync(run.model):
                         with run.accelerator.autocast():
                             logits = train_forward(batch, idx)
                         loss = task.loss(logits, labels) / len(groups[g])
@@ -503,6 +531,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                 grad_norm = None
                 if tc.max_grad_norm > 0:
                     grad_norm = run.accelerator.clip_grad_norm_(run.trainable, tc.max_grad_norm).detach()
+                    if run.fsdp:  # the norm of sharded gradients is a DTensor: the whole of it, the same everywhere
+                        grad_norm = grad_norm.full_tensor()
                 run.optimizer.step()
                 run.scheduler.step()
                 run.optimizer.zero_grad(set_to_none=True)
@@ -583,20 +613,26 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     tc, data = run.tc, inputs.data
     unwrapped = run.accelerator.unwrap_model(run.model)
     if best_weights is not None:
-        ckpt.load_trainable_state(unwrapped, best_weights)
+        if run.fsdp:
+            load_full_state(unwrapped, best_weights if run.processes.main else {}, from_main=True)
+        else:
+            ckpt.load_trainable_state(unwrapped, best_weights)
     pad_id = inputs.tokenizer.pad_token_id
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
     if not state.best_metrics:  # nothing evaluated (a budget stop before the first evaluation): fit what is fitted
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, run.device)
-    with sharded():  # every process evaluates its share (a multi-process run)
+    with sharded() if not run.fsdp else contextlib.nullcontext():  # each process its share (DDP), or all (FSDP)
         results: dict[str, Any] = {"validation": state.best_metrics or task.evaluate(
             unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
             run.autocast_dtype, run.forward("validation"))}
         if inputs.test is not None and evaluate_test:
             results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id,
                                             tc.eval_batch_size, run.device, run.autocast_dtype)
+    whole = full_state(unwrapped) if run.fsdp else None  # a collective: every process takes part
     if not run.processes.main:  # the main process saves, writes and reports; the others are done
         return RunResult(run_dir, results)
+    if whole is not None:  # the sharded model, whole again: a fresh copy of the model with the trained weights
+        unwrapped = _unsharded(run, whole)
     wall = time.perf_counter() - wall_start
     # The cache is part of the cost of training: it counts in the throughput, not beside it.
     step_seconds = max(state.step_seconds + run.cache_seconds, 1e-9)
@@ -658,6 +694,19 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
          f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
     _log(format_spent(results["budget"]))
     return RunResult(run_dir, results)
+
+
+def _unsharded(run: Run, whole: dict) -> Any:
+    """A plain (unsharded) model holding `whole`, the gathered weights of a sharded one: what is saved and audited."""
+    from thrifty.inputs import load_model
+
+    inputs = run.inputs
+    plain, _, _ = load_model(run.config, inputs.task, run.model_path, inputs.data.label_names,
+                             inputs.tokenizer.pad_token_id)
+    missing, unexpected = plain.load_state_dict(whole, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise RuntimeError(f"the gathered weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return plain.eval()
 
 
 def _save_model(run: Run, model, results: dict[str, Any]) -> None:
