@@ -66,9 +66,18 @@ def _worker(config, out, storage, study, *, env=None) -> subprocess.Popen:
     command = [sys.executable, "-m", "thrifty", "tune", str(config), "--storage", storage, "--study", study,
                "--trials", "4", "--output", str(out), "--space", str(config.parent / "space.yaml"), "--heartbeat", "1",
                "--no-progress"]
-    # One thread each: two workers with 2 threads on 2 cores slow each other down 4x
-    return subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # One thread each: two workers with 2 threads on 2 cores slow each other down 4x. Output to a file, not a pipe: a
+    # pipe nobody reads while the other worker is awaited fills up and blocks its writer
+    log = out.parent / f"{out.name}.worker.log"
+    process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    process.log = log
+    return process
+
+
+def _finish(process: subprocess.Popen) -> str:
+    process.wait(timeout=600)
+    return process.log.read_text()
 
 
 def _setup(tiny_bert, small_csv, tmp_path):
@@ -85,7 +94,7 @@ def test_two_workers_on_postgresql_share_the_trials_and_one_writes_the_summary(t
     storage = postgres.url
     config = _setup(tiny_bert, small_csv, tmp_path)
     workers = [_worker(config, tmp_path / name, storage, "shared") for name in ("a", "b")]
-    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    outputs = [_finish(w) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], outputs
     study = optuna.load_study(study_name="shared", storage=postgres.url.replace("postgresql://", "postgresql+psycopg://"))
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
@@ -103,10 +112,10 @@ def test_a_killed_workers_trial_is_failed_by_the_heartbeat_and_run_again(tiny_be
     storage = postgres.url
     config = _setup(tiny_bert, small_csv, tmp_path)
     doomed = _worker(config, tmp_path / "a", storage, "killed", env={"THRIFTY_FAULT_AT_STEP": "3:KILL"})  # kill -9 mid-trial
-    doomed.communicate(timeout=300)
+    _finish(doomed)
     assert doomed.returncode == -9
     survivor = _worker(config, tmp_path / "b", storage, "killed")
-    out = survivor.communicate(timeout=600)[0]
+    out = _finish(survivor)
     assert survivor.returncode == 0, out
     study = optuna.load_study(study_name="killed", storage=storage.replace("postgresql://", "postgresql+psycopg://"))
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]

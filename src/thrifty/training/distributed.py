@@ -135,33 +135,12 @@ def shard_model(model, device) -> int:
     return len(layers)
 
 
-def full_state(model, names: Optional[set] = None) -> dict:
-    """The whole weights, gathered to the main process's memory (on the others: empty); `names`: only those. A
-    collective: every process calls it at the same point."""
+def full_state(model) -> dict:
+    """The whole weights of a sharded model, gathered into the main process's memory (on the others: empty), for the
+    one consolidated model saved at the end. A collective: every process calls it at the same point."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    return {k: v for k, v in state.items() if names is None or k in names}
-
-
-def load_full_state(model, state: dict, *, from_main: bool) -> None:
-    """Whole weights into the sharded model. `from_main`: only the main process holds them (the others pass {})."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-    set_model_state_dict(model, dict(state), options=StateDictOptions(full_state_dict=True, strict=False,
-                                                                      broadcast_from_rank0=from_main))
-
-
-def full_optimizer_state(model, optimizer) -> dict:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-
-def load_full_optimizer_state(model, optimizer, state: dict) -> None:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 # --------------------------------------------------------------------------------------------------

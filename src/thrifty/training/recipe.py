@@ -47,8 +47,7 @@ from thrifty.runs import checkpoint as ckpt
 from thrifty.runs.manifest import (SENTENCE_FORMAT, data_fingerprint, preprocessing, read_manifest, weights_sha256,
                                    write_manifest)
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
-from thrifty.training.distributed import (Processes, full_optimizer_state, full_state, launched, load_full_optimizer_state,
-                                         load_full_state, shard_model)
+from thrifty.training.distributed import Processes, full_state, launched, shard_model
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
 from thrifty.training.stopping import StopController
@@ -202,7 +201,7 @@ def _config_and_run_dir(config, output, overrides, resume, overwrite,
     run_dir = Path(resume).expanduser()
     if not (run_dir / CONFIG_FILE).exists():
         raise RunDirError(f"cannot resume {run_dir}: it has no {CONFIG_FILE}; give the folder of an earlier `thrifty train`")
-    if read_status(run_dir).get("status") == "complete" and processes.main:
+    if read_status(run_dir).get("status") == "complete":
         raise RunDirError(f"{run_dir} is already complete; nothing to resume (start a new run with another --output)")
     checkpoint_path = ckpt.find_checkpoint(run_dir)
     if checkpoint_path is None:
@@ -338,11 +337,11 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     # The loop state, restored from the checkpoint when resuming.
     state, best_weights = LoopState(plan=planned), None
     if checkpoint_path is not None:
-        trainable, best_weights, saved = ckpt.load_checkpoint(checkpoint_path)
-        if fsdp:  # the checkpoint holds whole tensors: each process takes its shards of them
-            load_full_state(unwrapped, trainable, from_main=False)
-            load_full_optimizer_state(model, optimizer, saved["optimizer"])
+        if fsdp:  # each process reads its own shard files
+            best_weights, saved = ckpt.load_sharded_checkpoint(checkpoint_path, unwrapped, optimizer,
+                                                               rank=processes.rank, world=processes.world)
         else:
+            trainable, best_weights, saved = ckpt.load_checkpoint(checkpoint_path)
             ckpt.load_trainable_state(unwrapped, trainable)
             optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -452,7 +451,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
             state.best_metrics = metrics
-            best_weights = full_state(unwrapped, trainable_names) if run.fsdp else ckpt.trainable_state(unwrapped)
+            # (a sharded model: each process keeps its own shards of them)
+            best_weights = ckpt.local_trainable_state(unwrapped) if run.fsdp else ckpt.trainable_state(unwrapped)
         else:
             state.evals_without_improvement += 1
         spent = state.step_seconds + state.eval_seconds + run.cache_seconds
@@ -465,25 +465,24 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
 
     def save_checkpoint() -> None:
         rngs = procs.gather(ckpt.rng_state())  # every process's own generator: its dropout masks resume exactly
-        # A sharded model's tensors are gathered whole into the main process's memory (a collective) and saved as
-        # one checkpoint, which resumes on any number of processes' shards
-        gathered = ((full_state(unwrapped, trainable_names), full_optimizer_state(run.model, run.optimizer))
-                    if run.fsdp else (None, None))
-        if procs.main:  # the weights are the same in every process: the main one writes them
+        if procs.main:
             log.flush_file()
             state.budget_spent_seconds = tracker.spent_seconds  # what this and earlier sessions have spent
             tick_wall_clock()
             state.budget_flops = tracker.flops
+        if run.fsdp:  # every process writes its shards, the main one the rest
+            ckpt.save_sharded_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler,
+                                         state.to_dict(), {"ranks": rngs}, rank=procs.rank, world=procs.world,
+                                         barrier=procs.barrier)
+        elif procs.main:  # the weights are the same in every process: the main one writes them
             ckpt.save_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler, state.to_dict(),
-                                 rng={"ranks": rngs} if procs.world > 1 else None, trainable=gathered[0],
-                                 optimizer_state=gathered[1])
+                                 rng={"ranks": rngs} if procs.world > 1 else None)
         tick_wall_clock()  # the checkpoint's own time counts from here on (the saved state holds the time before it)
 
     pin = device.type == "cuda"
     accum = tc.gradient_accumulation_steps
     procs = run.processes
     lengths = inputs.train.lengths
-    trainable_names = {n for n, p in unwrapped.named_parameters() if p.requires_grad}
     run.model.train()
     with stops:
         done = state.global_step >= run.total_steps or state.stop_reason is not None
@@ -558,7 +557,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
             if stops.user_requested_anywhere() and state.stop_reason is None:
                 log.flush_steps(state, tracker, stops)
                 save_checkpoint()
-                set_status(run.run_dir, "interrupted", step=state.global_step)
+                if procs.main:
+                    set_status(run.run_dir, "interrupted", step=state.global_step)
                 raise Interrupted(f"stopped by the user at step {state.global_step}; continue with: "
                                   f"thrifty train --resume {run.run_dir}")
             if state.stop_reason is not None:
@@ -614,7 +614,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     unwrapped = run.accelerator.unwrap_model(run.model)
     if best_weights is not None:
         if run.fsdp:
-            load_full_state(unwrapped, best_weights if run.processes.main else {}, from_main=True)
+            ckpt.load_local_trainable_state(unwrapped, best_weights)  # each process its own shards
         else:
             ckpt.load_trainable_state(unwrapped, best_weights)
     pad_id = inputs.tokenizer.pad_token_id
