@@ -24,18 +24,36 @@ from thrifty.runs.run_dir import writing
 CHECKPOINT_DIR = "checkpoint"
 
 
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this process's shard
+    return local.detach().to("cpu", copy=True).contiguous()
+
+
+def _resharded(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP keeps the root's weights gathered after a forward pass (they are needed again for backward), registered in
+    place of its shards: put the shards back, so that the parameters are the ones the optimizer holds."""
+    for module in model.modules():
+        if hasattr(module, "reshard") and hasattr(module, "unshard"):  # an FSDP module
+            module.reshard()
+    return model
+
+
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().to("cpu", copy=True).contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """The trainable weights, copied to the CPU; of a model sharded between processes (FSDP), this process's shards
+    of them (no communication)."""
+    return {n: _local(p) for n, p in _resharded(model).named_parameters() if p.requires_grad}
 
 
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
+    """`trainable_state`'s tensors back into the model (a sharded model: each into this process's shard)."""
+    params = dict(_resharded(model).named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in state]
     if missing:
         raise RuntimeError(f"checkpoint lacks {len(missing)} trainable tensors, e.g. {missing[0]}")
     with torch.no_grad():
         for name, tensor in state.items():
-            params[name].copy_(tensor.to(params[name].device))
+            target = params[name].to_local() if hasattr(params[name], "to_local") else params[name]
+            target.copy_(tensor.to(target.device))
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,32 +102,6 @@ def shard_file(kind: str, rank: int, world: int) -> str:
     return f"{kind}.rank{rank}-of-{world}.safetensors"
 
 
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor: this process's shard
-    return local.detach().to("cpu", copy=True).contiguous()
-
-
-def _resharded(model: torch.nn.Module) -> torch.nn.Module:
-    """FSDP keeps the root's weights gathered after a forward pass (they are needed again for backward), registered in
-    place of its shards: put the shards back, so that the parameters are the ones the optimizer holds."""
-    for module in model.modules():
-        if hasattr(module, "reshard") and hasattr(module, "unshard"):  # an FSDP module
-            module.reshard()
-    return model
-
-
-def local_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """This process's shards of the trainable weights (no communication)."""
-    return {n: _local(p) for n, p in _resharded(model).named_parameters() if p.requires_grad}
-
-
-def load_local_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, p in _resharded(model).named_parameters():
-            if name in state:
-                (p.to_local() if hasattr(p, "to_local") else p).copy_(state[name])
-
-
 def _local_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     names = {id(p): n for n, p in _resharded(model).named_parameters()}
     return {f"{names[id(p)]}::{key}": _local(value) for p, st in optimizer.state.items()
@@ -146,7 +138,7 @@ def save_sharded_checkpoint(run_dir: Path, model: torch.nn.Module, best: Optiona
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         barrier()
-        save_file(local_trainable_state(model), str(tmp / shard_file("trainable", rank, world)))
+        save_file(trainable_state(model), str(tmp / shard_file("trainable", rank, world)))
         save_file(_local_optimizer_state(model, optimizer), str(tmp / shard_file("optimizer", rank, world)))
         if best is not None:
             save_file(best, str(tmp / shard_file("best", rank, world)))
@@ -162,7 +154,7 @@ def load_sharded_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch
                             world: int) -> tuple[Optional[dict[str, torch.Tensor]], dict[str, Any]]:
     """This process's shards back into the model and optimizer; returns its best-weight shards and the saved state."""
     state = torch.load(path / "state.pt", weights_only=True)
-    load_local_trainable_state(model, load_file(str(path / shard_file("trainable", rank, world))))
+    load_trainable_state(model, load_file(str(path / shard_file("trainable", rank, world))))
     _load_local_optimizer_state(model, optimizer, load_file(str(path / shard_file("optimizer", rank, world))),
                                 state["optimizer_groups"])
     best = path / shard_file("best", rank, world)

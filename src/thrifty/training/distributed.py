@@ -4,7 +4,7 @@ The launcher contract is torchrun's: RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_S
 the environment. `thrifty train --processes N` sets them for N processes on this machine (`launch`); `torchrun` and
 `accelerate launch` set them for several machines. What the processes do together lives here:
 
-- `Processes.shard`: every step's global batch (train.batch_size examples, the same on every process: the batches
+- `Processes.shares`: every step's global batch (train.batch_size examples, the same on every process: the batches
   come from the seed and the epoch) is dealt out by stride, so each process takes batch_size / N examples of similar
   lengths (the batch is sorted by length) and all take the same number of steps;
 - `Processes.agree`: a stop any process decides (Ctrl-C, the budget) is every process's, at the same step;
@@ -45,10 +45,6 @@ def launched() -> tuple[int, int]:
     return rank, world
 
 
-def is_main_process() -> bool:
-    return launched()[0] == 0
-
-
 @dataclass
 class Processes:
     rank: int = 0
@@ -58,8 +54,14 @@ class Processes:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, global_batch: Sequence[int]) -> list[int]:
-        return list(global_batch[self.rank :: self.world])
+    @property
+    def machines(self) -> int:
+        """Machines the processes run on (each paid for): torchrun's LOCAL_WORLD_SIZE is the processes per machine."""
+        return max(1, self.world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", self.world))))
+
+    def shares(self, global_batch: Sequence[int]) -> list[list[int]]:
+        """Every process's share of a batch, by stride (the batch is sorted by length: similar token counts)."""
+        return [list(global_batch[r :: self.world]) for r in range(self.world)]
 
     def usable(self, batches: list[list[int]]) -> list[list[int]]:
         """A global batch smaller than the number of processes would leave one with nothing: it is left out (at most

@@ -144,9 +144,8 @@ def train(
         from thrifty.audit.run import check_inputs
 
         check_inputs(config.audit)
-    # Several machines (processes / processes per machine) are each paid for: the cost and a max_cost budget count all
-    machines = max(1, processes.world // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes.world))))
-    tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour), machines),
+    # Several machines are each paid for: the cost and a max_cost budget count all of them
+    tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour), processes.machines),
                             started=wall_start)
     run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite, processes)
     stops = StopController(run.tc, run.config.metric, tracker, run.config.budget.active, on_evaluation)
@@ -451,8 +450,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
             state.best_metrics = metrics
-            # (a sharded model: each process keeps its own shards of them)
-            best_weights = ckpt.local_trainable_state(unwrapped) if run.fsdp else ckpt.trainable_state(unwrapped)
+            best_weights = ckpt.trainable_state(unwrapped)  # a sharded model: each process keeps its own shards
         else:
             state.evals_without_improvement += 1
         spent = state.step_seconds + state.eval_seconds + run.cache_seconds
@@ -499,13 +497,13 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                 log.start_window()
                 step_loss = torch.zeros((), device=device)
                 for micro, whole in enumerate(groups[g]):
-                    idx = procs.shard(whole)
+                    shares = procs.shares(whole)
+                    idx = shares[procs.rank]
                     cpu_batch = task.collate(inputs.train, idx, pad_id)
                     if procs.world == 1:
                         state.tokens_seen += int(cpu_batch["attention_mask"].sum())  # counted on the CPU: no wait
                         state.padded_tokens_seen += cpu_batch["attention_mask"].numel()
                     else:  # every process's share, counted in each from the lengths: the run's throughput
-                        shares = [whole[r :: procs.world] for r in range(procs.world)]
                         state.tokens_seen += sum(lengths[i] for i in whole)
                         state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares)
                     state.examples_seen += len(whole)
@@ -613,10 +611,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     tc, data = run.tc, inputs.data
     unwrapped = run.accelerator.unwrap_model(run.model)
     if best_weights is not None:
-        if run.fsdp:
-            ckpt.load_local_trainable_state(unwrapped, best_weights)  # each process its own shards
-        else:
-            ckpt.load_trainable_state(unwrapped, best_weights)
+        ckpt.load_trainable_state(unwrapped, best_weights)  # a sharded model: each process its own shards
     pad_id = inputs.tokenizer.pad_token_id
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
     if not state.best_metrics:  # nothing evaluated (a budget stop before the first evaluation): fit what is fitted

@@ -28,6 +28,7 @@ from typing import Any, Optional
 import yaml
 
 from thrifty.config import SECTIONS, Config, apply_setting, dump_config, section_types
+from thrifty.databases import database_url, shown_url
 from thrifty.errors import ConfigError, RunDirError, ThriftyError
 
 STUDY_FILE = "study.db"
@@ -173,7 +174,13 @@ class TuneResult:
 def _live_states():
     from optuna.trial import TrialState
 
-    return (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+    return _done_states() + (TrialState.RUNNING, TrialState.WAITING)
+
+
+def _done_states():
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, output: str | Path = "runs/tune",
@@ -204,7 +211,6 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         raise ConfigError(f"--heartbeat {heartbeat_seconds} must be at least 1 second")
     out = Path(output).expanduser()
     shared = storage is not None
-    directions = None
     if shared:  # a worker of a shared study: the study holds the config and the space every worker searches
         if resume:
             raise ConfigError("a shared study (--storage) is joined, not resumed: drop --resume (run the same command again)")
@@ -353,7 +359,7 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         trial.set_user_attr("plan", (b["plan"] or {}).get("changes", []))
         refresh_shared_spend()
         value = result.metrics["best"]["value"]
-        done = len(study.get_trials(deepcopy=False, states=_live_states()[:2])) + 1
+        done = len(study.get_trials(deepcopy=False, states=_done_states())) + 1
         log(f"trial {trial.number}: {metric} {value:.4f} in {b['spent_seconds']:.0f} s"
             + (f" (pruned after {len(result.metrics['history'])} evaluations)" if stop_reason == "pruned" else "")
             + f"; search spent {tracker.spent_seconds:.0f} s, {min(done, trials)}/{trials} trials done"
@@ -383,7 +389,7 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
             except _NotStarted:
                 pass  # the budget ran out (the loop ends) or another worker took the last trial (it waits below)
             if bar is not None:
-                bar.n = len(study.get_trials(deepcopy=False, states=_live_states()[:2]))
+                bar.n = len(study.get_trials(deepcopy=False, states=_done_states()))
                 bar.refresh()
             continue
         if not shared or not any(t.state == optuna.trial.TrialState.RUNNING for t in now):
@@ -393,8 +399,8 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         bar.close()
     if shared:
         refresh_shared_spend()
-        finished = len(study.get_trials(deepcopy=False, states=_live_states()[:2]))
-        writer = _claim_summary(study, name, finished, f"{worker} {out.resolve()}")
+        finished = len(study.get_trials(deepcopy=False, states=_done_states()))
+        writer = _claim_summary(_storage(storage, heartbeat_seconds).engine, name, finished, f"{worker} {out.resolve()}")
         if writer is not None:  # another worker got there first: it wrote tune.json and best_config.yaml
             summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget, write=False)
             summary["best"]["config"] = str(Path(writer.split(" ", 1)[1]) / "best_config.yaml")  # on the writer's machine
@@ -422,7 +428,7 @@ def _eta(study, trials: int, shared: bool) -> str:
     """About how long the trials left will take at the pace of the finished ones (spread over the running workers)."""
     from optuna.trial import TrialState
 
-    finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    finished = study.get_trials(deepcopy=False, states=_done_states())
     seconds = [t.user_attrs.get("seconds") for t in finished if t.user_attrs.get("seconds") is not None]
     left = trials - len(finished)
     if not seconds or left <= 0:
@@ -433,21 +439,13 @@ def _eta(study, trials: int, shared: bool) -> str:
     return f", ~{eta / 60:.1f} min to go" if eta >= 60 else f", ~{eta:.0f} s to go"
 
 
-def _storage_url(storage: str) -> str:
-    from thrifty.databases import database_url
-
-    return database_url(storage)
-
-
 def _rdb_storage(storage: str, heartbeat_seconds: int):
     """Optuna's RDBStorage on the URL, with a heartbeat: a trial whose worker stops beating for 3 heartbeats is failed
     and queued again (RetryHeartbeatStaleTrialCallback) by the next worker that looks. One line when the database is away."""
     import optuna
     import sqlalchemy.exc
 
-    from thrifty.databases import shown_url
-
-    url = _storage_url(storage)
+    url = database_url(storage)
     kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
     try:
         with warnings.catch_warnings():
@@ -467,7 +465,7 @@ _STORAGES: dict[tuple[str, int], Any] = {}  # one engine per URL in this process
 
 
 def _storage(storage: str, heartbeat_seconds: int):
-    key = (_storage_url(storage), heartbeat_seconds)
+    key = (database_url(storage), heartbeat_seconds)
     if key not in _STORAGES:
         _STORAGES[key] = _rdb_storage(storage, heartbeat_seconds)
     return _STORAGES[key]
@@ -513,23 +511,18 @@ def _shared_study(storage: str, name: str, heartbeat_seconds: int, directions: l
         study = optuna.create_study(storage=rdb, study_name=name, load_if_exists=True, directions=directions,
                                     sampler=_sampler(base.train.seed, trials), pruner=_pruner(pruner_name))
     except ValueError as exc:
-        raise ThriftyError(f"study {name} in {_shown(storage)} does not match this search ({exc}); use another --study") from None
+        raise ThriftyError(f"study {name} in {shown_url(database_url(storage))} does not match this search ({exc}); use another --study") from None
     if "thrifty_config" not in study.user_attrs:
         study.set_user_attr("thrifty_config", json.dumps(_plain(base.to_dict()), sort_keys=True))
         study.set_user_attr("thrifty_space", json.dumps(_plain(space_raw), sort_keys=True))
-    _check_same_search(study, base, space_raw, name)
+    else:  # checked before anything was written when the study was there; this catches one made since by another worker
+        _check_same_search(study, base, space_raw, name)
     return study
 
 
 def _plain(value: Any) -> Any:
     """As JSON reads it back (tuples become lists): what the study stores, so that a comparison is like for like."""
     return json.loads(json.dumps(value, default=str))
-
-
-def _shown(storage: str) -> str:
-    from thrifty.databases import shown_url
-
-    return shown_url(_storage_url(storage))
 
 
 def _study_spent(study) -> tuple[float, float]:
@@ -549,12 +542,11 @@ def _study_spent(study) -> tuple[float, float]:
     return seconds, flops
 
 
-def _claim_summary(study, name: str, finished: int, me: str) -> Optional[str]:
+def _claim_summary(engine, name: str, finished: int, me: str) -> Optional[str]:
     """Exactly one worker writes the summary of a shared search: the first to insert its row (the table's primary
-    key refuses the others). None when it is this worker; else who did."""
+    key refuses the others) in the study's database (`engine`). None when it is this worker; else who did."""
     import sqlalchemy as sa
 
-    engine = study._storage._backend.engine if hasattr(study._storage, "_backend") else study._storage.engine
     table = sa.Table("thrifty_tune_summaries", sa.MetaData(),
                      sa.Column("study_name", sa.String(512), primary_key=True),
                      sa.Column("finished_trials", sa.Integer, primary_key=True),
