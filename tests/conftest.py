@@ -71,6 +71,47 @@ def tiny_llama(tmp_path_factory, minilm_dir) -> Path:
     return folder
 
 
+CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] {% endfor %}"
+                 "{% if add_generation_prompt %}<assistant> {% endif %}")
+WORDS = ["alpha", "beta", "gamma", "delta"]
+
+
+def naming_rows(n: int = 120) -> list[dict]:
+    """Prompt/completion rows a tiny decoder learns in seconds: the answer is the word in the prompt."""
+    return [{"prompt": f"item {i} is {WORDS[i % 4]}. name:", "completion": f" {WORDS[i % 4]}"} for i in range(n)]
+
+
+@pytest.fixture(scope="session")
+def chat_llama(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny Llama with an end-of-sequence token and a chat template, as instruct models ship."""
+    from thrifty.models.loading import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("chat-llama")
+    for f in tiny_llama.iterdir():
+        shutil.copy(f, folder / f.name)
+    tokenizer = load_tokenizer(str(tiny_llama))
+    tokenizer.eos_token = "[SEP]"
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sft_run(chat_llama, tmp_path_factory) -> Path:
+    """A finished SFT run (full fine-tuning) of the tiny chat Llama on naming_rows: it answers with the word."""
+    import json
+
+    import thrifty
+
+    root = tmp_path_factory.mktemp("sft-run")
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in naming_rows(160)))
+    config = {"task": "causal_lm", "model": {"name": str(chat_llama)}, "data": {"train": str(train)},
+              "train": {"epochs": 6, "batch_size": 8, "learning_rate": 1e-2, "num_threads": 2},
+              "generate": {"max_new_tokens": 3}, "tracking": {"tensorboard": False, "energy": False}}
+    return thrifty.train(config, output=root / "run", progress=False).run_dir
+
+
 def train_pos_neg(root: Path, model: Path, positive: str, negative: str, per_label: int, **train) -> Path:
     """A finished pos/neg run of `model` (a base model or a run to warm-start from) on `per_label` texts per label
     made from two templates ({i} numbers them); returns the run folder."""

@@ -45,7 +45,7 @@ def test_the_test_command_is_what_ci_runs():
 def test_tour_has_the_main_commands():
     verbs = {shlex.split(c)[1] for c in tour_commands()}
     assert {"train", "adapt", "zeroshot", "predict", "evaluate", "config", "estimate", "tune", "recommend", "models",
-            "hardware", "serve", "registry", "retrain", "audit"} <= verbs
+            "hardware", "serve", "registry", "retrain", "audit", "generate"} <= verbs
 
 
 @pytest.mark.slow
@@ -88,6 +88,11 @@ def test_every_tour_command_runs(tmp_path):
     assert audited["summary"]["counterfactual_sentences"] == 3360 and audited["summary"]["max_gap"] is not None
     pretrained = json.loads(next((root / "runs" / "audit").glob("all-MiniLM-L6-v2-*/audit.json")).read_text())
     assert len(pretrained["association"]["tests"]) == 3
+
+    sft = json.loads((root / "runs" / "sft-small" / "metrics.json").read_text())  # SmolLM2, LoRA, 64 prompts
+    assert sft["model"]["task"] == "causal_lm" and sft["validation"]["generated"] == 24
+    answers = [json.loads(line) for line in (root / "runs" / "sft-small-answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 6 and all(isinstance(a["generated"], str) for a in answers)
 
     serving, registered = server_blocks
     # serve a run folder (ONNX), feedback, the log, the monitor

@@ -57,7 +57,7 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers (text and token classification), cheaply.")
+    parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers (classification, NER, decoder SFT, seq2seq), cheaply.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     common = argparse.ArgumentParser(add_help=False)  # so `thrifty train ... --debug` works as well
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
@@ -122,6 +122,28 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--backend", default="torch", choices=BACKENDS, help=BACKEND_HELP)
     p.add_argument("--lanes", type=int, help=LANES_HELP)
+
+    p = sub.add_parser("generate", parents=[common], help="text from a fine-tuned decoder or seq2seq model (or a base "
+                                                          "model by name): greedy or sampled, batched (docs/generation.md)")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished causal_lm/seq2seq run folder or its model/ folder; or a "
+                                                        "base model (smollm2-135m, a local folder, a hub id)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", action="append", help="a prompt (repeatable); one prompt streams its answer to the "
+                                                       "terminal, several give JSON lines")
+    src.add_argument("--input", help="prompts: .txt (one per line) or JSONL with a prompt or messages field per row")
+    p.add_argument("--output", help="JSONL to write (default: stdout as JSON lines)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument("--max-new-tokens", type=int, help="tokens to write at most (default: the run's generate: setting, 32)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-p", type=float, help="sampling: nucleus probability mass (default 1.0)")
+    p.add_argument("--stop", action="append", help="the answer ends before this string (repeatable)")
+    p.add_argument("--batch-size", type=int, help="prompts written together, left-padded (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="the random seed of sampling")
+    chat = p.add_mutually_exclusive_group()
+    chat.add_argument("--chat", dest="chat", action="store_true", default=None,
+                      help="apply the tokenizer's chat template to text prompts")
+    chat.add_argument("--no-chat", dest="chat", action="store_false", help="give text prompts as written")
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code")
 
     p = sub.add_parser("serve", parents=[common], help="answer predictions over HTTP: dynamic batching, a prediction log, "
                                                        "metrics (docs/serving.md)", epilog=EPILOG_SERVE,
@@ -657,6 +679,64 @@ def _cmd_predict(args) -> int:
     return 0
 
 
+def _cmd_generate(args) -> int:
+    """Prompts in, answers out: one prompt streamed to the terminal, several (or a file) as JSON lines."""
+    from thrifty.data.readers import check_file, decode, json_lines, read_bytes, read_table
+    from thrifty.errors import DataError
+    from thrifty.inference.generation import Generator
+    from thrifty.models.generation import answer_matches
+    from thrifty.runs.run_dir import atomic_write_text
+
+    out_path = Path(args.output) if args.output else None
+    if out_path is not None:
+        if out_path.suffix.lower() != ".jsonl":
+            raise ThriftyError(f"--output {out_path} must end in .jsonl")
+        if out_path.exists() and not args.overwrite:
+            raise ThriftyError(f"{out_path} already exists; choose another --output or add --overwrite")
+    rows: list[dict] = []
+    if args.prompt is not None:
+        rows = [{"prompt": p} for p in args.prompt]
+    elif Path(args.input).suffix.lower() in (".jsonl", ".ndjson", ".json"):
+        path = Path(args.input)
+        check_file(path, "input")
+        for number, record in json_lines(decode(read_bytes(path, "input"), str(path), "error")[0], str(path)):
+            if not isinstance(record, dict) or not (isinstance(record.get("prompt"), str)
+                                                    or isinstance(record.get("messages"), list)):
+                raise DataError(f"line {number} of {path} has no 'prompt' text or 'messages' list; a row looks like "
+                                '{"prompt": "..."} or {"messages": [{"role": "user", "content": "..."}]}')
+            rows.append(record)
+    else:
+        rows = [{"prompt": t} for t in read_table(args.input, role="input", label_column=None, plain_lines=True).texts]
+    generator = Generator.load(args.run_dir, trust_remote_code=args.trust_remote_code)
+    import torch
+
+    torch.manual_seed(args.seed)
+    prompts = [r["messages"][:_last_user(r["messages"])] if "messages" in r else r["prompt"] for r in rows]
+    stream = args.prompt is not None and len(rows) == 1 and out_path is None
+    written = generator.generate(prompts, chat=args.chat, stream=stream, max_new_tokens=args.max_new_tokens,
+                                 temperature=args.temperature, top_p=args.top_p, stop=args.stop,
+                                 batch_size=args.batch_size)
+    if stream:
+        return 0  # the answer went to the terminal as it was written
+    lines = "".join(json.dumps({**row, "generated": text}, ensure_ascii=False) + "\n" for row, text in zip(rows, written))
+    scored = [(text, row["completion"]) for row, text in zip(rows, written) if isinstance(row.get("completion"), str)]
+    if scored:  # rows with a reference answer: how many the model wrote
+        hits = sum(answer_matches(text, reference) for text, reference in scored)
+        print(f"exact match {hits / len(scored):.4f} ({hits} of {len(scored)} rows with a completion)", file=sys.stderr)
+    if out_path is None:
+        print(lines, end="")
+        return 0
+    atomic_write_text(out_path, lines)
+    print(f"wrote {len(written)} answers to {out_path}", file=sys.stderr)
+    return 0
+
+
+def _last_user(messages: list) -> int:
+    """A conversation that ends with the assistant's answer is prompted with what comes before it."""
+    return len(messages) - 1 if messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant" \
+        else len(messages)
+
+
 def _predict_entities(args, predictor, out_path: Optional[Path]) -> int:
     """NER: raw text lines (or --text) -> entities with character offsets; JSONL with a tokens list -> the same
     for pre-tokenised input. One JSON line per input, or one CSV row per entity."""
@@ -810,6 +890,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return _cmd_evaluate(args)
         if args.command == "predict":
             return _cmd_predict(args)
+        if args.command == "generate":
+            return _cmd_generate(args)
         if args.command == "serve":
             return _cmd_serve(args, overrides)
         if args.command == "migrate":

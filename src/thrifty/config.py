@@ -29,9 +29,12 @@ TASK_METRICS = {
     "classification": ("accuracy", "macro_f1", "loss"),  # one label per text
     "token_classification": ("f1", "precision", "recall", "loss"),  # one tag per word (NER); entity-level seqeval
     "masked_lm": ("loss", "perplexity", "accuracy"),  # thrifty adapt, encoders: predict masked tokens
-    "causal_lm": ("loss", "perplexity", "accuracy"),  # thrifty adapt, decoders: predict the next token
+    "causal_lm": ("loss", "perplexity", "accuracy", "exact_match"),  # decoders: the next token (adapt), or answers
+    #                               to prompts (SFT); exact_match: generated answers (generate.eval_examples > 0)
+    "seq2seq": ("loss", "perplexity", "exact_match", "rouge_l"),  # encoder-decoders (T5, BART): a target text per source text
 }
-LM_TASKS = ("masked_lm", "causal_lm")  # unlabelled text: continued pre-training (`thrifty adapt`)
+LM_TASKS = ("masked_lm", "causal_lm")  # unlabelled text: continued pre-training (`thrifty adapt`); causal_lm: also SFT
+GENERATIVE_TASKS = ("causal_lm", "seq2seq")  # models that write text: `thrifty generate`, POST /v1/generate
 
 
 @dataclass
@@ -78,6 +81,19 @@ class DataConfig:
     counterfactual_augmentation: bool = False  # add a copy of each training text with its identity words swapped
     #                                             ("he" -> "she"; label kept): a bias mitigation (docs/audit.md)
     counterfactual_terms: Optional[str] = None  # YAML of pairs/one_way/cycles (None: resources/counterfactual_terms.yaml)
+    # task causal_lm (supervised fine-tuning, docs/generation.md): JSONL rows with prompt/completion or messages
+    prompt_column: str = "prompt"  # prompt/completion rows (TRL's names); a plain text file is continued pre-training
+    completion_column: str = "completion"
+    messages_column: str = "messages"  # chat rows: [{role, content}, ...] rendered by the tokenizer's chat template
+    prompt_template: Optional[str] = None  # a labelled table as prompt/completion: e.g. "Text: {text}\nEmotion:"...
+    completion_template: str = " {label}"  # ...and its answer; {text} and {label} are the table's columns
+    source_column: str = "source"  # task seq2seq: the input text...
+    target_column: str = "target"  # ...and the text to learn to write
+    loss_on: Literal["completion", "all"] = "completion"  # train on the answers only (completion, assistant turns), or
+    #                                                      on every token (prompts too)
+    packing: bool = False  # put short training examples together in max_length rows, attention kept inside each one
+    overlong: Literal["truncate", "drop"] = "truncate"  # an example longer than max_length: cut (one with no answer
+    #                                                    token left is dropped), or dropped; counted either way
 
     def validate(self) -> None:
         if not 0.0 < self.validation_fraction < 0.9:
@@ -168,9 +184,9 @@ class TrainConfig:
     seed: int = 42
     eval_every_steps: int = 0  # 0 = evaluate `evaluations_per_epoch` times per epoch
     evaluations_per_epoch: int = 1  # evenly spaced, the last at the epoch's end (thrifty tune uses 2)
-    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss",
-                    "perplexity"] = "auto"  # picks the best model, drives early stopping; auto = the task's first:
-    #                                        accuracy, f1, loss (masked_lm, causal_lm)
+    metric: Literal["auto", "accuracy", "macro_f1", "f1", "precision", "recall", "loss", "perplexity", "exact_match",
+                    "rouge_l"] = "auto"  # picks the best model, drives early stopping; auto = the task's first:
+    #                                        accuracy, f1, loss (masked_lm, causal_lm, seq2seq)
     early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0 = off
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
@@ -259,6 +275,31 @@ class AdaptConfig:
 
 
 @dataclass
+class GenerateConfig:
+    """How a generative model writes (causal_lm, seq2seq): `thrifty generate`, /v1/generate, and the exact-match
+    metric of training's evaluations."""
+
+    max_new_tokens: int = 32
+    temperature: float = 0.0  # 0 = greedy (the same answer every time); above 0 samples
+    top_p: float = 1.0  # sampling: the smallest set of tokens holding this much probability
+    stop: list[str] = field(default_factory=list)  # the answer ends before the first of these strings
+    batch_size: int = 16  # prompts generated together (left-padded)
+    eval_examples: int = 0  # each evaluation also generates answers for this many validation examples (a seeded
+    #                         sample; all of test at the end) and scores them against the reference: exact_match
+    #                         (and rouge_l for seq2seq); 0 = off for causal_lm
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError("generate.max_new_tokens and generate.batch_size must be >= 1")
+        if self.temperature < 0:
+            raise ConfigError(f"generate.temperature={self.temperature} must be >= 0 (0 = greedy)")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"generate.top_p={self.top_p} must be in (0, 1]")
+        if self.eval_examples < 0:
+            raise ConfigError(f"generate.eval_examples={self.eval_examples} must be >= 0 (0 = off)")
+
+
+@dataclass
 class BudgetConfig:
     max_minutes: Optional[float] = None  # wall time of the whole run, data preparation to saved model
     max_cost: Optional[float] = None  # in cost.currency, at the price of cost.hardware
@@ -311,6 +352,7 @@ class ServeConfig:
     #                               the texts/s of 64/32, more than 256/32, 512/16, 512/24 or 512/64; 1024 the same)
     max_texts_per_request: int = 64  # more texts in one request: 413
     max_chars_per_text: int = 20000  # a longer text: 413 (the model reads its first max_length tokens anyway)
+    max_new_tokens: int = 512  # /v1/generate (causal_lm, seq2seq models): the most tokens one request may ask for
     api_key_env: str = "THRIFTY_API_KEY"  # the variable whose value, when set, every /v1 and /metrics call must send
     cors_origins: list[str] = field(default_factory=list)  # empty = CORS off; e.g. [https://app.example.com]
     log_predictions: bool = True  # every prediction to the prediction log (a database)
@@ -324,7 +366,7 @@ class ServeConfig:
         if not 0 < self.port < 65536:
             raise ConfigError(f"serve.port={self.port} must be in 1..65535, e.g. 8000")
         for key in ("workers", "max_batch_texts", "forward_batch_size", "max_texts_per_request", "max_chars_per_text",
-                    "log_buffer_rows"):
+                    "log_buffer_rows", "max_new_tokens"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"serve.{key}={getattr(self, key)} must be >= 1")
         for key in ("threads", "lanes"):
@@ -442,7 +484,7 @@ class AuditConfig:
 
 @dataclass
 class Config:
-    task: Literal["classification", "token_classification", "masked_lm", "causal_lm"] = "classification"  # `task: ...`
+    task: Literal["classification", "token_classification", "masked_lm", "causal_lm", "seq2seq"] = "classification"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -452,6 +494,7 @@ class Config:
     cost: CostConfig = field(default_factory=CostConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     adapt: AdaptConfig = field(default_factory=AdaptConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -464,9 +507,14 @@ class Config:
         if self.task == "token_classification" and self.data.examples_per_class is not None:
             raise ConfigError("data.examples_per_class samples labelled sentences per class, which token_classification "
                               "does not have; use data.max_train_examples to subsample sentences")
-        if self.task in LM_TASKS and (self.strategy.name in ("fewshot", "head") or self.data.examples_per_class):
-            raise ConfigError(f"task {self.task} (thrifty adapt) learns from unlabelled text: strategy full, freeze or lora, "
-                              "and no data.examples_per_class")
+        if self.task in LM_TASKS + ("seq2seq",) and (self.strategy.name in ("fewshot", "head")
+                                                     or self.data.examples_per_class):
+            raise ConfigError(f"task {self.task} learns from unlabelled text or from prompts and answers, not labels: "
+                              "strategy full, freeze or lora, and no data.examples_per_class")
+        if self.train.metric in ("exact_match", "rouge_l") and self.task in GENERATIVE_TASKS and \
+                self.generate.eval_examples < 1:
+            raise ConfigError(f"train.metric={self.train.metric} scores generated answers, which evaluations write only "
+                              "with generate.eval_examples > 0: set it (e.g. 200) or use train.metric loss")
         if self.train.fsdp and self.strategy.name not in ("full", "lora"):
             raise ConfigError(f"train.fsdp shards a model whose weights are trained (strategy full or lora); strategy "
                               f"{self.strategy.name} trains {'a few layers' if self.strategy.name == 'freeze' else 'little'} "

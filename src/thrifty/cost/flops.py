@@ -58,11 +58,14 @@ def count_pass(model: torch.nn.Module, length: int, batch_size: int = 1, frozen_
 
     device = next(model.parameters()).device
     input_ids = torch.ones(batch_size, length, dtype=torch.long, device=device)
+    inputs: dict = {"input_ids": input_ids}
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):  # the decoder reads as many tokens
+        inputs["decoder_input_ids"] = input_ids
     was_training = model.training
     model.train()
     try:
         with FlopCounterMode(display=False) as counter:
-            logits = model(input_ids=input_ids).logits
+            logits = model(**inputs).logits
             forward = counter.get_total_flops()
             wanted = tuple(f".layer.{i}" for i in range(frozen_layers))
             frozen = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name.endswith(wanted))
@@ -79,7 +82,13 @@ def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
     memo = {id(p): torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
             for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
-    return copy.deepcopy(model, memo)
+    skeleton = copy.deepcopy(model, memo)
+    if getattr(getattr(skeleton, "config", None), "use_cache", None) is False:
+        # A model that writes text trains without its key/value cache (inputs.load_model); without one (and without a
+        # mask) transformers reads the positions' values to look for packed sequences, which a meta tensor does not
+        # have. The copy's cache costs no FLOPs and saves nothing for backward.
+        skeleton.config.use_cache = True
+    return skeleton
 
 
 def flop_model(model: torch.nn.Module, frozen_layers: int = 0) -> FlopModel:

@@ -297,7 +297,7 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"data: {report['sizes']['train']} train / {report['sizes']['validation']} validation"
              + (f" / {report['sizes']['test']} test" if report["sizes"]["test"] else "")
              + (f", {len(report['labels'])} labels, imbalance ratio {report['imbalance_ratio']}" if report["labels"]
-                else " documents (unlabelled)")]
+                else f" {report['format'].replace('_', '/')} examples" if "format" in report else " documents (unlabelled)")]
     for role, counts in report["splits"].items():
         changes = {k: v for k, v in counts.items() if v and k not in ("rows_read", "fraction")}
         if changes:

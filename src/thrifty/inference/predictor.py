@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import BACKENDS, LM_TASKS, DataConfig, check_lanes
+from thrifty.config import BACKENDS, GENERATIVE_TASKS, LM_TASKS, DataConfig, check_lanes
 from thrifty.errors import ModelError
 from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
@@ -108,6 +108,9 @@ class Predictor:
         folder = model_folder(path)
         manifest = read_manifest(folder)
         task = manifest["task"]
+        if task in GENERATIVE_TASKS:
+            raise ModelError(f"{folder} writes text (task {task}): it has no labels to predict; use thrifty generate "
+                             f"{folder} --prompt \"...\" (or train a classifier from it with --model.name {folder})")
         if task in LM_TASKS:
             raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({task}): it has no labels to predict; "
                              f"train a classifier from it with --model.name {folder}")

@@ -79,6 +79,9 @@ def load_model(config: Config, task: Task, model_path: str, label_names: list[st
         model_path, label_names, task.name, task.head, dropout=config.train.dropout,
         trust_remote_code=config.model.trust_remote_code, pad_token_id=pad_token_id,
     )
+    if task.head in ("causal_lm", "seq2seq"):  # training reads every position at once: no key/value cache to keep,
+        model.config.use_cache = False  # and packed rows need none (transformers masks them only without one)
+    task.attach(model)
     model, strategy = apply_strategy(model, config.strategy, new_keys, task.peft_task_type)
     if task.name in LM_TASKS and new_keys:  # e.g. all-MiniLM-L6-v2 ships no masked-LM head: said, not hidden
         strategy.details["new"] = ",".join(sorted({k.rsplit(".", 1)[0] for k in new_keys}))
@@ -90,7 +93,7 @@ def load_model(config: Config, task: Task, model_path: str, label_names: list[st
 def prepare_inputs(config: Config, model_path: str) -> Inputs:
     """Read, clean and split the data (with its report), load the model and tokenizer, tokenise (through the
     on-disk token cache), and apply the strategy."""
-    task = get_task(config.task, config.strategy, config.adapt)
+    task = get_task(config.task, config.strategy, config.adapt, config.generate)
     data = task.prepare_data(config.data, config.train.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     model, strategy, warm = load_model(config, task, model_path, data.label_names, tokenizer.pad_token_id)
@@ -114,6 +117,8 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
                                                words_truncated=encoded.extra["words_truncated"])
         if encoded is not None and "windows_added" in encoded.extra:  # long documents cut into windows, not truncated
             data.report["splits"][role]["windows_added"] = encoded.extra["windows_added"]
+        if encoded is not None and "report" in encoded.extra:  # instructions: cut, dropped, packed; tokens trained on
+            data.report["splits"][role].update(encoded.extra["report"])
     if warm is not None:
         data.report["warm_start"] = warm
     return Inputs(task, data, tokenizer, model, strategy, tokens, max_length, how, train, validation, test,

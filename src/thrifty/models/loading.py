@@ -202,8 +202,9 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 
 # The Auto classes a task's model is built with (see tasks/): one head per kind of output.
 AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
-                "masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM"}
-LM_HEADS = ("masked_lm", "causal_lm")  # thrifty adapt: an adapted model is a base for any later task
+                "masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM",
+                "seq2seq": "AutoModelForSeq2SeqLM"}
+LM_HEADS = ("masked_lm", "causal_lm", "seq2seq")  # models that write text: a base for any later run, not a warm start
 
 
 def load_classifier(

@@ -96,10 +96,13 @@ def weights_sha256(folder: str | Path) -> Optional[str]:
     return h.hexdigest()
 
 
-def data_fingerprint(texts: Iterable[str], labels: Iterable[Any]) -> str:
-    """A hash of the training examples as trained on (after cleaning): same hash, same data."""
+def data_fingerprint(texts: Iterable[Any], labels: Iterable[Any]) -> str:
+    """A hash of the training examples as trained on (after cleaning): same hash, same data. A text is a string, or
+    an instruction example (a dict: prompt/completion, messages)."""
     h = hashlib.sha256()
     for text, label in zip(texts, labels):
+        if not isinstance(text, str):
+            text = json.dumps(text, sort_keys=True, ensure_ascii=False)
         h.update(text.encode("utf-8", "surrogatepass"))
         h.update(b"\0")
         h.update(json.dumps(label).encode())

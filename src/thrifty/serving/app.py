@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from thrifty.config import ServeConfig
+from thrifty.config import GENERATIVE_TASKS, ServeConfig
 from thrifty.errors import ThriftyError
 from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
 from thrifty.serving.batching import DynamicBatcher
@@ -60,6 +60,19 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: Optional[list[StrictStr]] = None
     text: Optional[StrictStr] = None
+
+
+class GenerateRequest(BaseModel):
+    """POST /v1/generate: one prompt, several, or a conversation; the settings default to the model's generate:."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: Optional[StrictStr] = None
+    prompts: Optional[list[StrictStr]] = None
+    messages: Optional[list[dict[str, StrictStr]]] = None
+    max_new_tokens: Optional[StrictInt] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    stop: Optional[list[StrictStr]] = None
 
 
 class FeedbackRequest(BaseModel):
@@ -134,9 +147,16 @@ class ServedModel:
         else:
             self.folder, self.manifest, _, _ = model_identity(folder)
             self.name, self.version = settings.name or registered.name, str(registered.version)
-        self.predictor = Predictor.load(self.folder, backend=serve.backend, lanes=serve.lanes, threads=threads)
-        self.task = self.predictor.task
-        self.labels = list(self.predictor.label_names)
+        self.predictor, self.generator = None, None
+        if self.manifest["task"] in GENERATIVE_TASKS:  # a model that writes text: POST /v1/generate
+            from thrifty.inference.generation import Generator
+
+            self.generator = Generator.load(self.folder)
+            self.task, self.labels = self.manifest["task"], []
+        else:
+            self.predictor = Predictor.load(self.folder, backend=serve.backend, lanes=serve.lanes, threads=threads)
+            self.task = self.predictor.task
+            self.labels = list(self.predictor.label_names)
         self.backend = serve.backend
         self.forward_batch_size = serve.forward_batch_size
 
@@ -145,7 +165,8 @@ class ServedModel:
 
     def close(self) -> None:
         """Release the lanes' threads once what is queued on them is done (after a swap)."""
-        self.predictor.close()
+        if self.predictor is not None:
+            self.predictor.close()
 
     def registry_info(self, uri: Optional[str], store: Optional[str]) -> Optional[dict[str, Any]]:
         if self.registered is None:
@@ -162,7 +183,10 @@ def load_served_model(settings: AppSettings, registry=None, registered=None) -> 
         if registered is None:
             registered = registry.version_for_uri(settings.model_uri)
         model = ServedModel(settings, registered, registry.local_model(registered))
-    model.predict(WARMUP_TEXTS)
+    if model.generator is not None:
+        model.generator.generate(["warm up"], max_new_tokens=2)
+    else:
+        model.predict(WARMUP_TEXTS)
     return model
 
 
@@ -202,7 +226,7 @@ class ServerState:
                 "buffered": log.buffered}
 
     def fallback_stats(self) -> Optional[dict[str, Any]]:
-        model = self.model.predictor.model if self.model is not None else None
+        model = self.model.predictor.model if self.model is not None and self.model.predictor is not None else None
         if getattr(model, "fallback", None) is None:
             return None
         return {"recomputed": model.rows_recomputed}
@@ -412,6 +436,9 @@ def create_app(settings: AppSettings) -> FastAPI:
                 raise ApiError(413, f"texts[{i}] has {len(text)} characters; the limit is serve.max_chars_per_text="
                                     f"{serve.max_chars_per_text}: shorten it", f"texts.{i}")
         model = ready_model()
+        if model.generator is not None:
+            raise ApiError(400, f"this model writes text (task {model.task}): POST /v1/generate with "
+                                "{\"prompt\": \"...\"}")
         assert state.batcher is not None
         answered = await state.batcher.predict(texts)
         model = answered[0][0]  # the model this request's batch ran on (a swap may have happened since it arrived)
@@ -425,6 +452,45 @@ def create_app(settings: AppSettings) -> FastAPI:
                               for i, t, r in zip(ids, texts, results)])
         return {"model": {"name": model.name, "version": model.version, "backend": model.backend},
                 "predictions": [{"id": i, **r} for i, r in zip(ids, results)]}
+
+    generating = asyncio.Lock()  # one generation at a time: it has all the threads; requests queue here
+
+    @app.post("/v1/generate", dependencies=[Depends(require_key)])
+    async def generate(body: GenerateRequest) -> dict[str, Any]:
+        """Text written after a prompt (`prompt`), several (`prompts`, written together) or a conversation
+        (`messages`, through the chat template); greedy unless `temperature` > 0."""
+        given = [k for k in ("prompt", "prompts", "messages") if getattr(body, k) is not None]
+        if len(given) != 1:
+            raise ApiError(422, "send exactly one of \"prompt\": \"...\", \"prompts\": [...] or \"messages\": "
+                                "[{\"role\": \"user\", \"content\": \"...\"}]", "prompt")
+        prompts: list[Any] = [body.messages] if body.messages is not None else body.prompts or [body.prompt]
+        if not prompts or len(prompts) > serve.max_texts_per_request:
+            raise ApiError(413 if prompts else 422, f"{len(prompts)} prompts; send 1 to serve.max_texts_per_request="
+                                                    f"{serve.max_texts_per_request}", "prompts")
+        for i, prompt in enumerate(prompts):
+            size = len(prompt) if isinstance(prompt, str) else sum(len(m.get("content", "")) for m in prompt)
+            if size > serve.max_chars_per_text:
+                raise ApiError(413, f"prompt {i} has {size} characters; the limit is serve.max_chars_per_text="
+                                    f"{serve.max_chars_per_text}: shorten it", "prompts")
+        if body.messages is not None and not all({"role", "content"} <= set(m) for m in body.messages):
+            raise ApiError(422, "each message needs \"role\" and \"content\"", "messages")
+        if body.max_new_tokens is not None and not 1 <= body.max_new_tokens <= serve.max_new_tokens:
+            raise ApiError(422, f"max_new_tokens={body.max_new_tokens}: give 1 to serve.max_new_tokens="
+                                f"{serve.max_new_tokens}", "max_new_tokens")
+        model = ready_model()
+        if model.generator is None:
+            raise ApiError(400, f"this model predicts labels (task {model.task}): POST /v1/predict with "
+                                "{\"texts\": [...]}")
+        settings = {k: getattr(body, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}
+        started = time.perf_counter()
+        async with generating:
+            try:
+                written = await run_in_threadpool(model.generator.generate, prompts, **settings)
+            except ThriftyError as exc:  # a setting out of range, a chat model without a template
+                raise ApiError(422, str(exc))
+        return {"model": {"name": model.name, "version": model.version},
+                "generations": [{"id": uuid.uuid4().hex, "text": text} for text in written],
+                "latency_ms": round((time.perf_counter() - started) * 1000.0, 1)}
 
     @app.post("/v1/feedback", dependencies=[Depends(require_key)])
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import types
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,13 @@ LORA_TARGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("BERT, RoBERTa, ELECTRA, MiniLM-style encoders", ("query", "key", "value")),
     ("DistilBERT", ("q_lin", "k_lin", "v_lin")),
     ("GPT-2", ("c_attn",)),
+    ("BART, OPT, Whisper-style", ("q_proj", "k_proj", "v_proj", "out_proj")),
+    ("T5, mT5, Flan-T5", ("q", "k", "v", "o")),
 )
+# Models that write text (causal_lm, seq2seq) also get adapters on their MLP projections, as TRL's and
+# LLaMA-Factory's recipes do: the attention alone learns a new answer format more slowly
+LORA_MLP_TARGETS: tuple[tuple[str, ...], ...] = (("gate_proj", "up_proj", "down_proj"), ("fc1", "fc2"),
+                                                 ("wi_0", "wi_1", "wo"), ("wi", "wo"), ("c_fc", "c_proj"))
 HEAD_NAMES = ("classifier", "score", "pre_classifier")
 # A pooler (dense + tanh over the first token) exists only to feed a classifier; in sentence-embedding
 # checkpoints it was never trained for one. It belongs to the head, not to the frozen encoder.
@@ -95,11 +102,13 @@ def _linear_leaf_names(model: nn.Module) -> set[str]:
     return out
 
 
-def lora_target_modules(model: nn.Module) -> list[str]:
+def lora_target_modules(model: nn.Module, writes_text: bool = False) -> list[str]:
+    """The attention projections of a known architecture; with `writes_text`, its MLP projections too."""
     leaves = _linear_leaf_names(model)
     for _, names in LORA_TARGETS:
         if all(n in leaves for n in names):
-            return list(names)
+            mlp = next((m for m in LORA_MLP_TARGETS if all(n in leaves for n in m)), ()) if writes_text else ()
+            return list(names) + [n for n in mlp if n not in names]
     known = "; ".join(f"{arch}: {','.join(names)}" for arch, names in LORA_TARGETS)
     shown = ", ".join(sorted(leaves - set(HEAD_NAMES))[:8])
     raise ModelError(
@@ -164,7 +173,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
     elif config.name == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
-        targets = config.lora_target_modules or lora_target_modules(model)
+        targets = config.lora_target_modules or lora_target_modules(model, peft_task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM"))
         leaves = _linear_leaf_names(model)
         missing = [t for t in targets if t not in leaves]
         if missing:
@@ -174,7 +183,9 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
             task_type=TaskType[peft_task_type], r=config.lora_r, lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout, target_modules=targets, modules_to_save=head or None,
         )
-        model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft asks transformers a deprecated question: not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
+            model = get_peft_model(model, lora)
         details.update(target_modules=",".join(targets), r=config.lora_r, alpha=config.lora_alpha)
     else:  # pragma: no cover - the config only admits the names above
         raise ModelError(f"unknown strategy {config.name}")

@@ -8,21 +8,26 @@ from thrifty.tasks.base import Encoded, Task
 from thrifty.tasks.classification import SequenceClassification
 from thrifty.tasks.fewshot import FewShotClassification
 from thrifty.tasks.language_modeling import CausalLanguageModeling, MaskedLanguageModeling
+from thrifty.tasks.seq2seq import SequenceToSequence
 from thrifty.tasks.token_classification import TokenClassification
 
 TASKS: dict[str, type] = {"classification": SequenceClassification, "token_classification": TokenClassification,
-                          "masked_lm": MaskedLanguageModeling, "causal_lm": CausalLanguageModeling}
+                          "masked_lm": MaskedLanguageModeling, "causal_lm": CausalLanguageModeling,
+                          "seq2seq": SequenceToSequence}
 
 
-def get_task(name: str, strategy=None, adapt=None) -> Task:
+def get_task(name: str, strategy=None, adapt=None, generate=None) -> Task:
     """The task of `task: name`; `strategy` (a StrategyConfig) picks a strategy's own objective (fewshot), `adapt`
-    (an AdaptConfig) sets the masking of masked_lm."""
+    (an AdaptConfig) sets the masking of masked_lm, `generate` (a GenerateConfig) how causal_lm and seq2seq write
+    answers in evaluations."""
     if name not in TASKS:
         raise ConfigError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
     if strategy is not None and strategy.name == "fewshot":
         return FewShotClassification(strategy.fewshot)
-    if name in ("masked_lm", "causal_lm"):
+    if name == "masked_lm":
         return TASKS[name](adapt)
+    if name in ("causal_lm", "seq2seq"):
+        return TASKS[name](adapt, generate) if name == "causal_lm" else TASKS[name](generate)
     return TASKS[name]()
 
 

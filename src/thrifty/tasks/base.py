@@ -48,6 +48,10 @@ class Task(Protocol):
     def prepare_data(self, config, seed: int) -> Any:
         """Read, clean and split the configured files; `.train/.validation/.test/.label_names/.report`."""
 
+    def attach(self, model) -> None:
+        """Called once with the freshly loaded model, before a strategy wraps it: what batches need to know of it
+        (seq2seq: the decoder's start token; causal_lm: whether its head can compute chosen positions only)."""
+
     def token_lengths(self, tokenizer, split, tokens) -> Any:
         """Untruncated token counts of a split (for max_length and the report)."""
 
@@ -113,4 +117,7 @@ class TaskDefaults:
         return None
 
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
+        return None
+
+    def attach(self, model) -> None:
         return None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import AdaptConfig, DataConfig
+from thrifty.config import AdaptConfig, DataConfig, GenerateConfig
 from thrifty.data.prepare import PreparedData, Split, normalise_text
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
@@ -212,8 +212,8 @@ class LanguageModelingBase(TaskDefaults):
         vocab = model.get_output_embeddings().weight.shape[0]
         with torch.inference_mode():
             for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
-                width = max(len(encoded.input_ids[i]) for i in idx)
-                step = max(1, EVAL_LOGIT_ELEMENTS // (width * vocab))
+                positions = max(self.logit_positions(encoded, i) for i in idx)
+                step = max(1, EVAL_LOGIT_ELEMENTS // (positions * vocab))
                 for start in range(0, len(idx), step):
                     part = idx[start : start + step]
                     batch = self.make_batch(encoded, part, pad_id, generator)
@@ -233,6 +233,10 @@ class LanguageModelingBase(TaskDefaults):
 
     def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return logits, labels
+
+    def logit_positions(self, encoded: Encoded, i: int) -> int:
+        """How many vocabulary logits example i's pass computes: one per token (an evaluation pass is sized by it)."""
+        return len(encoded.input_ids[i])
 
     def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
         return self.make_batch(encoded, indices, pad_id, None)
@@ -302,21 +306,172 @@ class MaskedLanguageModeling(LanguageModelingBase):
 
 
 class CausalLanguageModeling(LanguageModelingBase):
+    """Next-token prediction: on plain text (continued pre-training, windows), or supervised fine-tuning on prompts
+    and answers (prompt/completion or chat rows, data/instructions.py) with the loss on the answers, optional
+    packing, and exact match of generated answers."""
+
     name = "causal_lm"
     head = "causal_lm"
+
+    def __init__(self, config: Optional[AdaptConfig] = None, generate: Optional[GenerateConfig] = None):
+        super().__init__(config)
+        self.generate = generate or GenerateConfig()
+        self.kind: Optional[str] = None  # None: plain text; prompt_completion or chat: instruction data
+        self.data_config: Optional[DataConfig] = None
+        self.prepared: Optional[PreparedData] = None
+        self._examples: dict[int, list] = {}  # id(split) -> its examples tokenised (once: lengths, then encode)
+        self.tokenizer: Any = None
+        self.scored_logits_only = False  # the head computes only the positions the loss reads (attach)
+
+    def attach(self, model) -> None:
+        """A head that takes transformers' `logits_to_keep` computes the vocabulary logits only where a next token is
+        scored: an answer's few positions, not every prompt and padding position (SmolLM2's head is a fifth of a
+        forward pass; its cross-entropy over 49,152 classes per position more)."""
+        import inspect
+
+        self.scored_logits_only = "logits_to_keep" in inspect.signature(model.forward).parameters
+
+    def prepare_data(self, config, seed: int) -> PreparedData:
+        from thrifty.data.instructions import instruction_kind, prepare_examples
+
+        self.data_config, self.kind = config, instruction_kind(config.train, config)
+        self.prepared = prepare_unlabelled(config, seed) if self.kind is None else prepare_examples(config, seed, self.kind)
+        return self.prepared
+
+    def _tokenised(self, tokenizer, split: Split) -> list:
+        from thrifty.data.instructions import CHAT, encode_example, require_chat_template
+
+        self.tokenizer = tokenizer  # generation in evaluations writes and reads with it
+        if id(split) not in self._examples:
+            if self.kind == CHAT:
+                require_chat_template(tokenizer, tokenizer.name_or_path)
+            prefix, _ = special_wrapping(tokenizer)
+            self._examples[id(split)] = [encode_example(tokenizer, example, prefix, self.data_config.loss_on)
+                                         for example in split.texts]
+        return self._examples[id(split)]
+
+    def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
+        if self.kind is None:
+            return super().token_lengths(tokenizer, split, tokens)
+        return np.array([len(ids) for ids, _, _, _ in self._tokenised(tokenizer, split)])
+
+    def encode(self, tokenizer, split: Split, max_length: int, tokens) -> Encoded:
+        """Plain text: windows. Instructions: ids with the answer marked, cut or dropped at max_length (counted), the
+        training split packed when data.packing is on; evaluation splits keep each prompt and reference."""
+        from thrifty.data.instructions import fit_to_length, pack
+
+        if self.kind is None:
+            return super().encode(tokenizer, split, max_length, tokens)
+        ids, labels, prompts, references = [], [], [], []
+        counts = {"kept": 0, "truncated_to_max_length": 0, "dropped_longer_than_max_length": 0,
+                  "dropped_prompt_longer_than_max_length": 0}
+        for example_ids, example_labels, prompt_ids, reference in self._tokenised(tokenizer, split):
+            fitted, what = fit_to_length(example_ids, example_labels, max_length, self.data_config.overlong)
+            counts[what] += 1
+            if fitted is not None:
+                ids.append(fitted[0])
+                labels.append(fitted[1])
+                prompts.append(prompt_ids)
+                references.append(reference)
+        if not ids:
+            raise DataError(f"every example is longer than max_length={max_length} with no answer token left; raise "
+                            "data.max_length or shorten the prompts")
+        report = {k: v for k, v in counts.items() if v and k != "kept"}
+        report["tokens"] = sum(len(x) for x in ids)
+        report["tokens_trained_on"] = sum(sum(1 for t in row[1:] if t != -100) for row in labels)  # position 0 predicts nothing
+        training = self.prepared is not None and split is self.prepared.train
+        if training and self.data_config.packing:
+            rows = pack([len(x) for x in ids], max_length)
+            report["packed_rows"] = len(rows)
+            return Encoded([[t for i in row for t in ids[i]] for row in rows],
+                           [[t for i in row for t in labels[i]] for row in rows],
+                           {"report": report, "segments": [[len(ids[i]) for i in row] for row in rows]})
+        return Encoded(ids, labels, {"report": report, "prompts": prompts, "references": references})
 
     def make_batch(self, encoded: Encoded, indices: Sequence[int], pad_id: int, generator) -> dict[str, torch.Tensor]:
         from thrifty.data.batching import collate
 
         batch = collate(encoded.input_ids, indices, pad_id)
-        batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"], -100)
+        if encoded.targets[0] is None:  # plain text: every real token is predicted
+            batch["labels"] = torch.where(batch["attention_mask"].bool(), batch["input_ids"], -100)
+            return self.scored_positions_only(batch)
+        labels = torch.full_like(batch["input_ids"], -100)
+        for row, i in enumerate(indices):
+            labels[row, : len(encoded.targets[i])] = torch.as_tensor(encoded.targets[i])
+        batch["labels"] = labels
+        if "segments" in encoded.extra:
+            # Packed rows: positions restart with each example and there is no attention mask, from which transformers
+            # builds a block-diagonal causal mask: no example attends to another. Each example's first token is
+            # never a target (it would be predicted from the example before it).
+            positions = torch.zeros_like(batch["input_ids"])
+            for row, i in enumerate(indices):
+                start = 0
+                for length in encoded.extra["segments"][i]:
+                    positions[row, start : start + length] = torch.arange(length)
+                    labels[row, start] = -100
+                    start += length
+                positions[row, start:] = torch.arange(positions.shape[1] - start)  # the padding: a segment of its own
+            del batch["attention_mask"]
+            batch["position_ids"] = positions
+        return self.scored_positions_only(batch)
+
+    def logit_positions(self, encoded: Encoded, i: int) -> int:
+        if self.scored_logits_only and encoded.targets[i] is not None:  # the answer's positions only
+            return max(1, sum(1 for t in encoded.targets[i] if t != -100))
+        return len(encoded.input_ids[i])
+
+    def scored_positions_only(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Where the head can (attach): logits only at the positions whose next token is scored (a boolean
+        `logits_to_keep`; transformers returns them flattened), and `labels` as those next tokens, in the same order."""
+        if not self.scored_logits_only:
+            return batch
+        labels = batch["labels"]
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != -100  # position t predicts token t+1
+        batch["logits_to_keep"], batch["labels"] = keep, labels[:, 1:][keep[:, :-1]]
         return batch
 
     def aligned(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if logits.dim() == 2:  # the scored positions only: already paired with their next tokens
+            return logits, labels
         return logits[:, :-1], labels[:, 1:]  # position t predicts token t+1
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return super().loss(*self.aligned(logits, labels))
+
+    def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
+                 autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
+        metrics = super().evaluate(model, encoded, split, label_names, pad_id, batch_size, device, autocast_dtype, forward)
+        if self.generate.eval_examples > 0 and "prompts" in encoded.extra:
+            metrics.update(self.generated_metrics(model, encoded, split, device))
+        return metrics
+
+    def generated_metrics(self, model, encoded: Encoded, split, device) -> dict[str, Any]:
+        """Answers written for a seeded sample of validation (all of test) and compared with the references."""
+        from thrifty.models.generation import answer_matches, generate_texts
+
+        whole = self.prepared is not None and split is self.prepared.test
+        picked = list(range(len(encoded))) if whole else sorted(
+            np.random.default_rng(0).permutation(len(encoded))[: self.generate.eval_examples].tolist())
+        mine = my_share(picked)  # a multi-process evaluation: each process writes its share
+        g, tokenizer = self.generate, self.tokenizer
+        written = generate_texts(model, tokenizer, [encoded.extra["prompts"][i] for i in mine],
+                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
+                                 stop=g.stop, batch_size=g.batch_size, device=device) if mine else []
+        hits = sum(answer_matches(w, encoded.extra["references"][i]) for w, i in zip(written, mine))
+        return {"exact_match": summed(hits) / max(1, len(picked)), "generated": len(picked),
+                "samples": [{"prompt": tokenizer.decode(encoded.extra["prompts"][i], skip_special_tokens=False),
+                             "reference": encoded.extra["references"][i], "generated": w}
+                            for w, i in list(zip(written, mine))[:5]]}
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        line = super().summary(metrics)
+        if "exact_match" in metrics:
+            line += f"; exact match {metrics['exact_match']:.4f} on {metrics['generated']:,} generated answers"
+        return line
+
+    def history_keys(self) -> tuple[str, ...]:
+        return ("loss", "perplexity", "accuracy") + (("exact_match",) if self.generate.eval_examples > 0 else ())
 
 
 def lm_task_for(model_type: str) -> str:

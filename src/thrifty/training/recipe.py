@@ -16,6 +16,7 @@ underneath: this file is the whole of training.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -27,7 +28,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from thrifty.config import LM_TASKS, TASK_METRICS, Config, config_from_dict, dump_config, load_yaml
+from thrifty.config import GENERATIVE_TASKS, LM_TASKS, TASK_METRICS, Config, config_from_dict, dump_config, load_yaml
 from thrifty.cost.budget import BudgetTracker, format_spent, limits_for, save_seconds
 from thrifty.cost.energy import EnergyMeter
 from thrifty.cost.hardware import get_hardware
@@ -500,12 +501,10 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                     shares = procs.shares(whole)
                     idx = shares[procs.rank]
                     cpu_batch = task.collate(inputs.train, idx, pad_id)
-                    if procs.world == 1:
-                        state.tokens_seen += int(cpu_batch["attention_mask"].sum())  # counted on the CPU: no wait
-                        state.padded_tokens_seen += cpu_batch["attention_mask"].numel()
-                    else:  # every process's share, counted in each from the lengths: the run's throughput
-                        state.tokens_seen += sum(lengths[i] for i in whole)
-                        state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares)
+                    # every process's share, counted in each from the lengths (no wait for the device): the run's
+                    # throughput, the padding each pass carried
+                    state.tokens_seen += sum(lengths[i] for i in whole)
+                    state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares if sh)
                     state.examples_seen += len(whole)
                     batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in cpu_batch.items()}
                     labels = batch.pop("labels")
@@ -732,6 +731,10 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     # load as its base: then the merged model is saved.
     if config.strategy.name == "fewshot":  # an encoder folder, the head beside it: models/sentence.py
         manifest.update(format=SENTENCE_FORMAT, pooling="mean", normalize=True)
+    if config.task in GENERATIVE_TASKS:  # how `thrifty generate` and /v1/generate write with it, unless told otherwise
+        settings = {k: v for k, v in dataclasses.asdict(config.generate).items() if k != "eval_examples"}
+        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **settings}
+        model.config.use_cache = True  # off in training (inputs.load_model); generation wants it
     lora = config.strategy.name == "lora"
     merge = lora and (config.strategy.merge_lora or parent is not None)
     with writing(run_dir, "the model"):

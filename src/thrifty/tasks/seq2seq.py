@@ -1,0 +1,158 @@
+"""Sequence to sequence (task seq2seq): an encoder-decoder (T5, BART, ...) learns to write a target text for each
+source text.
+
+Data: `source`/`target` columns of a JSONL file or a table (data.source_column, data.target_column), cleaned,
+de-duplicated and split like instructions (data/instructions.py). Training is teacher-forced: the decoder reads
+the target shifted right by one (from the model's decoder start token) and the loss is the cross-entropy of each
+target token. Sources and targets longer than max_length are cut (counted). Evaluations give the loss and
+perplexity; with generate.eval_examples > 0 they also write answers (transformers' `generate`, greedy unless told)
+for a seeded validation sample, all of test at the end, and score exact match and ROUGE-L (Google's rouge-score).
+
+No pre-trained seq2seq weights are available offline on this project's machines: the path is tested on a tiny
+randomly initialised T5 (tests/tasks/test_seq2seq.py); any T5/BART folder or hub id loads the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from thrifty.config import GenerateConfig
+from thrifty.data.prepare import PreparedData, Split
+from thrifty.evaluation.sharding import my_share, summed
+from thrifty.tasks.base import Encoded, TaskDefaults
+
+EVAL_LOGIT_ELEMENTS = 2**25  # an evaluation pass holds [batch, target length, vocab] logits of ~128 MiB at most
+
+
+class SequenceToSequence(TaskDefaults):
+    name = "seq2seq"
+    head = "seq2seq"
+    peft_task_type = "SEQ_2_SEQ_LM"
+    caches_frozen_layers = False
+    prunes_last_layer = False
+    evaluates_full_length = False
+    plot_name = None
+
+    def __init__(self, generate: Optional[GenerateConfig] = None):
+        self.generate = generate or GenerateConfig()
+        self.prepared: Optional[PreparedData] = None
+        self.decoder_start_token_id: Optional[int] = None  # the model's (attach)
+        self.tokenizer: Any = None
+
+    def attach(self, model) -> None:
+        """Teacher forcing: the decoder's input is the target behind this token."""
+        self.decoder_start_token_id = model.config.decoder_start_token_id
+
+    def prepare_data(self, config, seed: int) -> PreparedData:
+        from thrifty.data.instructions import SEQ2SEQ, prepare_examples
+
+        self.prepared = prepare_examples(config, seed, SEQ2SEQ)
+        return self.prepared
+
+    def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
+        return np.array([len(ids) for ids in tokenizer([r["source"] for r in split.texts])["input_ids"]])
+
+    def encode(self, tokenizer, split: Split, max_length: int, tokens) -> Encoded:
+        self.tokenizer = tokenizer
+        sources = tokenizer([r["source"] for r in split.texts])["input_ids"]
+        targets = tokenizer(text_target=[r["target"] for r in split.texts])["input_ids"]
+        report = {"sources_truncated_to_max_length": sum(len(s) > max_length for s in sources),
+                  "targets_truncated_to_max_length": sum(len(t) > max_length for t in targets)}
+        report = {k: v for k, v in report.items() if v}
+        # A cut keeps the tokenizer's closing token (T5's </s>): the model still sees where a text ends
+        cut = lambda ids: ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:]
+        sources, targets = [cut(s) for s in sources], [cut(t) for t in targets]
+        report["target_tokens_trained_on"] = sum(len(t) for t in targets)
+        return Encoded(sources, targets, {"report": report, "references": [r["target"].strip() for r in split.texts]})
+
+    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+        """Right-padded sources, the targets as labels (-100 on padding), and the decoder's input: the targets
+        shifted right behind the decoder start token (teacher forcing)."""
+        from thrifty.data.batching import collate
+
+        batch = collate(encoded.input_ids, indices, pad_id)
+        width = max(len(encoded.targets[i]) for i in indices)
+        labels = torch.full((len(indices), width), -100, dtype=torch.long)
+        for row, i in enumerate(indices):
+            labels[row, : len(encoded.targets[i])] = torch.as_tensor(encoded.targets[i])
+        start = self.decoder_start_token_id if self.decoder_start_token_id is not None else pad_id
+        decoder = torch.cat([torch.full((len(indices), 1), start), labels[:, :-1]], dim=1)
+        batch["decoder_input_ids"] = decoder.masked_fill(decoder == -100, pad_id)
+        batch["labels"] = labels
+        return batch
+
+    def fit_loss(self, train: Encoded, batch_size: int) -> None:
+        """The loss is a mean over target tokens already."""
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                 ignore_index=-100)
+
+    def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
+                 autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
+        """Teacher-forced loss and perplexity over the target tokens; exact match and ROUGE-L of written answers."""
+        from thrifty.data.batching import sorted_batches
+
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        vocab = model.get_output_embeddings().weight.shape[0]
+        target_lengths = [len(t) for t in encoded.targets]
+        with torch.inference_mode():
+            for idx in my_share(sorted_batches(target_lengths, batch_size)):
+                step = max(1, EVAL_LOGIT_ELEMENTS // (max(target_lengths[i] for i in idx) * vocab))
+                for start in range(0, len(idx), step):
+                    batch = self.collate(encoded, idx[start : start + step], pad_id)
+                    labels = batch.pop("labels").to(device)
+                    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+                    scored = labels != -100
+                    total += float(torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum"))
+                    count += int(scored.sum())
+        model.train(was_training)
+        total, count = summed(total), summed(count)
+        loss = total / max(1, count)
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens_scored": count,
+                   "examples": len(encoded)}
+        if self.generate.eval_examples > 0:
+            metrics.update(self.generated_metrics(model, encoded, split, device))
+        return metrics
+
+    def generated_metrics(self, model, encoded: Encoded, split, device) -> dict[str, Any]:
+        from thrifty.models.generation import answer_matches, generate_texts, rouge_l
+
+        whole = self.prepared is not None and split is self.prepared.test
+        picked = list(range(len(encoded))) if whole else sorted(
+            np.random.default_rng(0).permutation(len(encoded))[: self.generate.eval_examples].tolist())
+        mine = my_share(picked)
+        g = self.generate
+        written = generate_texts(model, self.tokenizer, [encoded.input_ids[i] for i in mine],
+                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, stop=g.stop,
+                                 batch_size=g.batch_size, device=device) if mine else []
+        references = [encoded.extra["references"][i] for i in mine]
+        hits = sum(answer_matches(w, r) for w, r in zip(written, references))
+        rouge = rouge_l(written, references) * len(mine) if mine else 0.0
+        return {"exact_match": summed(hits) / max(1, len(picked)), "rouge_l": summed(rouge) / max(1, len(picked)),
+                "generated": len(picked),
+                "samples": [{"source": self.tokenizer.decode(encoded.input_ids[i], skip_special_tokens=True),
+                             "reference": r, "generated": w} for w, r, i in list(zip(written, references, mine))[:5]]}
+
+    def summary(self, metrics: dict[str, Any]) -> str:
+        line = f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f} on {metrics['tokens_scored']:,} target tokens"
+        if "exact_match" in metrics:
+            line += (f"; exact match {metrics['exact_match']:.4f}, ROUGE-L {metrics['rouge_l']:.4f} on "
+                     f"{metrics['generated']:,} generated answers")
+        return line
+
+    def history_keys(self) -> tuple[str, ...]:
+        return ("loss", "perplexity") + (("exact_match", "rouge_l") if self.generate.eval_examples > 0 else ())
+
+    def baseline(self, split, label_names: list[str]) -> Optional[float]:
+        return None
+
+    def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
+        return None

@@ -1,0 +1,48 @@
+"""POST /v1/generate over real HTTP on 127.0.0.1 for a model that writes text (an SFT run of a tiny Llama): answers
+in prompt order, conversations through the chat template, limits, and each endpoint refusing the other's model."""
+
+import pytest
+
+from thrifty.config import ServeConfig
+from thrifty.serving.app import AppSettings
+
+from tests.serving.server_helpers import call, running_server
+
+
+@pytest.fixture(scope="module")
+def server(sft_run):
+    serve = ServeConfig(max_texts_per_request=4, max_chars_per_text=200, threads=2, max_new_tokens=8)
+    with running_server(AppSettings(str(sft_run), serve, None)) as (base, state):
+        yield base, state
+
+
+def test_prompts_are_answered_in_order(server):
+    base, _ = server
+    status, body = call(base, "POST", "/v1/generate", {"prompts": ["item 3 is delta. name:", "item 8 is alpha. name:"]})
+    assert status == 200 and [g["text"] for g in body["generations"]] == ["delta", "alpha"]
+    status, body = call(base, "POST", "/v1/generate", {"prompt": "item 1 is gamma. name:", "max_new_tokens": 1})
+    assert status == 200 and body["generations"][0]["text"] == "gamma"
+    status, body = call(base, "GET", "/v1/model")
+    assert body["task"] == "causal_lm" and body["manifest"]["generation"]["prompt_format"] == "prompt_completion"
+
+
+@pytest.mark.parametrize("body,status,fragment", [
+    ({}, 422, "exactly one of"),
+    ({"prompt": "a", "prompts": ["b"]}, 422, "exactly one of"),
+    ({"prompts": ["a"] * 5}, 413, "max_texts_per_request=4"),
+    ({"prompt": "x" * 201}, 413, "max_chars_per_text=200"),
+    ({"prompt": "a", "max_new_tokens": 9}, 422, "serve.max_new_tokens=8"),
+    ({"prompt": "a", "temperature": -1}, 422, "temperature"),
+    ({"messages": [{"content": "hi"}]}, 422, "role"),
+])
+def test_bad_generate_requests_get_one_clear_error(server, body, status, fragment):
+    got, answer = call(server[0], "POST", "/v1/generate", body)
+    assert got == status and fragment in answer["error"]
+
+
+def test_a_text_model_refuses_predict_and_a_classifier_refuses_generate(server, tiny_run):
+    status, body = call(server[0], "POST", "/v1/predict", {"texts": ["a"]})
+    assert status == 400 and "/v1/generate" in body["error"]
+    with running_server(AppSettings(str(tiny_run), ServeConfig(threads=2), None)) as (base, _):
+        status, body = call(base, "POST", "/v1/generate", {"prompt": "a"})
+    assert status == 400 and "/v1/predict" in body["error"]
