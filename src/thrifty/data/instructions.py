@@ -25,7 +25,6 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 
 from thrifty.config import DataConfig
 from thrifty.errors import DataError, ModelError
@@ -141,7 +140,7 @@ def _key(row: dict) -> str:
 def prepare_examples(config: DataConfig, seed: int, kind: str):
     """Read, clean, de-duplicate and split instruction rows, with a report of every change; returns PreparedData
     whose splits hold the example dicts in `.texts`."""
-    from thrifty.data.prepare import PreparedData, Split
+    from thrifty.data.prepare import PreparedData, Split, carve_validation, seeded_subsample
 
     report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": [], "format": kind}
 
@@ -174,14 +173,7 @@ def prepare_examples(config: DataConfig, seed: int, kind: str):
     if config.validation:
         validation = load(config.validation, "validation")
     else:
-        if len(train) < 2:
-            raise DataError(f"{report['files']['train']} has a single example: too few to hold one out for validation; "
-                            "add examples or give data.validation")
-        order = np.random.default_rng(seed).permutation(len(train))
-        held = max(1, round(len(train) * config.validation_fraction))
-        validation = [train[i] for i in sorted(order[:held])]
-        train = [train[i] for i in sorted(order[held:])]
-        report["splits"]["validation"] = {"carved_from_train": held, "fraction": config.validation_fraction}
+        train, validation = carve_validation(train, seed, config.validation_fraction, report, "example")
     test = load(config.test, "test") if config.test else None
     held_out = {_key(r) for r in validation} | ({_key(r) for r in test} if test else set())
     leaked = [r for r in train if _key(r) in held_out]
@@ -191,14 +183,8 @@ def prepare_examples(config: DataConfig, seed: int, kind: str):
         if not train:
             raise DataError(f"every training example is also in validation or test ({len(leaked)}); give evaluation "
                             "files that hold other examples")
-    if config.max_train_examples is not None and config.max_train_examples < len(train):
-        picked = sorted(np.random.default_rng(seed).permutation(len(train))[: config.max_train_examples])
-        train = [train[i] for i in picked]
-        report["splits"]["train"]["subsampled_to"] = config.max_train_examples
-    if config.max_eval_examples is not None and config.max_eval_examples < len(validation):
-        picked = sorted(np.random.default_rng(seed).permutation(len(validation))[: config.max_eval_examples])
-        validation = [validation[i] for i in picked]
-        report["splits"]["validation"]["subsampled_to"] = config.max_eval_examples
+    train = seeded_subsample(train, config.max_train_examples, seed, report["splits"]["train"])
+    validation = seeded_subsample(validation, config.max_eval_examples, seed, report["splits"]["validation"])
     report["labels"] = []
     report["sizes"] = {"train": len(train), "validation": len(validation), "test": len(test) if test else 0}
     return PreparedData(Split(train, []), Split(validation, []), Split(test, []) if test else None, [], report)

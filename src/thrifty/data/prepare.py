@@ -113,6 +113,26 @@ def order_labels(labels: list[str], fixed: Optional[list[str]]) -> list[str]:
     return sorted(unique)
 
 
+def carve_validation(train: list, seed: int, fraction: float, report: dict[str, Any], unit: str) -> tuple[list, list]:
+    """Unlabelled documents or instruction examples without a validation file: a seeded `fraction` of them held out
+    (at least one), recorded in the report; (train, validation)."""
+    if len(train) < 2:
+        raise DataError(f"{report['files']['train']} has a single {unit}: too few to hold one out for validation; "
+                        f"add {unit}s or give data.validation")
+    order = np.random.default_rng(seed).permutation(len(train))
+    held = max(1, round(len(train) * fraction))
+    report["splits"]["validation"] = {"carved_from_train": held, "fraction": fraction}
+    return [train[i] for i in sorted(order[held:])], [train[i] for i in sorted(order[:held])]
+
+
+def seeded_subsample(items: list, count: Optional[int], seed: int, counts: dict[str, Any]) -> list:
+    """A seeded sample of `count` items in their order (all of them when count is None or larger), counted."""
+    if count is None or count >= len(items):
+        return items
+    counts["subsampled_to"] = count
+    return [items[i] for i in sorted(np.random.default_rng(seed).permutation(len(items))[:count])]
+
+
 def stratified_pick(labels: list[int], fraction: float | None, count: int | None, seed: int) -> np.ndarray:
     """Indices of a stratified, seeded sample: by fraction (a split) or by exact total count (a subsample).
 

@@ -121,3 +121,28 @@ class TaskDefaults:
 
     def attach(self, model) -> None:
         return None
+
+
+def written_answers(model, tokenizer, prompts: list, references: list[str], settings, whole: bool, device,
+                    rouge: bool = False) -> dict[str, Any]:
+    """Answers written for a seeded sample of `settings.eval_examples` prompts (token ids), or for all of them
+    (`whole`: the test split), scored against the references: exact_match, and rouge_l with `rouge`. In a multi-process
+    evaluation each process writes its share. Five samples are kept for metrics.json."""
+    import numpy as np
+
+    from thrifty.evaluation.sharding import my_share, summed
+    from thrifty.models.generation import answer_matches, generate_texts, rouge_l
+
+    picked = list(range(len(prompts))) if whole else sorted(
+        np.random.default_rng(0).permutation(len(prompts))[: settings.eval_examples].tolist())
+    mine = my_share(picked)
+    written = generate_texts(model, tokenizer, [prompts[i] for i in mine], max_new_tokens=settings.max_new_tokens,
+                             temperature=settings.temperature, top_p=settings.top_p, stop=settings.stop,
+                             batch_size=settings.batch_size, device=device) if mine else []
+    wanted = [references[i] for i in mine]
+    scores = {"exact_match": summed(sum(answer_matches(w, r) for w, r in zip(written, wanted))) / max(1, len(picked))}
+    if rouge:
+        scores["rouge_l"] = summed(rouge_l(written, wanted) * len(mine) if mine else 0.0) / max(1, len(picked))
+    samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False), "reference": r, "generated": w}
+               for w, r, i in list(zip(written, wanted, mine))[:5]]
+    return {**scores, "generated": len(picked), "samples": samples}

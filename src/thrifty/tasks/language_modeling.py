@@ -25,11 +25,11 @@ import numpy as np
 import torch
 
 from thrifty.config import AdaptConfig, DataConfig, GenerateConfig
-from thrifty.data.prepare import PreparedData, Split, normalise_text
+from thrifty.data.prepare import PreparedData, Split, carve_validation, normalise_text, seeded_subsample
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
 from thrifty.evaluation.sharding import my_share, summed
-from thrifty.tasks.base import Encoded, TaskDefaults
+from thrifty.tasks.base import Encoded, TaskDefaults, written_answers
 
 EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
 
@@ -108,18 +108,8 @@ def prepare_unlabelled(config: DataConfig, seed: int) -> PreparedData:
             train = [t for t in train if t not in overlap]
             report["splits"]["train"]["dropped_leaked_into_validation"] = len(overlap)
     else:
-        if len(train) < 2:
-            raise DataError(f"{report['files']['train']} has a single document: too few to hold one out for validation; "
-                            "add documents or give data.validation")
-        order = np.random.default_rng(seed).permutation(len(train))
-        held = max(1, round(len(train) * config.validation_fraction))
-        validation = [train[i] for i in sorted(order[:held])]
-        train = [train[i] for i in sorted(order[held:])]
-        report["splits"]["validation"] = {"carved_from_train": held, "fraction": config.validation_fraction}
-    if config.max_train_examples is not None and config.max_train_examples < len(train):
-        picked = sorted(np.random.default_rng(seed).permutation(len(train))[: config.max_train_examples])
-        train = [train[i] for i in picked]
-        report["splits"]["train"]["subsampled_to"] = config.max_train_examples
+        train, validation = carve_validation(train, seed, config.validation_fraction, report, "document")
+    train = seeded_subsample(train, config.max_train_examples, seed, report["splits"]["train"])
     report["labels"] = []
     report["sizes"] = {"train": len(train), "validation": len(validation), "test": 0}
     return PreparedData(Split(train, []), Split(validation, []), None, [], report)  # no labels: empty lists
@@ -448,21 +438,9 @@ class CausalLanguageModeling(LanguageModelingBase):
 
     def generated_metrics(self, model, encoded: Encoded, split, device) -> dict[str, Any]:
         """Answers written for a seeded sample of validation (all of test) and compared with the references."""
-        from thrifty.models.generation import answer_matches, generate_texts
-
         whole = self.prepared is not None and split is self.prepared.test
-        picked = list(range(len(encoded))) if whole else sorted(
-            np.random.default_rng(0).permutation(len(encoded))[: self.generate.eval_examples].tolist())
-        mine = my_share(picked)  # a multi-process evaluation: each process writes its share
-        g, tokenizer = self.generate, self.tokenizer
-        written = generate_texts(model, tokenizer, [encoded.extra["prompts"][i] for i in mine],
-                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
-                                 stop=g.stop, batch_size=g.batch_size, device=device) if mine else []
-        hits = sum(answer_matches(w, encoded.extra["references"][i]) for w, i in zip(written, mine))
-        return {"exact_match": summed(hits) / max(1, len(picked)), "generated": len(picked),
-                "samples": [{"prompt": tokenizer.decode(encoded.extra["prompts"][i], skip_special_tokens=False),
-                             "reference": encoded.extra["references"][i], "generated": w}
-                            for w, i in list(zip(written, mine))[:5]]}
+        return written_answers(model, self.tokenizer, encoded.extra["prompts"], encoded.extra["references"],
+                               self.generate, whole, device)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = super().summary(metrics)

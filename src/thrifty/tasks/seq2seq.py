@@ -23,7 +23,7 @@ import torch
 from thrifty.config import GenerateConfig
 from thrifty.data.prepare import PreparedData, Split
 from thrifty.evaluation.sharding import my_share, summed
-from thrifty.tasks.base import Encoded, TaskDefaults
+from thrifty.tasks.base import Encoded, TaskDefaults, written_answers
 
 EVAL_LOGIT_ELEMENTS = 2**25  # an evaluation pass holds [batch, target length, vocab] logits of ~128 MiB at most
 
@@ -123,23 +123,10 @@ class SequenceToSequence(TaskDefaults):
         return metrics
 
     def generated_metrics(self, model, encoded: Encoded, split, device) -> dict[str, Any]:
-        from thrifty.models.generation import answer_matches, generate_texts, rouge_l
-
+        """Targets written for a seeded sample of validation sources (all of test): exact match and ROUGE-L."""
         whole = self.prepared is not None and split is self.prepared.test
-        picked = list(range(len(encoded))) if whole else sorted(
-            np.random.default_rng(0).permutation(len(encoded))[: self.generate.eval_examples].tolist())
-        mine = my_share(picked)
-        g = self.generate
-        written = generate_texts(model, self.tokenizer, [encoded.input_ids[i] for i in mine],
-                                 max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p, stop=g.stop,
-                                 batch_size=g.batch_size, device=device) if mine else []
-        references = [encoded.extra["references"][i] for i in mine]
-        hits = sum(answer_matches(w, r) for w, r in zip(written, references))
-        rouge = rouge_l(written, references) * len(mine) if mine else 0.0
-        return {"exact_match": summed(hits) / max(1, len(picked)), "rouge_l": summed(rouge) / max(1, len(picked)),
-                "generated": len(picked),
-                "samples": [{"source": self.tokenizer.decode(encoded.input_ids[i], skip_special_tokens=True),
-                             "reference": r, "generated": w} for w, r, i in list(zip(written, references, mine))[:5]]}
+        return written_answers(model, self.tokenizer, encoded.input_ids, encoded.extra["references"], self.generate,
+                               whole, device, rouge=True)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f} on {metrics['tokens_scored']:,} target tokens"
