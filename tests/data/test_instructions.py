@@ -78,3 +78,13 @@ def test_overlong_examples_are_cut_or_dropped_and_counted():
     assert fit_to_length(ids, labels, 8, "drop") == (None, "dropped_longer_than_max_length")
     assert fit_to_length(ids, labels, 5, "truncate") == (None, "dropped_prompt_longer_than_max_length")
     assert fit_to_length(ids, labels, 10, "drop") == ((ids, labels), "kept")
+
+
+def test_a_byte_order_mark_blank_lines_and_a_missing_file(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n\n".join(json.dumps(r).encode() for r in naming_rows(4)) + b"\n")
+    config = DataConfig(train=str(path), validation_fraction=0.25)
+    assert instruction_kind(str(path), config) == PROMPT_COMPLETION
+    data = prepare_examples(config, seed=0, kind=PROMPT_COMPLETION)
+    assert len(data.train) + len(data.validation) == 4 and data.report["splits"]["train"]["blank_lines_skipped"] == 3
+    assert instruction_kind(str(tmp_path / "missing.jsonl"), config) is None  # the plain-text reader names it

@@ -25,7 +25,6 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Optional
 
-
 from thrifty.config import DataConfig
 from thrifty.errors import DataError, ModelError
 
@@ -44,9 +43,9 @@ def instruction_kind(path: str, config: DataConfig) -> Optional[str]:
     if config.prompt_template is not None:
         return PROMPT_COMPLETION
     file = Path(path).expanduser()
-    if file.is_dir() or file.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
-        return None
-    with open(file, encoding="utf-8", errors="replace") as f:
+    if not file.is_file() or file.suffix.lower() not in (".jsonl", ".json", ".ndjson"):
+        return None  # a folder, a table, or a missing file (named by the plain-text reader)
+    with open(file, encoding="utf-8-sig", errors="replace") as f:  # a byte-order mark is not part of the first row
         for line in f:
             if line.strip():
                 try:
@@ -64,7 +63,7 @@ def instruction_kind(path: str, config: DataConfig) -> Optional[str]:
 def read_rows(path: str, config: DataConfig, kind: str, role: str) -> tuple[list[dict], str, dict[str, int]]:
     """The examples of one file as dicts ({prompt, completion}, {messages} or {source, target}), its source and counts.
     A JSONL row without the fields its shape needs is refused, naming the line and the fix."""
-    from thrifty.data.readers import read_table, resolve_data_path
+    from thrifty.data.readers import check_file, decode, json_lines, read_bytes, read_table, resolve_data_path
 
     file = resolve_data_path(path)
     if kind == PROMPT_COMPLETION and config.prompt_template is not None:
@@ -89,21 +88,10 @@ def read_rows(path: str, config: DataConfig, kind: str, role: str) -> tuple[list
                            encoding_errors=config.encoding_errors)
         return ([{"source": s, "target": t} for s, t in zip(table.texts, table.labels)], table.source,
                 dict(table.notes))
-    rows, blank = [], 0
-    with open(file, encoding="utf-8", errors="strict" if config.encoding_errors == "error" else "replace") as f:
-        try:
-            lines = f.read().splitlines()
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{file} is not UTF-8 ({exc.reason} at byte {exc.start}); convert it, or set "
-                            "data.encoding_errors: replace") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            blank += 1
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{file}, line {number}: not JSON ({exc.msg}); write one JSON object per line") from None
+    check_file(file, role)
+    text, replaced = decode(read_bytes(file, role), str(file), config.encoding_errors)
+    rows = []
+    for number, row in json_lines(text, str(file)):
         missing = [k for k in needs if not isinstance(row, dict) or k not in row]
         if missing:
             raise DataError(f"{file}, line {number}: the row has no {' or '.join(repr(k) for k in missing)}; every row "
@@ -114,7 +102,8 @@ def read_rows(path: str, config: DataConfig, kind: str, role: str) -> tuple[list
         else:
             rows.append({k: row[name] for k, name in zip(("prompt", "completion") if kind == PROMPT_COMPLETION
                                                           else ("source", "target"), needs)})
-    return rows, str(file.resolve()), {"blank_lines_skipped": blank}
+    blank = sum(1 for line in text.splitlines() if not line.strip())
+    return rows, str(file.resolve()), {"blank_lines_skipped": blank, "lines_with_replaced_bytes": replaced}
 
 
 def _setting(kind: str) -> str:

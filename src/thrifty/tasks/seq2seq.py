@@ -14,7 +14,6 @@ randomly initialised T5 (tests/tasks/test_seq2seq.py); any T5/BART folder or hub
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -22,22 +21,20 @@ import torch
 
 from thrifty.config import GenerateConfig
 from thrifty.data.prepare import PreparedData, Split
-from thrifty.evaluation.sharding import my_share, summed
-from thrifty.tasks.base import Encoded, TaskDefaults, written_answers
-
-EVAL_LOGIT_ELEMENTS = 2**25  # an evaluation pass holds [batch, target length, vocab] logits of ~128 MiB at most
+from thrifty.tasks.base import Encoded, written_answers
+from thrifty.tasks.language_modeling import LanguageModelingBase
 
 
-class SequenceToSequence(TaskDefaults):
+class SequenceToSequence(LanguageModelingBase):
+    """The loss, its evaluation loop (teacher-forced cross-entropy over the target tokens, passes sized to the logits
+    they hold) and the flags are language modelling's; the data, batches and generated metrics are its own."""
+
     name = "seq2seq"
     head = "seq2seq"
     peft_task_type = "SEQ_2_SEQ_LM"
-    caches_frozen_layers = False
-    prunes_last_layer = False
-    evaluates_full_length = False
-    plot_name = None
 
     def __init__(self, generate: Optional[GenerateConfig] = None):
+        super().__init__()
         self.generate = generate or GenerateConfig()
         self.prepared: Optional[PreparedData] = None
         self.decoder_start_token_id: Optional[int] = None  # the model's (attach)
@@ -69,9 +66,9 @@ class SequenceToSequence(TaskDefaults):
         report["target_tokens_trained_on"] = sum(len(t) for t in targets)
         return Encoded(sources, targets, {"report": report, "references": [r["target"].strip() for r in split.texts]})
 
-    def collate(self, encoded: Encoded, indices: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    def make_batch(self, encoded: Encoded, indices: Sequence[int], pad_id: int, generator) -> dict[str, torch.Tensor]:
         """Right-padded sources, the targets as labels (-100 on padding), and the decoder's input: the targets
-        shifted right behind the decoder start token (teacher forcing)."""
+        shifted right behind the decoder start token (teacher forcing). Nothing is drawn at random (`generator`)."""
         from thrifty.data.batching import collate
 
         batch = collate(encoded.input_ids, indices, pad_id)
@@ -85,39 +82,13 @@ class SequenceToSequence(TaskDefaults):
         batch["labels"] = labels
         return batch
 
-    def fit_loss(self, train: Encoded, batch_size: int) -> None:
-        """The loss is a mean over target tokens already."""
-
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                                 ignore_index=-100)
+    def logit_positions(self, encoded: Encoded, i: int) -> int:
+        return len(encoded.targets[i])  # the decoder's positions
 
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
         """Teacher-forced loss and perplexity over the target tokens; exact match and ROUGE-L of written answers."""
-        from thrifty.data.batching import sorted_batches
-
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        vocab = model.get_output_embeddings().weight.shape[0]
-        target_lengths = [len(t) for t in encoded.targets]
-        with torch.inference_mode():
-            for idx in my_share(sorted_batches(target_lengths, batch_size)):
-                step = max(1, EVAL_LOGIT_ELEMENTS // (max(target_lengths[i] for i in idx) * vocab))
-                for start in range(0, len(idx), step):
-                    batch = self.collate(encoded, idx[start : start + step], pad_id)
-                    labels = batch.pop("labels").to(device)
-                    with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                    scored = labels != -100
-                    total += float(torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum"))
-                    count += int(scored.sum())
-        model.train(was_training)
-        total, count = summed(total), summed(count)
-        loss = total / max(1, count)
-        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens_scored": count,
-                   "examples": len(encoded)}
+        metrics = super().evaluate(model, encoded, split, label_names, pad_id, batch_size, device, autocast_dtype, forward)
         if self.generate.eval_examples > 0:
             metrics.update(self.generated_metrics(model, encoded, split, device))
         return metrics
@@ -137,9 +108,3 @@ class SequenceToSequence(TaskDefaults):
 
     def history_keys(self) -> tuple[str, ...]:
         return ("loss", "perplexity") + (("exact_match", "rouge_l") if self.generate.eval_examples > 0 else ())
-
-    def baseline(self, split, label_names: list[str]) -> Optional[float]:
-        return None
-
-    def plots(self, metrics: dict[str, Any], label_names: list[str], path, title: str) -> None:
-        return None
