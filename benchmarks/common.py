@@ -91,6 +91,28 @@ def table_head(title: str, command: str, saved: dict, text: str, columns: Sequen
             "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
 
+def head_by_cpu(title: str, command: str, saved: dict, text: str) -> list[str]:
+    """The top of a results .md whose tables are one per CPU (table_by_cpu): title, command, libraries, settings."""
+    m = saved["machine"]
+    return [f"# {title}", "", f"`{command}` (settings: the script's docstring). {m['threads']} threads, torch "
+            f"{m['torch']}, transformers {m['transformers']}. {text} One table per CPU: figures from different machines "
+            "are not pooled."]
+
+
+def table_by_cpu(cpu: str, runs: list[dict], columns: Sequence[str]) -> list[str]:
+    return ["", f"## {cpu} (rounds of seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))})", "",
+            "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+
+
+def by_cpu(saved: dict) -> dict[str, list[dict]]:
+    """The runs of a results file per CPU model, in the order first run (runs from before runs named their CPU ran on
+    the file's first machine): figures from different machines are never pooled."""
+    groups: dict[str, list[dict]] = {}
+    for r in saved["runs"]:
+        groups.setdefault(r.get("cpu") or saved["machine"]["cpu"], []).append(r)
+    return groups
+
+
 def median_of(runs: list[dict], system: str, key: str) -> Optional[float]:
     values = [r[key] for r in runs if r["system"] == system and r.get(key) is not None]
     return statistics.median(values) if values else None
@@ -144,10 +166,12 @@ def compare(script: str, stem: str, systems: Sequence[str], run_system: Callable
     total, started, finished = len(seeds) * len(chosen), time.perf_counter(), 0
     if seeds and prepare is not None:
         prepare(args)
+    cpu = machine(args.threads)["cpu"] if seeds else None  # per run: a results file may gather more than one machine
     for n, seed in enumerate(seeds, start=done):
         for system in (chosen if n % 2 == 0 else chosen[::-1]):
             result = run_worker(script, ["--worker", system, "--seed", str(seed), *worker_args(args)], args.threads)
-            saved["runs"].append({"system": system, "seed": seed, "date": time.strftime("%Y-%m-%d %H:%M"), **result})
+            saved["runs"].append({"system": system, "seed": seed, "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
+                                  **result})
             out.write_text(json.dumps(saved, indent=2) + "\n")  # kept as each run ends
             finished += 1
             elapsed = time.perf_counter() - started

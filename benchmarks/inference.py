@@ -28,7 +28,7 @@ import argparse
 import statistics
 import time
 
-from common import REPO, SST2, compare, paired_ratios, read_sst2, spread, table_head
+from common import REPO, SST2, by_cpu, compare, head_by_cpu, paired_ratios, read_sst2, spread, table_by_cpu
 
 SYSTEMS = ("thrifty", "pipeline-b1", "pipeline-b32", "pipeline-b64", "pipeline-b128", "pipeline-b256", "thrifty-onnx",
            "thrifty-onnx-int8", "thrifty-torch-bf16")
@@ -86,12 +86,19 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
-    runs = saved["runs"]
-    lines = table_head("Prediction throughput: thrifty vs the transformers pipeline",
-                       "python benchmarks/inference.py --seeds 6,7,8 --systems thrifty,pipeline-b1,pipeline-b32,pipeline-b64,"
-                       "pipeline-b128,pipeline-b256,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
-                       "SST-2 test, 1,821 sentences, the same fine-tuned all-MiniLM-L6-v2 folder and max_length on every "
-                       "side; median (min-max) over rounds (the pipelines' include seeds 0-2).", ["system", "rounds", "seconds", "texts/s", "test accuracy"])
+    lines = head_by_cpu("Prediction throughput: thrifty vs the transformers pipeline",
+                        "python benchmarks/inference.py --seeds 6,7,8 --systems thrifty,pipeline-b1,pipeline-b32,pipeline-b64,"
+                        "pipeline-b128,pipeline-b256,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
+                        "SST-2 test, 1,821 sentences, the same fine-tuned all-MiniLM-L6-v2 folder (trained on each machine) "
+                        "and max_length on every side; median (min-max) over rounds.")
+    for cpu, runs in by_cpu(saved).items():
+        lines += summarise_runs(cpu, runs)
+    return lines
+
+
+def summarise_runs(cpu: str, runs: list[dict]) -> list[str]:
+    """One machine's table and the ratios of its rounds."""
+    lines = table_by_cpu(cpu, runs, ["system", "rounds", "seconds", "texts/s", "test accuracy"])
     rates = {}
     for system in SYSTEMS:
         rs = [r for r in runs if r["system"] == system]

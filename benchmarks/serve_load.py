@@ -38,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import REPO, compare, paired_ratios, read_sst2, spread, table_head
+from common import REPO, by_cpu, compare, head_by_cpu, paired_ratios, read_sst2, spread, table_by_cpu
 from inference import MODEL, make_model
 
 SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")
@@ -155,29 +155,31 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
-    runs = saved["runs"]
-    lines = table_head("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
-                       "python benchmarks/serve_load.py --seeds 6,7,8,9,10,11 --systems thrifty,thrifty-nobatch,pipeline-server,"
-                       "thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
-                       f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
-                       "the same fine-tuned all-MiniLM-L6-v2 folder; median (min-max) over rounds (the pipeline server's include "
-                       "seeds 0-2). This machine's speed changes by the hour (the same server: 452-543 texts/s in one "
-                       "hour, 591-687 in another), so rounds are taken at more than one time of day.",
-                       ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"])
-    for system in SYSTEMS:
-        rs = [r for r in runs if r["system"] == system]
-        if not rs:
-            continue
-        logged = ("yes" if all(r["log_rows"] == r["texts"] for r in rs) else "no") if "log_rows" in rs[0] else "no log"
-        lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
-                     f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
-                     f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
-    for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
-            [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
-        ratios = paired_ratios(runs, a, b, lambda r: r["texts_per_second"])
-        if ratios:
-            lines.append(f"\n{a} / {b} texts/s: {statistics.median(ratios):.2f}x (round by round "
-                         f"{', '.join(f'{x:.2f}x' for x in ratios)})")
+    """One table per CPU the rounds ran on: figures from different machines are not pooled."""
+    columns = ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"]
+    lines = head_by_cpu("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
+                        "python benchmarks/serve_load.py --seeds 6,7,8,9,10,11 --systems thrifty,thrifty-nobatch,"
+                        "pipeline-server,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
+                        f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
+                        "the same fine-tuned all-MiniLM-L6-v2 folder (trained on each machine); median (min-max) over "
+                        "rounds. A machine's speed changes by the hour (on the Xeon, the same server: 452-543 texts/s in "
+                        "one hour, 591-687 in another), so rounds are taken at more than one time of day.")
+    for cpu, runs in by_cpu(saved).items():
+        lines += table_by_cpu(cpu, runs, columns)
+        for system in SYSTEMS:
+            rs = [r for r in runs if r["system"] == system]
+            if not rs:
+                continue
+            logged = ("yes" if all(r["log_rows"] == r["texts"] for r in rs) else "no") if "log_rows" in rs[0] else "no log"
+            lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
+                         f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
+                         f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
+        for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
+                [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
+            ratios = paired_ratios(runs, a, b, lambda r: r["texts_per_second"])
+            if ratios:
+                lines.append(f"\n{a} / {b} texts/s: {statistics.median(ratios):.2f}x (round by round "
+                             f"{', '.join(f'{x:.2f}x' for x in ratios)})")
     return lines
 
 
