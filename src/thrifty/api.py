@@ -33,7 +33,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Metrics of a model on a labelled (or tagged) file; writes metrics.json and a plot (confusion matrix, or
     per-type F1) to `output` or MODEL_DIR/evaluations/FILE. `backend`: as in predict and serve (config.BACKENDS), so
-    that a bf16 or int8 backend's accuracy can be checked before it serves."""
+    that a bf16 or int8 backend's accuracy can be checked before it serves. A model that writes text (causal_lm,
+    seq2seq, or a base decoder's folder) is scored on prompts and answers instead: `evaluate_written`."""
     import dataclasses
 
     from thrifty.errors import DataError
@@ -41,6 +42,14 @@ def evaluate(
     from thrifty.runs.run_dir import write_json, writing
     from thrifty.tasks import get_task
 
+    if _writes_text(model_dir):
+        if backend != "torch":
+            from thrifty.errors import ConfigError
+
+            raise ConfigError(f"--backend {backend} serves classifiers; a model that writes text is evaluated with the "
+                              "PyTorch backend (leave --backend out)")
+        return evaluate_written(model_dir, data, output=output, text_column=text_column, label_column=label_column,
+                                batch_size=batch_size)
     predictor = Predictor.load(model_dir, backend=backend, lanes=lanes)
     task = get_task(predictor.task)
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
@@ -82,6 +91,86 @@ def evaluate(
     metrics["plot"] = plot
     metrics["summary"] = task.summary(metrics)
     return metrics
+
+
+def _writes_text(model_dir: str | Path) -> bool:
+    """A thrifty model of a generative task, or a base model's own folder (or the packaged decoder's name): the
+    classifier path keeps everything else, and its messages for a missing folder."""
+    from thrifty.config import GENERATIVE_TASKS
+    from thrifty.models.loading import SMOLLM2_ALIASES
+    from thrifty.runs.manifest import is_thrifty_model, model_folder, read_manifest
+
+    path = Path(model_dir).expanduser()
+    if is_thrifty_model(path):
+        return read_manifest(model_folder(path))["task"] in GENERATIVE_TASKS
+    return str(model_dir) in SMOLLM2_ALIASES or (path / "config.json").is_file()
+
+
+def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str | Path] = None,
+                     text_column: Optional[str] = None, label_column: Optional[str] = None,
+                     batch_size: int = 128) -> dict[str, Any]:
+    """A model that writes text, on a file of prompts and answers read as its training read them (the manifest's
+    data settings: JSONL prompt/completion or chat rows, a table through its prompt_template; source/target for
+    seq2seq): teacher-forced loss, perplexity and token accuracy on the answers, then an answer written for every
+    prompt with the model's generate settings, scored by exact match (and ROUGE-L for seq2seq). Writes metrics.json
+    and answers.jsonl (prompt, reference, written answer, match) to `output` or MODEL_DIR/evaluations/FILE (a base
+    model's: ./evaluations/FILE)."""
+    import dataclasses
+    import json
+
+    from thrifty.config import DataConfig
+    from thrifty.data.instructions import SEQ2SEQ, instruction_kind, read_examples
+    from thrifty.data.prepare import PreparedData, Split
+    from thrifty.errors import DataError
+    from thrifty.inference.generation import Generator
+    from thrifty.runs.manifest import is_thrifty_model, read_manifest
+    from thrifty.runs.run_dir import atomic_write_text, write_json, writing
+    from thrifty.tasks import get_task
+
+    generator = Generator.load(model_dir)
+    manifest = read_manifest(generator.folder) if is_thrifty_model(generator.folder) else {}
+    pre = manifest.get("preprocessing") or {}
+    settings = {k: pre[k] for k in ("unicode_normalization", "max_chars", "text_column", "label_column") if k in pre}
+    settings.update((manifest.get("generation") or {}).get("data") or {})
+    settings.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
+    config = DataConfig(**settings)
+    kind = SEQ2SEQ if generator.task == "seq2seq" else instruction_kind(data, config)
+    if kind is None:
+        raise DataError(f"{data}: a model that writes text is evaluated on prompts with their answers: JSONL rows of "
+                        f"{{\"{config.prompt_column}\": ..., \"{config.completion_column}\": ...}} or "
+                        f"{{\"{config.messages_column}\": [...]}}")
+    rows, source, counts = read_examples(data, config, kind, "evaluation")
+    split = Split(rows, [])
+    task = get_task(generator.task, generate=dataclasses.replace(generator.settings, eval_examples=len(rows)))
+    task.prepared = PreparedData(Split([], []), Split([], []), split, [])  # the test split: every row is written
+    task.answers_kept = None
+    if kind != SEQ2SEQ:
+        task.kind, task.data_config = kind, config
+    model, tokenizer = generator.model, generator.tokenizer
+    task.attach(model)
+    max_length = int(pre.get("max_length") or _context_length(model, tokenizer))
+    encoded = task.encode(tokenizer, split, max_length, None)
+    model.config.use_cache = False  # teacher forcing reads no cache; generation turns it on for itself
+    metrics = task.evaluate(model, encoded, split, [], tokenizer.pad_token_id, batch_size,
+                            next(model.parameters()).device)
+    answers = metrics.pop("samples")
+    metrics.update(samples=answers[:5], data={"file": source, **counts, **encoded.extra["report"]},
+                   model=generator.folder, max_length=max_length,
+                   generate={k: v for k, v in dataclasses.asdict(task.generate).items() if k != "eval_examples"})
+    home = Path(generator.folder) if manifest else Path.cwd()
+    out_dir = _evaluation_dir(home, source, output)
+    with writing(out_dir, "evaluation results"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "metrics.json", metrics)
+        atomic_write_text(out_dir / "answers.jsonl", "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+    metrics.update(output_dir=str(out_dir), plot=None, answers="answers.jsonl", summary=task.summary(metrics))
+    return metrics
+
+
+def _context_length(model, tokenizer) -> int:
+    """A base model's longest input, capped at 2,048 tokens (evaluation rows are prompts and answers, not books)."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(tokenizer, "model_max_length", 2048)
+    return min(int(limit), 2048)
 
 
 def _evaluation_dir(model: Path, source: str, output: Optional[str | Path]) -> Path:

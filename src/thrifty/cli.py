@@ -100,10 +100,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="run the model repository's own code (off: only "
                                                                     "for models you trust)")
 
-    p = sub.add_parser("evaluate", parents=[common], help="metrics and a plot of a model on a labelled (or tagged) file")
-    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere")
-    p.add_argument("--data", required=True, help="labelled file (any supported format)")
-    p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png (default: RUN_DIR/evaluations/FILE)")
+    p = sub.add_parser("evaluate", parents=[common], help="metrics and a plot of a model on a labelled (or tagged) file; "
+                                                          "a model that writes text: on prompts and their answers")
+    p.add_argument("run_dir", metavar="MODEL_DIR", help="a finished run folder, or its model/ folder copied anywhere (a "
+                                                        "decoder's own folder too, to compare with its fine-tuned runs)")
+    p.add_argument("--data", required=True, help="labelled file (any supported format); for a model that writes text, "
+                                                 "prompt/completion or chat JSONL (source/target for seq2seq)")
+    p.add_argument("--output", help="folder for metrics.json and confusion_matrix.png, or answers.jsonl (default: "
+                                    "RUN_DIR/evaluations/FILE)")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--batch-size", type=int, default=128)
@@ -635,7 +639,7 @@ def _cmd_evaluate(args) -> int:
         print(f"  {'type':<16} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
         for name, row in sorted(metrics["per_type"].items()):
             print(f"  {name:<16} {row['precision']:>9.4f} {row['recall']:>9.4f} {row['f1']:>9.4f} {row['support']:>8}")
-    print(f"wrote {metrics['output_dir']}/metrics.json and {metrics['plot']}")
+    print(f"wrote {metrics['output_dir']}/metrics.json and {metrics['plot'] or metrics['answers']}")
     return 0
 
 

@@ -64,6 +64,9 @@ def test_seq2seq_learns_a_mapping_and_generates_it(tiny_t5, tmp_path):
     from thrifty.inference.generation import Generator
 
     assert Generator.load(tmp_path / "run").generate(["item 5 is beta"]) == ["beta"]
+    metrics = thrifty.evaluate(tmp_path / "run", str(test), output=tmp_path / "evaluation")  # as the run scored test
+    assert metrics["exact_match"] == result.metrics["test"]["exact_match"] and metrics["rouge_l"] >= 0.9
+    assert len((tmp_path / "evaluation" / "answers.jsonl").read_text().splitlines()) == 40
 
 
 def test_lora_adapts_t5s_attention_and_mlp_and_its_adapter_generates(tiny_t5, tmp_path):

@@ -106,6 +106,18 @@ def test_sft_learns_the_answers_and_generates_them(chat_llama, tmp_path, packing
     generator = Generator.load(tmp_path / "run")
     assert not generator.chat_default  # trained on prompts as written: generated as written
     assert generator.generate(["item 7 is delta. name:", "item 9 is beta. name:"]) == ["delta", "beta"]
+    if packing:
+        return
+    # thrifty evaluate on held-out rows, read as training read them: every answer written, scored and kept
+    held_out = write_jsonl(tmp_path / "held_out.jsonl", naming_rows(200)[160:])
+    metrics = thrifty.evaluate(tmp_path / "run", str(held_out))
+    assert metrics["generated"] == metrics["examples"] == 40 and metrics["exact_match"] >= 0.9 and metrics["loss"] < 0.5
+    out = tmp_path / "run" / "evaluations" / "held_out.jsonl"
+    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 40 and sum(a["exact_match"] for a in answers) == round(metrics["exact_match"] * 40)
+    assert json.loads((out / "metrics.json").read_text())["data"]["rows_read"] == 40
+    base = thrifty.evaluate(chat_llama, str(held_out), output=tmp_path / "base")  # the untrained model, the same rows
+    assert base["exact_match"] < 0.5 and base["loss"] > 2 * metrics["loss"]
 
 
 def test_lora_saves_an_adapter_that_writes_what_the_run_wrote(chat_llama, tmp_path):
@@ -184,3 +196,16 @@ def test_estimates_count_a_packed_sft_run(chat_llama, tmp_path):
     result = estimate(config, calibration_steps=2)
     assert result["train_flops"] > 0 and result["peak_memory_bytes"] > 0 and result["predicted_seconds"] >= 0
     assert result["tokens_per_epoch"] == 72 * 10  # the 72 training rows of 10 tokens, packed
+
+
+def test_evaluating_a_decoder_names_bad_input_in_one_line(chat_llama, tmp_path, capsys):
+    from thrifty.cli import main
+
+    plain = tmp_path / "notes.txt"
+    plain.write_text("a plain sentence\n")
+    assert main(["evaluate", str(chat_llama), "--data", str(plain)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "evaluated on prompts with their answers" in err and len(err.splitlines()) == 1
+    rows = write_jsonl(tmp_path / "rows.jsonl", naming_rows(4))
+    assert main(["evaluate", str(chat_llama), "--data", str(rows), "--backend", "onnx"]) == 2
+    assert "PyTorch backend" in capsys.readouterr().err

@@ -29,6 +29,10 @@ from thrifty.config import DataConfig
 from thrifty.errors import DataError, ModelError
 
 PROMPT_COMPLETION, CHAT, SEQ2SEQ = "prompt_completion", "chat", "seq2seq"
+# The data settings that say how rows become prompts and answers: kept in a generative model's manifest, so that
+# `thrifty evaluate` reads a file as training read its rows
+FORMAT_KEYS = ("prompt_column", "completion_column", "messages_column", "prompt_template", "completion_template",
+               "source_column", "target_column", "loss_on", "overlong")
 
 
 def _clean(text: Any, config: DataConfig) -> str:
@@ -126,6 +130,32 @@ def _key(row: dict) -> str:
     return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
+def read_examples(path: str, config: DataConfig, kind: str, role: str) -> tuple[list[dict], str, dict[str, int]]:
+    """One file's examples cleaned (Unicode, max_chars), without rows that have no answer and, per data.duplicates,
+    without exact repeats; its source and the counts of what was dropped."""
+    rows, source, counts = read_rows(path, config, kind, role)
+    counts.update(rows_read=len(rows), dropped_empty=0, dropped_duplicates=0)
+    kept, seen = [], set()
+    for row in rows:
+        if kind == CHAT:
+            row = {"messages": [{"role": m["role"], "content": _clean(m["content"], config)} for m in row["messages"]]}
+            empty = not any(m["content"].strip() for m in row["messages"] if m["role"] == "assistant")
+        else:
+            row = {k: _clean(v, config) for k, v in row.items()}
+            empty = not str(list(row.values())[-1]).strip()  # no answer (completion, target) to learn
+        key = _key(row)
+        if empty:
+            counts["dropped_empty"] += 1
+        elif key in seen and config.duplicates == "drop":
+            counts["dropped_duplicates"] += 1
+        else:
+            seen.add(key)
+            kept.append(row)
+    if not kept:
+        raise DataError(f"{source} has no example with an answer (rows read: {len(rows)})")
+    return kept, source, counts
+
+
 def prepare_examples(config: DataConfig, seed: int, kind: str):
     """Read, clean, de-duplicate and split instruction rows, with a report of every change; returns PreparedData
     whose splits hold the example dicts in `.texts`."""
@@ -134,28 +164,8 @@ def prepare_examples(config: DataConfig, seed: int, kind: str):
     report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": [], "format": kind}
 
     def load(path: str, role: str) -> list[dict]:
-        rows, source, counts = read_rows(path, config, kind, role)
-        report["files"][role] = source
-        counts.update(rows_read=len(rows), dropped_empty=0, dropped_duplicates=0)
-        kept, seen = [], set()
-        for row in rows:
-            if kind == CHAT:
-                row = {"messages": [{"role": m["role"], "content": _clean(m["content"], config)} for m in row["messages"]]}
-                empty = not any(m["content"].strip() for m in row["messages"] if m["role"] == "assistant")
-            else:
-                row = {k: _clean(v, config) for k, v in row.items()}
-                empty = not str(list(row.values())[-1]).strip()  # no answer (completion, target) to learn
-            key = _key(row)
-            if empty:
-                counts["dropped_empty"] += 1
-            elif key in seen and config.duplicates == "drop":
-                counts["dropped_duplicates"] += 1
-            else:
-                seen.add(key)
-                kept.append(row)
-        report["splits"][role] = counts
-        if not kept:
-            raise DataError(f"{source} has no example with an answer to learn (rows read: {len(rows)})")
+        kept, source, counts = read_examples(path, config, kind, role)
+        report["files"][role], report["splits"][role] = source, counts
         return kept
 
     train = load(config.train, "train")

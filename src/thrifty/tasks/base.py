@@ -124,10 +124,11 @@ class TaskDefaults:
 
 
 def written_answers(model, tokenizer, prompts: list, references: list[str], settings, whole: bool, device,
-                    rouge: bool = False) -> dict[str, Any]:
+                    rouge: bool = False, keep: Optional[int] = 5) -> dict[str, Any]:
     """Answers written for a seeded sample of `settings.eval_examples` prompts (token ids), or for all of them
     (`whole`: the test split), scored against the references: exact_match, and rouge_l with `rouge`. In a multi-process
-    evaluation each process writes its share. Five samples are kept for metrics.json."""
+    evaluation each process writes its share. `keep` samples (prompt, reference, written, match; None: all) are kept
+    for metrics.json."""
     import numpy as np
 
     from thrifty.evaluation.sharding import my_share, summed
@@ -143,6 +144,6 @@ def written_answers(model, tokenizer, prompts: list, references: list[str], sett
     scores = {"exact_match": summed(sum(answer_matches(w, r) for w, r in zip(written, wanted))) / max(1, len(picked))}
     if rouge:
         scores["rouge_l"] = summed(rouge_l(written, wanted) * len(mine) if mine else 0.0) / max(1, len(picked))
-    samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False), "reference": r, "generated": w}
-               for w, r, i in list(zip(written, wanted, mine))[:5]]
+    samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False), "reference": r, "generated": w,
+                "exact_match": answer_matches(w, r)} for w, r, i in list(zip(written, wanted, mine))[:keep]]
     return {**scores, "generated": len(picked), "samples": samples}

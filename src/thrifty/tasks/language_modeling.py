@@ -166,6 +166,7 @@ class LanguageModelingBase(TaskDefaults):
     prunes_last_layer = False
     evaluates_full_length = False
     plot_name = None  # the learning curve is in TensorBoard/MLflow; there is no per-class picture
+    answers_kept: Optional[int] = 5  # generated answers kept in metrics (thrifty evaluate keeps them all: None)
 
     def __init__(self, config: Optional[AdaptConfig] = None):
         self.config = config or AdaptConfig()
@@ -440,7 +441,7 @@ class CausalLanguageModeling(LanguageModelingBase):
         """Answers written for a seeded sample of validation (all of test) and compared with the references."""
         whole = self.prepared is not None and split is self.prepared.test
         return written_answers(model, self.tokenizer, encoded.extra["prompts"], encoded.extra["references"],
-                               self.generate, whole, device)
+                               self.generate, whole, device, keep=self.answers_kept)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = super().summary(metrics)

@@ -97,7 +97,7 @@ class SequenceToSequence(LanguageModelingBase):
         """Targets written for a seeded sample of validation sources (all of test): exact match and ROUGE-L."""
         whole = self.prepared is not None and split is self.prepared.test
         return written_answers(model, self.tokenizer, encoded.input_ids, encoded.extra["references"], self.generate,
-                               whole, device, rouge=True)
+                               whole, device, rouge=True, keep=self.answers_kept)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f} on {metrics['tokens_scored']:,} target tokens"

@@ -33,6 +33,7 @@ from thrifty.cost.budget import BudgetTracker, format_spent, limits_for, save_se
 from thrifty.cost.energy import EnergyMeter
 from thrifty.cost.hardware import get_hardware
 from thrifty.data.batching import sorted_batches
+from thrifty.data.instructions import FORMAT_KEYS
 from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import is_better
@@ -733,7 +734,8 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
         manifest.update(format=SENTENCE_FORMAT, pooling="mean", normalize=True)
     if config.task in GENERATIVE_TASKS:  # how `thrifty generate` and /v1/generate write with it, unless told otherwise
         settings = {k: v for k, v in dataclasses.asdict(config.generate).items() if k != "eval_examples"}
-        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **settings}
+        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **settings,
+                                  "data": {k: getattr(config.data, k) for k in FORMAT_KEYS}}
         model.config.use_cache = True  # off in training (inputs.load_model); generation wants it
     lora = config.strategy.name == "lora"
     merge = lora and (config.strategy.merge_lora or parent is not None)
