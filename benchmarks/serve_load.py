@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable, Optional
 
 from common import REPO, by_cpu, compare, head_by_cpu, paired_ratios, read_sst2, spread, table_by_cpu
 from inference import MODEL, make_model
@@ -51,16 +52,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _one_client(port: int, texts: list[str], rng: random.Random, stop_at: float, stats: dict) -> None:
+# A request maker: rng -> (path, JSON body, answered(payload) -> texts answered, or None when the answer is wrong)
+NextRequest = Callable[[random.Random], tuple[str, dict, Callable[[dict], Optional[int]]]]
+
+
+def predict_requests(texts: list[str]) -> NextRequest:
+    """POST /v1/predict with 1-16 of `texts`; answered when there is one prediction per text."""
+    def next_request(rng: random.Random):
+        n = rng.randint(1, 16)
+        return "/v1/predict", {"texts": rng.sample(texts, n)}, \
+            lambda answer: n if len(answer.get("predictions", [])) == n else None
+    return next_request
+
+
+async def _one_client(port: int, next_request: NextRequest, rng: random.Random, stop_at: float, stats: dict) -> None:
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError:
         stats["errors"] += 1
         return
     while time.monotonic() < stop_at:
-        n = rng.randint(1, 16)
-        body = json.dumps({"texts": rng.sample(texts, n)}).encode()
-        request = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        path, body, answered = next_request(rng)
+        body = json.dumps(body).encode()
+        request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         started = time.perf_counter()
         try:
@@ -78,7 +92,8 @@ async def _one_client(port: int, texts: list[str], rng: random.Random, stop_at: 
             return
         stats["latencies"].append(time.perf_counter() - started)
         stats["last_answer"] = time.perf_counter()
-        if status != 200 or len(json.loads(payload).get("predictions", [])) != n:
+        n = answered(json.loads(payload)) if status == 200 else None
+        if n is None:
             stats["errors"] += 1
             continue
         stats["requests"] += 1
@@ -86,11 +101,11 @@ async def _one_client(port: int, texts: list[str], rng: random.Random, stop_at: 
     writer.close()
 
 
-async def load(port: int, texts: list[str], clients: int, seconds: float, seed: int) -> dict:
+async def load(port: int, next_request: NextRequest, clients: int, seconds: float, seed: int) -> dict:
     stats = {"latencies": [], "requests": 0, "texts": 0, "errors": 0, "last_answer": None}
     started = time.perf_counter()
     stop_at = time.monotonic() + seconds
-    await asyncio.gather(*(_one_client(port, texts, random.Random(seed * 1000 + c), stop_at, stats)
+    await asyncio.gather(*(_one_client(port, next_request, random.Random(seed * 1000 + c), stop_at, stats)
                            for c in range(clients)))
     stats["elapsed"] = (stats["last_answer"] or time.perf_counter()) - started
     return stats
@@ -113,6 +128,33 @@ def wait_ready(port: int, server: subprocess.Popen, log: Path, timeout: float = 
     raise RuntimeError("the server did not become ready")
 
 
+def measure(command: list[str], port: int, scratch: Path, next_request: NextRequest, args: argparse.Namespace,
+            seed: int) -> dict:
+    """Start the server (`command`, listening on `port`), load it with --clients clients for --seconds, stop it with
+    SIGTERM (thrifty finishes what is in flight and flushes its log); throughput, latency percentiles, errors."""
+    # The server's output goes to a file: an unread pipe fills up (64 KiB of access-log lines) and blocks the server
+    output = open(scratch / "server.log", "w")
+    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    try:
+        wait_ready(port, server, scratch / "server.log")
+        stats = asyncio.run(load(port, next_request, args.clients, args.seconds, seed))
+        server.send_signal(signal.SIGTERM)
+        server.wait(120)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        output.close()
+    latencies = sorted(stats["latencies"])
+
+    def pct(q: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None
+
+    return {"texts_per_second": round(stats["texts"] / stats["elapsed"], 1), "requests": stats["requests"],
+            "texts": stats["texts"], "errors": stats["errors"], "p50_ms": pct(0.50), "p95_ms": pct(0.95),
+            "p99_ms": pct(0.99), "seconds": round(stats["elapsed"], 1), "clients": args.clients,
+            "exit_code": server.returncode}
+
+
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     from thrifty.inference.predictor import Predictor
 
@@ -128,27 +170,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     else:
         command = [sys.executable, str(REPO / "benchmarks" / "pipeline_server.py"), str(MODEL / "model"), str(port),
                    str(max_length), str(args.threads)]
-    # The server's output goes to a file: an unread pipe fills up (64 KiB of access-log lines) and blocks the server
-    output = open(scratch / "server.log", "w")
-    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, cwd=REPO)
-    try:
-        wait_ready(port, server, scratch / "server.log")
-        stats = asyncio.run(load(port, texts, args.clients, args.seconds, seed))
-        server.send_signal(signal.SIGTERM)  # thrifty: finishes in flight, flushes the log
-        server.wait(120)
-    finally:
-        if server.poll() is None:
-            server.kill()
-        output.close()
-    latencies = sorted(stats["latencies"])
-
-    def pct(q: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None
-
-    result = {"texts_per_second": round(stats["texts"] / stats["elapsed"], 1), "requests": stats["requests"],
-              "texts": stats["texts"], "errors": stats["errors"], "p50_ms": pct(0.50), "p95_ms": pct(0.95),
-              "p99_ms": pct(0.99), "seconds": round(stats["elapsed"], 1), "clients": args.clients,
-              "max_length": max_length, "exit_code": server.returncode}
+    result = {**measure(command, port, scratch, predict_requests(texts), args, seed), "max_length": max_length}
     if system.startswith("thrifty"):
         result["log_rows"] = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
     return result

@@ -134,12 +134,15 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     settings.update((manifest.get("generation") or {}).get("data") or {})
     settings.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
     config = DataConfig(**settings)
+    if config.prompt_template is not None and instruction_kind(data, dataclasses.replace(config, prompt_template=None)):
+        config = dataclasses.replace(config, prompt_template=None)  # JSONL rows already hold prompts and answers
     kind = SEQ2SEQ if generator.task == "seq2seq" else instruction_kind(data, config)
     if kind is None:
         raise DataError(f"{data}: a model that writes text is evaluated on prompts with their answers: JSONL rows of "
                         f"{{\"{config.prompt_column}\": ..., \"{config.completion_column}\": ...}} or "
                         f"{{\"{config.messages_column}\": [...]}}")
     rows, source, counts = read_examples(data, config, kind, "evaluation")
+    out_dir = _evaluation_dir(Path(generator.folder) if manifest else Path.cwd(), source, output)  # refused before the work
     split = Split(rows, [])
     task = get_task(generator.task, generate=dataclasses.replace(generator.settings, eval_examples=len(rows)))
     task.prepared = PreparedData(Split([], []), Split([], []), split, [])  # the test split: every row is written
@@ -157,8 +160,6 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     metrics.update(samples=answers[:5], data={"file": source, **counts, **encoded.extra["report"]},
                    model=generator.folder, max_length=max_length,
                    generate={k: v for k, v in dataclasses.asdict(task.generate).items() if k != "eval_examples"})
-    home = Path(generator.folder) if manifest else Path.cwd()
-    out_dir = _evaluation_dir(home, source, output)
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)

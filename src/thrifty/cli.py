@@ -166,7 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="prediction log: a SQLite path or postgresql://user:password@host/db "
                                 "(default: SQLite in RUN_DIR/serve/)")
     p.add_argument("--no-log", action="store_true", help="do not log predictions")
-    p.add_argument("--no-batching", action="store_true", help="one forward pass per request")
+    p.add_argument("--no-batching", action="store_true", help="one forward pass (or generate call) per request")
     p.add_argument("--name", help="the model name in answers and the log (default: the run folder's name)")
     p.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP + " (default torch)")
     p.add_argument("--lanes", type=int, help=LANES_HELP)

@@ -1,11 +1,12 @@
-"""The dynamic batcher: concurrent requests share forward passes, each gets its own results, failures stay local."""
+"""The dynamic batcher: concurrent requests share forward passes, each gets its own results, failures stay local;
+the generation batcher: waiting generation requests of the same model and settings share a generate call."""
 
 import asyncio
 import threading
 
 import pytest
 
-from thrifty.serving.batching import DynamicBatcher
+from thrifty.serving.batching import DynamicBatcher, GenerationBatcher
 
 
 class Recorder:
@@ -122,3 +123,73 @@ def test_stop_finishes_queued_requests():
 
     answers = run(scenario())
     assert [a[0]["label"] for a in answers] == [f"seen:t{i}" for i in range(5)]
+
+
+class Writer:
+    """A stand-in generator: writes 'PROMPT/MAX_NEW_TOKENS' for each prompt and records each call's prompts."""
+
+    def __init__(self, delay=0.05):
+        self.calls, self.delay = [], delay
+
+    def generate(self, prompts, max_new_tokens=None, temperature=None):
+        import time
+
+        self.calls.append(list(prompts))
+        time.sleep(self.delay)
+        if "bad" in prompts:
+            raise ValueError("no such setting")
+        return [f"{p}/{max_new_tokens}" for p in prompts]
+
+
+def test_waiting_generation_requests_share_a_call_of_their_own_settings():
+    writer, other = Writer(), Writer()
+
+    async def scenario():
+        batcher = GenerationBatcher(max_prompts=8)
+        requests = [(writer, [f"r{r}-p{p}" for p in range(1 + r % 3)], {"max_new_tokens": 4 if r % 4 else 9})
+                    for r in range(12)] + [(other, ["o1"], {"max_new_tokens": 4})]
+        answers = await asyncio.gather(*(batcher.generate(g, prompts, settings) for g, prompts, settings in requests))
+        return requests, answers, batcher.calls
+
+    requests, answers, calls = run(scenario())
+    for (_, prompts, settings), answer in zip(requests, answers):
+        assert answer == [f"{p}/{settings['max_new_tokens']}" for p in prompts]  # its own, in order, its settings
+    assert calls == len(writer.calls) + len(other.calls) and len(writer.calls) < 12 / 2  # together, not one by one
+    assert all(len(call) <= 8 for call in writer.calls[1:])  # after the first (alone), within max_prompts
+    assert other.calls == [["o1"]]  # another model's request never joins this model's call
+
+
+def test_a_failing_generation_fails_its_call_and_the_next_goes_on():
+    writer = Writer()
+
+    async def scenario():
+        batcher = GenerationBatcher()
+        first = asyncio.ensure_future(batcher.generate(writer, ["a"], {"max_new_tokens": 1}))
+        await asyncio.sleep(0.01)  # "a" generates alone; the next two wait and go together
+        results = await asyncio.gather(batcher.generate(writer, ["bad"], {"max_new_tokens": 1}),
+                                       batcher.generate(writer, ["c"], {"max_new_tokens": 1}), return_exceptions=True)
+        later = await batcher.generate(writer, ["d"], {"max_new_tokens": 1})
+        return await first, results, later
+
+    first, (bad, shared), later = run(scenario())
+    assert first == ["a/1"] and later == ["d/1"]
+    assert isinstance(bad, ValueError) and isinstance(shared, ValueError)  # they were one call
+    assert writer.calls == [["a"], ["bad", "c"], ["d"]]
+
+
+def test_a_request_cancelled_while_generating_still_answers_the_others_of_its_call():
+    writer = Writer(delay=0.1)
+
+    async def scenario():
+        batcher = GenerationBatcher()
+        first = asyncio.ensure_future(batcher.generate(writer, ["a"], {}))
+        await asyncio.sleep(0.02)
+        leader = asyncio.ensure_future(batcher.generate(writer, ["b"], {}))
+        follower = asyncio.ensure_future(batcher.generate(writer, ["c"], {}))
+        await first
+        await asyncio.sleep(0.02)  # b and c are being written together; b's client leaves
+        leader.cancel()
+        return await follower
+
+    assert run(scenario()) == ["c/None"]
+    assert writer.calls == [["a"], ["b", "c"]]  # c's answer came from the shared call, nothing ran twice or at once

@@ -26,6 +26,17 @@ def test_prompts_are_answered_in_order(server):
     assert body["task"] == "causal_lm" and body["manifest"]["generation"]["prompt_format"] == "prompt_completion"
 
 
+def test_concurrent_requests_each_get_their_own_answers(server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    words = ["alpha", "beta", "gamma", "delta"]
+    prompts = [[f"item {i} is {words[(i + j) % 4]}. name:" for j in range(1 + i % 3)] for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda ps: call(server[0], "POST", "/v1/generate", {"prompts": ps}), prompts))
+    for ps, (status, body) in zip(prompts, answers):
+        assert status == 200 and [g["text"] for g in body["generations"]] == [p.split(" is ")[1][:-7] for p in ps]
+
+
 @pytest.mark.parametrize("body,status,fragment", [
     ({}, 422, "exactly one of"),
     ({"prompt": "a", "prompts": ["b"]}, 422, "exactly one of"),

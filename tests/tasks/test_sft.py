@@ -153,6 +153,27 @@ def test_chat_rows_train_and_a_model_without_a_template_is_refused(chat_llama, t
         thrifty.train(sft_config(tiny_llama, train), output=tmp_path / "plain", progress=False)
 
 
+def test_a_run_trained_on_a_table_is_evaluated_on_a_table_or_on_prompt_completion_rows(chat_llama, tmp_path):
+    import csv
+
+    def table(path, rows):
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["sentence", "word"])
+            writer.writerows([r["prompt"].removesuffix(". name:"), r["completion"].strip()] for r in rows)
+        return path
+
+    rows = naming_rows(200)
+    config = sft_config(chat_llama, table(tmp_path / "train.csv", rows[:160]),
+                        data={"text_column": "sentence", "label_column": "word", "prompt_template": "{text}. name:",
+                              "completion_template": " {label}"}, generate={"max_new_tokens": 3})
+    thrifty.train(config, output=tmp_path / "run", progress=False)
+    from_table = thrifty.evaluate(tmp_path / "run", str(table(tmp_path / "test.csv", rows[160:])))
+    from_rows = thrifty.evaluate(tmp_path / "run", str(write_jsonl(tmp_path / "test.jsonl", rows[160:])))
+    assert from_table["exact_match"] >= 0.9 and from_table["generated"] == 40  # the template and columns of the run
+    assert from_rows["exact_match"] == from_table["exact_match"] and from_rows["loss"] == pytest.approx(from_table["loss"])
+
+
 def test_generation_settings_are_validated():
     from thrifty.errors import ConfigError
 

@@ -45,7 +45,7 @@ from starlette.concurrency import run_in_threadpool
 from thrifty.config import GENERATIVE_TASKS, ServeConfig
 from thrifty.errors import ThriftyError
 from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
-from thrifty.serving.batching import DynamicBatcher
+from thrifty.serving.batching import DynamicBatcher, GenerationBatcher
 from thrifty.serving.metrics import ServerMetrics
 from thrifty.serving.predlog import PredictionLog, now_utc
 from thrifty.version import __version__
@@ -453,7 +453,8 @@ def create_app(settings: AppSettings) -> FastAPI:
         return {"model": {"name": model.name, "version": model.version, "backend": model.backend},
                 "predictions": [{"id": i, **r} for i, r in zip(ids, results)]}
 
-    generating = asyncio.Lock()  # one generation at a time: it has all the threads; requests queue here
+    # one generate call at a time (it has all the threads); requests that wait meanwhile are written together
+    generations = GenerationBatcher(max_prompts=serve.max_batch_texts if serve.batching else 1)  # 1: each alone
 
     @app.post("/v1/generate", dependencies=[Depends(require_key)])
     async def generate(body: GenerateRequest) -> dict[str, Any]:
@@ -483,11 +484,10 @@ def create_app(settings: AppSettings) -> FastAPI:
                                 "{\"texts\": [...]}")
         settings = {k: getattr(body, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}
         started = time.perf_counter()
-        async with generating:
-            try:
-                written = await run_in_threadpool(model.generator.generate, prompts, **settings)
-            except ThriftyError as exc:  # a setting out of range, a chat model without a template
-                raise ApiError(422, str(exc))
+        try:
+            written = await generations.generate(model.generator, prompts, settings)
+        except ThriftyError as exc:  # a setting out of range, a chat model without a template
+            raise ApiError(422, str(exc))
         return {"model": {"name": model.name, "version": model.version},
                 "generations": [{"id": uuid.uuid4().hex, "text": text} for text in written],
                 "latency_ms": round((time.perf_counter() - started) * 1000.0, 1)}

@@ -11,6 +11,9 @@ the batch, the less padding and the fuller the passes, so under load a batch tak
 
 With `enabled=False` each request is its own forward pass (still off the event loop, one at a time): the baseline
 the load benchmark compares against.
+
+`GenerationBatcher` does the same for POST /v1/generate: requests that wait while a generation runs are written
+together in the next call.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
+
+from starlette.concurrency import run_in_threadpool
 
 
 @dataclass
@@ -152,3 +157,66 @@ class DynamicBatcher:
                 if not j.future.done():
                     j.future.set_result(results[position: position + len(j.texts)])
                 position += len(j.texts)
+
+
+@dataclass
+class _Prompts:
+    generator: Any  # the model that was serving when the request came (a hot swap does not move it to another)
+    prompts: list
+    settings: dict[str, Any]
+    key: tuple  # the model and the generation settings: only requests that write alike share a call
+    future: asyncio.Future
+
+
+class GenerationBatcher:
+    """Concurrent generation requests share generate calls: while one call runs (it has all the threads), requests
+    wait; the next call takes every waiting request of the same model and settings as the oldest (max_new_tokens,
+    temperature, top_p, stop), up to `max_prompts` prompts, so that their prompts are written together in
+    length-sorted batches (models.generation) instead of one request after another. Each request gets its own
+    answers, in its order. `generator.generate(prompts, **settings) -> texts` runs off the event loop."""
+
+    def __init__(self, max_prompts: int = 64) -> None:
+        self.max_prompts = max_prompts
+        self._waiting: list[_Prompts] = []
+        self._turn = asyncio.Lock()
+        self.calls = 0  # generate calls made
+
+    async def generate(self, generator: Any, prompts: list, settings: dict[str, Any]) -> list[str]:
+        key = (id(generator),) + tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
+        job = _Prompts(generator, prompts, settings, key, asyncio.get_running_loop().create_future())
+        self._waiting.append(job)
+        while not job.future.done():
+            async with self._turn:
+                if not job.future.done():  # else: written in the call that just ended
+                    await self._run_next(job)
+        return job.future.result()
+
+    async def _run_next(self, job: _Prompts) -> None:
+        """One call for the oldest waiting request like `job` and those that fit with it."""
+        group, count = [], 0
+        for waiting in self._waiting:
+            if waiting.key == job.key and (not group or count + len(waiting.prompts) <= self.max_prompts):
+                group.append(waiting)
+                count += len(waiting.prompts)
+        self._waiting = [w for w in self._waiting if w not in group]
+        self.calls += 1
+        call = asyncio.ensure_future(run_in_threadpool(job.generator.generate, [p for w in group for p in w.prompts],
+                                                       **job.settings))
+        left = False
+        while not call.done():
+            try:
+                await asyncio.shield(call)
+            except asyncio.CancelledError:  # this request's client left: the call goes on for the others (a thread
+                left = True                 # cannot be stopped), and the next starts only once it has ended
+            except Exception:
+                pass
+        error = call.exception()
+        position = 0
+        for w in group:  # a failure (a setting out of range) goes to every request of the call; the server lives
+            if error is not None:
+                w.future.set_exception(error)
+            else:
+                w.future.set_result(call.result()[position: position + len(w.prompts)])
+            position += len(w.prompts)
+        if left:
+            raise asyncio.CancelledError

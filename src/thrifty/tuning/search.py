@@ -448,11 +448,20 @@ def _rdb_storage(storage: str, heartbeat_seconds: int):
     url = database_url(storage)
     kwargs = {"connect_args": {"connect_timeout": 5}} if url.startswith("postgresql") else {}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_seconds, grace_period=3 * heartbeat_seconds,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+        for attempt in range(3):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_seconds,
+                        grace_period=3 * heartbeat_seconds,
+                        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3))
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+                # Workers started together on an empty database race to create Optuna's tables (PostgreSQL: a
+                # duplicate key in pg_type, or a table that already exists); the loser finds them made on a second look
+                if attempt == 2 or not isinstance(exc, sqlalchemy.exc.IntegrityError) and "already exists" not in str(exc):
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     except ImportError:
         raise ThriftyError(f"no database driver for {shown_url(url)}: pip install 'thrifty[postgres]' (psycopg 3)") from None
     except (sqlalchemy.exc.SQLAlchemyError, ValueError) as exc:
