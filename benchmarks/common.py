@@ -127,6 +127,14 @@ def paired_ratios(runs: list[dict], a: str, b: str, value: Callable[[dict], Opti
     return [x / y for x, y in pairs if x and y]
 
 
+def ratio_line(runs: list[dict], a: str, b: str, key: str, unit: str) -> Optional[str]:
+    """'a / b unit: median ratio (round by round ...)' over the rounds both ran, or None."""
+    ratios = paired_ratios(runs, a, b, lambda r: r[key])
+    if not ratios:
+        return None
+    return f"\n{a} / {b} {unit}: {statistics.median(ratios):.2f}x (round by round {', '.join(f'{x:.2f}x' for x in ratios)})"
+
+
 def compare(script: str, stem: str, systems: Sequence[str], run_system: Callable[[str, int, argparse.Namespace], dict],
             summarise: Callable[[dict, argparse.Namespace], list[str]], parser: argparse.ArgumentParser, settings: dict,
             worker_args: Callable[[argparse.Namespace], list[str]] = lambda args: [], default_seeds: str = "0,1,2",

@@ -15,12 +15,11 @@ greedy decoding, left-padded batches).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from common import REPO, by_cpu, compare, head_by_cpu, paired_ratios, spread, table_by_cpu
+from common import REPO, by_cpu, compare, head_by_cpu, ratio_line, spread, table_by_cpu
 from serve_load import NextRequest, free_port, measure
 
 SYSTEMS = ("thrifty", "thrifty-nobatch")
@@ -34,7 +33,8 @@ def make_model(args: argparse.Namespace) -> None:
         import thrifty
 
         thrifty.train(str(REPO / "examples" / "sft_smollm2.yaml"), output=MODEL, progress=False, overwrite=True,
-                      overrides=["--data.max_train_examples", "480", "--data.max_eval_examples", "64",
+                      overrides=["--data.train", str(EMOTION / "train.txt"), "--data.validation", str(EMOTION / "val.txt"),
+                                 "--data.max_train_examples", "480", "--data.max_eval_examples", "64",
                                  "--data.test", "null", "--generate.eval_examples", "0",
                                  "--train.evaluations_per_epoch", "1", "--train.num_threads", str(args.threads),
                                  "--tracking.tensorboard", "false"])
@@ -89,10 +89,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                              f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
                              f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | "
                              f"{spread([r['exact_match'] for r in rs], '{:.3f}')} |")
-        ratios = paired_ratios(runs, "thrifty", "thrifty-nobatch", lambda r: r["answers_per_second"])
-        if ratios:
-            lines.append(f"\nthrifty / thrifty-nobatch answers/s: **{statistics.median(ratios):.2f}x** (round by round "
-                         f"{', '.join(f'{x:.2f}x' for x in ratios)})")
+        line = ratio_line(runs, "thrifty", "thrifty-nobatch", "answers_per_second", "answers/s")
+        if line:
+            lines.append(line)
     return lines
 
 

@@ -31,7 +31,6 @@ import random
 import signal
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from common import REPO, by_cpu, compare, head_by_cpu, paired_ratios, read_sst2, spread, table_by_cpu
+from common import REPO, by_cpu, compare, head_by_cpu, ratio_line, read_sst2, spread, table_by_cpu
 from inference import MODEL, make_model
 
 SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")
@@ -198,10 +197,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                          f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
         for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
                 [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
-            ratios = paired_ratios(runs, a, b, lambda r: r["texts_per_second"])
-            if ratios:
-                lines.append(f"\n{a} / {b} texts/s: {statistics.median(ratios):.2f}x (round by round "
-                             f"{', '.join(f'{x:.2f}x' for x in ratios)})")
+            line = ratio_line(runs, a, b, "texts_per_second", "texts/s")
+            if line:
+                lines.append(line)
     return lines
 
 
