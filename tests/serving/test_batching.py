@@ -186,10 +186,14 @@ def test_a_request_cancelled_while_generating_still_answers_the_others_of_its_ca
         await asyncio.sleep(0.02)
         leader = asyncio.ensure_future(batcher.generate(writer, ["b"], {}))
         follower = asyncio.ensure_future(batcher.generate(writer, ["c"], {}))
+        gone = asyncio.ensure_future(batcher.generate(writer, ["z"], {"max_new_tokens": 5}))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # its client left while it waited: it is never written
         await first
         await asyncio.sleep(0.02)  # b and c are being written together; b's client leaves
         leader.cancel()
         return await follower
 
     assert run(scenario()) == ["c/None"]
-    assert writer.calls == [["a"], ["b", "c"]]  # c's answer came from the shared call, nothing ran twice or at once
+    assert writer.calls == [["a"], ["b", "c"]]  # c's answer came from the shared call, nothing ran twice or at once,
+    #                                            and the request that left while waiting was not written

@@ -159,7 +159,7 @@ class DynamicBatcher:
                 position += len(j.texts)
 
 
-@dataclass
+@dataclass(eq=False)  # one request is itself only: `in` and removal compare by identity
 class _Prompts:
     generator: Any  # the model that was serving when the request came (a hot swap does not move it to another)
     prompts: list
@@ -185,10 +185,14 @@ class GenerationBatcher:
         key = (id(generator),) + tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in settings.items()))
         job = _Prompts(generator, prompts, settings, key, asyncio.get_running_loop().create_future())
         self._waiting.append(job)
-        while not job.future.done():
-            async with self._turn:
-                if not job.future.done():  # else: written in the call that just ended
-                    await self._run_next(job)
+        try:
+            while not job.future.done():
+                async with self._turn:
+                    if not job.future.done():  # else: written in the call that just ended
+                        await self._run_next(job)
+        except asyncio.CancelledError:  # its client left while it waited: nothing is written for it
+            self._waiting = [w for w in self._waiting if w is not job]
+            raise
         return job.future.result()
 
     async def _run_next(self, job: _Prompts) -> None:
