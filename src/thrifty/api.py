@@ -119,36 +119,21 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     import json
 
     from thrifty.config import DataConfig
-    from thrifty.data.instructions import SEQ2SEQ, instruction_kind, read_examples
-    from thrifty.data.prepare import PreparedData, Split
-    from thrifty.errors import DataError
     from thrifty.inference.generation import Generator
-    from thrifty.runs.manifest import is_thrifty_model, read_manifest
     from thrifty.runs.run_dir import atomic_write_text, write_json, writing
     from thrifty.tasks import get_task
 
     generator = Generator.load(model_dir)
-    manifest = read_manifest(generator.folder) if is_thrifty_model(generator.folder) else {}
+    manifest = generator.manifest or {}
     pre = manifest.get("preprocessing") or {}
     settings = {k: pre[k] for k in ("unicode_normalization", "max_chars", "text_column", "label_column") if k in pre}
     settings.update((manifest.get("generation") or {}).get("data") or {})
     settings.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
-    config = DataConfig(**settings)
-    if config.prompt_template is not None and instruction_kind(data, dataclasses.replace(config, prompt_template=None)):
-        config = dataclasses.replace(config, prompt_template=None)  # JSONL rows already hold prompts and answers
-    kind = SEQ2SEQ if generator.task == "seq2seq" else instruction_kind(data, config)
-    if kind is None:
-        raise DataError(f"{data}: a model that writes text is evaluated on prompts with their answers: JSONL rows of "
-                        f"{{\"{config.prompt_column}\": ..., \"{config.completion_column}\": ...}} or "
-                        f"{{\"{config.messages_column}\": [...]}}")
-    rows, source, counts = read_examples(data, config, kind, "evaluation")
+    task = get_task(generator.task, generate=generator.settings)
+    split, source, counts = task.read_split(data, DataConfig(**settings))
     out_dir = _evaluation_dir(Path(generator.folder) if manifest else Path.cwd(), source, output)  # refused before the work
-    split = Split(rows, [])
-    task = get_task(generator.task, generate=dataclasses.replace(generator.settings, eval_examples=len(rows)))
-    task.prepared = PreparedData(Split([], []), Split([], []), split, [])  # the test split: every row is written
-    task.answers_kept = None
-    if kind != SEQ2SEQ:
-        task.kind, task.data_config = kind, config
+    task.generate = dataclasses.replace(generator.settings, eval_examples=len(split))  # an answer for every row...
+    task.answers_kept = None  # ...each kept
     model, tokenizer = generator.model, generator.tokenizer
     task.attach(model)
     max_length = int(pre.get("max_length") or _context_length(model, tokenizer))
@@ -158,8 +143,7 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
                             next(model.parameters()).device)
     answers = metrics.pop("samples")
     metrics.update(samples=answers[:5], data={"file": source, **counts, **encoded.extra["report"]},
-                   model=generator.folder, max_length=max_length,
-                   generate={k: v for k, v in dataclasses.asdict(task.generate).items() if k != "eval_examples"})
+                   model=generator.folder, max_length=max_length, generate=task.generate.writing())
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)

@@ -288,6 +288,10 @@ class GenerateConfig:
     #                         sample; all of test at the end) and scores them against the reference: exact_match
     #                         (and rouge_l for seq2seq); 0 = off for causal_lm
 
+    def writing(self) -> dict[str, Any]:
+        """How answers are written (all but eval_examples, a training setting): kept in a model's manifest."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "eval_examples"}
+
     def validate(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError("generate.max_new_tokens and generate.batch_size must be >= 1")

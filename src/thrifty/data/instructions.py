@@ -130,27 +130,26 @@ def _key(row: dict) -> str:
     return json.dumps(row, sort_keys=True, ensure_ascii=False)
 
 
+def _no_answer(row: dict) -> bool:
+    """Nothing to learn or score: no assistant turn with text, or an empty completion/target."""
+    if "messages" in row:
+        return not any(m["content"].strip() for m in row["messages"] if m["role"] == "assistant")
+    return not str(list(row.values())[-1]).strip()
+
+
 def read_examples(path: str, config: DataConfig, kind: str, role: str) -> tuple[list[dict], str, dict[str, int]]:
     """One file's examples cleaned (Unicode, max_chars), without rows that have no answer and, per data.duplicates,
     without exact repeats; its source and the counts of what was dropped."""
+    from thrifty.data.prepare import keep_distinct
+
     rows, source, counts = read_rows(path, config, kind, role)
     counts.update(rows_read=len(rows), dropped_empty=0, dropped_duplicates=0)
-    kept, seen = [], set()
-    for row in rows:
-        if kind == CHAT:
-            row = {"messages": [{"role": m["role"], "content": _clean(m["content"], config)} for m in row["messages"]]}
-            empty = not any(m["content"].strip() for m in row["messages"] if m["role"] == "assistant")
-        else:
-            row = {k: _clean(v, config) for k, v in row.items()}
-            empty = not str(list(row.values())[-1]).strip()  # no answer (completion, target) to learn
-        key = _key(row)
-        if empty:
-            counts["dropped_empty"] += 1
-        elif key in seen and config.duplicates == "drop":
-            counts["dropped_duplicates"] += 1
-        else:
-            seen.add(key)
-            kept.append(row)
+    if kind == CHAT:
+        cleaned = [{"messages": [{"role": m["role"], "content": _clean(m["content"], config)} for m in row["messages"]]}
+                   for row in rows]
+    else:
+        cleaned = [{k: _clean(v, config) for k, v in row.items()} for row in rows]
+    kept = keep_distinct(cleaned, _key, _no_answer, config.duplicates, counts, "dropped_empty")
     if not kept:
         raise DataError(f"{source} has no example with an answer (rows read: {len(rows)})")
     return kept, source, counts

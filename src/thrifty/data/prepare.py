@@ -11,7 +11,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 
@@ -123,6 +123,24 @@ def carve_validation(train: list, seed: int, fraction: float, report: dict[str, 
     held = max(1, round(len(train) * fraction))
     report["splits"]["validation"] = {"carved_from_train": held, "fraction": fraction}
     return [train[i] for i in sorted(order[held:])], [train[i] for i in sorted(order[:held])]
+
+
+def keep_distinct(items: list, key: Callable[[Any], Hashable], empty: Callable[[Any], bool], duplicates: str,
+                  counts: dict[str, Any], empty_count: str) -> list:
+    """The items in order without the empty ones (counted under `empty_count`) and, when `duplicates` is "drop",
+    without those whose key an earlier item had (counted as dropped_duplicates): unlabelled documents and
+    instruction examples (labelled texts also weigh conflicting labels: dedupe)."""
+    kept, seen = [], set()
+    for item in items:
+        k = key(item)
+        if empty(item):
+            counts[empty_count] += 1
+        elif k in seen and duplicates == "drop":
+            counts["dropped_duplicates"] += 1
+        else:
+            seen.add(k)
+            kept.append(item)
+    return kept
 
 
 def seeded_subsample(items: list, count: Optional[int], seed: int, counts: dict[str, Any]) -> list:

@@ -30,6 +30,7 @@ class Generator:
     chat_default: bool  # prompts go through the chat template unless told otherwise
     settings: GenerateConfig
     folder: str
+    manifest: Optional[dict] = None  # a thrifty model's (None: a base model)
 
     @classmethod
     def load(cls, path: str | Path, device: Optional[str] = None, trust_remote_code: bool = False) -> "Generator":
@@ -56,7 +57,7 @@ class Generator:
         settings = GenerateConfig(**{k: v for k, v in kept.items() if k in {f.name for f in dataclasses.fields(GenerateConfig)}})
         prompt_format = kept.get("prompt_format")
         chat = prompt_format == "chat" if prompt_format else bool(getattr(tokenizer, "chat_template", None))
-        return cls(model, tokenizer, task, chat, settings, folder)
+        return cls(model, tokenizer, task, chat, settings, folder, manifest)
 
     def prompt_ids(self, prompt: Prompt, chat: Optional[bool] = None) -> list[int]:
         """A prompt's token ids: a conversation always through the chat template, a text through it when `chat`."""

@@ -26,8 +26,10 @@ def get_task(name: str, strategy=None, adapt=None, generate=None) -> Task:
         return FewShotClassification(strategy.fewshot)
     if name == "masked_lm":
         return TASKS[name](adapt)
-    if name in ("causal_lm", "seq2seq"):
-        return TASKS[name](adapt, generate) if name == "causal_lm" else TASKS[name](generate)
+    if name == "causal_lm":
+        return TASKS[name](adapt, generate)
+    if name == "seq2seq":
+        return TASKS[name](generate)
     return TASKS[name]()
 
 

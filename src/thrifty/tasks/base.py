@@ -141,9 +141,10 @@ def written_answers(model, tokenizer, prompts: list, references: list[str], sett
                              temperature=settings.temperature, top_p=settings.top_p, stop=settings.stop,
                              batch_size=settings.batch_size, device=device) if mine else []
     wanted = [references[i] for i in mine]
-    scores = {"exact_match": summed(sum(answer_matches(w, r) for w, r in zip(written, wanted))) / max(1, len(picked))}
+    matches = [answer_matches(w, r) for w, r in zip(written, wanted)]
+    scores = {"exact_match": summed(sum(matches)) / max(1, len(picked))}
     if rouge:
         scores["rouge_l"] = summed(rouge_l(written, wanted) * len(mine) if mine else 0.0) / max(1, len(picked))
     samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False), "reference": r, "generated": w,
-                "exact_match": answer_matches(w, r)} for w, r, i in list(zip(written, wanted, mine))[:keep]]
+                "exact_match": m} for w, r, i, m in list(zip(written, wanted, mine, matches))[:keep]]
     return {**scores, "generated": len(picked), "samples": samples}

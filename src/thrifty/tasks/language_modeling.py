@@ -17,6 +17,7 @@ of the predicted tokens.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from thrifty.config import AdaptConfig, DataConfig, GenerateConfig
-from thrifty.data.prepare import PreparedData, Split, carve_validation, normalise_text, seeded_subsample
+from thrifty.data.prepare import PreparedData, Split, carve_validation, keep_distinct, normalise_text, seeded_subsample
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
 from thrifty.evaluation.sharding import my_share, summed
@@ -74,19 +75,9 @@ def load_documents(path: str, config: DataConfig, role: str, report: dict[str, A
     _check_text(docs, source)
     report["files"][role] = source
     counts.update(rows_read=len(docs), dropped_empty_text=0, dropped_duplicates=0, texts_truncated_to_max_chars=0)
-    seen, kept = set(), []
-    for doc in docs:
-        if len(doc) > config.max_chars:
-            doc = doc[: config.max_chars]
-            counts["texts_truncated_to_max_chars"] += 1
-        clean = normalise_text(doc, config)
-        if not clean:
-            counts["dropped_empty_text"] += 1
-        elif clean in seen and config.duplicates == "drop":
-            counts["dropped_duplicates"] += 1
-        else:
-            seen.add(clean)
-            kept.append(clean)
+    counts["texts_truncated_to_max_chars"] = sum(len(doc) > config.max_chars for doc in docs)
+    cleaned = [normalise_text(doc[: config.max_chars], config) for doc in docs]
+    kept = keep_distinct(cleaned, lambda doc: doc, lambda doc: not doc, config.duplicates, counts, "dropped_empty_text")
     report["splits"][role] = counts
     if not kept:
         raise DataError(f"{source} has no text to learn from (rows read: {len(docs)}, all empty); give a file with "
@@ -328,6 +319,22 @@ class CausalLanguageModeling(LanguageModelingBase):
         self.data_config, self.kind = config, instruction_kind(config.train, config)
         self.prepared = prepare_unlabelled(config, seed) if self.kind is None else prepare_examples(config, seed, self.kind)
         return self.prepared
+
+    def read_split(self, path: str, config: DataConfig, role: str = "evaluation") -> tuple[Split, str, dict[str, int]]:
+        """One file of prompts and answers read as prepare_data reads training rows (JSONL prompt/completion or chat
+        rows, else a table through config.prompt_template), for an evaluation: its split, source and counts."""
+        from thrifty.data.instructions import instruction_kind, read_examples
+
+        if config.prompt_template is not None and instruction_kind(path, dataclasses.replace(config, prompt_template=None)):
+            config = dataclasses.replace(config, prompt_template=None)  # JSONL rows already hold prompts and answers
+        kind = instruction_kind(path, config)
+        if kind is None:
+            raise DataError(f"{path}: a model that writes text is evaluated on prompts with their answers: JSONL rows "
+                            f"of {{\"{config.prompt_column}\": ..., \"{config.completion_column}\": ...}} or "
+                            f"{{\"{config.messages_column}\": [...]}}")
+        self.data_config, self.kind = config, kind
+        rows, source, counts = read_examples(path, config, kind, role)
+        return Split(rows, []), source, counts
 
     def _tokenised(self, tokenizer, split: Split) -> list:
         from thrifty.data.instructions import CHAT, encode_example, require_chat_template

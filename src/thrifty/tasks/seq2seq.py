@@ -50,6 +50,13 @@ class SequenceToSequence(LanguageModelingBase):
         self.prepared = prepare_examples(config, seed, SEQ2SEQ)
         return self.prepared
 
+    def read_split(self, path: str, config, role: str = "evaluation") -> tuple[Split, str, dict[str, int]]:
+        """One file of source/target rows, read as prepare_data reads training rows, for an evaluation."""
+        from thrifty.data.instructions import SEQ2SEQ, read_examples
+
+        rows, source, counts = read_examples(path, config, SEQ2SEQ, role)
+        return Split(rows, []), source, counts
+
     def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
         return np.array([len(ids) for ids in tokenizer([r["source"] for r in split.texts])["input_ids"]])
 

@@ -16,7 +16,6 @@ underneath: this file is the whole of training.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import shutil
@@ -733,8 +732,7 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     if config.strategy.name == "fewshot":  # an encoder folder, the head beside it: models/sentence.py
         manifest.update(format=SENTENCE_FORMAT, pooling="mean", normalize=True)
     if config.task in GENERATIVE_TASKS:  # how `thrifty generate` and /v1/generate write with it, unless told otherwise
-        settings = {k: v for k, v in dataclasses.asdict(config.generate).items() if k != "eval_examples"}
-        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **settings,
+        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **config.generate.writing(),
                                   "data": {k: getattr(config.data, k) for k in FORMAT_KEYS}}
         model.config.use_cache = True  # off in training (inputs.load_model); generation wants it
     lora = config.strategy.name == "lora"
