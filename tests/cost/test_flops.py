@@ -72,3 +72,31 @@ def test_meta_count_equals_a_count_on_real_tensors(tiny_bert):
     assert total == pytest.approx(fm.train_flops([23] * 3), rel=1e-9)
     assert fm.batches_train_flops([(3, 23)]) == pytest.approx(total, rel=1e-9)
     assert all(p.device.type == "cpu" for p in model.parameters())  # the model itself was never moved
+
+
+def test_counting_does_not_depend_on_hub_kernels(tiny_llama):
+    """transformers 5 depends on the `kernels` package and, unless USE_HUB_KERNELS=NO, kernelizes every model it loads
+    again at each train()/eval() switch, which refuses the meta device. thrifty turns hub kernels off for its own
+    process (it runs offline), and the meta skeleton counts plain PyTorch layers even for a model kernelized before."""
+    pytest.importorskip("kernels")
+    from transformers import AutoModelForCausalLM
+    from transformers.utils.import_utils import is_kernels_available
+
+    assert is_kernels_available()
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    expected = flop_model(model)
+    model._use_kernels = True  # as from_pretrained leaves a model with USE_HUB_KERNELS=YES
+    assert flop_model(model) == expected
+    assert model._use_kernels  # the caller's model is left as it was
+
+
+def test_thrifty_turns_hub_kernels_off_unless_asked(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "USE_HUB_KERNELS"}
+    code = "import os, thrifty; print(os.environ.get('USE_HUB_KERNELS'))"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "NO"
+    env["USE_HUB_KERNELS"] = "YES"  # an explicit choice is the user's
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "YES"

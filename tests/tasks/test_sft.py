@@ -3,6 +3,7 @@ attention inside each example, training that learns the answers and writes them 
 exact resume of packed rows, and the settings' checks. Reading the rows: tests/data/test_instructions.py."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -174,6 +175,27 @@ def test_a_run_trained_on_a_table_is_evaluated_on_a_table_or_on_prompt_completio
     assert from_rows["exact_match"] == from_table["exact_match"] and from_rows["loss"] == pytest.approx(from_table["loss"])
 
 
+def test_answers_written_in_training_are_capped_by_their_share_of_the_run(chat_llama, tmp_path, capsys):
+    """A run may not spend more than generate.eval_time_share of its time writing evaluation answers: with a share
+    too small for more, each evaluation writes its first batch (a seeded random sample) and says how many of how many;
+    null writes them all."""
+    rows = naming_rows(200)
+    train, test = write_jsonl(tmp_path / "train.jsonl", rows[:160]), write_jsonl(tmp_path / "test.jsonl", rows[160:])
+    settings = {"eval_examples": 16, "max_new_tokens": 3, "batch_size": 4}
+    capped = sft_config(chat_llama, train, data={"test": str(test)}, generate={**settings, "eval_time_share": 1e-6})
+    capped["train"]["epochs"] = 2
+    result = thrifty.train(capped, output=tmp_path / "capped", progress=False)
+    assert result.metrics["validation"]["generated"] == 4 and result.metrics["validation"]["asked"] == 16
+    assert result.metrics["test"]["generated"] == 4 and result.metrics["test"]["asked"] == 40
+    printed = capsys.readouterr()
+    assert re.search(r"exact match \d\.\d{4} on 4 of 16 generated answers \(capped by generate\.eval_time_share\)",
+                     printed.out + printed.err)
+    whole = sft_config(chat_llama, train, data={"test": str(test)}, generate={**settings, "eval_time_share": None})
+    whole["train"]["epochs"] = 2
+    result = thrifty.train(whole, output=tmp_path / "whole", progress=False)
+    assert result.metrics["validation"]["generated"] == 16 and result.metrics["test"]["generated"] == 40
+
+
 def test_generation_settings_are_validated():
     from thrifty.errors import ConfigError
 
@@ -181,6 +203,8 @@ def test_generation_settings_are_validated():
         GenerateConfig(temperature=-1).validate()
     with pytest.raises(ConfigError, match="generate.eval_examples > 0"):
         thrifty.config.load_config(None, ["--task", "causal_lm", "--train.metric", "exact_match"])
+    with pytest.raises(ConfigError, match="eval_time_share=1.5 must be between 0 and 1"):
+        GenerateConfig(eval_time_share=1.5).validate()
 
 
 def test_freeze_with_packing_resumes_after_ctrl_c_exactly(chat_llama, tmp_path, monkeypatch):

@@ -83,6 +83,12 @@ def meta_copy(model: torch.nn.Module) -> torch.nn.Module:
             for p in model.parameters()}
     memo.update({id(b): torch.empty_like(b, device="meta") for b in model.buffers()})
     skeleton = copy.deepcopy(model, memo)
+    for module in skeleton.modules():
+        # Hub kernels (transformers' `kernels` integration, on when USE_HUB_KERNELS=YES) re-kernelize a model on
+        # every train()/eval() switch, and refuse the meta device: the skeleton counts the plain PyTorch layers.
+        if getattr(module, "_use_kernels", False):
+            module._use_kernels = False
+            module._kernels_mode = None
     if getattr(getattr(skeleton, "config", None), "use_cache", None) is False:
         # A model that writes text trains without its key/value cache (inputs.load_model); without one (and without a
         # mask) transformers reads the positions' values to look for packed sequences, which a meta tensor does not

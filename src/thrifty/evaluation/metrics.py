@@ -38,6 +38,18 @@ def is_better(metric: str, value: float, best: Optional[float]) -> bool:
     return value < best if metric in ("loss", "perplexity") else value > best
 
 
+def improves(metric: str, metrics: dict[str, Any], best: Optional[dict[str, Any]]) -> bool:
+    """Whether an evaluation beats the best so far on `metric`; a tie (common for F1 or accuracy on small
+    validation sets, and for 0.0 early in NER) goes to the lower validation loss, so the model kept is the one
+    that has learned more, not the earlier one."""
+    if best is None:
+        return True
+    value, best_value = metrics[metric], best[metric]
+    if value == best_value and metric != "loss" and metrics.get("loss") is not None and best.get("loss") is not None:
+        return metrics["loss"] < best["loss"]
+    return is_better(metric, value, best_value)
+
+
 def summary(metrics: dict[str, Any]) -> str:
     parts = [f"accuracy {metrics['accuracy']:.4f}", f"macro_f1 {metrics['macro_f1']:.4f}"]
     if "loss" in metrics:

@@ -57,6 +57,26 @@ def summed(values):
     return type(values)(tensor.item())
 
 
+def sharing_processes() -> int:
+    """How many processes share the current evaluation's passes (1 outside `sharded()` or in a single process)."""
+    return _world()[1]
+
+
+def any_process(flag: bool) -> bool:
+    """True in every process when it is true in one: a decision the processes must take together (they run a
+    loop of collectives, or of sharded forwards, in step). Inside or outside `sharded()`: a sharded model (FSDP) runs
+    every pass in every process and must stop at the same pass too."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return flag
+    import torch
+
+    tensor = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
 def gathered(items: list) -> list:
     """Per-row objects (ragged arrays): each process fills its rows and leaves None elsewhere; every process gets all."""
     rank, world = _world()

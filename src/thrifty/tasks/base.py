@@ -82,6 +82,10 @@ class Task(Protocol):
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         """Called before each validation with the unwrapped model: fit what is fitted, not trained (a closed-form head)."""
 
+    def note_training_time(self, seconds: float) -> None:
+        """Called before each of training's evaluations (and the final test) with the seconds trained so far: a task
+        whose evaluation can cost more than the training (writing answers) sizes it from this."""
+
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
         """The task's metrics on a split (the primary one first in config.TASK_METRICS), with `loss` and `examples`."""
@@ -119,32 +123,84 @@ class TaskDefaults:
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         return None
 
+    def note_training_time(self, seconds: float) -> None:
+        return None
+
     def attach(self, model) -> None:
         return None
 
 
+@dataclass
+class AnswerAllowance:
+    """The time a run may spend writing evaluation answers: at most `share` of the run (training plus these answers),
+    granted as training goes (`share / (1 - share)` of the training seconds so far, minus what was spent). Generating
+    is sequential and slow; without a cap a small run spends many times its training writing validation answers."""
+
+    share: Optional[float]  # None: no cap (every answer asked for is written)
+    training_seconds: float = 0.0
+    spent_seconds: float = 0.0
+
+    def seconds_left(self) -> float:
+        if self.share is None:
+            return float("inf")
+        return self.share / (1.0 - self.share) * self.training_seconds - self.spent_seconds
+
+
 def written_answers(model, tokenizer, prompts: list, references: list[str], settings, whole: bool, device,
-                    rouge: bool = False, keep: Optional[int] = 5) -> dict[str, Any]:
+                    rouge: bool = False, keep: Optional[int] = 5,
+                    allowance: Optional[AnswerAllowance] = None) -> dict[str, Any]:
     """Answers written for a seeded sample of `settings.eval_examples` prompts (token ids), or for all of them
     (`whole`: the test split), scored against the references: exact_match, and rouge_l with `rouge`. In a multi-process
     evaluation each process writes its share. `keep` samples (prompt, reference, written, match; None: all) are kept
-    for metrics.json."""
+    for metrics.json.
+
+    With an `allowance` (training's evaluations) answers are written a batch at a time in a seeded random order and
+    stop when its time is spent (the first batch is always written): the ones written are a random sample of those
+    asked for; `generated` counts them and `asked` the rows they were drawn from."""
+    import time
+
     import numpy as np
 
-    from thrifty.evaluation.sharding import my_share, summed
+    from thrifty.evaluation.sharding import any_process, my_share, sharing_processes, summed
     from thrifty.models.generation import answer_matches, generate_texts, rouge_l
 
-    picked = list(range(len(prompts))) if whole else sorted(
-        np.random.default_rng(0).permutation(len(prompts))[: settings.eval_examples].tolist())
-    mine = my_share(picked)
-    written = generate_texts(model, tokenizer, [prompts[i] for i in mine], max_new_tokens=settings.max_new_tokens,
-                             temperature=settings.temperature, top_p=settings.top_p, stop=settings.stop,
-                             batch_size=settings.batch_size, device=device) if mine else []
+    order = np.random.default_rng(0).permutation(len(prompts)).tolist()
+    picked = order if whole else order[: settings.eval_examples]
+    if allowance is None or allowance.share is None:
+        chunks = [sorted(picked)]  # one call: the prompts in their order, batched by length over all of them
+    else:  # every process walks the same chunks (each writes its share of one), so they stop together
+        width = settings.batch_size * sharing_processes()
+        chunks = [picked[i : i + width] for i in range(0, len(picked), width)]
+    mine: list[int] = []
+    written: list[str] = []
+    done = 0
+    for n, chunk in enumerate(chunks):
+        if n and allowance is not None and any_process(allowance.seconds_left() <= 0):
+            break
+        started = time.perf_counter()
+        part = my_share(chunk)
+        if part:
+            written += generate_texts(model, tokenizer, [prompts[i] for i in part], max_new_tokens=settings.max_new_tokens,
+                                      temperature=settings.temperature, top_p=settings.top_p, stop=settings.stop,
+                                      batch_size=settings.batch_size, device=device)
+        mine += part
+        done += len(chunk)
+        if allowance is not None:
+            allowance.spent_seconds += time.perf_counter() - started
     wanted = [references[i] for i in mine]
     matches = [answer_matches(w, r) for w, r in zip(written, wanted)]
-    scores = {"exact_match": summed(sum(matches)) / max(1, len(picked))}
+    scores = {"exact_match": summed(sum(matches)) / max(1, done)}
     if rouge:
-        scores["rouge_l"] = summed(rouge_l(written, wanted) * len(mine) if mine else 0.0) / max(1, len(picked))
+        scores["rouge_l"] = summed(rouge_l(written, wanted) * len(mine) if mine else 0.0) / max(1, done)
     samples = [{"prompt": tokenizer.decode(prompts[i], skip_special_tokens=False), "reference": r, "generated": w,
                 "exact_match": m} for w, r, i, m in list(zip(written, wanted, mine, matches))[:keep]]
-    return {**scores, "generated": len(picked), "samples": samples}
+    return {**scores, "generated": done, "asked": len(picked), "samples": samples}
+
+
+def answers_counted(metrics: dict[str, Any]) -> str:
+    """How many answers an evaluation wrote, for its log line: '200 generated answers', or '48 of 200 generated
+    answers (capped by generate.eval_time_share)' when the time allowance stopped it."""
+    asked = metrics.get("asked", metrics["generated"])
+    if metrics["generated"] < asked:
+        return f"{metrics['generated']:,} of {asked:,} generated answers (capped by generate.eval_time_share)"
+    return f"{metrics['generated']:,} generated answers"

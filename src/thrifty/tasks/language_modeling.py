@@ -30,7 +30,7 @@ from thrifty.data.prepare import PreparedData, Split, carve_validation, keep_dis
 from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
 from thrifty.evaluation.sharding import my_share, summed
-from thrifty.tasks.base import Encoded, TaskDefaults, written_answers
+from thrifty.tasks.base import AnswerAllowance, Encoded, TaskDefaults, answers_counted, written_answers
 
 EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
 
@@ -57,7 +57,7 @@ def read_documents(path: str, config: DataConfig, role: str) -> tuple[list[str],
     labelled = config.format == "label_text"
     table = read_table(path, role=role, fmt=config.format, text_column=config.text_column,
                        label_column=config.label_column if labelled else None, encoding_errors=config.encoding_errors,
-                       plain_lines=not labelled)
+                       plain_lines=not labelled, delimiter=config.delimiter)
     return table.texts, table.source, dict(table.notes)
 
 
@@ -158,6 +158,15 @@ class LanguageModelingBase(TaskDefaults):
     evaluates_full_length = False
     plot_name = None  # the learning curve is in TensorBoard/MLflow; there is no per-class picture
     answers_kept: Optional[int] = 5  # generated answers kept in metrics (thrifty evaluate keeps them all: None)
+    generate: Optional[GenerateConfig] = None  # tasks that write answers (causal_lm SFT, seq2seq)
+    answer_allowance: Optional[AnswerAllowance] = None  # in training only (note_training_time); thrifty evaluate: no cap
+
+    def note_training_time(self, seconds: float) -> None:
+        if self.generate is None:
+            return
+        if self.answer_allowance is None:
+            self.answer_allowance = AnswerAllowance(self.generate.eval_time_share)
+        self.answer_allowance.training_seconds = seconds
 
     def __init__(self, config: Optional[AdaptConfig] = None):
         self.config = config or AdaptConfig()
@@ -448,12 +457,12 @@ class CausalLanguageModeling(LanguageModelingBase):
         """Answers written for a seeded sample of validation (all of test) and compared with the references."""
         whole = self.prepared is not None and split is self.prepared.test
         return written_answers(model, self.tokenizer, encoded.extra["prompts"], encoded.extra["references"],
-                               self.generate, whole, device, keep=self.answers_kept)
+                               self.generate, whole, device, keep=self.answers_kept, allowance=self.answer_allowance)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = super().summary(metrics)
         if "exact_match" in metrics:
-            line += f"; exact match {metrics['exact_match']:.4f} on {metrics['generated']:,} generated answers"
+            line += f"; exact match {metrics['exact_match']:.4f} on {answers_counted(metrics)}"
         return line
 
     def history_keys(self) -> tuple[str, ...]:

@@ -21,7 +21,7 @@ import torch
 
 from thrifty.config import GenerateConfig
 from thrifty.data.prepare import PreparedData, Split
-from thrifty.tasks.base import Encoded, written_answers
+from thrifty.tasks.base import Encoded, answers_counted, written_answers
 from thrifty.tasks.language_modeling import LanguageModelingBase
 
 
@@ -104,13 +104,13 @@ class SequenceToSequence(LanguageModelingBase):
         """Targets written for a seeded sample of validation sources (all of test): exact match and ROUGE-L."""
         whole = self.prepared is not None and split is self.prepared.test
         return written_answers(model, self.tokenizer, encoded.input_ids, encoded.extra["references"], self.generate,
-                               whole, device, rouge=True, keep=self.answers_kept)
+                               whole, device, rouge=True, keep=self.answers_kept, allowance=self.answer_allowance)
 
     def summary(self, metrics: dict[str, Any]) -> str:
         line = f"loss {metrics['loss']:.4f}, perplexity {metrics['perplexity']:.2f} on {metrics['tokens_scored']:,} target tokens"
         if "exact_match" in metrics:
             line += (f"; exact match {metrics['exact_match']:.4f}, ROUGE-L {metrics['rouge_l']:.4f} on "
-                     f"{metrics['generated']:,} generated answers")
+                     f"{answers_counted(metrics)}")
         return line
 
     def history_keys(self) -> tuple[str, ...]:

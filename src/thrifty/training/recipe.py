@@ -35,7 +35,7 @@ from thrifty.data.batching import sorted_batches
 from thrifty.data.instructions import FORMAT_KEYS
 from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
-from thrifty.evaluation.metrics import is_better
+from thrifty.evaluation.metrics import improves
 from thrifty.evaluation.sharding import sharded
 from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_saving
 from thrifty.models import first_token
@@ -437,6 +437,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         """Evaluate on validation, keep the best weights and metrics, log, and let the StopController decide."""
         nonlocal best_weights
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
+        task.note_training_time(state.step_seconds)
         t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
         # Each process evaluates its share of the passes and the figures are added up; a sharded model (FSDP) runs
         # every pass in every process instead (each forward gathers the weights: the processes must run in step)
@@ -447,7 +448,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         state.eval_seconds += state.last_eval_seconds
         tracker.flops += stops.eval_flops
         value = metrics[run.config.metric]
-        improved = is_better(run.config.metric, value, state.best_metric)
+        improved = improves(run.config.metric, metrics, state.best_metrics if state.best_metric is not None else None)
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
             state.best_metrics = metrics
@@ -620,6 +621,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
             unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
             run.autocast_dtype, run.forward("validation"))}
         if inputs.test is not None and evaluate_test:
+            task.note_training_time(state.step_seconds)
             results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id,
                                             tc.eval_batch_size, run.device, run.autocast_dtype)
     whole = full_state(unwrapped) if run.fsdp else None  # a collective: every process takes part
