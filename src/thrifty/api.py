@@ -74,6 +74,7 @@ def evaluate(
         split = Split(texts, label_ids)
     if len(split) == 0:
         raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
+    out_dir = _evaluation_dir(predictor.folder, source, output)  # refused before the work
     from thrifty.data.token_cache import TokenCache
 
     encoded = task.encode(predictor.tokenizer, split, predictor.max_length, TokenCache(None, predictor.tokenizer))
@@ -81,7 +82,6 @@ def evaluate(
                             batch_size, predictor.device)
     metrics["data"] = {"file": source, **counts}
     metrics["backend"] = backend
-    out_dir = _evaluation_dir(predictor.folder, source, output)
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)

@@ -58,9 +58,14 @@ def _split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thrifty", description="Fine-tune transformers (classification, NER, decoder SFT, seq2seq), cheaply.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors, and libraries' warnings and logs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress lines (results and errors "
+                                                             "are still printed)")
     common = argparse.ArgumentParser(add_help=False)  # so `thrifty train ... --debug` works as well
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks for errors, and libraries' warnings and logs")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or progress lines (results and errors are still printed)")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -195,6 +200,9 @@ def _parser() -> argparse.ArgumentParser:
                                        "training texts and validation split)")
     p.add_argument("--output", help="folder for report.json and report.html (default: RUN_DIR/monitor/TIME)")
     p.add_argument("--max-texts", type=int, default=2000, help="texts per side for the text checks (default 2000)")
+    p.add_argument("--min-feedback", type=int, default=30, metavar="N",
+                   help="accuracy is reported (and judged) only from N feedback rows; fewer: the count, no verdict "
+                        "(default 30)")
 
     p = sub.add_parser("audit", parents=[common], help="bias audit: counterfactual identity terms, group metrics, "
                                                        "association tests (docs/audit.md); exit 1 when --fail-on trips")
@@ -206,13 +214,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--terms", help="terms file: YAML (attribute: {group: [terms]}) or CSV (attribute, group, term)")
     p.add_argument("--attributes", help="only these attributes of the terms, comma-separated (e.g. gender,religion)")
     p.add_argument("--data", help="labelled data with a group column: group metrics, and Jigsaw AUCs for binary tasks")
-    p.add_argument("--group-column", help="the column of --data naming each text's group (identity)")
+    p.add_argument("--group-column", help="the column of --data naming each text's group (identity); for the Jigsaw "
+                                          "sentence templates (template, toxicity, phrase) derived: identity "
+                                          "(default) or identity_type")
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--positive-label", help="the class the binary figures are about (default: the second label)")
     p.add_argument("--fail-on", help='thresholds, e.g. "max_gap>0.05,significant_gaps>0": exit 1 when one is exceeded')
     p.add_argument("--no-association", action="store_true", help="skip the association tests (SEAT)")
     p.add_argument("--alpha", type=float, default=0.05, help="significance after Holm's correction (default 0.05)")
+    p.add_argument("--min-gap", type=float, default=0.05, help="practical threshold: a pair of groups is flagged only "
+                                                               "when significant and its gap in probability is at "
+                                                               "least this (default 0.05)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap and permutation seed")
     p.add_argument("--output", help="folder for audit.json and report.html (default: RUN_DIR/audit/TIME)")
 
@@ -362,16 +375,23 @@ def _cmd_audit(args) -> int:
                    attributes=[a.strip() for a in args.attributes.split(",")] if args.attributes else None,
                    data=args.data, group_column=args.group_column, text_column=args.text_column,
                    label_column=args.label_column, positive_label=args.positive_label, output=args.output,
-                   fail_on=args.fail_on, association=not args.no_association, alpha=args.alpha, seed=args.seed)
+                   fail_on=args.fail_on, association=not args.no_association, alpha=args.alpha,
+                   min_gap=args.min_gap, seed=args.seed)
+    from thrifty.audit.report import format_p
+
     cf = report.get("counterfactual", {})
     if "summary" in cf:
         s = cf["summary"]
         print(f"counterfactual: {s['sentences']} sentences; largest gap {s['max_gap']:.4f} "
               f"({s['max_gap_attribute']}: {' vs '.join(s['max_gap_between'] or [])}), label changes up to "
               f"{s['max_label_change_rate']:.4f} ({s['max_label_change_group']}), {s['significant_gaps']} of "
-              f"{s['comparisons']} gaps significant (Holm, Wilcoxon p < {args.alpha})")
+              f"{s['comparisons']} gaps flagged (Holm, Wilcoxon p < {args.alpha} and gap >= {args.min_gap}; "
+              f"{s['statistically_significant_gaps']} by p alone)")
         for name, attribute in cf["attributes"].items():
-            print(f"  {name:<20} gap {attribute['max_gap']:.4f}  significant {attribute['significant_gaps']:>2}  "
+            top = max(attribute["pairs"], key=lambda p: abs(p["mean_difference"]), default=None)
+            print(f"  {name:<20} gap {attribute['max_gap']:.4f}"
+                  + (f" (Holm p {format_p(top['wilcoxon_p_holm'])})" if top else "")
+                  + f"  flagged {attribute['significant_gaps']:>2}  "
                   f"({attribute['sentences']} sentences, {attribute['templates']} templates)")
     if "groups" in report:
         g = report["groups"]
@@ -381,11 +401,11 @@ def _cmd_audit(args) -> int:
               f"{g['differences'].get('accuracy')}" + "".join(f", {k} {v}" for k, v in figures.items()))
     if "jigsaw" in report:
         j = report["jigsaw"]
-        print(f"jigsaw: overall AUC {j['overall_auc']}, worst subgroup AUC {j['min_subgroup_auc']} "
-              f"({j['worst_subgroup']}), final score {j['final_score']}")
+        print(f"jigsaw: {len(j['subgroups'])} subgroups, overall AUC {j['overall_auc']}, worst subgroup AUC "
+              f"{j['min_subgroup_auc']} ({j['worst_subgroup']}), final score {j['final_score']}")
     for name, test in report.get("association", {}).get("tests", {}).items():
         print(f"association {name}: effect size {test['effect_size']:+.3f} ({test['targets'][0]} ~ "
-              f"{test['attributes'][0]}), p = {test['p_value']:.4g} ({test['sentences']} sentences)")
+              f"{test['attributes'][0]}), p = {format_p(test['p_value'])} ({test['sentences']} sentences)")
     print(f"wrote {report['output_dir']}/audit.json and report.html")
     if report["failed"]:
         print("FAILED: " + "; ".join(report["failed"]))
@@ -394,19 +414,11 @@ def _cmd_audit(args) -> int:
 
 
 def _cmd_monitor(args) -> int:
-    from thrifty.monitoring.monitor import monitor
+    from thrifty.monitoring.monitor import console_lines, monitor
 
     report = monitor(args.run_dir, db=args.db, since=args.since, reference=args.reference, output=args.output,
-                     max_texts=args.max_texts, registry=args.registry)
-    print(f"{report['predictions']} predictions ({report['first'][:19]} to {report['last'][:19]}) against "
-          f"{report['reference']}:")
-    for name, check in report["checks"].items():
-        figures = {k: v for k, v in check.items() if k in ("ks_statistic", "recent_rate", "roc_auc", "total_variation",
-                                                           "accuracy", "ci95", "note") and v is not None}
-        print(f"  {name:<15} {'FLAGGED' if check.get('flagged') else 'ok':<8} "
-              f"{', '.join(f'{k} {v}' for k, v in figures.items())}")
-    print(f"{'drift flagged: ' + ', '.join(report['flagged']) if report['drift'] else 'no drift flagged'}; wrote "
-          f"{report['output_dir']}/report.json and report.html")
+                     max_texts=args.max_texts, registry=args.registry, min_feedback=args.min_feedback)
+    print("\n".join(console_lines(report)))
     return 1 if report["drift"] else 0
 
 
@@ -877,48 +889,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
     args.started = started
+    from thrifty.console import configure
+
+    configure(quiet=args.quiet, debug=args.debug)  # progress on stderr only on a terminal; libraries quiet
+    if args.quiet and hasattr(args, "no_progress"):
+        args.no_progress = True
     try:
         if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend", "serve",
                                               "retrain"):
             raise ThriftyError(f"config overrides like {overrides[0]} only apply to `thrifty train`, `adapt`, `tune`, "
                                "`estimate`, `recommend`, `serve`, `retrain` and `config`")
-        if args.command == "train":
-            return _cmd_train(args, overrides, argv)
-        if args.command == "adapt":
-            return _cmd_adapt(args, overrides)
-        if args.command == "estimate":
-            return _cmd_estimate(args, overrides)
-        if args.command == "zeroshot":
-            return _cmd_zeroshot(args)
-        if args.command == "evaluate":
-            return _cmd_evaluate(args)
-        if args.command == "predict":
-            return _cmd_predict(args)
-        if args.command == "generate":
-            return _cmd_generate(args)
-        if args.command == "serve":
-            return _cmd_serve(args, overrides)
-        if args.command == "migrate":
-            return _cmd_migrate(args)
-        if args.command == "registry":
-            return _cmd_registry(args)
-        if args.command == "retrain":
-            return _cmd_retrain(args, overrides, argv)
-        if args.command == "export":
-            return _cmd_export(args)
-        if args.command == "monitor":
-            return _cmd_monitor(args)
-        if args.command == "audit":
-            return _cmd_audit(args)
-        if args.command == "tune":
-            return _cmd_tune(args, overrides)
-        if args.command == "recommend":
-            return _cmd_recommend(args, overrides)
-        if args.command == "models":
-            return _cmd_models(args)
-        if args.command == "hardware":
-            return _cmd_hardware(args)
-        return _cmd_config(args, overrides)
+        if args.command in SHOWS_PASSES:
+            from thrifty.console import showing
+
+            with showing():  # these commands' work is loops over passes: each shows its progress and ETA
+                return _dispatch(args, overrides, argv)
+        return _dispatch(args, overrides, argv)
     except ThriftyError as exc:
         if args.debug:
             raise
@@ -928,6 +914,37 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("thrifty: interrupted", file=sys.stderr)
         return 130
+
+
+# Commands whose work is prediction, evaluation, embedding or writing answers: their loops show progress (training
+# commands have their own bar, and their evaluations stay out of the log).
+SHOWS_PASSES = ("predict", "evaluate", "generate", "export", "audit", "monitor", "zeroshot")
+
+
+def _dispatch(args, overrides: list[str], argv: list[str]) -> int:
+    """The handler of `args.command` (each reads its own arguments; those with a config take the overrides)."""
+    handlers = {
+        "train": lambda: _cmd_train(args, overrides, argv),
+        "adapt": lambda: _cmd_adapt(args, overrides),
+        "estimate": lambda: _cmd_estimate(args, overrides),
+        "zeroshot": lambda: _cmd_zeroshot(args),
+        "evaluate": lambda: _cmd_evaluate(args),
+        "predict": lambda: _cmd_predict(args),
+        "generate": lambda: _cmd_generate(args),
+        "serve": lambda: _cmd_serve(args, overrides),
+        "migrate": lambda: _cmd_migrate(args),
+        "registry": lambda: _cmd_registry(args),
+        "retrain": lambda: _cmd_retrain(args, overrides, argv),
+        "export": lambda: _cmd_export(args),
+        "monitor": lambda: _cmd_monitor(args),
+        "audit": lambda: _cmd_audit(args),
+        "tune": lambda: _cmd_tune(args, overrides),
+        "recommend": lambda: _cmd_recommend(args, overrides),
+        "models": lambda: _cmd_models(args),
+        "hardware": lambda: _cmd_hardware(args),
+        "config": lambda: _cmd_config(args, overrides),
+    }
+    return handlers[args.command]()
 
 
 if __name__ == "__main__":  # pragma: no cover

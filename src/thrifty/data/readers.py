@@ -1,5 +1,11 @@
 """Read labelled (or unlabelled) text from CSV, TSV, JSONL, Parquet and `label text` line files.
 
+`read_table` is the one function every command reads a table with (train, evaluate, predict, audit, retrain,
+monitor): the same delimiter sniffing, column checks and cell cleaning everywhere. The delimiter of a .csv/.tsv
+(or a .txt with a header line) is `data.delimiter`: `auto` picks one of , ; | and tab (the one whose split of the
+header line names the configured columns, else csv.Sniffer's guess on the first 64 KB, else the suffix's own),
+and the table records which it used and how, for the data report.
+
 Every reader returns plain Python lists of strings: texts, and labels as strings (integer labels are kept as
 their decimal text, so ``0``/``1`` files and ``neg``/``pos`` files behave alike). Undecodable bytes are a
 hard error naming the line numbers unless the user chose ``encoding_errors: replace``; nothing is skipped
@@ -8,12 +14,13 @@ without being counted.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from thrifty.config import BUILTIN_DATA
 from thrifty.errors import DataError
@@ -38,6 +45,14 @@ class Table:
     texts: list[str]
     labels: Optional[list[Optional[str]]]  # None when the file has no labels (prediction input)
     notes: dict[str, int] = field(default_factory=dict)  # e.g. lines with replaced bytes
+    delimiter: Optional[str] = None  # the column delimiter a delimited table was split by (None: JSONL, Parquet, lines)
+    delimiter_chosen: Optional[str] = None  # "given" (data.delimiter), "sniffed", or "default" (the suffix's own)
+    columns: dict[str, list[Optional[str]]] = field(default_factory=dict)  # extra_columns that the file has
+    column_names: list[str] = field(default_factory=list)  # every column of a table, as read
+
+    def delimiter_text(self) -> Optional[str]:
+        """e.g. "';' (sniffed)", for reports; None when the file has no delimiter."""
+        return None if self.delimiter is None else f"{delimiter_name(self.delimiter)} ({self.delimiter_chosen})"
 
 
 def resolve_data_path(path: str) -> Path:
@@ -53,11 +68,17 @@ def detect_format(path: Path, fmt: str = "auto") -> str:
     return FORMATS_BY_SUFFIX.get(path.suffix.lower(), "label_text")
 
 
+# Where the user gave each role's path: the setting or flag a message tells them to fix.
+ROLE_SOURCES = {"train": "data.train", "validation": "data.validation", "test": "data.test", "input": "--input",
+                "evaluation": "--data", "labelled": "--data", "new data": "--data", "replay data": "retrain.replay_data"}
+
+
 def check_file(path: Path, role: str) -> None:
+    where = ROLE_SOURCES.get(role, f"the {role} path")
     if not path.exists():
-        raise DataError(f"{role} file not found: {path}; check the path in data.{role} (relative paths start at the current folder)")
+        raise DataError(f"{role} file not found: {path}; check {where} (relative paths start at the current folder)")
     if path.is_dir():
-        raise DataError(f"{role} path is a folder, not a file: {path}; point data.{role} at a data file")
+        raise DataError(f"{role} path is a folder, not a file: {path}; point {where} at a data file")
     if path.stat().st_size == 0:
         raise DataError(f"{role} file is empty: {path}; it needs at least a few labelled rows")
 
@@ -90,10 +111,27 @@ def decode(raw: bytes, source: str, errors: str) -> tuple[str, int]:
     )
 
 
-def _column(frame, name: str, source: str, option: str) -> list:
+def _column(frame, name: str, source: str, option: str, flags: dict[str, Optional[str]],
+            delimiter: Optional[str], chosen: Optional[str]) -> list:
+    """A column of the frame; a missing one is refused with the columns there are, the delimiter they were split by
+    (and how it was chosen), and what to set."""
     if name not in frame.columns:
         columns = ", ".join(str(c) for c in frame.columns)
-        raise DataError(f"column '{name}' not found in {source} (columns: {columns}); set --data.{option} to the right column")
+        split, hint = "", f"set {flags[option]} to the right column"
+        if delimiter is not None:
+            split = f"; split by {delimiter_name(delimiter)}, {chosen}"
+            where = flags.get("delimiter")
+            one = str(frame.columns[0]) if len(frame.columns) == 1 else ""
+            looks = [d for d in DELIMITERS if d != delimiter and d in one]
+            if looks and where:
+                hint = (f"its header line looks {delimiter_name(looks[0])}-separated: set {where} "
+                        f"{delimiter_value(looks[0])}, or {flags[option]} to the right column")
+            elif looks:
+                hint = (f"its header line looks {delimiter_name(looks[0])}-separated; give the header the same "
+                        f"delimiter as the rows, or set {flags[option]}")
+            elif where:
+                hint += f", or {where} (auto, ',', ';', '|' or tab) if the columns are split wrongly"
+        raise DataError(f"column '{name}' not found in {source} (columns: {columns}{split}); {hint}")
     return frame[name].tolist()
 
 
@@ -121,23 +159,82 @@ def json_lines(text: str, source: str) -> Iterator[tuple[int, Any]]:
             raise DataError(f"invalid JSON in {source} at line {number}: {exc.msg}; each line must be one JSON object") from None
 
 
-DELIMITERS = (",", ";", "|", "\t")  # what a header line may be split by
+DELIMITERS = (",", ";", "|", "\t")  # what a header line may be split by; data.delimiter names one of them, or auto
+SNIFF_CHARS = 64_000  # csv.Sniffer reads the first whole lines up to this many characters
+CONFIG_ROLES = ("train", "validation", "test", "unlabelled")  # files named by data.*: --data.delimiter applies
 
 
-def sniff_header(text: str, source: str, text_column: str, label_column: Optional[str]) -> Optional[str]:
+def delimiter_name(delimiter: str) -> str:
+    return "tab" if delimiter == "\t" else repr(delimiter)
+
+
+def delimiter_value(delimiter: str) -> str:
+    """As typed after --data.delimiter on a shell command line."""
+    return "tab" if delimiter == "\t" else f"'{delimiter}'"
+
+
+def delimiter_setting(value: Optional[str]) -> str:
+    """data.delimiter as its character, or "auto": a tab may be written tab, \\t or a real tab."""
+    if value is None or value == "auto":
+        return "auto"
+    return "\t" if value in ("tab", "\\t", "\t") else value
+
+
+def _header_fields(text: str, delimiter: str) -> list[str]:
+    first = text.split("\n", 1)[0].rstrip("\r")
+    return [f.strip().strip('"') for f in first.split(delimiter)]
+
+
+def _names_columns(text: str, delimiter: str, text_column: str, label_column: Optional[str]) -> bool:
+    fields = _header_fields(text, delimiter)
+    return text_column in fields and (label_column is None or label_column in fields)
+
+
+def sniffed(text: str) -> Optional[str]:
+    """csv.Sniffer's delimiter among DELIMITERS for the first whole lines of `text`; None when it cannot tell."""
+    sample = text[:SNIFF_CHARS]
+    if len(text) > SNIFF_CHARS and "\n" in sample:
+        sample = sample[: sample.rindex("\n")]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        return None
+
+
+def choose_delimiter(text: str, setting: str, default: str, text_column: str, label_column: Optional[str]
+                     ) -> tuple[str, str]:
+    """(delimiter, how it was chosen) of a .csv/.tsv table. Given: as given. Auto: the suffix's own delimiter when its
+    split of the header line names the configured columns (files that read before read the same); else the one
+    delimiter whose split does (csv.Sniffer's pick when several do); else csv.Sniffer's guess; else the suffix's own."""
+    setting = delimiter_setting(setting)
+    if setting != "auto":
+        return setting, "given"
+    if _names_columns(text, default, text_column, label_column):
+        return default, "sniffed"
+    naming = [d for d in DELIMITERS if d != default and _names_columns(text, d, text_column, label_column)]
+    guess = sniffed(text)
+    if guess in naming or (naming == [] and guess is not None):
+        return guess, "sniffed"
+    if naming:
+        return naming[0], "sniffed"
+    return default, "default"
+
+
+def sniff_header(text: str, source: str, text_column: str, label_column: Optional[str],
+                 delimiters: Sequence[str] = DELIMITERS) -> Optional[str]:
     """The delimiter of a first line that names the text column (and the label column) as a header; None when the
     first line is no such header. A header naming the text column but not the configured label column is refused
     with the columns it does name: a silent 'label text' guess would train on the first words of the texts."""
-    first = text.split("\n", 1)[0].strip()
-    for delimiter in DELIMITERS:
-        fields = [f.strip().strip('"') for f in first.split(delimiter)]
+    for delimiter in delimiters:
+        fields = _header_fields(text, delimiter)
         if len(fields) < 2 or text_column not in fields:
             continue
         if label_column is None or label_column in fields:
             return delimiter
         others = [f for f in fields if f != text_column]
-        raise DataError(f"{source} starts with a header of {delimiter!r}-separated columns {fields}, without the label "
-                        f"column {label_column!r}; set --data.label_column {others[0]} (or rename the column)")
+        raise DataError(f"{source} starts with a header of {delimiter_name(delimiter)}-separated columns {fields}, "
+                        f"without the label column {label_column!r}; set --data.label_column {others[0]} (or rename "
+                        "the column)")
     return None
 
 
@@ -148,7 +245,9 @@ def _read_delimited(text: str, delimiter: str, source: str):
         return pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False,
                            quoting=3 if delimiter == "\t" else 0)
     except Exception as exc:
-        raise DataError(f"cannot parse {source} as {delimiter!r}-separated columns: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"cannot parse {source} as {delimiter_name(delimiter)}-separated columns: "
+                        f"{str(exc).splitlines()[0]}; check its quoting and its delimiter (data.delimiter: auto, ',', "
+                        "';', '|' or tab)") from None
 
 
 def check_label_text_guess(raw: str, texts: list[str], labels: list[str], source: str) -> None:
@@ -188,14 +287,30 @@ def read_table(
     label_column: Optional[str] = "label",
     encoding_errors: str = "error",
     plain_lines: bool = False,
+    delimiter: str = "auto",
+    extra_columns: Sequence[str] = (),
+    flags: Optional[dict[str, Optional[str]]] = None,
 ) -> Table:
-    """Read one file. ``label_column=None`` reads texts only; ``plain_lines`` treats .txt as one text per line."""
+    """Read one file. ``label_column=None`` reads texts only; ``plain_lines`` treats .txt as one text per line.
+    ``delimiter``: data.delimiter (auto, or one of DELIMITERS; tab may be written tab). ``extra_columns``: more
+    columns to keep (in ``Table.columns`` when the file has them; the caller judges a missing one). ``flags``: the
+    option that sets text_column, label_column and delimiter, for messages (default: the --data.* settings; no
+    delimiter setting outside the data.* files)."""
     file = resolve_data_path(path)
     check_file(file, role)
     guessed = fmt == "auto"
     fmt = detect_format(file, fmt)
     source = str(file)
     notes: dict[str, int] = {}
+    setting = delimiter_setting(delimiter)
+    if setting != "auto" and setting not in DELIMITERS:
+        raise DataError(f"data.delimiter={delimiter!r} is not one of auto, ',', ';', '|' or tab")
+    flags = {"text_column": "--data.text_column", "label_column": "--data.label_column",
+             "delimiter": "--data.delimiter" if role in CONFIG_ROLES else None, **(flags or {})}
+
+    def frame_table(frame, used: Optional[str], chosen: Optional[str]) -> Table:
+        return _table_from_frame(frame, source, role, text_column, label_column, notes, used, chosen, extra_columns,
+                                 flags)
 
     if plain_lines and fmt == "label_text":
         text, bad = decode(read_bytes(file, role), source, encoding_errors)
@@ -208,10 +323,9 @@ def read_table(
     if fmt == "label_text":
         text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
-        delimiter = sniff_header(text, source, text_column, label_column)
-        if delimiter is not None:  # a delimited table with a header naming the configured columns
-            fmt, frame = "csv", _read_delimited(text, delimiter, source)
-            return _table_from_frame(frame, source, role, text_column, label_column, notes)
+        used = sniff_header(text, source, text_column, label_column, DELIMITERS if setting == "auto" else (setting,))
+        if used is not None:  # a delimited table with a header naming the configured columns
+            return frame_table(_read_delimited(text, used, source), used, "given" if setting != "auto" else "sniffed")
         if label_column is not None and (text_column, label_column) != ("text", "label"):
             raise DataError(f"{source} is read as 'label text' lines, which have no columns, so data.text_column="
                             f"{text_column!r} / data.label_column={label_column!r} cannot apply; give a file with a header "
@@ -228,28 +342,20 @@ def read_table(
             check_label_text_guess(text, texts, labels, source)
         return Table(source, texts, labels if label_column is not None else None, notes)
 
-    if fmt == "parquet":
-        import pandas as pd
+    if fmt in ("csv", "tsv"):
+        text, bad = decode(read_bytes(file, role), source, encoding_errors)
+        notes["lines_with_replaced_bytes"] = bad
+        used, chosen = choose_delimiter(text, setting, "," if fmt == "csv" else "\t", text_column, label_column)
+        return frame_table(_read_delimited(text, used, source), used, chosen)
 
+    import pandas as pd
+
+    if fmt == "parquet":
         try:
             frame = pd.read_parquet(file)
         except Exception as exc:  # pyarrow raises many types for corrupt files
             raise DataError(f"cannot read Parquet file {source}: {str(exc).splitlines()[0]}; check that it is a valid Parquet file") from None
-    elif fmt in ("csv", "tsv"):
-        import pandas as pd
-
-        text, bad = decode(read_bytes(file, role), source, encoding_errors)
-        notes["lines_with_replaced_bytes"] = bad
-        try:
-            frame = pd.read_csv(
-                io.StringIO(text), sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                quoting=3 if fmt == "tsv" else 0,  # TSV fields are not quoted: a quote is part of the text
-            )
-        except Exception as exc:
-            raise DataError(f"cannot parse {fmt.upper()} file {source}: {str(exc).splitlines()[0]}; check its delimiter and quoting") from None
     elif fmt == "jsonl":
-        import pandas as pd
-
         text, bad = decode(read_bytes(file, role), source, encoding_errors)
         notes["lines_with_replaced_bytes"] = bad
         records = []
@@ -267,16 +373,19 @@ def read_table(
     else:  # pragma: no cover - detect_format only returns the formats above
         raise DataError(f"unknown data format '{fmt}'")
 
-    return _table_from_frame(frame, source, role, text_column, label_column, notes)
+    return frame_table(frame, None, None)
 
 
 def _table_from_frame(frame, source: str, role: str, text_column: str, label_column: Optional[str],
-                      notes: dict[str, int]) -> Table:
+                      notes: dict[str, int], delimiter: Optional[str] = None, chosen: Optional[str] = None,
+                      extra_columns: Sequence[str] = (), flags: Optional[dict[str, Optional[str]]] = None) -> Table:
+    flags = flags or {"text_column": "--data.text_column", "label_column": "--data.label_column"}
     if len(frame) == 0:
         raise DataError(f"{role} file has no rows: {source}; it needs at least a few labelled rows")
-    texts = [_clean_cell(v) or "" for v in _column(frame, text_column, source, "text_column")]
+    texts = [_clean_cell(v) or "" for v in _column(frame, text_column, source, "text_column", flags, delimiter, chosen)]
     labels = None
     if label_column is not None:
-        labels = [_clean_cell(v) for v in _column(frame, label_column, source, "label_column")]
+        labels = [_clean_cell(v) for v in _column(frame, label_column, source, "label_column", flags, delimiter, chosen)]
         labels = [None if v is None or v.strip() == "" else v.strip() for v in labels]
-    return Table(source, texts, labels, notes)
+    extra = {name: [_clean_cell(v) for v in frame[name].tolist()] for name in extra_columns if name in frame.columns}
+    return Table(source, texts, labels, notes, delimiter, chosen, extra, [str(c) for c in frame.columns])

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from thrifty.console import passes
 from thrifty.data.batching import collate, sorted_batches
 from thrifty.evaluation.metrics import classification_metrics
 from thrifty.evaluation.sharding import my_share, summed
@@ -32,13 +33,15 @@ def predict_logits(model, input_ids: Sequence[Sequence[int]], pad_id: int, batch
             batch = {k: v.to(device, non_blocking=True) for k, v in collate(input_ids, idx, pad_id).items()}
             logits = forward(batch, idx) if forward is not None else model(**batch).logits
             out[idx] = logits.float().cpu().numpy()
+        shown.update(len(idx))
 
-    passes = my_share(sorted_batches(lengths, batch_size, min_fill))  # all of them, but in a multi-process evaluation
-    if lanes is None or len(passes) == 1:
-        for idx in passes:
-            run_pass(idx)
-    else:
-        list(lanes.map(run_pass, passes))  # longest first, so the lanes end together on the short ones
+    mine = my_share(sorted_batches(lengths, batch_size, min_fill))  # all of them, but in a multi-process evaluation
+    with passes("predict", len(input_ids), "text") as shown:
+        if lanes is None or len(mine) == 1:
+            for idx in mine:
+                run_pass(idx)
+        else:
+            list(lanes.map(run_pass, mine))  # longest first, so the lanes end together on the short ones
     recompute = getattr(model, "recompute_close_calls", None)  # the int8 backend: close calls again in fp32, in
     if forward is None and recompute is not None:              # one pass sorted by length (inference.onnx_backend)
         out = recompute(out, input_ids, pad_id, batch_size, min_fill, lanes=lanes)

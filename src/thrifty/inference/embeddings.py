@@ -14,6 +14,7 @@ def predictor_embeddings(predictor, texts: Sequence[str], batch_size: int = 64) 
     """Unit-length mean-pooled encoder states of a loaded Predictor's model (a fewshot model's own embedding)."""
     import torch
 
+    from thrifty.console import passes
     from thrifty.data.batching import collate, sorted_batches
     from thrifty.data.tokenize import encode
     from thrifty.models import first_token
@@ -27,8 +28,9 @@ def predictor_embeddings(predictor, texts: Sequence[str], batch_size: int = 64) 
     pad = predictor.tokenizer.pad_token_id or 0
     out = np.zeros((len(ids), encoder.config.hidden_size), dtype=np.float32)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), passes("embed", len(ids), "text") as shown:
             for idx in sorted_batches([len(x) for x in ids], batch_size):
+                shown.update(len(idx))
                 batch = collate(ids, idx, pad)
                 hidden = encoder(**batch).last_hidden_state
                 out[idx] = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy()

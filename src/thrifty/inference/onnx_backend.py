@@ -30,6 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from thrifty.console import stage
 from thrifty.errors import ConfigError, ModelError
 
 ONNX_FOLDER = "onnx"
@@ -195,7 +196,8 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
     scratch = Path(tempfile.mkdtemp(prefix=".onnx-", dir=folder))
     try:
         started = time.perf_counter()
-        _export_graph(predictor, scratch / GRAPH_FILES["fp32"])
+        with stage("export: tracing the model into an ONNX graph"):
+            _export_graph(predictor, scratch / GRAPH_FILES["fp32"])
         report: dict[str, Any] = {"source": source, "texts": len(texts), "opset": OPSET,
                                   "export_seconds": round(time.perf_counter() - started, 1)}
         if quantize == "int8":
@@ -203,8 +205,9 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
 
             # per channel: each output feature's weights get their own scale (one scale per matrix gave PyTorch's
             # label to 96.4% of SST-2 test on a weakly trained model, per channel 98.1%: docs/serving.md)
-            quantize_dynamic(str(scratch / GRAPH_FILES["fp32"]), str(scratch / GRAPH_FILES["int8"]),
-                             weight_type=QuantType.QInt8, per_channel=True)
+            with stage("export: quantising the weights to int8"):
+                quantize_dynamic(str(scratch / GRAPH_FILES["fp32"]), str(scratch / GRAPH_FILES["int8"]),
+                                 weight_type=QuantType.QInt8, per_channel=True)
         reference = predictor.logits(texts)
         report["pytorch"] = {"accuracy": _accuracy(reference, labels)}
         graph_logits = {}

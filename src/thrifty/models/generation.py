@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import torch
 
+from thrifty.console import passes
 
 def answer_matches(generated: str, reference: str) -> bool:
     """Exact match after normalisation: case, runs of whitespace and surrounding punctuation do not count; a one-line
@@ -58,22 +59,24 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], *, max_new_tokens
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            width = max(len(prompts[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                if encoder_decoder:  # an encoder reads the whole text at once: right padding, as in training
-                    ids[row, : len(prompts[i])], mask[row, : len(prompts[i])] = torch.tensor(prompts[i]), 1
-                else:
-                    ids[row, width - len(prompts[i]):], mask[row, width - len(prompts[i]):] = torch.tensor(prompts[i]), 1
-            with torch.inference_mode():
-                written = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), streamer=streamer,
-                                         **settings)
-            for row, i in enumerate(idx):
-                new = written[row] if encoder_decoder else written[row, width:]
-                out[i] = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)
+        with passes("write answers", len(prompts), "answer") as shown:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                width = max(len(prompts[i]) for i in idx)
+                ids = torch.full((len(idx), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    if encoder_decoder:  # an encoder reads the whole text at once: right padding, as in training
+                        ids[row, : len(prompts[i])], mask[row, : len(prompts[i])] = torch.tensor(prompts[i]), 1
+                    else:
+                        ids[row, width - len(prompts[i]):], mask[row, width - len(prompts[i]):] = torch.tensor(prompts[i]), 1
+                with torch.inference_mode():
+                    written = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), streamer=streamer,
+                                             **settings)
+                for row, i in enumerate(idx):
+                    new = written[row] if encoder_decoder else written[row, width:]
+                    out[i] = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)
+                shown.update(len(idx))
     finally:
         model.train(was_training)
     return out

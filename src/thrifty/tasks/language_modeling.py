@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from thrifty.console import passes
 from thrifty.config import AdaptConfig, DataConfig, GenerateConfig
 from thrifty.data.prepare import PreparedData, Split, carve_validation, keep_distinct, normalise_text, seeded_subsample
 from thrifty.data.tokenize import token_lengths
@@ -201,8 +202,9 @@ class LanguageModelingBase(TaskDefaults):
         generator = torch.Generator().manual_seed(0)
         total, correct, count = 0.0, 0, 0
         vocab = model.get_output_embeddings().weight.shape[0]
-        with torch.inference_mode():
+        with torch.inference_mode(), passes("loss", len(encoded), "example") as shown:
             for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
+                shown.update(len(idx))
                 positions = max(self.logit_positions(encoded, i) for i in idx)
                 step = max(1, EVAL_LOGIT_ELEMENTS // (positions * vocab))
                 for start in range(0, len(idx), step):

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from thrifty.console import passes
 from thrifty.data.batching import sorted_batches
 from thrifty.data.tagged import TaggedData, TaggedSplit, prepare_tagged
 from thrifty.evaluation.plots import plot_per_type_f1
@@ -116,8 +117,9 @@ class TokenClassification(TaskDefaults):
         model.eval()
         out: list[Optional[np.ndarray]] = [None] * len(encoded)
         loss_sum, count = 0.0, 0
-        with torch.inference_mode():
+        with torch.inference_mode(), passes("tag", len(encoded), "text") as shown:
             for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
+                shown.update(len(idx))
                 batch = self.collate(encoded, idx, pad_id)
                 labels = batch.pop("labels")
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import torch
 
+from thrifty.console import Progress
 from thrifty.training.state import LoopState
 
 
@@ -41,11 +42,9 @@ class RunLogger:
 
             self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"),
                                         purge_step=state.global_step if resumed else None)
-        from tqdm.auto import tqdm
-
-        interactive = sys.stderr.isatty()
-        self.bar = tqdm(total=total_steps, initial=state.global_step, desc="train", unit="step", disable=not (progress and writes),
-                        dynamic_ncols=True, mininterval=0.5 if interactive else 30.0, file=sys.stderr)
+        # A bar with the ETA on a terminal; in a redirected log a plain line at each tenth of the run (console.Progress)
+        self.bar = Progress("train", total_steps, "step", initial=state.global_step, enabled=progress and writes,
+                            leave=True)
         self.file = open(run_dir / "train_log.jsonl" if writes else os.devnull, "a", encoding="utf-8")
         self.pending: list[tuple[dict[str, Any], torch.Tensor, Optional[torch.Tensor]]] = []
         self.window_start = time.perf_counter()
@@ -90,8 +89,7 @@ class RunLogger:
                                          "system/tokens_per_second": tps, "system/spent_seconds": tracker.spent_seconds,
                                          "system/cost_so_far": tracker.cost_so_far(), "system/peak_rss_gib": peak_rss_gib()},
                                         record["step"])
-        self.bar.set_postfix(epoch=self.pending[-1][0]["epoch"], loss=f"{values[-1][0]:.4f}", tok_s=f"{tps:,.0f}",
-                             refresh=False)
+        self.bar.set_postfix(epoch=self.pending[-1][0]["epoch"], loss=f"{values[-1][0]:.4f}", tok_s=f"{tps:,.0f}")
         self.pending.clear()
 
     def flush_file(self) -> None:
