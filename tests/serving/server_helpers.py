@@ -59,3 +59,44 @@ def running_server(settings, ready_timeout: float = 120.0):
     finally:
         server.should_exit = True
         thread.join(60)
+
+
+@contextlib.contextmanager
+def serve_process(model_dir, *args: str, env: Optional[dict] = None, ready_timeout: float = 120.0):
+    """`thrifty serve MODEL_DIR ARGS` as a real process on 127.0.0.1 and a free port; yields the base URL once /readyz
+    answers 200, and stops the server (SIGTERM) after. Its output goes to a file (a pipe could fill and block it)."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as output:
+        process = subprocess.Popen([sys.executable, "-m", "thrifty", "serve", str(model_dir), "--host", "127.0.0.1",
+                                    "--port", str(port), "--serve.threads", "2", *args],
+                                   env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})},
+                                   stdout=output, stderr=subprocess.STDOUT, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + ready_timeout
+            while True:
+                try:
+                    if call(base, "GET", "/readyz", timeout=2)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    process.wait()
+                    output.seek(0)
+                    raise RuntimeError(f"thrifty serve did not become ready:\n{output.read()}")
+                time.sleep(0.1)
+            yield base
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

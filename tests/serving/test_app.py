@@ -87,8 +87,12 @@ def test_malformed_json_and_oversized_bodies(server):
     base, _ = server
     status, answer = call(base, "POST", "/v1/predict", raw=b'{"texts": ["unterminated')
     assert status == 422 and "not valid JSON" in answer["error"]
-    status, answer = call(base, "POST", "/v1/predict", raw=b'{"texts": ["' + b"z" * 40000 + b'"]}')
-    assert status == 413 and "limit" in answer["error"]
+    # the body limit: 8 texts x (500 characters x 12 bytes, a \\uXXXX\\uXXXX pair each, + 16) + 4096 = 52224 bytes
+    status, answer = call(base, "POST", "/v1/predict", raw=b'{"texts": ["' + b"z" * 60000 + b'"]}')
+    assert status == 413 and "the request body has 60015 bytes; the limit is 52224" in answer["error"]
+    # within it: 8 texts of 500 emoji, each written by json.dumps as a 12-byte escaped surrogate pair
+    status, answer = call(base, "POST", "/v1/predict", {"texts": ["\U0001F600" * 500] * 8})
+    assert status == 200 and len(answer["predictions"]) == 8
     status, _ = call(base, "POST", "/v1/predict", {"texts": ["still alive"]})
     assert status == 200
 
@@ -144,6 +148,14 @@ def test_an_api_key_is_required_when_set(tiny_run, monkeypatch):
         assert call(base, "GET", "/metrics", headers={"X-API-Key": "s3cret"})[0] == 200
         assert call(base, "GET", "/metrics")[0] == 401
         assert call(base, "GET", "/healthz")[0] == 200  # probes need no key
+        assert call(base, "GET", "/docs")[0] == 200  # nor do the docs, their files and the document
+        assert call(base, "GET", "/docs/static/swagger-ui.css")[0] == 200
+        status, spec = call(base, "GET", "/openapi.json")
+        assert status == 200 and spec["components"]["securitySchemes"]["apiKey"]["name"] == "X-API-Key"
+        assert spec["paths"]["/v1/predict"]["post"]["security"] == [{"bearer": []}, {"apiKey": []}]
+        assert "401" in spec["paths"]["/metrics"]["get"]["responses"] and "security" not in spec["paths"]["/healthz"]["get"]
+        # either header may carry the key (the document's two schemes), even beside a wrong other one
+        assert call(base, "GET", "/v1/model", headers={"X-API-Key": "wrong", "Authorization": "Bearer s3cret"})[0] == 200
         status, answer = call(base, "POST", "/v1/feedback", {"id": "x", "label": "pos"}, headers={"X-API-Key": "s3cret"})
         assert status == 409 and "log is off" in answer["error"]
 

@@ -45,10 +45,30 @@ def test_concurrent_requests_each_get_their_own_answers(server):
     ({"prompt": "a", "max_new_tokens": 9}, 422, "serve.max_new_tokens=8"),
     ({"prompt": "a", "temperature": -1}, 422, "temperature"),
     ({"messages": [{"content": "hi"}]}, 422, "role"),
+    ({"prompts": []}, 422, "0 prompts"),
+    ({"messages": []}, 422, "messages is an empty list"),
+    ({"messages": [{"role": "user", "content": "x" * 150}, {"role": "user", "content": "y" * 60}]}, 413,
+     "210 characters"),
+    ({"prompt": "a", "temperature": 1e-300}, 422, "give 0 (greedy) or at least 1e-06"),
+    ({"prompt": "a", "temperature": "0.5"}, 422, "temperature"),
+    ({"prompt": "a", "max_new_tokens": 2.5}, 422, "max_new_tokens"),
+    ({"prompts": ["a", "\ud800"]}, 422, "prompts[1] is not valid Unicode"),
 ])
 def test_bad_generate_requests_get_one_clear_error(server, body, status, fragment):
     got, answer = call(server[0], "POST", "/v1/generate", body)
     assert got == status and fragment in answer["error"]
+
+
+def test_settings_json_allows_and_stop_strings_the_model_cannot_write(server):
+    status, body = call(server[0], "POST", "/v1/generate", {"prompt": "item 1 is gamma. name:", "max_new_tokens": 1.0,
+                                                            "temperature": 0})
+    assert status == 200 and body["generations"][0]["text"] == "gamma"  # 1.0 is the integer 1 in JSON
+    # no token ends in these characters, so no answer can hold them: ignored (transformers would refuse the call)
+    status, body = call(server[0], "POST", "/v1/generate", {"prompt": "item 1 is gamma. name:",
+                                                            "stop": ["\U0001F9EC\u2603", "\ud800"]})
+    assert status == 200 and body["generations"][0]["text"] == "gamma"
+    status, body = call(server[0], "POST", "/v1/generate", {"prompt": "item 1 is gamma. name:", "stop": ["mm"]})
+    assert status == 200 and body["generations"][0]["text"] == "ga"
 
 
 def test_a_text_model_refuses_predict_and_a_classifier_refuses_generate(server, tiny_run):

@@ -5,12 +5,13 @@ whatever a registry alias points to (`thrifty serve models:/NAME@champion`).
     POST /v1/feedback  {"id": ..., "label": ...}           -> the true label, attached to a logged prediction
     GET  /v1/model     the manifest, name, version, backend and serving limits
     GET  /healthz      the process is up;  GET /readyz: the model is loaded and warmed up (503 until then)
-    GET  /metrics      Prometheus;         GET /docs: OpenAPI
+    GET  /metrics      Prometheus;         GET /docs, /redoc: the OpenAPI document (/openapi.json), offline
 
 The model loads in the background after start, so an orchestrator sees a live process (healthz) that is not yet
 ready (readyz). Predictions go through the dynamic batcher (batching.py), one model thread off the event loop;
 each answered prediction is handed to the prediction log (predlog.py), which never blocks the answer. Errors are
-JSON `{"error": "one line naming the problem and the fix"}` with a fitting status: 401, 404, 413, 422, 503.
+JSON `{"error": "one line naming the problem and the fix"}` with a fitting status: 401, 404, 405, 413, 422, 503,
+unknown paths and methods included. The OpenAPI document says exactly what each endpoint accepts (openapi.py).
 
 Following an alias (hot swap): every `serve.registry_poll_seconds` the server asks the registry where the alias
 points. When it moves, the new version is downloaded, loaded and warmed up in the background while the old one keeps
@@ -33,20 +34,22 @@ import uuid
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from thrifty.config import GENERATIVE_TASKS, ServeConfig
 from thrifty.errors import ThriftyError
 from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
 from thrifty.serving.batching import DynamicBatcher, GenerationBatcher
 from thrifty.serving.metrics import ServerMetrics
+from thrifty.serving.openapi import MIN_TEMPERATURE, add_docs, complete
 from thrifty.serving.predlog import PredictionLog, now_utc
 from thrifty.version import __version__
 
@@ -56,10 +59,29 @@ SETTINGS_ENV = "THRIFTY_SERVE_APP"  # how `--workers N` hands the settings to ea
 WARMUP_TEXTS = ["warm up", " ".join(["warm up the model with a long text"] * 80)]
 
 
+def _whole(value: Any) -> Any:
+    """4.0 is the integer 4 in JSON (and JSON Schema); 4.5, "4" and true are not."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[StrictInt, BeforeValidator(_whole)]
+
+
+# The request bodies' types; what else a route checks (exactly one of, limits, no blank text) is in its code, and
+# openapi.py writes all of it into the OpenAPI document.
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     texts: Optional[list[StrictStr]] = None
     text: Optional[StrictStr] = None
+
+
+class Message(BaseModel):
+    """One message of a conversation: role and content, and other string keys for the chat template."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, StrictStr] = Field(init=False)
+    role: StrictStr
+    content: StrictStr
 
 
 class GenerateRequest(BaseModel):
@@ -68,17 +90,17 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: Optional[StrictStr] = None
     prompts: Optional[list[StrictStr]] = None
-    messages: Optional[list[dict[str, StrictStr]]] = None
-    max_new_tokens: Optional[StrictInt] = None
-    temperature: Optional[float] = None
-    top_p: Optional[float] = None
+    messages: Optional[list[Message]] = None
+    max_new_tokens: Optional[WholeNumber] = None
+    temperature: Optional[StrictFloat] = Field(None, allow_inf_nan=False)
+    top_p: Optional[StrictFloat] = Field(None, allow_inf_nan=False)
     stop: Optional[list[StrictStr]] = None
 
 
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: StrictStr
-    label: Union[StrictStr, StrictInt]
+    label: Union[StrictStr, WholeNumber]
 
 
 class ApiError(Exception):
@@ -321,11 +343,58 @@ class ServerState:
             self._follower = None
 
 
-def _error(status: int, message: str, field: Optional[str] = None) -> JSONResponse:
+def _error(status: int, message: str, field: Optional[str] = None,
+           headers: Optional[dict[str, str]] = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
     if field is not None:
         body["field"] = field
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _http_message(request: Request, exc: HTTPException) -> str:
+    """One line for what routing refused (an unknown path, a method a path does not take) or another HTTP error."""
+    if exc.status_code == 404:
+        return f"nothing at {request.url.path}: the endpoints are listed at /docs (or /openapi.json)"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or "another method"
+        return f"{request.method} is not allowed on {request.url.path}: use {allowed}"
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8)
+        return f"{exc.detail}: send a JSON object, UTF-8, with Content-Type: application/json"
+    return str(exc.detail)
+
+
+def check_text(text: str, where: str, field: str, limit: Optional[int]) -> None:
+    """A text to predict or a prompt (`where`: texts[1], `field`: texts.1): not longer than `limit` (413), and valid
+    Unicode (422; a lone surrogate, which JSON can spell, would fail the tokenizer and the batch it is in)."""
+    if limit is not None and len(text) > limit:
+        raise ApiError(413, f"{where} has {len(text)} characters; the limit is serve.max_chars_per_text={limit}: "
+                            "shorten it", field)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ApiError(422, f"{where} is not valid Unicode (a lone surrogate at character {exc.start}, "
+                            f"{text[exc.start]!a}): send UTF-8 text", field) from None
+
+
+def writable_stops(tokenizer: Any, stop: list[str]) -> list[str]:
+    """The stop strings, or none when the tokenizer writes none of them: their last characters are in no token, so
+    no answer can contain them (transformers refuses such a list instead of ignoring it)."""
+    from transformers import StopStringCriteria
+
+    def writable(text: str) -> bool:  # an answer is valid Unicode: a lone surrogate cannot be in it
+        try:
+            return bool(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return False
+
+    stop = [s for s in stop if writable(s)]
+    if not stop:
+        return []
+    try:
+        StopStringCriteria(tokenizer, stop)  # cached by transformers: generate reuses the work
+    except ValueError:
+        return []
+    return stop
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]]:
@@ -344,8 +413,9 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]
 def create_app(settings: AppSettings) -> FastAPI:
     state = ServerState(settings)
     serve = state.serve
-    # A request can be no longer than its limits allow (texts x characters, as 4-byte UTF-8 in the worst case).
-    max_body_bytes = serve.max_texts_per_request * (serve.max_chars_per_text * 4 + 16) + 4096
+    # A request can be no longer than its limits allow: texts x characters, each character spelled the longest way
+    # JSON can (12 bytes: a \uXXXX\uXXXX surrogate pair, as json.dumps writes an emoji by default).
+    max_body_bytes = serve.max_texts_per_request * (serve.max_chars_per_text * 12 + 16) + 4096
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -364,9 +434,10 @@ def create_app(settings: AppSettings) -> FastAPI:
             if state.log.unlogged:
                 logger.warning("thrifty serve: %d predictions were not logged", state.log.unlogged)
 
-    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Predictions from a model fine-tuned by thrifty, with dynamic batching and a prediction log.")
     app.state.thrifty = state
+    add_docs(app)  # /docs and /redoc, their files served from here: no CDN
     if serve.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -381,6 +452,12 @@ def create_app(settings: AppSettings) -> FastAPI:
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         message, field = _validation_message(exc)
         return _error(422, message, field)
+
+    @app.exception_handler(HTTPException)  # routing's 404 and 405, and any other HTTP error: the same shape
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code in (204, 304):  # no body allowed
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        return _error(exc.status_code, _http_message(request, exc), headers=exc.headers)
 
     @app.middleware("http")
     async def _measure(request: Request, call_next):
@@ -405,11 +482,10 @@ def create_app(settings: AppSettings) -> FastAPI:
     async def require_key(request: Request) -> None:  # async: no thread pool hop per request
         if state.api_key is None:
             return
-        sent = request.headers.get("x-api-key")
         auth = request.headers.get("authorization", "")
-        if sent is None and auth.lower().startswith("bearer "):
-            sent = auth[7:].strip()
-        if not sent or not hmac.compare_digest(sent.encode(), state.api_key.encode()):  # constant time
+        sent = [request.headers.get("x-api-key"), auth[7:].strip() if auth.lower().startswith("bearer ") else None]
+        # either header may carry the key (the two security schemes of the OpenAPI document); constant time
+        if not any(s and hmac.compare_digest(s.encode(), state.api_key.encode()) for s in sent):
             raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
 
     def ready_model() -> ServedModel:
@@ -419,7 +495,7 @@ def create_app(settings: AppSettings) -> FastAPI:
             raise ApiError(503, "the model is still loading; retry when GET /readyz answers 200")
         return state.model
 
-    @app.post("/v1/predict", dependencies=[Depends(require_key)])
+    @app.post("/v1/predict", dependencies=[Depends(require_key)], response_model=None)
     async def predict(body: PredictRequest) -> dict[str, Any]:
         """Predict one text (`text`) or several (`texts`): one result per text, in input order."""
         started = time.perf_counter()
@@ -432,9 +508,11 @@ def create_app(settings: AppSettings) -> FastAPI:
             raise ApiError(413, f"{len(texts)} texts in one request; the limit is serve.max_texts_per_request="
                                 f"{serve.max_texts_per_request}: split the request", "texts")
         for i, text in enumerate(texts):
-            if len(text) > serve.max_chars_per_text:
-                raise ApiError(413, f"texts[{i}] has {len(text)} characters; the limit is serve.max_chars_per_text="
-                                    f"{serve.max_chars_per_text}: shorten it", f"texts.{i}")
+            where, field = (f"texts[{i}]", f"texts.{i}") if body.texts is not None else ("text", "text")
+            check_text(text, where, field, serve.max_chars_per_text)
+            if not text.strip():
+                raise ApiError(422, f"{where} is {'empty' if not text else 'only whitespace'}: there is nothing to "
+                                    "predict; send text, or leave it out", field)
         model = ready_model()
         if model.generator is not None:
             raise ApiError(400, f"this model writes text (task {model.task}): POST /v1/generate with "
@@ -456,7 +534,7 @@ def create_app(settings: AppSettings) -> FastAPI:
     # one generate call at a time (it has all the threads); requests that wait meanwhile are written together
     generations = GenerationBatcher(max_prompts=serve.max_batch_texts if serve.batching else 1)  # 1: each alone
 
-    @app.post("/v1/generate", dependencies=[Depends(require_key)])
+    @app.post("/v1/generate", dependencies=[Depends(require_key)], response_model=None)
     async def generate(body: GenerateRequest) -> dict[str, Any]:
         """Text written after a prompt (`prompt`), several (`prompts`, written together) or a conversation
         (`messages`, through the chat template); greedy unless `temperature` > 0."""
@@ -464,25 +542,39 @@ def create_app(settings: AppSettings) -> FastAPI:
         if len(given) != 1:
             raise ApiError(422, "send exactly one of \"prompt\": \"...\", \"prompts\": [...] or \"messages\": "
                                 "[{\"role\": \"user\", \"content\": \"...\"}]", "prompt")
-        prompts: list[Any] = [body.messages] if body.messages is not None else body.prompts or [body.prompt]
-        if not prompts or len(prompts) > serve.max_texts_per_request:
-            raise ApiError(413 if prompts else 422, f"{len(prompts)} prompts; send 1 to serve.max_texts_per_request="
-                                                    f"{serve.max_texts_per_request}", "prompts")
-        for i, prompt in enumerate(prompts):
-            size = len(prompt) if isinstance(prompt, str) else sum(len(m.get("content", "")) for m in prompt)
+        if body.messages is not None:  # one conversation: its contents together count as one prompt
+            conversation = [m.model_dump() for m in body.messages]
+            if not conversation:
+                raise ApiError(422, "messages is an empty list; send at least one message", "messages")
+            for i, message in enumerate(conversation):
+                for key, value in message.items():
+                    check_text(value, f"messages[{i}].{key}", f"messages.{i}.{key}", None)
+            size = sum(len(m["content"]) for m in conversation)
             if size > serve.max_chars_per_text:
-                raise ApiError(413, f"prompt {i} has {size} characters; the limit is serve.max_chars_per_text="
-                                    f"{serve.max_chars_per_text}: shorten it", "prompts")
-        if body.messages is not None and not all({"role", "content"} <= set(m) for m in body.messages):
-            raise ApiError(422, "each message needs \"role\" and \"content\"", "messages")
+                raise ApiError(413, f"the messages have {size} characters of content; the limit is serve."
+                                    f"max_chars_per_text={serve.max_chars_per_text}: shorten them", "messages")
+            prompts: list[Any] = [conversation]
+        else:
+            prompts = body.prompts if body.prompts is not None else [body.prompt]
+            if not prompts or len(prompts) > serve.max_texts_per_request:
+                raise ApiError(413 if prompts else 422, f"{len(prompts)} prompts; send 1 to "
+                               f"serve.max_texts_per_request={serve.max_texts_per_request}", "prompts")
+            for i, prompt in enumerate(prompts):
+                where, field = (f"prompts[{i}]", f"prompts.{i}") if body.prompts is not None else ("prompt", "prompt")
+                check_text(prompt, where, field, serve.max_chars_per_text)
         if body.max_new_tokens is not None and not 1 <= body.max_new_tokens <= serve.max_new_tokens:
             raise ApiError(422, f"max_new_tokens={body.max_new_tokens}: give 1 to serve.max_new_tokens="
                                 f"{serve.max_new_tokens}", "max_new_tokens")
+        if body.temperature is not None and 0 < body.temperature < MIN_TEMPERATURE:
+            raise ApiError(422, f"temperature={body.temperature:g}: give 0 (greedy) or at least {MIN_TEMPERATURE:g}",
+                           "temperature")
         model = ready_model()
         if model.generator is None:
             raise ApiError(400, f"this model predicts labels (task {model.task}): POST /v1/predict with "
                                 "{\"texts\": [...]}")
         settings = {k: getattr(body, k) for k in ("max_new_tokens", "temperature", "top_p", "stop")}
+        if body.stop:
+            settings["stop"] = await run_in_threadpool(writable_stops, model.generator.tokenizer, body.stop)
         started = time.perf_counter()
         try:
             written = await generations.generate(model.generator, prompts, settings)
@@ -492,7 +584,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                 "generations": [{"id": uuid.uuid4().hex, "text": text} for text in written],
                 "latency_ms": round((time.perf_counter() - started) * 1000.0, 1)}
 
-    @app.post("/v1/feedback", dependencies=[Depends(require_key)])
+    @app.post("/v1/feedback", dependencies=[Depends(require_key)], response_model=None)
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
         """Attach the true label to a logged prediction (for accuracy over time in `thrifty monitor`)."""
         model = ready_model()
@@ -513,7 +605,7 @@ def create_app(settings: AppSettings) -> FastAPI:
             raise ApiError(404, f"no logged prediction has id {body.id!r}; use an id returned by /v1/predict", "id")
         return {"id": body.id, "label": label}
 
-    @app.get("/v1/model", dependencies=[Depends(require_key)])
+    @app.get("/v1/model", dependencies=[Depends(require_key)], response_model=None)
     async def model_info() -> dict[str, Any]:
         """The manifest of the served model, its name, version and backend, and the serving limits."""
         model = ready_model()
@@ -528,7 +620,7 @@ def create_app(settings: AppSettings) -> FastAPI:
                                 "not_swapped": {str(v): why for v, why in state.refused.items()}}
         return info
 
-    @app.get("/healthz")
+    @app.get("/healthz", response_model=None)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -539,12 +631,32 @@ def create_app(settings: AppSettings) -> FastAPI:
         body = {"ready": False, "error": state.load_error} if state.load_error else {"ready": False}
         return JSONResponse(body, status_code=503)
 
-    @app.get("/metrics", dependencies=[Depends(require_key)])
+    @app.get("/metrics", dependencies=[Depends(require_key)], response_class=PlainTextResponse)
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    protected = {route.path for route in app.routes
+                 if any(d.dependency is require_key for d in getattr(route, "dependencies", []))}
+
+    def openapi() -> dict[str, Any]:
+        """The document of this server: exact for its model once loaded (kept from then on: a swapped-in version
+        has the same task and labels), generic until then."""
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        model = state.model
+        document = complete(get_openapi(title=app.title, version=app.version, description=app.description,
+                                        routes=app.routes),
+                            serve, model.task if model else None, model.labels if model else None, protected,
+                            api_key=state.api_key is not None)
+        if model is not None:
+            app.openapi_schema = document
+        return document
+
+    app.openapi = openapi
     return app
 
 
