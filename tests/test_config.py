@@ -141,3 +141,17 @@ def test_the_documented_config_parses_and_shows_the_defaults():
     differ = [f"{section}.{key}" for section, keys in documented.items() if isinstance(keys, dict)
               for key in keys if shown[section][key] != default[section][key]]
     assert differ == ["data.train"]
+
+
+def test_the_delimiter_setting_takes_auto_and_the_four_delimiters():
+    import subprocess
+    import sys
+
+    assert load_config().data.delimiter == "auto"
+    for value in (",", ";", "|", "tab", "\\t", "\t"):
+        assert load_config(None, ["--data.delimiter", value]).data.delimiter == value
+    with pytest.raises(ConfigError, match=r"data.delimiter=':' is not valid; choose auto \(sniffed\), ',', ';', '\|' or tab"):
+        load_config(None, ["--data.delimiter", ":"])
+    shown = subprocess.run([sys.executable, "-m", "thrifty", "config", "--data.delimiter", ";"], capture_output=True,
+                           text=True, check=True).stdout
+    assert "delimiter: ;" in shown  # `thrifty config` lists it with the other data keys

@@ -48,7 +48,8 @@ def test_non_utf8_reports_line_numbers(tmp_path):
 def test_missing_column_lists_columns(tmp_path):
     path = tmp_path / "d.csv"
     path.write_text("review,stars\nnice,5\n")
-    with pytest.raises(DataError, match=r"column 'text' not found .* \(columns: review, stars\); set --data.text_column"):
+    with pytest.raises(DataError, match=r"column 'text' not found .* \(columns: review, stars; split by ',', sniffed\); "
+                                        r"set --data.text_column"):
         read_table(str(path))
 
 
@@ -109,3 +110,75 @@ def test_column_settings_on_label_text_lines_are_not_ignored(tmp_path):
     path.write_text("1 a fine film\n0 a dull film\n")
     with pytest.raises(DataError, match="cannot apply"):
         read_table(str(path), label_column="sentiment")
+
+
+SEMICOLON = "text;label\nhello, world;pos\na film, badly made;neg\ngreat;pos\nawful, just awful;neg\n"
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "|", "\t"])
+def test_the_delimiter_is_sniffed_whatever_the_suffix(tmp_path, delimiter):
+    rows = [("text", "label"), ("hello, world; again", "pos"), ("a film | badly made", "neg"), ("great", "pos")]
+    for name in ("d.csv", "d.tsv"):
+        path = tmp_path / name
+        quote = (lambda v: f'"{v}"' if delimiter in v else v) if delimiter != "\t" else (lambda v: v)
+        path.write_text("".join(delimiter.join(quote(v) for v in row) + "\n" for row in rows))
+        table = read_table(str(path))
+        assert table.texts == ["hello, world; again", "a film | badly made", "great"], (name, delimiter)
+        assert table.labels == ["pos", "neg", "pos"] and table.delimiter == delimiter
+        assert table.delimiter_chosen == "sniffed"
+
+
+def test_a_semicolon_csv_is_read_and_a_wrong_given_delimiter_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "semi.csv"
+    path.write_text(SEMICOLON)
+    table = read_table(str(path))
+    assert table.texts[0] == "hello, world" and table.labels == ["pos", "neg", "pos", "neg"]
+    assert table.delimiter_text() == "';' (sniffed)"
+    with pytest.raises(DataError, match=r"\(columns: text;label; split by ',', given\); its header line looks "
+                                        r"';'-separated: set --data.delimiter ';'"):
+        read_table(str(path), delimiter=",")
+    assert read_table(str(path), delimiter=";").delimiter_chosen == "given"
+    pipes = tmp_path / "pipes.csv"
+    pipes.write_text("text|label\na, b; c|pos\nd|neg\n")
+    assert read_table(str(pipes), delimiter="|").texts == ["a, b; c", "d"]
+    tabs = tmp_path / "tabs.csv"
+    tabs.write_text("text\tlabel\na, b\tpos\n")
+    assert read_table(str(tabs), delimiter="tab").texts == ["a, b"]
+
+
+def test_a_comma_csv_reads_as_before_even_with_other_delimiters_in_its_texts(tmp_path):
+    path = tmp_path / "d.csv"  # semicolons and pipes in every text: the header, split by commas, names the columns
+    path.write_text("text,label\n" + "".join(f'"a; b; c | {i}; x",pos\n' for i in range(20)))
+    table = read_table(str(path))
+    assert table.delimiter == "," and table.texts[0] == "a; b; c | 0; x"
+
+
+def test_every_labelled_table_command_reads_through_read_table(tmp_path):
+    """evaluate, retrain and monitor --reference (labelled_texts), audit --data (read_labelled_groups), predict and
+    training (prepare_data): one reader, so a semicolon file reads alike everywhere."""
+    import inspect
+
+    from thrifty.audit import run as audit_run
+    from thrifty.data import prepare
+    from thrifty.inference import predictor
+
+    for function in (prepare.prepare_data, predictor.labelled_texts, audit_run.read_labelled_groups):
+        assert "read_table(" in inspect.getsource(function), function
+    path = tmp_path / "groups.csv"
+    path.write_text("text;label;identity\nhello, world;pos;a\nbad;neg;b\n;neg;a\n")
+    texts, labels, groups, dropped = audit_run.read_labelled_groups(str(path), "text", "label", "identity")
+    assert texts == ["hello, world", "bad"] and labels == ["pos", "neg"] and groups == ["a", "b"] and dropped == 1
+
+
+def test_the_data_report_and_its_console_lines_name_the_delimiter(tmp_path):
+    from thrifty.config import DataConfig
+    from thrifty.data.prepare import format_report, prepare_data
+
+    train, validation = tmp_path / "train.csv", tmp_path / "val.tsv"
+    train.write_text("text;label\n" + "".join(f"text number {i}, with a comma;{'ab'[i % 2]}\n" for i in range(20)))
+    validation.write_text("text\tlabel\n" + "".join(f"held out {i}\t{'ab'[i % 2]}\n" for i in range(6)))
+    report = prepare_data(DataConfig(train=str(train), validation=str(validation)), seed=0).report
+    assert report["delimiters"] == {"train": {"delimiter": ";", "chosen": "sniffed"},
+                                    "validation": {"delimiter": "\t", "chosen": "sniffed"}}
+    lines = format_report(report)
+    assert "columns split by ';' (sniffed): train" in lines and "columns split by tab (sniffed): validation" in lines

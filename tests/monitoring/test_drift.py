@@ -53,3 +53,15 @@ def test_accuracy_over_time_flags_a_clear_drop():
     assert not good["flagged"] and [p["feedback"] for p in good["periods"]] == [40, 40]
     bad = drift.accuracy_over_time(periods, [True] * 30 + [False] * 50, validation_accuracy=0.9)
     assert bad["flagged"] and bad["ci95"][1] < 0.9
+
+
+def test_accuracy_needs_min_feedback_rows_overall_and_per_period():
+    one = drift.accuracy_over_time(["2026-11-28"], [False], validation_accuracy=0.9)
+    assert one["accuracy"] is None and one["ci95"] is None and not one["flagged"] and one["judged"] is False
+    assert one["note"] == "1 feedback row, needs 30" and one["min_feedback"] == drift.MIN_FEEDBACK == 30
+    assert drift.accuracy_over_time([], [], 0.9)["note"] == "0 feedback rows, needs 30"
+    periods = ["2026-11-27"] * 5 + ["2026-11-28"] * 35
+    mixed = drift.accuracy_over_time(periods, [True] * 40, validation_accuracy=0.9)
+    assert mixed["judged"] and mixed["accuracy"] == 1.0  # 40 rows overall...
+    assert [(p["feedback"], p["accuracy"]) for p in mixed["periods"]] == [(5, None), (35, 1.0)]  # ...5 in a day: none
+    assert drift.accuracy_over_time(["d"] * 5, [False] * 5, 0.9, min_feedback=5)["flagged"]  # the setting moves it

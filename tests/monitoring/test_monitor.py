@@ -142,3 +142,34 @@ def test_a_registered_champion_is_monitored_from_the_registry(run_copy, store, t
     train_split = run_splits(Predictor.load(run_copy), "-")[0]  # the run's training split, rebuilt from its config
     assert report["reference_texts"] == len(train_split) > 0
     assert "drift flagged" in out
+
+
+def test_accuracy_is_reported_only_from_enough_feedback_rows(run_copy, tmp_path, capsys):
+    """One feedback row (or none) gives no accuracy and no verdict on it: the console, report.json and report.html
+    say how many rows there are and how many are needed; --min-feedback sets the number."""
+    from tests.monitoring.browser import rendered
+
+    db = tmp_path / "log.db"
+    fill_log(db, run_copy, like_training(40))
+    answer = Predictor.load(run_copy).predict(like_training(1, offset=7))[0]["label"]
+    fill_log(db, run_copy, like_training(1, offset=7), true_labels=[{"pos": "neg", "neg": "pos"}[answer]])
+    assert main(["monitor", str(run_copy), "--db", str(db), "--output", str(tmp_path / "one")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.strip().startswith("accuracy"))
+    assert "not judged" in line and "1 feedback row, needs 30" in line and " ok " not in line and "0.0" not in line
+    assert "not judged: accuracy (1 feedback row, needs 30)" in out
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    accuracy = report["checks"]["accuracy"]
+    assert accuracy["accuracy"] is None and accuracy["judged"] is False and accuracy["feedback"] == 1
+    assert report["not_judged"] == ["accuracy"] and report["min_feedback"] == 30 and not report["drift"]
+    page = rendered(tmp_path / "one" / "report.html")
+    assert "not judged: accuracy (1 feedback row, needs 30)" in page["status"]
+    assert page["images"] == 2  # lengths and labels: no accuracy plot without a period of 30 rows
+
+    main(["monitor", str(run_copy), "--db", str(db), "--min-feedback", "1", "--output", str(tmp_path / "n1")])
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("accuracy"))
+    assert "accuracy 0.0, ci95 [0.0, 0.7935] on 1 feedback row" in line  # judged from 1 row when asked to
+
+    fill_log(tmp_path / "none.db", run_copy, like_training(40))
+    main(["monitor", str(run_copy), "--db", str(tmp_path / "none.db"), "--output", str(tmp_path / "none")])
+    assert "accuracy        not judged 0 feedback rows, needs 30" in capsys.readouterr().out

@@ -72,7 +72,8 @@ def read_rows(path: str, config: DataConfig, kind: str, role: str) -> tuple[list
     file = resolve_data_path(path)
     if kind == PROMPT_COMPLETION and config.prompt_template is not None:
         table = read_table(path, role=role, fmt=config.format, text_column=config.text_column,
-                           label_column=config.label_column, encoding_errors=config.encoding_errors)
+                           label_column=config.label_column, encoding_errors=config.encoding_errors,
+                           delimiter=config.delimiter)
         rows = []
         for text, label in zip(table.texts, table.labels or [None] * len(table.texts)):
             try:
@@ -89,7 +90,7 @@ def read_rows(path: str, config: DataConfig, kind: str, role: str) -> tuple[list
             raise DataError(f"{file}: {kind.replace('_', '/')} rows are read from JSONL (one JSON object per line); give "
                             "a .jsonl file, or a labelled table with data.prompt_template")
         table = read_table(path, role=role, fmt=config.format, text_column=needs[0], label_column=needs[1],
-                           encoding_errors=config.encoding_errors)
+                           encoding_errors=config.encoding_errors, delimiter=config.delimiter)
         return ([{"source": s, "target": t} for s, t in zip(table.texts, table.labels)], table.source,
                 dict(table.notes))
     check_file(file, role)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Hashable, Optional
 import numpy as np
 
 from thrifty.config import DataConfig
-from thrifty.data.readers import Table, read_table
+from thrifty.data.readers import Table, delimiter_name, read_table
 from thrifty.errors import DataError
 
 IMBALANCE_WARNING_RATIO = 10.0
@@ -223,8 +223,11 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
 
     def load(path: str, role: str):
         table = read_table(path, role=role, fmt=config.format, text_column=config.text_column,
-                           label_column=config.label_column, encoding_errors=config.encoding_errors)
+                           label_column=config.label_column, encoding_errors=config.encoding_errors,
+                           delimiter=config.delimiter)
         report["files"][role] = table.source
+        if table.delimiter is not None:  # which delimiter split the columns, and how it was chosen
+            report.setdefault("delimiters", {})[role] = {"delimiter": table.delimiter, "chosen": table.delimiter_chosen}
         texts, labels, counts = clean_table(table, config)
         report["splits"][role] = counts
         return texts, labels, counts
@@ -336,6 +339,11 @@ def format_report(report: dict[str, Any]) -> str:
              + (f" / {report['sizes']['test']} test" if report["sizes"]["test"] else "")
              + (f", {len(report['labels'])} labels, imbalance ratio {report['imbalance_ratio']}" if report["labels"]
                 else f" {report['format'].replace('_', '/')} examples" if "format" in report else " documents (unlabelled)")]
+    by_delimiter: dict[str, list[str]] = {}
+    for role, used in report.get("delimiters", {}).items():
+        by_delimiter.setdefault(f"{delimiter_name(used['delimiter'])} ({used['chosen']})", []).append(role)
+    for used, roles in by_delimiter.items():
+        lines.append(f"  columns split by {used}: {', '.join(roles)} (data.delimiter sets it)")
     for role, counts in report["splits"].items():
         changes = {k: v for k, v in counts.items() if v and k not in ("rows_read", "fraction")}
         if changes:

@@ -285,8 +285,11 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
     table = read_table(data, role=role, fmt="auto", text_column=config.text_column,
-                       label_column=config.label_column, encoding_errors=config.encoding_errors)
+                       label_column=config.label_column, encoding_errors=config.encoding_errors,
+                       delimiter=config.delimiter)
     texts, names, counts = clean_table(table, config)
+    if table.delimiter is not None:  # evaluate's metrics.json says which delimiter split the columns
+        counts["delimiter"] = table.delimiter_text()
     index = {name: i for i, name in enumerate(predictor.label_names)}
     unknown = sorted({n for n in names if n not in index})
     if unknown:

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from thrifty.config import BUILTIN_DATA, LM_TASKS, Config, apply_overrides, config_from_dict, load_config
 from thrifty.data.token_cache import TokenCache
-from thrifty.data.tokenize import length_stats, model_length_limit, resolve_max_length
+from thrifty.data.tokenize import cut_warnings, length_stats, model_length_limit, resolve_max_length
 from thrifty.models.loading import cache_dir, load_for_task, load_tokenizer
 from thrifty.strategies import apply_strategy
 from thrifty.tasks import Encoded, Task, get_task
@@ -58,6 +58,7 @@ class Inputs:
     test: Optional[Encoded]
     eval_max_length: int  # validation, test and prediction: max_length, or the model's limit for some tasks
     warm_start: Optional[dict[str, Any]] = None  # what a warm start kept, added and dropped of the old head
+    lengths: Optional[dict[str, Any]] = None  # untruncated token lengths of each split (train, validation, test)
 
     @property
     def train_ids(self) -> list:
@@ -98,9 +99,13 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     model, strategy, warm = load_model(config, task, model_path, data.label_names, tokenizer.pad_token_id)
     tokens = TokenCache(cache_dir() / "tokens" if config.data.cache_tokens else None, tokenizer)
+    lengths = {role: task.token_lengths(tokenizer, split, tokens)
+               for role, split in (("train", data.train), ("validation", data.validation), ("test", data.test))
+               if split is not None}
+    evaluation_cut = not task.evaluates_full_length and not _windowed(task)  # evaluation texts cut at max_length
     max_length, train_len_stats, how = resolve_max_length(
         tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
-        lengths=task.token_lengths(tokenizer, data.train, tokens),
+        lengths=lengths["train"], cut_too={r: n for r, n in lengths.items() if r != "train"} if evaluation_cut else None,
     )
     eval_max_length = model_length_limit(tokenizer, model.config) if task.evaluates_full_length else max_length
     train = task.encode(tokenizer, data.train, max_length, tokens)
@@ -108,9 +113,9 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
     test = task.encode(tokenizer, data.test, eval_max_length, tokens) if data.test is not None else None
     data.report["tokens"] = {
         "max_length": max_length, "chosen": how, "train": train_len_stats,
-        "validation": length_stats(task.token_lengths(tokenizer, data.validation, tokens), max_length),
         "cache": {"folder": str(tokens.folder) if tokens.folder else None, "hits": tokens.hits, "misses": tokens.misses},
     }
+    _length_report(data.report, task, lengths, max_length, eval_max_length, model_length_limit(tokenizer, model.config))
     for role, encoded in (("train", train), ("validation", validation), ("test", test)):
         if encoded is not None and "words_without_tokens" in encoded.extra:  # counted, never dropped silently
             data.report["splits"][role].update(words_without_tokens=encoded.extra["words_without_tokens"],
@@ -122,13 +127,41 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
     if warm is not None:
         data.report["warm_start"] = warm
     return Inputs(task, data, tokenizer, model, strategy, tokens, max_length, how, train, validation, test,
-                  eval_max_length, warm)
+                  eval_max_length, warm, lengths)
+
+
+def _windowed(task: Task) -> bool:
+    """Plain-text language modelling (thrifty adapt) cuts a long document into windows of max_length: nothing is
+    lost, so nothing is raised or warned about."""
+    return task.name == "masked_lm" or (task.name == "causal_lm" and getattr(task, "kind", None) is None)
+
+
+def _length_report(report: dict[str, Any], task: Task, lengths: dict[str, Any], max_length: int,
+                   eval_max_length: int, limit: int) -> None:
+    """Each split's length statistics at the length it is cut to, and a warning for each split of which more than
+    5% is cut (data.tokenize.cut_warnings); the warnings of an earlier max_length are replaced."""
+    cut_at = {role: max_length if role == "train" else eval_max_length for role in lengths}
+    for role in ("validation", "test"):
+        if role in lengths:
+            report["tokens"][role] = length_stats(lengths[role], cut_at[role])
+    old = report["tokens"].get("cut_warnings", [])
+    report["warnings"] = [w for w in report.get("warnings", []) if w not in old]
+    new = [] if _windowed(task) else cut_warnings(lengths, cut_at, limit)
+    report["tokens"]["cut_warnings"] = new
+    report["warnings"].extend(new)
 
 
 def reencode(inputs: Inputs, max_length: int, how: str) -> Inputs:
-    """The same data tokenised to another max_length."""
+    """The same data tokenised to another max_length (its length statistics and warnings in the data report
+    follow)."""
     task, data, tokens, tokenizer = inputs.task, inputs.data, inputs.tokens, inputs.tokenizer
     data.report["tokens"]["max_length"] = max_length
+    data.report["tokens"]["chosen"] = how
+    if inputs.lengths is not None:
+        data.report["tokens"]["train"] = length_stats(inputs.lengths["train"], max_length)
+        eval_max_length = inputs.eval_max_length if task.evaluates_full_length else max_length
+        _length_report(data.report, task, inputs.lengths, max_length, eval_max_length,
+                       model_length_limit(tokenizer, inputs.model.config))
     if task.evaluates_full_length:  # only training is cut to the new length
         return dataclasses.replace(inputs, max_length=max_length, max_length_how=how,
                                    train=task.encode(tokenizer, data.train, max_length, tokens))

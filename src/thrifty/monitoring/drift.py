@@ -12,7 +12,11 @@ one large enough to matter (an effect size), so a monitor wired to a retraining 
 - predictions: the labels the model gives recent texts against those it gives the validation texts, chi-square
   test on the counts; flagged at p < 0.01 and a total variation distance >= 0.05.
 - accuracy: on predictions that received feedback, per period, with Wilson 95% intervals; flagged when the
-  interval of all recent feedback lies wholly below the validation accuracy.
+  interval of all recent feedback lies wholly below the validation accuracy. Accuracy is reported only from
+  MIN_FEEDBACK rows (`thrifty monitor --min-feedback N`), overall and per period: with fewer, the check gives the
+  number of rows it has and no verdict (`judged: false`), neither ok nor flagged.
+
+A check that cannot judge (too few recent texts or feedback rows) says so with `judged: false` and a `note`.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-MIN_TEXTS = 30  # fewer recent texts than this: checks report figures but never flag
+MIN_TEXTS = 30  # fewer recent texts than this: checks report figures but never flag, and give no verdict
+MIN_FEEDBACK = 30  # fewer feedback rows than this: no accuracy (overall, or of a period), no verdict
 P_VALUE = 0.01
 KS_EFFECT = 0.1
 UNKNOWN_EFFECT = 0.01
@@ -104,21 +109,33 @@ def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def accuracy_over_time(periods: Sequence[str], correct: Sequence[bool], validation_accuracy: Optional[float]) -> dict:
-    """Accuracy of the predictions with feedback, per period (in order of appearance) and overall."""
+def feedback_rows(count: int) -> str:
+    return f"{count} feedback row{'' if count == 1 else 's'}"
+
+
+def accuracy_over_time(periods: Sequence[str], correct: Sequence[bool], validation_accuracy: Optional[float],
+                       min_feedback: int = MIN_FEEDBACK) -> dict:
+    """Accuracy of the predictions with feedback, per period (in order of appearance) and overall: each only from
+    `min_feedback` rows; with fewer, the count it has and no verdict."""
     by_period: dict[str, list[bool]] = {}
     for period, ok in zip(periods, correct):
         by_period.setdefault(period, []).append(bool(ok))
     rows = []
     for period, oks in by_period.items():
-        low, high = wilson(sum(oks), len(oks))
-        rows.append({"period": period, "feedback": len(oks), "accuracy": round(sum(oks) / len(oks), 4),
-                     "ci95": [round(low, 4), round(high, 4)]})
+        row: dict[str, Any] = {"period": period, "feedback": len(oks), "accuracy": None, "ci95": None}
+        if len(oks) >= min_feedback:
+            low, high = wilson(sum(oks), len(oks))
+            row.update(accuracy=round(sum(oks) / len(oks), 4), ci95=[round(low, 4), round(high, 4)])
+        rows.append(row)
     total = len(correct)
+    threshold = "the 95% interval of recent accuracy wholly below the validation accuracy"
+    if total < min_feedback:
+        return {"feedback": total, "min_feedback": min_feedback, "accuracy": None, "ci95": None,
+                "validation_accuracy": validation_accuracy, "periods": rows, "threshold": threshold, "judged": False,
+                "note": f"{feedback_rows(total)}, needs {min_feedback}", "flagged": False}
     overall = sum(bool(c) for c in correct)
     low, high = wilson(overall, total)
-    flagged = bool(total >= MIN_TEXTS and validation_accuracy is not None and high < validation_accuracy)
-    return {"feedback": total, "accuracy": round(overall / total, 4) if total else None,
-            "ci95": [round(low, 4), round(high, 4)] if total else None, "validation_accuracy": validation_accuracy,
-            "periods": rows, "threshold": "the 95% interval of recent accuracy wholly below the validation accuracy",
-            "flagged": flagged}
+    flagged = bool(validation_accuracy is not None and high < validation_accuracy)
+    return {"feedback": total, "min_feedback": min_feedback, "accuracy": round(overall / total, 4),
+            "ci95": [round(low, 4), round(high, 4)], "validation_accuracy": validation_accuracy, "periods": rows,
+            "threshold": threshold, "judged": True, "flagged": flagged}

@@ -6,7 +6,9 @@ predictions on the validation split for label shares and accuracy), or `--refere
 that left its run behind. Recent traffic is the log's predictions since `--since` (a date, or a span such as
 24h or 7d; default: all), at most `--max-texts` of them for the text checks (the newest). With
 `serve.log_text: hash` the log holds no texts: the text checks are skipped and the report says so; label shares
-and accuracy still run. The statistics and their thresholds are in drift.py.
+and accuracy still run. Accuracy is judged only from `--min-feedback` feedback rows (default 30); a check that
+cannot judge says how many rows it has, and gives no verdict: not "ok", not flagged (console, report.json and
+report.html alike). The statistics and their thresholds are in drift.py.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def _token_stats(predictor, texts: list[str]) -> tuple[list[int], int, int]:
 
 def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[str] = None,
             reference: Optional[str] = None, output: Optional[str | Path] = None, max_texts: int = 2000,
-            seed: int = 0, registry: Optional[str] = None) -> dict[str, Any]:
+            seed: int = 0, registry: Optional[str] = None, min_feedback: int = drift.MIN_FEEDBACK) -> dict[str, Any]:
     """`model_dir`: a run or model folder, or models:/NAME@ALIAS (models:/NAME/VERSION) from the registry at
     `registry`: that version's model, the log `serve models:/NAME@...` writes by default, and its run's data as the
     reference (the version's thrifty.run_dir, while it exists)."""
@@ -107,6 +109,8 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
     from thrifty.serving.server import default_log_path, registry_log_path, shown_url
 
     started = time.perf_counter()
+    if min_feedback < 1:
+        raise ConfigError(f"--min-feedback {min_feedback} must be at least 1 (default {drift.MIN_FEEDBACK})")
     run = None
     if str(model_dir).startswith("models:/"):
         from thrifty.registry.store import Registry
@@ -152,12 +156,17 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
     validation_predicted = [predictor.label_names[i] for i in validation_logits.argmax(1)] if validation_texts else []
     validation_accuracy = (round(float(np.mean(validation_logits.argmax(1) == np.asarray(validation_labels))), 4)
                            if validation_texts else None)
-    checks["predictions"] = drift.prediction_drift(predictor.label_names, validation_predicted,
-                                                   [r["label"] for r in rows if r["label"] is not None])
+    recent_labels = [r["label"] for r in rows if r["label"] is not None]
+    checks["predictions"] = drift.prediction_drift(predictor.label_names, validation_predicted, recent_labels)
+    for name, count in (("lengths", len(recent_texts)), ("embeddings", len(recent_texts)),
+                        ("predictions", len(recent_labels))):
+        if name in checks and count < drift.MIN_TEXTS and not checks[name]["flagged"]:
+            checks[name].update(judged=False, note=f"{count} recent text{'' if count == 1 else 's'}, needs "
+                                                   f"{drift.MIN_TEXTS}")
     with_feedback = [r for r in rows if r["true_label"] is not None]
     checks["accuracy"] = drift.accuracy_over_time(
         [r["created_at"].strftime("%Y-%m-%d") for r in with_feedback],
-        [r["label"] == r["true_label"] for r in with_feedback], validation_accuracy)
+        [r["label"] == r["true_label"] for r in with_feedback], validation_accuracy, min_feedback)
 
     flagged = sorted(name for name, check in checks.items() if check.get("flagged"))
     out = Path(output) if output else default_out / time.strftime("%Y%m%d-%H%M%S")
@@ -168,8 +177,9 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
               "first": rows[0]["created_at"].isoformat(), "last": rows[-1]["created_at"].isoformat(),
               "model_versions": sorted({r["model_version"] for r in rows}),
               "reference": reference or "the run's training texts and validation split",
-              "reference_texts": len(train_texts), "drift": bool(flagged), "flagged": flagged, "checks": checks,
-              "seconds": round(time.perf_counter() - started, 1)}
+              "reference_texts": len(train_texts), "drift": bool(flagged), "flagged": flagged,
+              "not_judged": [name for name, check in checks.items() if not check.get("judged", True)],
+              "min_feedback": min_feedback, "checks": checks, "seconds": round(time.perf_counter() - started, 1)}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     plots = _plots(ref_lengths, now_lengths, checks)
     (out / "report.html").write_text(_html(report, plots), encoding="utf-8")
@@ -216,9 +226,9 @@ def _plots(ref_lengths: list[int], now_lengths: list[int], checks: dict[str, Any
     plots["predictions"] = _png(fig)
     plt.close(fig)
     accuracy = checks["accuracy"]
-    if accuracy["periods"]:
+    periods = [p for p in accuracy["periods"] if p["accuracy"] is not None]  # those with min_feedback rows
+    if periods:
         fig, ax = plt.subplots(figsize=(6, 3.2))
-        periods = accuracy["periods"]
         xs = np.arange(len(periods))
         ys = [p["accuracy"] for p in periods]
         errors = [[p["accuracy"] - p["ci95"][0] for p in periods], [p["ci95"][1] - p["accuracy"] for p in periods]]
@@ -229,23 +239,62 @@ def _plots(ref_lengths: list[int], now_lengths: list[int], checks: dict[str, Any
         ax.set_ylim(0, 1.02)
         ax.set_ylabel("accuracy on feedback")
         ax.legend(loc="lower left", fontsize=8)
-        ax.set_title("Accuracy over time")
+        ax.set_title(f"Accuracy over time (days with >= {accuracy['min_feedback']} feedback rows)")
         fig.tight_layout()
         plots["accuracy"] = _png(fig)
         plt.close(fig)
     return plots
 
 
+def verdict(check: dict[str, Any]) -> str:
+    """FLAGGED, ok, or "not judged" (too few recent texts or feedback rows: no verdict either way)."""
+    if check.get("flagged"):
+        return "FLAGGED"
+    return "ok" if check.get("judged", True) else "not judged"
+
+
+def status_line(report: dict[str, Any]) -> str:
+    """The report's verdict in one line, naming the checks that could not judge and why."""
+    status = "drift flagged: " + ", ".join(report["flagged"]) if report["drift"] else "no drift flagged"
+    unjudged = [f"{name} ({report['checks'][name].get('note', 'too few rows')})" for name in report.get("not_judged", [])]
+    return status + (f"; not judged: {', '.join(unjudged)}" if unjudged else "")
+
+
+def check_figures(name: str, check: dict[str, Any]) -> str:
+    """The figures of a check for the console: its statistic, and for accuracy the feedback rows it rests on."""
+    if name == "accuracy":
+        if not check.get("judged", True):
+            return f"{check['note']} to report accuracy (--min-feedback)"
+        figures = f"accuracy {check['accuracy']}, ci95 {check['ci95']} on {drift.feedback_rows(check['feedback'])}"
+        if check.get("validation_accuracy") is not None:
+            figures += f" (validation {check['validation_accuracy']})"
+        return figures
+    shown = {k: v for k, v in check.items() if k in ("ks_statistic", "recent_rate", "roc_auc", "total_variation",
+                                                      "note") and v is not None}
+    return ", ".join(f"{k} {v}" for k, v in shown.items())
+
+
+def console_lines(report: dict[str, Any]) -> list[str]:
+    """What `thrifty monitor` prints: one line per check, then the verdict."""
+    lines = [f"{report['predictions']} predictions ({report['first'][:19]} to {report['last'][:19]}) against "
+             f"{report['reference']}:"]
+    for name, check in report["checks"].items():
+        lines.append(f"  {name:<15} {verdict(check):<10} {check_figures(name, check)}".rstrip())
+    lines.append(f"{status_line(report)}; wrote {report['output_dir']}/report.json and report.html")
+    return lines
+
+
 def _html(report: dict[str, Any], plots: dict[str, str]) -> str:
     e = html.escape
-    status = "drift flagged: " + ", ".join(report["flagged"]) if report["drift"] else "no drift flagged"
+    status = status_line(report)
     rows = []
     for name, check in report["checks"].items():
         figures = ", ".join(f"{k} {v}" for k, v in check.items()
                             if k not in ("flagged", "threshold", "labels", "reference_shares", "recent_shares",
-                                         "periods") and v is not None)
-        rows.append(f"<tr class=\"{'flagged' if check.get('flagged') else 'ok'}\"><td>{e(name)}</td>"
-                    f"<td>{'FLAGGED' if check.get('flagged') else 'ok'}</td><td>{e(figures)}</td>"
+                                         "periods", "judged") and v is not None)
+        result = verdict(check)
+        css = {"FLAGGED": "flagged", "ok": "ok", "not judged": "unjudged"}[result]
+        rows.append(f"<tr class=\"{css}\"><td>{e(name)}</td><td>{e(result)}</td><td>{e(figures)}</td>"
                     f"<td>{e(str(check.get('threshold', '')))}</td></tr>")
     images = "".join(f"<figure><img alt=\"{e(name)}\" src=\"data:image/png;base64,{data}\"></figure>"
                      for name, data in plots.items())
@@ -253,7 +302,8 @@ def _html(report: dict[str, Any], plots: dict[str, str]) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>thrifty monitor: {e(report['model'] if report['model'].startswith('models:/')
                                                   else Path(report['model']).parent.name)}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:70em}} td,th{{padding:.3em .6em;border-bottom:1px solid #ddd;
-text-align:left}} tr.flagged td{{background:#fde2e1}} #status{{font-size:1.3em;font-weight:bold}}
+text-align:left}} tr.flagged td{{background:#fde2e1}} tr.unjudged td{{color:#666}}
+#status{{font-size:1.3em;font-weight:bold}}
 img{{max-width:100%}}</style></head>
 <body><h1>thrifty monitor</h1>
 <p id="status" class="{'flagged' if report['drift'] else 'ok'}">{e(status)}</p>

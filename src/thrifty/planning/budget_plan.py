@@ -101,7 +101,8 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
                           f"budget plan: p95 of training lengths (was {inputs.max_length_how})")
         current = estimate_prepared(candidate, inputs, calibration=calibration)
         changes.append(f"data.max_length {estimate['max_length']} -> {candidate.data.max_length} (95% of training texts "
-                       f"fit): {estimate['padded_tokens_per_epoch']:,} -> {current['padded_tokens_per_epoch']:,} tokens/epoch")
+                       f"fit): {estimate['padded_tokens_per_epoch']:,} -> {current['padded_tokens_per_epoch']:,} tokens/epoch"
+                       + "".join(f"; warning: {w}" for w in inputs.data.report["tokens"].get("cut_warnings", [])))
         planned = candidate
         if fits(current, current["steps_per_epoch"]):
             return _done(planned, inputs, record(current, current["steps_per_epoch"], changes, True), log)
