@@ -178,6 +178,8 @@ def test_the_pretrained_default_encoder_gets_association_tests(tmp_path, capsys)
     (["--fail-on", "min_subgroup_auc<0.8"], "it needs --data FILE with --group-column COLUMN"),
     (["--attributes", "height"], "attribute(s) ['height'] are not in the terms"),
     (["--positive-label", "maybe"], "--positive-label 'maybe' is not a label"),
+    (["--data", "DATA"], "thrifty derives the group itself only for the Jigsaw sentence templates' layout"),
+    (["--min-gap", "1.5"], "--min-gap 1.5 must be in [0, 1)"),
 ])
 def test_bad_audit_input_is_one_line(tiny_run, tmp_path, capsys, args, fragment):
     files = {"TEMPLATES_NO_PLACEHOLDER": write(tmp_path / "t.txt", "{person} is here\nno person here\n"),

@@ -9,7 +9,11 @@ template and the pairs are independent of how many terms a group has):
 - the mean difference in a class's probability with a bootstrap 95% confidence interval (over templates) and Cohen's
   d_z (mean over standard deviation of the differences);
 - the paired t-test and the Wilcoxon signed-rank test, both two-sided, each Holm-corrected over every comparison of
-  the audit; a gap is *significant* when the corrected Wilcoxon p is below alpha (it assumes no normality).
+  the audit; a gap is *statistically significant* when the corrected Wilcoxon p is below alpha (it assumes no
+  normality), and *significant* (flagged, counted in `significant_gaps`) when it is that and also at least `min_gap`
+  (a practical threshold on the absolute difference in probability, 0.05 by default): with enough templates a
+  consistent gap of 0.005 is statistically clear and still too small to matter.
+p-values are kept to 4 significant digits, never rounded to 0 (a p below the float floor, ~5e-324, is 0).
 For two classes only the second class (the positive one, or `positive_label`) is tested: the other is its complement.
 """
 
@@ -65,11 +69,17 @@ def tested_classes(label_names: Sequence[str], positive_label: Optional[str]) ->
     return list(range(len(label_names)))
 
 
+def significant_digits(value: float, digits: int = 4) -> float:
+    """`value` to `digits` significant digits (0.000012345 -> 1.234e-05), where round(value, 6) would give 0."""
+    return float(f"{value:.{digits}g}")
+
+
 def analyse(cset: CounterfactualSet, probabilities: dict[str, np.ndarray], label_names: Sequence[str], *,
-            positive_label: Optional[str] = None, alpha: float = 0.05, resamples: int = 2000,
+            positive_label: Optional[str] = None, alpha: float = 0.05, min_gap: float = 0.05, resamples: int = 2000,
             seed: int = 0) -> dict[str, Any]:
     """`probabilities`: each distinct sentence -> its class probabilities. Returns per attribute the groups' figures
-    and every pair's comparison; `summary` holds the largest gap and change rate and the count of significant gaps."""
+    and every pair's comparison; `summary` holds the largest gap and change rate and the count of significant gaps
+    (Holm-corrected Wilcoxon p < alpha and |mean difference| >= min_gap)."""
     rng = np.random.default_rng(seed)
     classes = tested_classes(label_names, positive_label)
     attributes: dict[str, Any] = {}
@@ -121,12 +131,14 @@ def analyse(cset: CounterfactualSet, probabilities: dict[str, np.ndarray], label
                                  "max_gap_class": largest["class"] if largest else None}
     for name in ("t_p", "wilcoxon_p"):
         for pair, adjusted in zip(comparisons, holm([p[name] for p in comparisons])):
-            pair[name] = round(pair[name], 6)
-            pair[name.replace("_p", "_p_holm")] = round(adjusted, 6)
+            pair[name] = significant_digits(pair[name])
+            pair[name.replace("_p", "_p_holm")] = significant_digits(adjusted)
     for pair in comparisons:
-        pair["significant"] = pair["wilcoxon_p_holm"] < alpha
+        pair["statistically_significant"] = pair["wilcoxon_p_holm"] < alpha
+        pair["significant"] = pair["statistically_significant"] and abs(pair["mean_difference"]) >= min_gap
     for attribute in attributes.values():
         attribute["significant_gaps"] = sum(p["significant"] for p in attribute["pairs"])
+        attribute["statistically_significant_gaps"] = sum(p["statistically_significant"] for p in attribute["pairs"])
     worst = max(attributes.items(), key=lambda a: a[1]["max_gap"], default=(None, {}))
     rates = [(a, g, f["label_change_rate"]) for a, v in attributes.items() for g, f in v["groups"].items()
              if f["label_change_rate"] is not None]
@@ -135,6 +147,9 @@ def analyse(cset: CounterfactualSet, probabilities: dict[str, np.ndarray], label
                "max_gap": worst[1].get("max_gap", 0.0), "max_gap_attribute": worst[0],
                "max_gap_between": worst[1].get("max_gap_between"),
                "max_label_change_rate": most[2], "max_label_change_group": f"{most[0]}/{most[1]}" if most[0] else None,
-               "significant_gaps": sum(p["significant"] for p in comparisons)}
+               "significant_gaps": sum(p["significant"] for p in comparisons),
+               "statistically_significant_gaps": sum(p["statistically_significant"] for p in comparisons)}
     return {"source": cset.source, "tested_classes": [label_names[c] for c in classes], "alpha": alpha,
-            "correction": "Holm over all comparisons", "attributes": attributes, "summary": summary}
+            "min_gap": min_gap, "correction": "Holm over all comparisons",
+            "significant": f"Holm-corrected Wilcoxon p < {alpha:g} and |mean difference| >= {min_gap:g}",
+            "attributes": attributes, "summary": summary}

@@ -17,12 +17,15 @@ import json
 import operator
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from thrifty.config import AUDIT_SUMMARY_KEYS as SUMMARY_KEYS
 from thrifty.config import check_fail_on_measurable as check_measurable
 from thrifty.config import parse_fail_on
 from thrifty.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from thrifty.audit.layouts import Layout
 
 COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -49,35 +52,57 @@ def check_inputs(settings) -> None:
                         "column")
 
 
-def read_labelled_groups(path: str, text_column: str, label_column: str, group_column: str
-                         ) -> tuple[list[str], list[str], list[str], int]:
-    """(texts, labels, groups, rows dropped for an empty text or label) of a CSV, TSV or JSON Lines file."""
-    import pandas as pd
+def data_layout(path: str) -> Optional["Layout"]:
+    """The known layout of a labelled data file (audit/layouts.py: the Jigsaw sentence templates), from its header;
+    None for any other file."""
+    from thrifty.audit.layouts import recognise
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"labelled data not found: {file}; give a CSV, TSV or JSON Lines file with a text, a label and "
                         "a group column")
-    suffix = file.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(file, lines=True, dtype=False)
-        else:
-            frame = pd.read_csv(file, sep="\t" if suffix in (".tsv", ".tab") else ",", dtype=str, keep_default_na=False)
-    except ValueError as exc:
-        raise DataError(f"{file} could not be read as {'JSON Lines' if suffix.startswith('.json') else 'a table'}: "
-                        f"{str(exc).splitlines()[0][:200]}") from None
-    columns = [str(c) for c in frame.columns]
-    for role, column, option in (("group", group_column, "--group-column"), ("text", text_column, "--text-column"),
-                                 ("label", label_column, "--label-column")):
-        if column not in columns:
-            raise DataError(f"{file} has no {role} column {column!r}; its columns: {', '.join(columns)} "
-                            f"(choose with {option})")
-    frame = frame[[text_column, label_column, group_column]].astype(str)
-    keep = (frame[text_column].str.strip() != "") & (frame[label_column].str.strip() != "")
-    kept = frame[keep]
-    return (kept[text_column].tolist(), kept[label_column].str.strip().tolist(),
-            kept[group_column].str.strip().tolist(), int((~keep).sum()))
+    if file.suffix.lower() in (".jsonl", ".json"):
+        with open(file, encoding="utf-8") as f:
+            first = f.readline()
+        try:
+            columns = list(json.loads(first)) if first.strip() else []
+        except (ValueError, TypeError):
+            return None
+    else:
+        import csv
+
+        with open(file, encoding="utf-8", newline="") as f:
+            columns = next(csv.reader(f, delimiter="\t" if file.suffix.lower() in (".tsv", ".tab") else ","), [])
+    return recognise([str(c) for c in columns])
+
+
+def read_labelled_groups(path: str, text_column: str, label_column: str, group_column: str,
+                         layout: Optional["Layout"] = None) -> tuple[list[str], list[str], list[str], int]:
+    """(texts, labels, groups, rows dropped for an empty text or label) of a labelled table, read as every command
+    reads one (data.readers.read_table: CSV, TSV, JSON Lines, Parquet, a .txt with a header; the delimiter sniffed).
+    In a known `layout` (audit/layouts.py) a group column the file lacks is derived from the texts when the layout
+    can (the Jigsaw templates' `identity`, `identity_type`)."""
+    from thrifty.data.readers import read_table
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DataError(f"labelled data not found: {file}; give a CSV, TSV or JSON Lines file with a text, a label and "
+                        "a group column")
+    table = read_table(str(file), role="labelled", text_column=text_column, label_column=label_column,
+                       extra_columns=(group_column,),
+                       flags={"text_column": "--text-column", "label_column": "--label-column"})
+    if group_column not in table.columns and layout is not None and group_column in layout.derived:
+        from thrifty.audit.layouts import derive
+
+        table.columns[group_column] = derive(table.texts, group_column)
+    if group_column not in table.columns:
+        derivable = f", or one thrifty derives here: {', '.join(layout.derived)}" if layout is not None else ""
+        raise DataError(f"{file} has no group column {group_column!r}; its columns: {', '.join(table.column_names)} "
+                        f"(choose with --group-column{derivable})")
+    rows = [(text, label, (group or "").strip()) for text, label, group
+            in zip(table.texts, table.labels or [], table.columns[group_column])]
+    kept = [row for row in rows if row[0].strip() and row[1] is not None]
+    return ([r[0] for r in kept], [r[1] for r in kept], [r[2] for r in kept], len(rows) - len(kept))
 
 
 def default_output(model_dir: Optional[str], folder: Optional[Path], name: Optional[str]) -> Path:
@@ -95,9 +120,10 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
           data: Optional[str] = None, group_column: Optional[str] = None, text_column: Optional[str] = None,
           label_column: Optional[str] = None, positive_label: Optional[str] = None,
           output: Optional[str | Path] = None, fail_on: Optional[str] = None, association: bool = True,
-          alpha: float = 0.05, resamples: int = 2000, permutations: int = 10_000, seed: int = 0,
-          log=print) -> dict[str, Any]:
-    """Run the audit; returns the report (also in OUTPUT/audit.json) with `failed`: the --fail-on rules broken."""
+          alpha: float = 0.05, min_gap: float = 0.05, resamples: int = 2000, permutations: int = 10_000,
+          seed: int = 0, log=print) -> dict[str, Any]:
+    """Run the audit; returns the report (also in OUTPUT/audit.json) with `failed`: the --fail-on rules broken.
+    A pair of groups is flagged when its Holm-corrected p is below `alpha` and its gap is at least `min_gap`."""
     from thrifty.audit import association as assoc
     from thrifty.audit import counterfactual, groups
     from thrifty.audit.report import write_report
@@ -111,14 +137,24 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
                           "one of the two")
     if corpus and (templates or terms):
         raise ConfigError("--corpus is a ready set of sentences; give it, or --templates/--terms, not both")
-    if (data is None) != (group_column is None):
+    if data is None and group_column is not None:
         raise ConfigError("group metrics need both --data FILE and --group-column COLUMN")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"--alpha {alpha} must be in (0, 1), e.g. 0.05")
+    if not 0.0 <= min_gap < 1.0:
+        raise ConfigError(f"--min-gap {min_gap} must be in [0, 1): the smallest gap in probability worth flagging, "
+                          "e.g. 0.05 (0 flags every statistically significant gap)")
+    layout = data_layout(data) if data is not None else None  # the header only: a known layout needs no group column
+    if data is not None and group_column is None:
+        if layout is None:
+            raise ConfigError("group metrics need both --data FILE and --group-column COLUMN (thrifty derives the "
+                              "group itself only for the Jigsaw sentence templates' layout: template, toxicity, "
+                              "phrase)")
+        group_column = layout.group_column
     check_measurable(rules, model_dir is not None, data is not None, association)
     sets = sentence_set(corpus, templates, terms, attributes)  # files checked now
 
-    report: dict[str, Any] = {"alpha": alpha, "seed": seed}
+    report: dict[str, Any] = {"alpha": alpha, "min_gap": min_gap, "seed": seed}
     folder = predictor = None
     if model_dir is not None:
         from thrifty.inference.predictor import Predictor
@@ -131,26 +167,38 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
                               f"--model NAME); {folder} is {task}")
         predictor = Predictor.load(folder, device="cpu")
         labels = list(predictor.label_names)
+        if positive_label is None and layout is not None and layout.positive_label in labels:
+            positive_label = layout.positive_label  # the Jigsaw templates: the toxic class, whatever its position
         if positive_label is not None and positive_label not in labels:
             raise ConfigError(f"--positive-label {positive_label!r} is not a label of {folder}; its labels: "
                               f"{', '.join(labels[:10])}")
         report["model"] = {"folder": str(folder), "labels": labels, "task": predictor.task}
+        if data is not None:  # read and checked before any prediction: a bad file costs nothing
+            text_column = text_column or (layout.text_column if layout else predictor.data_config.text_column)
+            label_column = label_column or (layout.label_column if layout else predictor.data_config.label_column)
+            texts, true, group_values, dropped = read_labelled_groups(data, text_column, label_column, group_column,
+                                                                      layout)
+            unknown = sorted(set(true) - set(labels))
+            if unknown:
+                hint = (f" (the {layout.title}' labels: audit a model trained with those labels)"
+                        if layout is not None else "")
+                raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
+                                f"{labels[:10]}{hint}")
         log(f"thrifty audit: {folder} ({len(labels)} labels); {sets.source}: {len(sets.texts)} sentences")
         probabilities = softmax(predictor.logits(sets.texts))
         by_text = dict(zip(sets.texts, probabilities))
         report["counterfactual"] = counterfactual.analyse(sets, by_text, labels, positive_label=positive_label,
-                                                          alpha=alpha, resamples=resamples, seed=seed)
+                                                          alpha=alpha, min_gap=min_gap, resamples=resamples,
+                                                          seed=seed)
         if data is not None:
-            text_column = text_column or predictor.data_config.text_column
-            label_column = label_column or predictor.data_config.label_column
-            texts, true, group_values, dropped = read_labelled_groups(data, text_column, label_column, group_column)
-            unknown = sorted(set(true) - set(labels))
-            if unknown:
-                raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
-                                f"{labels[:10]}")
+            if layout is not None:
+                log(f"thrifty audit: {data} is in the {layout.title}' layout: text {text_column!r}, label "
+                    f"{label_column!r}, group {group_column!r}" + (" (derived from the text)"
+                                                                   if group_column in layout.derived else ""))
             probs = softmax(predictor.logits(texts))
             predicted = [labels[i] for i in probs.argmax(axis=1)]
             report["groups"] = {"data": str(data), "group_column": group_column, "dropped_rows": dropped,
+                                "layout": layout.name if layout else None,
                                 **groups.group_metrics(true, predicted, group_values, labels, positive_label)}
             if len(labels) == 2 or positive_label is not None:
                 positive = positive_label or labels[1]
