@@ -29,7 +29,8 @@ def _process_wide_console_settings():
     import logging
 
     root_level = logging.getLogger().level
-    saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "ORT_LOGGING_LEVEL", "TF_CPP_MIN_LOG_LEVEL")}
+    saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "ORT_LOGGING_LEVEL", "TF_CPP_MIN_LOG_LEVEL",
+                                       "MLFLOW_LOGGING_LEVEL")}
     yield
     logging.getLogger().setLevel(root_level)
     for key, value in saved.items():

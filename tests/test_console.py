@@ -112,3 +112,13 @@ def test_export_prints_no_library_warnings_unless_debug(tiny_run, tmp_path):
     debug = subprocess.run([sys.executable, "-m", "thrifty", "--debug", "export", str(run), "--format", "onnx"],
                            capture_output=True, text=True, timeout=300)
     assert debug.returncode == 0 and "TracerWarning" in debug.stderr  # shown when asked for
+
+
+def test_registry_commands_print_no_library_log_lines(tiny_run, tmp_path):
+    """MLflow logs 'Creating initial MLflow database tables...' and Alembic its migrations at INFO on a new store."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-m", "thrifty", "registry", "register", str(tiny_run), "--name", "films",
+                           "--promote", "--reason", "first", "--registry", store], capture_output=True, text=True,
+                          timeout=240, env={k: v for k, v in os.environ.items() if k != "MLFLOW_LOGGING_LEVEL"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("registered models:/films/1") and "INFO" not in done.stdout + done.stderr

@@ -64,6 +64,7 @@ def quiet_libraries() -> None:
     logging.getLogger().setLevel(logging.ERROR)  # e.g. onnxruntime's quantiser logs through the root logger
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")  # onnxruntime's C++ log: errors only
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tensorboard's optional TensorFlow
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its loggers' level from this on import
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if "onnxruntime" in sys.modules:

@@ -188,7 +188,9 @@ class Registry:
             local.parent.mkdir(parents=True, exist_ok=True)
         import logging
 
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its "creating tables" lines on a new store
+        # not its "creating tables" lines on a new store: MLflow sets its loggers' levels from this when imported
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # (and when it was imported already)
         logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             from mlflow import MlflowClient
