@@ -76,7 +76,13 @@ def test_every_tour_command_runs(tmp_path):
     lines = (root / "runs" / "quickstart-predictions.jsonl").read_text().splitlines()
     assert len(lines) == len((REPO / "examples" / "questions.txt").read_text().splitlines())
     assert (root / "runs" / "sst2-small" / "evaluations" / "stsa.binary.test" / "confusion_matrix.png").exists()
-    assert (root / "runs" / "wnut17-small" / "evaluations" / "emerging.test.annotated" / "per_type_f1.png").exists()
+    # each step shows the tool working, not only running: the models learned (measured: quickstart 0.88 validation
+    # accuracy, SST-2 on 500 sentences ~0.8 test accuracy, CoNLL on 1,000 sentences ~0.5 test F1)
+    assert json.loads((root / "runs" / "quickstart" / "metrics.json").read_text())["validation"]["accuracy"] > 0.6
+    sst2 = json.loads((root / "runs" / "sst2-small" / "evaluations" / "stsa.binary.test" / "metrics.json").read_text())
+    assert sst2["accuracy"] > 0.7
+    ner = root / "runs" / "conll-small" / "evaluations" / "test.txt"
+    assert (ner / "per_type_f1.png").exists() and json.loads((ner / "metrics.json").read_text())["f1"] > 0.3
     fewshot = json.loads((root / "runs" / "fewshot" / "metrics.json").read_text())
     assert fewshot["model"]["strategy"] == "fewshot" and fewshot["validation"]["accuracy"] > 0.6  # 16 sentences
     assert json.loads((root / "runs" / "sst2-tapt" / "model" / "thrifty.json").read_text())["task"] == "masked_lm"
@@ -197,3 +203,11 @@ def test_docs_commands_parse(page, command):
     config = getattr(args, "config", None)
     if overrides or (config and config.endswith(".yaml")):
         load_config(REPO / config if config and (REPO / config).exists() else None, overrides)
+
+
+def test_readme_and_docs_speak_to_users():
+    """What works, how well, where the evidence is: no internal issue numbers or status notes."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = [f"{page.name}: {line.strip()[:80]}" for page in pages
+             for line in page.read_text(encoding="utf-8").splitlines() if re.search(r"\b[Ii]ssues? \d+", line)]
+    assert found == []

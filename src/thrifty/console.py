@@ -1,9 +1,9 @@
 """What thrifty shows while it works, in one place: progress with an ETA, and quiet libraries.
 
 - On an interactive terminal a long stage shows a progress bar on stderr (count, rate, elapsed and ETA).
-- When stderr is not a terminal (a log file, CI, a pipe) there are no bars and no carriage returns: a stage prints
-  one plain line when it ends (what it did, in how long), and one that runs past a few seconds a line at each tenth
-  of the way with its ETA, so a redirected log stays one event per line.
+- When stderr is not a terminal (a log file, CI, a pipe) there are no bars and no carriage returns: a stage that
+  took a second or more prints one plain line when it ends (what it did, in how long), and one that runs past a few
+  seconds a line at each tenth of the way with its ETA, so a redirected log stays one event per line.
 - `--quiet` turns all of it off; results and errors are still printed.
 - Libraries' warnings and INFO lines that a user cannot act on (tracer warnings of an ONNX export, MLflow's and
   Alembic's INFO logs, deprecation notices) are hidden unless `--debug`.
@@ -84,6 +84,7 @@ class Progress:
     """One stage of work of `total` units (None: unknown). Use as a context manager, `update(n)` as units finish."""
 
     LINE_AFTER_SECONDS = 5.0  # without a terminal, a stage still running after this says how far it is, each tenth
+    END_LINE_AFTER_SECONDS = 1.0  # ...and one that took at least this long says so when it ends (a quicker one: no line)
 
     def __init__(self, description: str, total: Optional[int] = None, unit: str = "item", *, initial: int = 0,
                  enabled: bool = True, leave: bool = False):
@@ -146,7 +147,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif not self.silent:
+        elif not self.silent and time.perf_counter() - self.started >= self.END_LINE_AFTER_SECONDS:
             count = f" {self._count(self.done)}" if self.total is not None else " done"
             print(f"{self.description}:{count} in {_duration(time.perf_counter() - self.started)}", file=sys.stderr,
                   flush=True)

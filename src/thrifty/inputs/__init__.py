@@ -102,7 +102,7 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
     lengths = {role: task.token_lengths(tokenizer, split, tokens)
                for role, split in (("train", data.train), ("validation", data.validation), ("test", data.test))
                if split is not None}
-    evaluation_cut = not task.evaluates_full_length and not _windowed(task)  # evaluation texts cut at max_length
+    evaluation_cut = not task.evaluates_full_length and not task.windows_long_texts  # evaluation texts cut at max_length
     max_length, train_len_stats, how = resolve_max_length(
         tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
         lengths=lengths["train"], cut_too={r: n for r, n in lengths.items() if r != "train"} if evaluation_cut else None,
@@ -130,12 +130,6 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
                   eval_max_length, warm, lengths)
 
 
-def _windowed(task: Task) -> bool:
-    """Plain-text language modelling (thrifty adapt) cuts a long document into windows of max_length: nothing is
-    lost, so nothing is raised or warned about."""
-    return task.name == "masked_lm" or (task.name == "causal_lm" and getattr(task, "kind", None) is None)
-
-
 def _length_report(report: dict[str, Any], task: Task, lengths: dict[str, Any], max_length: int,
                    eval_max_length: int, limit: int) -> None:
     """Each split's length statistics at the length it is cut to, and a warning for each split of which more than
@@ -146,7 +140,7 @@ def _length_report(report: dict[str, Any], task: Task, lengths: dict[str, Any], 
             report["tokens"][role] = length_stats(lengths[role], cut_at[role])
     old = report["tokens"].get("cut_warnings", [])
     report["warnings"] = [w for w in report.get("warnings", []) if w not in old]
-    new = [] if _windowed(task) else cut_warnings(lengths, cut_at, limit)
+    new = [] if task.windows_long_texts else cut_warnings(lengths, cut_at, limit)  # windows lose nothing
     report["tokens"]["cut_warnings"] = new
     report["warnings"].extend(new)
 

@@ -44,6 +44,7 @@ class Task(Protocol):
     evaluates_full_length: bool  # validation/test (and prediction) tokenised to the model's limit, not max_length
     plot_name: Optional[str]  # the file stem of its plots (confusion_matrix, per_type_f1), None: no plot
     embeds_train_before_evaluation: bool  # before_evaluation runs the model over the training set (for estimates)
+    windows_long_texts: bool  # a text longer than max_length is cut into windows, not truncated: nothing is lost
 
     def prepare_data(self, config, seed: int) -> Any:
         """Read, clean and split the configured files; `.train/.validation/.test/.label_names/.report`."""
@@ -107,6 +108,7 @@ class TaskDefaults:
     """The members most tasks share: length-grouped batches, a loss on the logits, nothing to fit before evaluating."""
 
     embeds_train_before_evaluation = False
+    windows_long_texts = False
 
     def training_batches(self, train: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list:
         from thrifty.data.batching import training_batches

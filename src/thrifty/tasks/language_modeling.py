@@ -255,6 +255,7 @@ class MaskedLanguageModeling(LanguageModelingBase):
     name = "masked_lm"
     head = "masked_lm"
     peft_task_type = "FEATURE_EXTRACTION"
+    windows_long_texts = True  # continued pre-training on documents
 
     def encode_extra(self, tokenizer, ids: list[list[int]]) -> dict[str, Any]:
         if tokenizer.mask_token_id is None:
@@ -315,6 +316,10 @@ class CausalLanguageModeling(LanguageModelingBase):
         self._examples: dict[int, list] = {}  # id(split) -> its examples tokenised (once: lengths, then encode)
         self.tokenizer: Any = None
         self.scored_logits_only = False  # the head computes only the positions the loss reads (attach)
+
+    @property
+    def windows_long_texts(self) -> bool:
+        return self.kind is None  # plain text (continued pre-training); prompts and answers are truncated
 
     def attach(self, model) -> None:
         """A head that takes transformers' `logits_to_keep` computes the vocabulary logits only where a next token is
