@@ -20,26 +20,6 @@ import torch  # noqa: E402
 torch.set_num_threads(int(os.environ.get("THRIFTY_TEST_THREADS", "2")))
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _process_wide_console_settings():
-    """The CLI's main() quiets libraries for its process (thrifty.console.configure): tests call it in-process, so
-    what it changes beyond the warning filters (which pytest restores per test) is put back after each test."""
-    import logging
-
-    root_level = logging.getLogger().level
-    saved = {k: os.environ.get(k) for k in ("PYTHONWARNINGS", "ORT_LOGGING_LEVEL", "TF_CPP_MIN_LOG_LEVEL",
-                                       "MLFLOW_LOGGING_LEVEL")}
-    yield
-    logging.getLogger().setLevel(root_level)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 SHARED = (REPO / ".." / "shared" / "data").resolve()
 
 

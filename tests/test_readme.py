@@ -96,7 +96,8 @@ def test_every_tour_command_runs(tmp_path):
     assert len(pretrained["association"]["tests"]) == 3
 
     sft = json.loads((root / "runs" / "sft-small" / "metrics.json").read_text())  # SmolLM2, LoRA, 64 prompts
-    assert sft["model"]["task"] == "causal_lm" and sft["validation"]["generated"] == 24
+    assert sft["model"]["task"] == "causal_lm" and sft["validation"]["asked"] == 24  # answers within a quarter of
+    assert 16 <= sft["validation"]["generated"] <= 24  # the run: a batch (16) at least, all 24 if the time allows
     answers = [json.loads(line) for line in (root / "runs" / "sft-small-answers.jsonl").read_text().splitlines()]
     assert len(answers) == 6 and all(isinstance(a["generated"], str) for a in answers)
 

@@ -889,11 +889,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     rest, overrides = _split_overrides(argv)
     args = _parser().parse_args(rest)
     args.started = started
-    from thrifty.console import configure
-
-    configure(quiet=args.quiet, debug=args.debug)  # progress on stderr only on a terminal; libraries quiet
     if args.quiet and hasattr(args, "no_progress"):
         args.no_progress = True
+    from thrifty.console import session
+
+    with session(quiet=args.quiet, debug=args.debug):  # progress on stderr only on a terminal; libraries quiet
+        return _run(args, overrides, argv)
+
+
+def _run(args, overrides: list[str], argv: list[str]) -> int:
+    """The command, with its errors as one line and an exit code (the traceback with --debug)."""
     try:
         if overrides and args.command not in ("train", "adapt", "config", "estimate", "tune", "recommend", "serve",
                                               "retrain"):

@@ -5,11 +5,13 @@
   took a second or more prints one plain line when it ends (what it did, in how long), and one that runs past a few
   seconds a line at each tenth of the way with its ETA, so a redirected log stays one event per line.
 - `--quiet` turns all of it off; results and errors are still printed.
-- Libraries' warnings and INFO lines that a user cannot act on (tracer warnings of an ONNX export, MLflow's and
-  Alembic's INFO logs, deprecation notices) are hidden unless `--debug`.
+- Libraries' notices that a user cannot act on (deprecation notices, the tracer's warnings of an ONNX export, MLflow's
+  and Alembic's INFO lines) are hidden unless `--debug`; warnings that can matter (a RuntimeWarning, scikit-learn's
+  ConvergenceWarning, a library's WARNING log line) still show.
 
-The settings are made once per process by the CLI (`configure`); library code asks `progress(...)` for a stage and
-never prints bars itself. A Python caller of the API gets plain lines on stderr unless it calls `configure` too.
+The CLI's main() runs each command inside `session(quiet, debug)`, which puts every process-wide setting back when
+the command ends (a Python caller of main() keeps its own). Library code asks for a `Progress` (or `passes`, `stage`)
+and never prints bars itself; outside a session a Python caller of the API gets the stage lines of `stage()` only.
 """
 
 from __future__ import annotations
@@ -23,20 +25,29 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Iterator, Optional, TypeVar
-
-T = TypeVar("T")
+from typing import Iterator, Optional
 
 # Loggers of libraries thrifty drives whose INFO lines describe their own housekeeping (a migration applied, a
-# store created, an experiment made): shown with --debug.
+# store created, an experiment made): WARNING and above only, unless --debug.
 CHATTY_LOGGERS = ("mlflow", "alembic", "optuna", "urllib3", "httpx", "matplotlib", "PIL", "codecarbon", "onnxruntime",
                   "torch.onnx", "filelock", "huggingface_hub")
+# Warnings no user can act on: notices of a library's own deprecations and the ONNX tracer's remarks on the model's
+# Python control flow (thrifty's export is checked against PyTorch on real texts instead: parity.json).
+IGNORED_WARNINGS = [dict(category=DeprecationWarning), dict(category=PendingDeprecationWarning),
+                    dict(category=FutureWarning), dict(message=r"Converting a tensor to a Python"),
+                    dict(message=r"torch\.tensor results are registered as constants"),
+                    dict(module=r"torch\.onnx(\..*)?$")]
+# The same for the processes a command starts (serve workers, training processes), which read it from the environment
+CHILD_WARNINGS = "ignore::DeprecationWarning,ignore::PendingDeprecationWarning,ignore::FutureWarning"
+# MLflow sets its loggers' level from this when it is imported; onnxruntime's and TensorFlow's C++ logs read theirs
+QUIET_ENVIRONMENT = {"MLFLOW_LOGGING_LEVEL": "WARNING", "ORT_LOGGING_LEVEL": "3", "TF_CPP_MIN_LOG_LEVEL": "2",
+                     "PYTHONWARNINGS": CHILD_WARNINGS}
 
 
 @dataclass
 class ConsoleSettings:
     quiet: bool = False  # no progress at all
-    debug: bool = False  # libraries' warnings and logs shown
+    debug: bool = False  # libraries' notices shown
     showing: int = 0  # depth of `showing()` blocks: loops over passes show their progress only inside one
 
     @property
@@ -47,28 +58,49 @@ class ConsoleSettings:
 SETTINGS = ConsoleSettings()
 
 
-def configure(quiet: bool = False, debug: bool = False) -> None:
-    """Called once by the CLI: the --quiet and --debug flags, and libraries kept quiet unless --debug."""
+@contextlib.contextmanager
+def session(quiet: bool = False, debug: bool = False) -> Iterator[None]:
+    """One CLI command: the --quiet and --debug flags, and libraries' notices hidden unless --debug. Everything
+    changed here (warning filters, environment, logger levels, the flags) is put back at the end."""
+    saved_flags = (SETTINGS.quiet, SETTINGS.debug)
+    saved_environment = {key: os.environ.get(key) for key in QUIET_ENVIRONMENT}
+    saved_levels = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     SETTINGS.quiet, SETTINGS.debug = quiet, debug
-    if not debug:
-        quiet_libraries()
+    with warnings.catch_warnings():
+        if debug:
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "INFO")  # a registry command shows MLflow's lines too
+        else:
+            for rule in IGNORED_WARNINGS:
+                warnings.filterwarnings("ignore", **rule)
+            for key, value in QUIET_ENVIRONMENT.items():
+                os.environ.setdefault(key, value)  # a value the user set is theirs
+            for name in CHATTY_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            SETTINGS.quiet, SETTINGS.debug = saved_flags
+            for key, value in saved_environment.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            for name, level in saved_levels.items():
+                logging.getLogger(name).setLevel(level)
 
 
-def quiet_libraries() -> None:
-    """Python warnings (TracerWarning, FutureWarning, DeprecationWarning, UserWarning of torch, transformers, onnx,
-    sklearn, ...: thrifty itself reports through its own lines, never through warnings) and libraries' logs below
-    ERROR are hidden; thrifty's own loggers (the server's) keep their levels. Processes started from this one (serve
-    workers, training processes) inherit the warning filter through PYTHONWARNINGS."""
-    warnings.filterwarnings("ignore")
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    logging.getLogger().setLevel(logging.ERROR)  # e.g. onnxruntime's quantiser logs through the root logger
-    os.environ.setdefault("ORT_LOGGING_LEVEL", "3")  # onnxruntime's C++ log: errors only
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # tensorboard's optional TensorFlow
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow sets its loggers' level from this on import
-    for name in CHATTY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    if "onnxruntime" in sys.modules:
-        sys.modules["onnxruntime"].set_default_logger_severity(3)
+@contextlib.contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """Around a library call that logs advice through the root logger (onnxruntime's quantiser: "Please consider to
+    run pre-processing before quantization"): its WARNING lines hidden, unless --debug."""
+    root = logging.getLogger()
+    level = root.level
+    if not SETTINGS.debug:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def _duration(seconds: float) -> str:
@@ -142,12 +174,13 @@ class Progress:
         else:
             print(message, flush=True)  # printed even when silent: it is the report, not progress
 
-    def close(self) -> None:
-        """The stage's one plain line (without a terminal): what it did and how long it took."""
+    def close(self, failed: bool = False) -> None:
+        """The stage's one plain line (without a terminal): what it did and how long it took; `failed`: the bar
+        cleared and no line (the error says what happened)."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        elif not self.silent and time.perf_counter() - self.started >= self.END_LINE_AFTER_SECONDS:
+        elif not self.silent and not failed and time.perf_counter() - self.started >= self.END_LINE_AFTER_SECONDS:
             count = f" {self._count(self.done)}" if self.total is not None else " done"
             print(f"{self.description}:{count} in {_duration(time.perf_counter() - self.started)}", file=sys.stderr,
                   flush=True)
@@ -156,11 +189,7 @@ class Progress:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        elif self.bar is not None:  # an error: the bar cleared, no line saying it was done
-            self.bar.close()
-            self.bar = None
+        self.close(failed=exc_type is not None)
 
 
 def stage(description: str) -> Progress:

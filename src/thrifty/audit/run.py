@@ -56,23 +56,13 @@ def data_layout(path: str) -> Optional["Layout"]:
     """The known layout of a labelled data file (audit/layouts.py: the Jigsaw sentence templates), from its header;
     None for any other file."""
     from thrifty.audit.layouts import recognise
+    from thrifty.data.readers import column_names
 
     file = Path(path).expanduser()
     if not file.is_file():
         raise DataError(f"labelled data not found: {file}; give a CSV, TSV or JSON Lines file with a text, a label and "
                         "a group column")
-    if file.suffix.lower() in (".jsonl", ".json"):
-        with open(file, encoding="utf-8") as f:
-            first = f.readline()
-        try:
-            columns = list(json.loads(first)) if first.strip() else []
-        except (ValueError, TypeError):
-            return None
-    else:
-        import csv
-
-        with open(file, encoding="utf-8", newline="") as f:
-            columns = next(csv.reader(f, delimiter="\t" if file.suffix.lower() in (".tsv", ".tab") else ","), [])
+    columns = column_names(str(file), role="labelled")
     return recognise([str(c) for c in columns])
 
 

@@ -376,6 +376,36 @@ def read_table(
     return frame_table(frame, None, None)
 
 
+def column_names(path: str, role: str = "labelled") -> list[str]:
+    """The column names of a table's header, without reading its rows (what layout is this file?): CSV/TSV (and a
+    .txt with a header) split by the delimiter that splits it (csv.Sniffer's, else the suffix's own), the keys of a
+    JSON Lines file's first record, a Parquet file's schema. A file that cannot be read is one DataError line."""
+    file = resolve_data_path(path)
+    check_file(file, role)
+    fmt, source = detect_format(file), str(file)
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet as pq
+
+            return list(pq.read_schema(file).names)
+        except Exception as exc:  # pyarrow raises many types for corrupt files
+            raise DataError(f"cannot read Parquet file {source}: {str(exc).splitlines()[0]}; check that it is a valid "
+                            "Parquet file") from None
+    text, _ = decode(read_bytes(file, role), source, "error")
+    if fmt == "jsonl":  # JSON Lines (the first record) or one JSON array of records
+        if text.lstrip().startswith("["):
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"invalid JSON in {source} at line {exc.lineno}: {exc.msg}") from None
+            first = records[0] if records else None
+        else:
+            first = next((record for _, record in json_lines(text, source)), None)
+        return [str(key) for key in first] if isinstance(first, dict) else []
+    default = "\t" if fmt == "tsv" else ","
+    return _header_fields(text, sniffed(text) or default)
+
+
 def _table_from_frame(frame, source: str, role: str, text_column: str, label_column: Optional[str],
                       notes: dict[str, int], delimiter: Optional[str] = None, chosen: Optional[str] = None,
                       extra_columns: Sequence[str] = (), flags: Optional[dict[str, Optional[str]]] = None) -> Table:

@@ -98,8 +98,8 @@ def resolve_max_length(tokenizer, model_config, train_texts: list[str], configur
     else:
         chosen = choose_max_length(lengths, percentile, limit)
         how = f"auto: p{percentile:g} of training lengths"
-        short = {role: covering_length(split) for role, split in (cut_too or {}).items()
-                 if covering_length(split) > chosen}
+        covering = {role: covering_length(split) for role, split in (cut_too or {}).items()}
+        short = {role: length for role, length in covering.items() if length > chosen}
         if short:
             raised = _multiple_of_8(max(short.values()), limit)
             how += (f" ({chosen}), raised to {raised} so that at most {MAX_CUT_SHARE:.0%} of {' and '.join(short)} "

@@ -30,10 +30,10 @@ def predictor_embeddings(predictor, texts: Sequence[str], batch_size: int = 64) 
     try:
         with torch.inference_mode(), passes("embed", len(ids), "text") as shown:
             for idx in sorted_batches([len(x) for x in ids], batch_size):
-                shown.update(len(idx))
                 batch = collate(ids, idx, pad)
                 hidden = encoder(**batch).last_hidden_state
                 out[idx] = torch.nn.functional.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1).numpy()
+                shown.update(len(idx))
     finally:
         first_token.enable(model)
     return out

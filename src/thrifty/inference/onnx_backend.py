@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.console import stage
+from thrifty.console import quiet_root_logger, stage
 from thrifty.errors import ConfigError, ModelError
 
 ONNX_FOLDER = "onnx"
@@ -205,7 +205,7 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
 
             # per channel: each output feature's weights get their own scale (one scale per matrix gave PyTorch's
             # label to 96.4% of SST-2 test on a weakly trained model, per channel 98.1%: docs/serving.md)
-            with stage("export: quantising the weights to int8"):
+            with stage("export: quantising the weights to int8"), quiet_root_logger():
                 quantize_dynamic(str(scratch / GRAPH_FILES["fp32"]), str(scratch / GRAPH_FILES["int8"]),
                                  weight_type=QuantType.QInt8, per_channel=True)
         reference = predictor.logits(texts)

@@ -105,7 +105,9 @@ def prepare_inputs(config: Config, model_path: str) -> Inputs:
     evaluation_cut = not task.evaluates_full_length and not task.windows_long_texts  # evaluation texts cut at max_length
     max_length, train_len_stats, how = resolve_max_length(
         tokenizer, model.config, data.train.texts, config.data.max_length, config.data.length_percentile,
-        lengths=lengths["train"], cut_too={r: n for r, n in lengths.items() if r != "train"} if evaluation_cut else None,
+        # raised for validation, never for test: the held-out split decides nothing about training (a test cut more
+        # than 5% is a warning)
+        lengths=lengths["train"], cut_too={"validation": lengths["validation"]} if evaluation_cut else None,
     )
     eval_max_length = model_length_limit(tokenizer, model.config) if task.evaluates_full_length else max_length
     train = task.encode(tokenizer, data.train, max_length, tokens)

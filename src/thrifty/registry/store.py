@@ -186,12 +186,6 @@ class Registry:
                                     "register a model with `thrifty registry register RUN_DIR --name NAME`, or point "
                                     f"to the store with --registry URI or ${URI_ENV}")
             local.parent.mkdir(parents=True, exist_ok=True)
-        import logging
-
-        # not its "creating tables" lines on a new store: MLflow sets its loggers' levels from this when imported
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # (and when it was imported already)
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             from mlflow import MlflowClient
         except ImportError:

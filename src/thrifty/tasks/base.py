@@ -83,9 +83,11 @@ class Task(Protocol):
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         """Called before each validation with the unwrapped model: fit what is fitted, not trained (a closed-form head)."""
 
-    def note_training_time(self, seconds: float) -> None:
-        """Called before each of training's evaluations (and the final test) with the seconds trained so far: a task
-        whose evaluation can cost more than the training (writing answers) sizes it from this."""
+    def plan_answers(self, training_seconds: float, evaluations: int, count: Optional[int]) -> None:
+        """Called before each of training's evaluations (and the final test, with `count` None) with the run's planned
+        training seconds, its number of evaluations (the test included) and the answers each validation wrote so far
+        (None before the first): a task whose evaluation can cost more than the training (writing answers) sizes it
+        from these (AnswerAllowance)."""
 
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
@@ -125,7 +127,7 @@ class TaskDefaults:
     def before_evaluation(self, model, train: Encoded, pad_id: int, batch_size: int, device) -> None:
         return None
 
-    def note_training_time(self, seconds: float) -> None:
+    def plan_answers(self, training_seconds: float, evaluations: int, count: Optional[int]) -> None:
         return None
 
     def attach(self, model) -> None:
@@ -134,18 +136,21 @@ class TaskDefaults:
 
 @dataclass
 class AnswerAllowance:
-    """The time a run may spend writing evaluation answers: at most `share` of the run (training plus these answers),
-    granted as training goes (`share / (1 - share)` of the training seconds so far, minus what was spent). Generating
-    is sequential and slow; without a cap a small run spends many times its training writing validation answers."""
+    """How many evaluation answers a training run writes. Writing is sequential and slow: without a cap a small run
+    spends many times its training writing validation answers. With `share`, all the answers a run writes take at most
+    about that share of it: each evaluation (the test too) gets `share / (1 - share)` of the planned training time,
+    divided by the number of evaluations. The first validation writes a batch at a time until its time is spent (at
+    least one batch), and every later one writes the same number (`count`): the same seeded sample each time, so the
+    exact match of two evaluations compares like with like. The test writes a batch at a time for its own time."""
 
     share: Optional[float]  # None: no cap (every answer asked for is written)
-    training_seconds: float = 0.0
-    spent_seconds: float = 0.0
+    seconds: float = float("inf")  # per evaluation
+    count: Optional[int] = None  # answers per validation, fixed by the first
 
-    def seconds_left(self) -> float:
-        if self.share is None:
-            return float("inf")
-        return self.share / (1.0 - self.share) * self.training_seconds - self.spent_seconds
+    def plan(self, training_seconds: float, evaluations: int, count: Optional[int]) -> None:
+        if self.share is not None:
+            self.seconds = self.share / (1.0 - self.share) * training_seconds / max(1, evaluations)
+        self.count = count
 
 
 def written_answers(model, tokenizer, prompts: list, references: list[str], settings, whole: bool, device,
@@ -156,9 +161,9 @@ def written_answers(model, tokenizer, prompts: list, references: list[str], sett
     evaluation each process writes its share. `keep` samples (prompt, reference, written, match; None: all) are kept
     for metrics.json.
 
-    With an `allowance` (training's evaluations) answers are written a batch at a time in a seeded random order and
-    stop when its time is spent (the first batch is always written): the ones written are a random sample of those
-    asked for; `generated` counts them and `asked` the rows they were drawn from."""
+    With an `allowance` (training's evaluations) the answers written may be fewer: a prefix of a seeded random order
+    (a random sample of those asked for), `count` of them, or as many as its time allows, a batch at a time (the
+    first batch always). `generated` counts them and `asked` the rows they were drawn from."""
     import time
 
     import numpy as np
@@ -168,18 +173,18 @@ def written_answers(model, tokenizer, prompts: list, references: list[str], sett
 
     order = np.random.default_rng(0).permutation(len(prompts)).tolist()
     picked = order if whole else order[: settings.eval_examples]
-    if allowance is None or allowance.share is None:
-        chunks = [sorted(picked)]  # one call: the prompts in their order, batched by length over all of them
+    capped = allowance is not None and allowance.share is not None
+    if not capped or allowance.count is not None:  # one call: batched by length over all of them
+        chunks = [sorted(picked[: allowance.count] if capped else picked)]
     else:  # every process walks the same chunks (each writes its share of one), so they stop together
         width = settings.batch_size * sharing_processes()
         chunks = [picked[i : i + width] for i in range(0, len(picked), width)]
     mine: list[int] = []
     written: list[str] = []
-    done = 0
+    done, started = 0, time.perf_counter()
     for n, chunk in enumerate(chunks):
-        if n and allowance is not None and any_process(allowance.seconds_left() <= 0):
+        if n and any_process(time.perf_counter() - started >= allowance.seconds):
             break
-        started = time.perf_counter()
         part = my_share(chunk)
         if part:
             written += generate_texts(model, tokenizer, [prompts[i] for i in part], max_new_tokens=settings.max_new_tokens,
@@ -187,8 +192,6 @@ def written_answers(model, tokenizer, prompts: list, references: list[str], sett
                                       batch_size=settings.batch_size, device=device)
         mine += part
         done += len(chunk)
-        if allowance is not None:
-            allowance.spent_seconds += time.perf_counter() - started
     wanted = [references[i] for i in mine]
     matches = [answer_matches(w, r) for w, r in zip(written, wanted)]
     scores = {"exact_match": summed(sum(matches)) / max(1, done)}

@@ -272,9 +272,9 @@ def embed(model, input_ids: list, pad_id: int, batch_size: int, device) -> np.nd
     out = np.zeros((len(input_ids), model.config.hidden_size), dtype=np.float32)
     with torch.inference_mode(), passes("embed", len(input_ids), "text") as shown:
         for idx in sorted_batches([len(x) for x in input_ids], batch_size):
-            shown.update(len(idx))
             batch = {k: v.to(device) for k, v in collate(input_ids, idx, pad_id).items()}
             out[idx] = model.embed(**batch).float().cpu().numpy()
+            shown.update(len(idx))
     model.train(was_training)
     return out
 

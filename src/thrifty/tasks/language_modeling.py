@@ -160,14 +160,14 @@ class LanguageModelingBase(TaskDefaults):
     plot_name = None  # the learning curve is in TensorBoard/MLflow; there is no per-class picture
     answers_kept: Optional[int] = 5  # generated answers kept in metrics (thrifty evaluate keeps them all: None)
     generate: Optional[GenerateConfig] = None  # tasks that write answers (causal_lm SFT, seq2seq)
-    answer_allowance: Optional[AnswerAllowance] = None  # in training only (note_training_time); thrifty evaluate: no cap
+    answer_allowance: Optional[AnswerAllowance] = None  # in training only (plan_answers); thrifty evaluate: no cap
 
-    def note_training_time(self, seconds: float) -> None:
+    def plan_answers(self, training_seconds: float, evaluations: int, count: Optional[int]) -> None:
         if self.generate is None:
             return
         if self.answer_allowance is None:
             self.answer_allowance = AnswerAllowance(self.generate.eval_time_share)
-        self.answer_allowance.training_seconds = seconds
+        self.answer_allowance.plan(training_seconds, evaluations, count)
 
     def __init__(self, config: Optional[AdaptConfig] = None):
         self.config = config or AdaptConfig()
@@ -204,7 +204,6 @@ class LanguageModelingBase(TaskDefaults):
         vocab = model.get_output_embeddings().weight.shape[0]
         with torch.inference_mode(), passes("loss", len(encoded), "example") as shown:
             for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
-                shown.update(len(idx))
                 positions = max(self.logit_positions(encoded, i) for i in idx)
                 step = max(1, EVAL_LOGIT_ELEMENTS // (positions * vocab))
                 for start in range(0, len(idx), step):
@@ -218,6 +217,7 @@ class LanguageModelingBase(TaskDefaults):
                     total += float(torch.nn.functional.cross_entropy(logits[scored], labels[scored], reduction="sum"))
                     correct += int((logits[scored].argmax(-1) == labels[scored]).sum())
                     count += int(scored.sum())
+                shown.update(len(idx))
         model.train(was_training)
         total, correct, count = summed(total), summed(correct), summed(count)
         loss = total / max(1, count)

@@ -119,7 +119,6 @@ class TokenClassification(TaskDefaults):
         loss_sum, count = 0.0, 0
         with torch.inference_mode(), passes("tag", len(encoded), "text") as shown:
             for idx in my_share(sorted_batches(encoded.lengths, batch_size)):  # a multi-process evaluation: a share
-                shown.update(len(idx))
                 batch = self.collate(encoded, idx, pad_id)
                 labels = batch.pop("labels")
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -133,6 +132,7 @@ class TokenClassification(TaskDefaults):
                 probs = torch.softmax(logits, dim=-1)
                 for row, i in enumerate(idx):
                     out[i] = probs[row][keep[row]].numpy()  # the first sub-token of each word, in word order
+                shown.update(len(idx))
         if was_training:
             model.train()
         return gathered(out), summed(loss_sum), summed(count)  # type: ignore[return-value]

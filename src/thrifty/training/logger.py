@@ -113,9 +113,10 @@ class RunLogger:
                         self.writer.add_scalar(f"final/{split}_{key}", results[split][key], step)
             self.writer.close()
 
-    def close(self, status: Optional[str] = None) -> None:
-        """Close the files (every exit path); `status` also ends the MLflow run (KILLED, FAILED)."""
-        self.bar.close()
+    def close(self, status: Optional[str] = None, failed: bool = False) -> None:
+        """Close the files (every exit path); `status` also ends the MLflow run (KILLED, FAILED); `failed`: the loop
+        ended by an error or Ctrl-C (no progress line saying it finished)."""
+        self.bar.close(failed=failed)
         self.file.close()
         if self.writer:
             self.writer.flush()

@@ -162,7 +162,7 @@ def train(
         log.close()
         return _finish(run, state, best_weights, tracker, energy, log, mlf, wall_start, setup_seconds, evaluate_test)
     except BaseException as exc:
-        log.close()
+        log.close(failed=True)  # no progress line that reads like a finish
         if energy:
             energy.stop()  # the meter ends on every exit path
         if isinstance(exc, KeyboardInterrupt):
@@ -437,7 +437,7 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         """Evaluate on validation, keep the best weights and metrics, log, and let the StopController decide."""
         nonlocal best_weights
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
-        task.note_training_time(state.step_seconds)
+        task.plan_answers(planned_training_seconds(run, state), evaluations(run), state.answers_per_evaluation)
         t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
         # Each process evaluates its share of the passes and the figures are added up; a sharded model (FSDP) runs
         # every pass in every process instead (each forward gathers the weights: the processes must run in step)
@@ -448,7 +448,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
         state.eval_seconds += state.last_eval_seconds
         tracker.flops += stops.eval_flops
         value = metrics[run.config.metric]
-        improved = improves(run.config.metric, metrics, state.best_metrics if state.best_metric is not None else None)
+        state.answers_per_evaluation = metrics.get("generated", state.answers_per_evaluation)  # the first fixes it
+        improved = improves(run.config.metric, metrics, state.best_metrics)
         if improved:
             state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
             state.best_metrics = metrics
@@ -576,6 +577,16 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
     return best_weights
 
 
+def planned_training_seconds(run: Run, state: LoopState) -> float:
+    """The whole run's training time as its steps so far predict it (what a share of the run is taken of)."""
+    return state.step_seconds / max(1, state.global_step) * run.total_steps
+
+
+def evaluations(run: Run) -> int:
+    """The run's planned evaluations: the validations, and the test at the end."""
+    return len(run.eval_at) + (run.inputs.test is not None)
+
+
 def _budget_accounting(run: Run, stops: StopController, tracker: BudgetTracker, model, train_lengths: list[int]) -> None:
     """What the StopController needs to check the budget: the reserve for saving and, under a FLOP limit, the FLOPs
     of a step and of an evaluation (counted per real batch only then: counting costs a second)."""
@@ -621,7 +632,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
             unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
             run.autocast_dtype, run.forward("validation"))}
         if inputs.test is not None and evaluate_test:
-            task.note_training_time(state.step_seconds)
+            task.plan_answers(planned_training_seconds(run, state), evaluations(run), None)  # the test: its own share
             results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id,
                                             tc.eval_batch_size, run.device, run.autocast_dtype)
     whole = full_state(unwrapped) if run.fsdp else None  # a collective: every process takes part

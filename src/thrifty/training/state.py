@@ -32,6 +32,7 @@ class LoopState:
     budget_spent_seconds: float = 0.0  # written at each checkpoint: what this and earlier sessions spent
     budget_flops: float = 0.0
     plan: Optional[dict[str, Any]] = None  # what the budget planner decided before step 1
+    answers_per_evaluation: Optional[int] = None  # answers each validation writes (fixed by the first; tasks.base)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
