@@ -180,12 +180,17 @@ def test_the_pretrained_default_encoder_gets_association_tests(tmp_path, capsys)
     (["--positive-label", "maybe"], "--positive-label 'maybe' is not a label"),
     (["--data", "DATA"], "thrifty derives the group itself only for the Jigsaw sentence templates' layout"),
     (["--min-gap", "1.5"], "--min-gap 1.5 must be in [0, 1)"),
+    (["--data", "LATIN1", "--group-column", "identity"], "is not valid UTF-8"),
+    (["--data", "NOT_PARQUET", "--group-column", "identity"], "cannot read Parquet file"),
 ])
 def test_bad_audit_input_is_one_line(tiny_run, tmp_path, capsys, args, fragment):
     files = {"TEMPLATES_NO_PLACEHOLDER": write(tmp_path / "t.txt", "{person} is here\nno person here\n"),
              "TERMS_EMPTY_GROUP": write(tmp_path / "terms.yaml", "gender:\n  female: [my sister]\n  male: []\n"),
              "CORPUS_BAD": write(tmp_path / "c.csv", "Sentence,Other\nHe is here.,x\n"),
-             "DATA": write(tmp_path / "d.csv", "text,label,identity\nI loved it,pos,a\n")}
+             "DATA": write(tmp_path / "d.csv", "text,label,identity\nI loved it,pos,a\n"),
+             "NOT_PARQUET": write(tmp_path / "d.parquet", "text,label,identity\nI loved it,pos,a\n")}
+    (tmp_path / "latin1.csv").write_bytes("text,label,identity\nI loved the caf\u00e9,pos,a\n".encode("latin-1"))
+    files["LATIN1"] = tmp_path / "latin1.csv"
     args = [str(files.get(a, a)) for a in args]
     assert main(["audit", str(tiny_run), "--output", str(tmp_path / "out"), *args]) == 2
     err = capsys.readouterr().err
