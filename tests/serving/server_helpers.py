@@ -61,6 +61,19 @@ def running_server(settings, ready_timeout: float = 120.0):
         thread.join(60)
 
 
+def wait_ready(base: str, process, timeout: float = 120.0) -> bool:
+    """Until the server process at `base` answers /readyz with 200 (True), or exits or runs out of time (False)."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if call(base, "GET", "/readyz", timeout=2)[0] == 200:
+                return True
+        except OSError:
+            pass
+        time.sleep(0.1)
+    return False
+
+
 @contextlib.contextmanager
 def serve_process(model_dir, *args: str, env: Optional[dict] = None, ready_timeout: float = 120.0):
     """`thrifty serve MODEL_DIR ARGS` as a real process on 127.0.0.1 and a free port; yields the base URL once /readyz
@@ -78,19 +91,11 @@ def serve_process(model_dir, *args: str, env: Optional[dict] = None, ready_timeo
                                    stdout=output, stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + ready_timeout
-            while True:
-                try:
-                    if call(base, "GET", "/readyz", timeout=2)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    process.kill()
-                    process.wait()
-                    output.seek(0)
-                    raise RuntimeError(f"thrifty serve did not become ready:\n{output.read()}")
-                time.sleep(0.1)
+            if not wait_ready(base, process, ready_timeout):
+                process.kill()
+                process.wait()
+                output.seek(0)
+                raise RuntimeError(f"thrifty serve did not become ready:\n{output.read()}")
             yield base
         finally:
             if process.poll() is None:

@@ -15,7 +15,7 @@ import pytest
 from thrifty.cli import main
 
 from tests.postgres import free_port
-from tests.serving.server_helpers import call
+from tests.serving.server_helpers import call, wait_ready
 
 
 def run_main(capsys, args):
@@ -110,15 +110,7 @@ def test_sigterm_finishes_requests_in_flight_and_flushes_the_log(tiny_run, tmp_p
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if call(base, "GET", "/readyz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
-            time.sleep(0.1)
+        assert wait_ready(base, server), server.stdout.read()
         answers = []
 
         def ask(i):
