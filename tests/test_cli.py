@@ -154,6 +154,9 @@ def test_predict_writes_jsonl_in_input_order_and_never_overwrites(tmp_path, tiny
     assert_clean_failure(code, err, "already exists")
     code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output", tmp_path / "out.csv"])
     assert code == 0 and (tmp_path / "out.csv").read_text().startswith("text,label,score,p_neg,p_pos")
+    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", tmp_path / "missing.txt"])
+    assert_clean_failure(code, err, "input file not found")
+    assert "check --input" in err and "data.input" not in err  # the flag the user gave, not a setting that is none
 
 
 def test_predict_on_an_unfinished_run(tmp_path, capsys):

@@ -101,10 +101,8 @@ def test_predict_on_a_terminal_shows_a_bar_with_an_eta_and_in_a_log_plain_lines(
     assert "\r" not in logged and "%|" not in logged
     assert logged.splitlines()[0].startswith("predict: 1,000 texts in ")
     assert logged.splitlines()[-1] == f"wrote 1000 predictions to {tmp_path / 'b.jsonl'}"
-    quiet = subprocess.run([sys.executable, "-m", "thrifty", "predict", str(tiny_run), "--input", str(texts),
-                            "--output", str(tmp_path / "c.jsonl"), "--quiet"], capture_output=True, text=True,
-                           timeout=240)
-    assert quiet.returncode == 0 and quiet.stderr.splitlines() == [f"wrote 1000 predictions to {tmp_path / 'c.jsonl'}"]
+    assert main(["predict", str(tiny_run), "--input", str(texts), "--output", str(tmp_path / "c.jsonl"), "--quiet"]) == 0
+    assert capsys.readouterr().err.splitlines() == [f"wrote 1000 predictions to {tmp_path / 'c.jsonl'}"]
 
 
 @pytest.mark.slow
