@@ -529,8 +529,8 @@ def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopC
                 grad_norm = None
                 if tc.max_grad_norm > 0:
                     grad_norm = run.accelerator.clip_grad_norm_(run.trainable, tc.max_grad_norm).detach()
-                    if run.fsdp:  # the norm of sharded gradients is a DTensor: the whole of it, the same everywhere
-                        grad_norm = grad_norm.full_tensor()
+                    if hasattr(grad_norm, "full_tensor"):  # FSDP: the sharded gradients' norm as a DTensor
+                        grad_norm = grad_norm.full_tensor()  # (older Accelerate; newer gathers it itself): the whole
                 run.optimizer.step()
                 run.scheduler.step()
                 run.optimizer.zero_grad(set_to_none=True)
