@@ -115,9 +115,8 @@ def test_export_prints_no_library_warnings_unless_debug(tiny_run, tmp_path):
                            "--force"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and "WARNING" not in done.stderr, done.stderr
-    lines = done.stderr.splitlines()
-    assert lines and all(line.startswith(("export: ", "predict: ")) for line in lines)  # its stages only
-    assert any(line.startswith("export: tracing the model into an ONNX graph: done in") for line in lines)
+    # nothing but its own stage lines (those of a second or more: how many depends on the machine's speed)
+    assert all(line.startswith(("export: ", "predict: ")) for line in done.stderr.splitlines()), done.stderr
     shutil.rmtree(run / "model" / "onnx")
     debug = subprocess.run([sys.executable, "-m", "thrifty", "--debug", "export", str(run), "--format", "onnx"],
                            capture_output=True, text=True, timeout=300)
