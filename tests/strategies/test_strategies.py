@@ -104,3 +104,15 @@ def test_dropout_override_reaches_the_model(tiny_bert):
     model, _ = load_classifier(str(tiny_bert), LABELS, dropout=0.0)
     assert model.config.hidden_dropout_prob == 0.0 and model.config.attention_probs_dropout_prob == 0.0
     assert model.dropout.p == 0.0  # the classifier's own dropout layer follows (classifier_dropout)
+
+
+def test_the_default_search_space_of_each_strategy():
+    from thrifty.strategies import search_space
+
+    assert search_space("full", 6)["train.learning_rate"] == {"low": 1e-5, "high": 3e-4, "log": True}
+    assert search_space("freeze", 6)["strategy.frozen_layers"] == {"low": 1, "high": 5}
+    assert "strategy.frozen_layers" not in search_space("freeze", 1)  # one layer: nothing to choose
+    assert list(search_space("lora", 6))[-2:] == ["strategy.lora_r", "strategy.lora_alpha"]
+    assert search_space("head", 6)["train.learning_rate"]["low"] == 1e-4
+    few = search_space("fewshot", 6)
+    assert few["train.epochs"] == {"low": 4, "high": 24} and few["train.batch_size"] == {"choices": [8, 16, 32]}

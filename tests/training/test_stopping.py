@@ -53,3 +53,21 @@ def test_budget_stops_before_a_step_that_would_not_leave_room_to_save():
 def test_loop_state_round_trips_through_a_dict():
     state = LoopState(global_step=7, history=[{"step": 7, "f1": 0.5}], plan={"fits": True})
     assert LoopState.from_dict({**state.to_dict(), "an_old_key": 1}) == state
+
+
+def test_a_controller_is_complete_when_made_with_the_costs_and_the_agreement_of_the_processes():
+    from thrifty.training.stopping import WorkCosts
+
+    tracker = BudgetTracker(Limits(seconds=10.0, flops=None, cost=None, price_per_hour=None, currency="USD", binding="time"))
+    tc = SimpleNamespace(early_stopping_patience=0, stop_at_metric=None)
+    roomy = StopController(tc, "accuracy", tracker, budget_active=True, costs=WorkCosts(save_reserve=1.0))
+    roomy.recent_step_seconds = [1.0]
+    assert roomy.before_step(LoopState(), [[0]]) is False
+    tight = StopController(tc, "accuracy", tracker, budget_active=True, costs=WorkCosts(save_reserve=20.0))
+    tight.recent_step_seconds = [1.0]
+    assert tight.before_step(LoopState(), [[0]]) is True
+    # another process decided to stop (its Ctrl-C): the agreement makes it this one's too, at the same step
+    elsewhere = StopController(tc, "accuracy", tracker, budget_active=False, agree=lambda values: [v or 1 for v in values])
+    state = LoopState()
+    assert elsewhere.after_step(state, last_step=False, cut_short=False) is True
+    assert state.stop_reason == "completed" and elsewhere.user_requested

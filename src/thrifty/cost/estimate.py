@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from thrifty.config import Config
+from thrifty.traits import strategy_traits
 
 CALIBRATION_STEPS = 4
 STEP_OVERHEAD_SECONDS = 0.002  # per optimizer step: the JSON log line, TensorBoard scalars, the progress bar
@@ -57,109 +59,164 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
     return result
 
 
+@dataclass
+class _Work:
+    """The arithmetic of a run, counted from the real batches of one epoch: what estimate_prepared times."""
+
+    eval_batch_size: int
+    lengths: list[int]
+    batches: list[list[int]]
+    widths: list[tuple[int, int]]  # (examples, padded length) of each training batch
+    cached_layers: int  # layers the training loop computes once and then skips, as it will
+    flops: Any  # the model's FLOP counts (cost/flops.py)
+    steps_per_epoch: int
+    total_steps: int
+    epochs_run: float
+    val_widths: list[tuple[int, int]] = field(default_factory=list)
+    train_sorted_widths: list[tuple[int, int]] = field(default_factory=list)  # the training texts as the cache reads them
+    test_widths: list[tuple[int, int]] = field(default_factory=list)
+    train_flops_epoch: float = 0.0
+    cache_flops: float = 0.0
+    evaluations: int = 0
+    eval_each_flops: float = 0.0
+    test_flops: float = 0.0
+    eval_flops: float = 0.0
+    memory: Any = None  # cost/memory.py's training_memory
+
+    def sorted_widths(self, ids) -> list[tuple[int, int]]:
+        """Evaluation and the frozen-layer cache pad sorted batches of eval_batch_size."""
+        from thrifty.data.batching import sorted_batches
+
+        seq = [len(x) for x in ids]
+        return [(len(idx), max(seq[i] for i in idx)) for idx in sorted_batches(seq, self.eval_batch_size)]
+
+    def forward_flops(self, pairs, frozen_only: bool = False) -> float:
+        rate = self.flops.frozen_forward_flops if frozen_only else self.flops.forward_flops
+        return sum(size * rate([width]) for size, width in pairs)
+
+
 def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str, Any]] = None,
                       calibration_steps: int = CALIBRATION_STEPS, hardware=None, processes: int = 1) -> dict[str, Any]:
     """The estimate for prepared inputs (`recipe.prepare_inputs`). A given `calibration` (seconds per FLOP from an
     earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
     calibration steps are undone (weights, optimizer-free) and the random state is restored."""
-    from thrifty.cost.flops import flop_model
-    from thrifty.cost.hardware import hardware_for, price
-    from thrifty.cost.memory import training_memory
-    from thrifty.data.batching import sorted_batches
+    from thrifty.cost.hardware import hardware_for
     from thrifty.models import first_token
-    from thrifty.models.feature_cache import FrozenFeatureCache
-    from thrifty.optimization.schedule import evaluation_steps
 
-    tc = config.train
-    model, strategy = inputs.model, inputs.strategy
-    max_length, train_ids, val_ids = inputs.max_length, inputs.train_ids, inputs.val_ids
-    test_ids = inputs.test_ids or []
+    tc, model = config.train, inputs.model
     pruned = tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(model)
     try:
-        # ---- Arithmetic, counted from the real batches of one epoch.
-        lengths = [len(x) for x in train_ids]
-        batches = inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)
-        widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
-        # Layers the training loop computes once and then skips, as it will.
-        cached_layers = FrozenFeatureCache.layers_to_cache(
-            config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers, strategy.details, model)
-        flops = flop_model(model, frozen_layers=cached_layers)
-        steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
-        total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
-        epochs_run = total_steps / steps_per_epoch
-
-        def sorted_widths(ids):  # evaluation and the frozen-layer cache pad sorted batches of eval_batch_size
-            seq = [len(x) for x in ids]
-            return [(len(idx), max(seq[i] for i in idx)) for idx in sorted_batches(seq, tc.eval_batch_size)]
-
-        def forward_flops(pairs, frozen_only=False):
-            rate = flops.frozen_forward_flops if frozen_only else flops.forward_flops
-            return sum(size * rate([width]) for size, width in pairs)
-
-        val_widths, test_widths = sorted_widths(val_ids), sorted_widths(test_ids) if test_ids else []
-        frozen_per_epoch = forward_flops(widths, frozen_only=True)
-        train_flops_epoch = flops.batches_train_flops(widths) - frozen_per_epoch
-        cache_flops = forward_flops(sorted_widths(train_ids), frozen_only=True) + forward_flops(val_widths, frozen_only=True)
-        # An evaluation at every epoch end (or every eval_every_steps, and at the last step); the best model's
-        # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
-        evaluations = len(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
-        eval_each_flops = forward_flops(val_widths) - forward_flops(val_widths, frozen_only=True)
-        if inputs.task.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
-            eval_each_flops += forward_flops(sorted_widths(train_ids))
-            if inputs.train.extra.get("unlabelled"):  # and self-training labels the unlabelled texts first
-                eval_each_flops += forward_flops(sorted_widths(inputs.train.extra["unlabelled"]))
-        test_flops = forward_flops(test_widths)
-        eval_flops = evaluations * eval_each_flops + test_flops
-        memory = training_memory(model, tc.batch_size, max(w for _, w in widths), processes=processes,
-                                 sharded=tc.fsdp and processes > 1)
-
+        work = _work(config, inputs, processes)
         hardware = hardware or hardware_for(config.cost)
-        n = processes
-        communication = 0.0
         if hardware.kind == "cpu":
-            if calibration is None:
-                # N processes: each runs its share of every batch on cores / N threads, so that is what is timed
-                threads = torch.get_num_threads()
-                if n > 1:
-                    torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
-                try:
-                    calibration = _kept_or_new_calibration(config, inputs, [b[::n] for b in batches], flops,
-                                                           calibration_steps, forward_flops, sorted_widths, widths,
-                                                           cached_layers, pruned)
-                finally:
-                    torch.set_num_threads(threads)
-            # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
-            # weights): invisible for real models, most of the time for tiny ones. N processes share the FLOPs of
-            # training and evaluation, each at its own rate, and add up their gradients once a step.
-            if n > 1:
-                communication = (2 * (n - 1) / n * strategy.trainable_parameters * 4 / GLOO_BYTES_PER_SECOND
-                                 + COLLECTIVES_PER_STEP * COLLECTIVE_SECONDS)
-            train_seconds = (train_flops_epoch / n * epochs_run * calibration["seconds_per_train_flop"]
-                             + total_steps * (STEP_OVERHEAD_SECONDS + communication))
-            eval_each_seconds = (eval_each_flops / n * calibration["seconds_per_forward_flop"] + EVAL_OVERHEAD_SECONDS
-                                 + strategy.trainable_parameters * 4 / COPY_BYTES_PER_SECOND)
-            test_seconds = test_flops / n * calibration["seconds_per_forward_flop"]
-            cache_seconds = cache_flops * calibration["seconds_per_forward_flop"]  # each process builds the whole cache
+            calibration, communication, seconds = _cpu_seconds(config, inputs, work, calibration, calibration_steps,
+                                                               processes, pruned)
         else:
-            # Another machine: each batch takes the longer of its FLOPs at peak x efficiency and the host's launch time.
-            layers = getattr(model.config, "num_hidden_layers", 12)
-            live = layers - cached_layers
-            frozen_rate = flops.frozen_forward_flops
-            train_seconds = epochs_run * sum(
-                hardware.train_step_seconds(flops.batches_train_flops([(n, w)]) - n * frozen_rate([w]), live)
-                for n, w in widths)
-            eval_each_seconds = sum(hardware.forward_seconds(n * (flops.forward_flops([w]) - frozen_rate([w])), live)
-                                    for n, w in val_widths)
-            test_seconds = sum(hardware.forward_seconds(n * flops.forward_flops([w]), layers) for n, w in test_widths)
-            cache_seconds = sum(hardware.forward_seconds(n * frozen_rate([w]), cached_layers)
-                                for n, w in sorted_widths(train_ids) + val_widths) if cached_layers else 0.0
-            # N GPUs: each does 1/N of the work; what NCCL adds is not modelled (said in the time line)
-            train_seconds, eval_each_seconds, test_seconds = train_seconds / n, eval_each_seconds / n, test_seconds / n
-            calibration = None
+            calibration, communication, seconds = None, 0.0, _device_seconds(model, work, hardware, processes)
     finally:
         if pruned:
             first_token.disable(model)
-    eval_seconds = evaluations * eval_each_seconds + test_seconds
+    return _estimate(config, inputs, work, hardware, processes, calibration, communication, *seconds)
+
+
+def _work(config: Config, inputs, processes: int) -> _Work:
+    from thrifty.cost.flops import flop_model
+    from thrifty.cost.memory import training_memory
+    from thrifty.models.feature_cache import FrozenFeatureCache
+    from thrifty.optimization.schedule import evaluation_steps
+
+    tc, model = config.train, inputs.model
+    train_ids, val_ids, test_ids = inputs.train_ids, inputs.val_ids, inputs.test_ids or []
+    lengths = [len(x) for x in train_ids]
+    batches = inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)
+    widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
+    cached_layers = FrozenFeatureCache.layers_to_cache(
+        config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers, inputs.strategy.details, model)
+    steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
+    total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
+    w = _Work(tc.eval_batch_size, lengths, batches, widths, cached_layers, flop_model(model, frozen_layers=cached_layers),
+              steps_per_epoch, total_steps, total_steps / steps_per_epoch)
+    w.val_widths, w.test_widths = w.sorted_widths(val_ids), w.sorted_widths(test_ids) if test_ids else []
+    w.train_sorted_widths = w.sorted_widths(train_ids)
+    frozen_per_epoch = w.forward_flops(widths, frozen_only=True)
+    w.train_flops_epoch = w.flops.batches_train_flops(widths) - frozen_per_epoch
+    w.cache_flops = (w.forward_flops(w.train_sorted_widths, frozen_only=True)
+                     + w.forward_flops(w.val_widths, frozen_only=True))
+    # An evaluation at every epoch end (or every eval_every_steps, and at the last step); the best model's
+    # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
+    w.evaluations = len(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
+    w.eval_each_flops = w.forward_flops(w.val_widths) - w.forward_flops(w.val_widths, frozen_only=True)
+    if inputs.task.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
+        w.eval_each_flops += w.forward_flops(w.sorted_widths(train_ids))
+        if inputs.train.extra.get("unlabelled"):  # and self-training labels the unlabelled texts first
+            w.eval_each_flops += w.forward_flops(w.sorted_widths(inputs.train.extra["unlabelled"]))
+    w.test_flops = w.forward_flops(w.test_widths)
+    w.eval_flops = w.evaluations * w.eval_each_flops + w.test_flops
+    w.memory = training_memory(model, tc.batch_size, max(width for _, width in widths), processes=processes,
+                               sharded=tc.fsdp and processes > 1)
+    return w
+
+
+def _cpu_seconds(config: Config, inputs, w: _Work, calibration: Optional[dict[str, Any]], calibration_steps: int,
+                 n: int, pruned: bool) -> tuple[dict[str, Any], float, tuple[float, float, float, float]]:
+    """This machine's CPU: FLOPs at the rate calibrated here. Returns the calibration, the seconds a step spends
+    adding up gradients between processes, and the seconds of training, of one evaluation, of the test and of the
+    frozen-layer cache."""
+    communication = 0.0
+    if calibration is None:
+        # N processes: each runs its share of every batch on cores / N threads, so that is what is timed
+        threads = torch.get_num_threads()
+        if n > 1:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+        try:
+            calibration = _kept_or_new_calibration(config, inputs, [b[::n] for b in w.batches], w.flops,
+                                                   calibration_steps, w.forward_flops, w.sorted_widths, w.widths,
+                                                   w.cached_layers, pruned)
+        finally:
+            torch.set_num_threads(threads)
+    # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
+    # weights): invisible for real models, most of the time for tiny ones. N processes share the FLOPs of
+    # training and evaluation, each at its own rate, and add up their gradients once a step.
+    trainable = inputs.strategy.trainable_parameters
+    if n > 1:
+        communication = (2 * (n - 1) / n * trainable * 4 / GLOO_BYTES_PER_SECOND
+                         + COLLECTIVES_PER_STEP * COLLECTIVE_SECONDS)
+    train_seconds = (w.train_flops_epoch / n * w.epochs_run * calibration["seconds_per_train_flop"]
+                     + w.total_steps * (STEP_OVERHEAD_SECONDS + communication))
+    eval_each_seconds = (w.eval_each_flops / n * calibration["seconds_per_forward_flop"] + EVAL_OVERHEAD_SECONDS
+                         + trainable * 4 / COPY_BYTES_PER_SECOND)
+    test_seconds = w.test_flops / n * calibration["seconds_per_forward_flop"]
+    cache_seconds = w.cache_flops * calibration["seconds_per_forward_flop"]  # each process builds the whole cache
+    return calibration, communication, (train_seconds, eval_each_seconds, test_seconds, cache_seconds)
+
+
+def _device_seconds(model, w: _Work, hardware, n: int) -> tuple[float, float, float, float]:
+    """Another machine: each batch takes the longer of its FLOPs at peak x efficiency and the host's launch time.
+    The seconds of training, of one evaluation, of the test and of the frozen-layer cache."""
+    layers = getattr(model.config, "num_hidden_layers", 12)
+    live, flops = layers - w.cached_layers, w.flops
+    frozen_rate = flops.frozen_forward_flops
+    train_seconds = w.epochs_run * sum(
+        hardware.train_step_seconds(flops.batches_train_flops([(size, width)]) - size * frozen_rate([width]), live)
+        for size, width in w.widths)
+    eval_each_seconds = sum(hardware.forward_seconds(size * (flops.forward_flops([width]) - frozen_rate([width])), live)
+                            for size, width in w.val_widths)
+    test_seconds = sum(hardware.forward_seconds(size * flops.forward_flops([width]), layers)
+                       for size, width in w.test_widths)
+    cache_seconds = sum(hardware.forward_seconds(size * frozen_rate([width]), w.cached_layers)
+                        for size, width in w.train_sorted_widths + w.val_widths) if w.cached_layers else 0.0
+    # N GPUs: each does 1/N of the work; what NCCL adds is not modelled (said in the time line)
+    return train_seconds / n, eval_each_seconds / n, test_seconds / n, cache_seconds
+
+
+def _estimate(config: Config, inputs, w: _Work, hardware, n: int, calibration: Optional[dict[str, Any]],
+              communication: float, train_seconds: float, eval_each_seconds: float, test_seconds: float,
+              cache_seconds: float) -> dict[str, Any]:
+    """The estimate: the work, its time and price, and whether it fits the device's memory."""
+    from thrifty.cost.hardware import price
+
+    tc, strategy = config.train, inputs.strategy
+    eval_seconds = w.evaluations * eval_each_seconds + test_seconds
     predicted = train_seconds + eval_seconds + cache_seconds
     cost = price(predicted, hardware)
     if cost is not None:
@@ -167,36 +224,45 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
                      f"({hardware.name}: {hardware.instance}, price as of {hardware.as_of}; set cost.price_per_hour for yours)")
     else:
         cost_note = f"no price for hardware '{hardware.name}': set cost.price_per_hour (the machine's price per hour)"
-    fits = None if hardware.memory_gib is None else memory.total <= hardware.memory_gib * 2**30
-    # A model that does not fit one device: the fewest devices that hold it sharded (FSDP), each with its share
-    fsdp_to_fit = None
-    if fits is False and config.strategy.name in ("full", "lora"):
-        for k in (2, 4, 8, 16):
-            m = training_memory(model, tc.batch_size, max(w for _, w in widths), processes=k, sharded=True)
-            if m.total <= hardware.memory_gib * 2**30:
-                fsdp_to_fit = {"processes": k, "peak_memory_bytes_per_process": m.total}
-                break
+    fits = None if hardware.memory_gib is None else w.memory.total <= hardware.memory_gib * 2**30
     return {
         "model": config.model.name, "strategy": strategy.name,
         "total_parameters": strategy.total_parameters, "trainable_parameters": strategy.trainable_parameters,
-        "examples": len(train_ids), "tokens_per_epoch": int(sum(lengths)),
-        "padded_tokens_per_epoch": int(sum(size * width for size, width in widths)),
-        "max_length": max_length, "steps": total_steps, "steps_per_epoch": steps_per_epoch,
-        "epochs": round(epochs_run, 3), "evaluations": evaluations,
+        "examples": len(inputs.train_ids), "tokens_per_epoch": int(sum(w.lengths)),
+        "padded_tokens_per_epoch": int(sum(size * width for size, width in w.widths)),
+        "max_length": inputs.max_length, "steps": w.total_steps, "steps_per_epoch": w.steps_per_epoch,
+        "epochs": round(w.epochs_run, 3), "evaluations": w.evaluations,
         "eval_every_steps": tc.eval_every_steps, "evaluations_per_epoch": tc.evaluations_per_epoch,
-        "train_flops_per_epoch": train_flops_epoch, "train_flops": train_flops_epoch * epochs_run,
-        "eval_flops": eval_flops, "eval_flops_each": eval_each_flops, "cache_flops": cache_flops,
-        "peak_memory_bytes": memory.total, "memory": memory.as_dict(), "fits_memory": fits, "fsdp_to_fit": fsdp_to_fit,
+        "train_flops_per_epoch": w.train_flops_epoch, "train_flops": w.train_flops_epoch * w.epochs_run,
+        "eval_flops": w.eval_flops, "eval_flops_each": w.eval_each_flops, "cache_flops": w.cache_flops,
+        "peak_memory_bytes": w.memory.total, "memory": w.memory.as_dict(), "fits_memory": fits,
+        "fsdp_to_fit": _fsdp_to_fit(config, inputs.model, w, hardware) if fits is False else None,
         "calibration": calibration,
         "predicted_seconds": round(predicted, 1),
         "predicted": {"training_seconds": round(train_seconds, 2), "evaluation_seconds": round(eval_seconds, 2),
-                      "frozen_cache_seconds": round(cache_seconds, 2), "seconds_per_step": train_seconds / max(1, total_steps),
+                      "frozen_cache_seconds": round(cache_seconds, 2),
+                      "seconds_per_step": train_seconds / max(1, w.total_steps),
                       "seconds_per_evaluation": eval_each_seconds, "test_seconds": test_seconds},
-        "frozen_cache": {"layers": cached_layers, "flops": cache_flops} if cached_layers else None,
+        "frozen_cache": {"layers": w.cached_layers, "flops": w.cache_flops} if w.cached_layers else None,
         "hardware": hardware.as_dict(),
         "processes": n, "communication_seconds_per_step": round(communication, 4),
         "cost": None if cost is None else float(f"{cost:.4g}"), "currency": config.cost.currency, "cost_note": cost_note,
     }
+
+
+def _fsdp_to_fit(config: Config, model, w: _Work, hardware) -> Optional[dict[str, Any]]:
+    """A model that does not fit one device: the fewest devices that hold it sharded (FSDP), each with its share;
+    None when its strategy may not be sharded or not even 16 would hold it."""
+    from thrifty.cost.memory import training_memory
+
+    if not strategy_traits(config.strategy.name).shards:
+        return None
+    for k in (2, 4, 8, 16):
+        m = training_memory(model, config.train.batch_size, max(width for _, width in w.widths), processes=k,
+                            sharded=True)
+        if m.total <= hardware.memory_gib * 2**30:
+            return {"processes": k, "peak_memory_bytes_per_process": m.total}
+    return None
 
 
 def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flops, sorted_widths, widths,

@@ -16,7 +16,8 @@ from typing import Any, Optional, Union
 
 import torch
 
-from thrifty.config import GENERATIVE_TASKS, GenerateConfig
+from thrifty.config import GenerateConfig
+from thrifty.traits import TASKS, TaskTraits, task_traits
 from thrifty.errors import ModelError
 
 Prompt = Union[str, list]  # a text, or a conversation: [{"role": ..., "content": ...}, ...]
@@ -31,6 +32,10 @@ class Generator:
     settings: GenerateConfig
     folder: str
     manifest: Optional[dict] = None  # a thrifty model's (None: a base model)
+
+    @property
+    def traits(self) -> TaskTraits:
+        return task_traits(self.task)
 
     @classmethod
     def load(cls, path: str | Path, device: Optional[str] = None, trust_remote_code: bool = False) -> "Generator":
@@ -47,8 +52,9 @@ class Generator:
         else:
             folder = resolve_model(str(path))
         task = manifest["task"] if manifest else _task_of(folder, trust_remote_code)
-        if task not in GENERATIVE_TASKS:
-            fits = ("thrifty predict" if task in ("classification", "token_classification") else
+        traits = TASKS.get(task)  # None: a base encoder
+        if traits is None or not traits.writes_text:
+            fits = ("thrifty predict" if traits is not None and traits.serves else
                     f"thrifty train --model.name {folder} (it is a base for a later run)")
             raise ModelError(f"{folder} is a {task} model: it does not write text; use {fits}")
         model = _load_model(folder, task, manifest, trust_remote_code).to(prediction_device(device)).eval()
@@ -65,11 +71,11 @@ class Generator:
         from thrifty.tasks.language_modeling import special_wrapping
 
         chat = self.chat_default if chat is None else chat
-        if isinstance(prompt, list) or (chat and self.task == "causal_lm"):
+        if isinstance(prompt, list) or (chat and self.traits.chats):
             require_chat_template(self.tokenizer, self.folder)
             messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             return self.tokenizer(chat_text(self.tokenizer, messages, True), add_special_tokens=False)["input_ids"]
-        if self.task == "seq2seq":
+        if self.traits.encoder_decoder:
             return self.tokenizer(prompt)["input_ids"]  # the encoder reads the source as in training
         prefix, _ = special_wrapping(self.tokenizer)
         return prefix + self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -84,7 +90,7 @@ class Generator:
 
         settings = dataclasses.replace(self.settings, **{k: v for k, v in overrides.items() if v is not None})
         settings.validate()
-        streamer = TextStreamer(self.tokenizer, skip_prompt=self.task == "causal_lm", skip_special_tokens=True) \
+        streamer = TextStreamer(self.tokenizer, skip_prompt=not self.traits.encoder_decoder, skip_special_tokens=True) \
             if stream and len(prompts) == 1 else None
         return generate_texts(self.model, self.tokenizer, [self.prompt_ids(p, chat) for p in prompts],
                               max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
@@ -104,7 +110,8 @@ def _task_of(folder: str, trust_remote_code: bool) -> str:
         raise ModelError(f"cannot read the config of '{folder}': {str(exc).splitlines()[0]}") from None
     if config.is_encoder_decoder:
         return "seq2seq"
-    return "causal_lm" if lm_task_for(config.model_type) == "causal_lm" else f"encoder ({config.model_type})"
+    task = lm_task_for(config.model_type)
+    return task if task_traits(task).writes_text else f"encoder ({config.model_type})"
 
 
 def _load_model(folder: str, task: str, manifest: Optional[dict], trust_remote_code: bool):
@@ -112,7 +119,7 @@ def _load_model(folder: str, task: str, manifest: Optional[dict], trust_remote_c
 
     from thrifty.models.loading import resolve_model
 
-    auto = transformers.AutoModelForSeq2SeqLM if task == "seq2seq" else transformers.AutoModelForCausalLM
+    auto = transformers.AutoModelForSeq2SeqLM if task_traits(task).encoder_decoder else transformers.AutoModelForCausalLM
     if manifest and manifest.get("format") == "lora_adapter":  # the adapter on its base model, merged for speed
         from peft import PeftModel
 

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from thrifty.config import BACKENDS, GENERATIVE_TASKS, LM_TASKS, DataConfig, check_lanes
+from thrifty.config import BACKENDS, DataConfig
 from thrifty.errors import ModelError
 from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
@@ -28,6 +28,8 @@ from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer
 from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
 from thrifty.tasks.token_classification import align_first_subtokens, group_entities
+from thrifty.inference.lanes import check_lanes
+from thrifty.traits import TaskTraits, task_traits
 
 PREDICT_MIN_FILL = 0.7  # a pass ends before a text shorter than 0.7x its longest (data.batching.sorted_batches): on
 #                        random 64-text batches of SST-2 test, texts/s 1.6x PyTorch's one padded pass, 1.35x int8's (0.5-0.7
@@ -60,7 +62,7 @@ def default_lanes(task: str, device: torch.device) -> int:
     """Forward passes at once when none are asked for: one per CPU thread for classification (each pass on one thread;
     on 2 cores, SST-2 test: 1.3-1.45x the texts/s of one pass on both threads, every backend), else 1 (a GPU runs
     one pass at a time anyway; token classification runs one pass on every thread)."""
-    return torch.get_num_threads() if task == "classification" and device.type == "cpu" else 1
+    return torch.get_num_threads() if task_traits(task).parallel_passes and device.type == "cpu" else 1
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -94,6 +96,11 @@ class Predictor:
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
+    def traits(self) -> TaskTraits:
+        """What its task does (traits.py): labels per text, tags per word, ..."""
+        return task_traits(self.task)
+
+    @property
     def text_column(self) -> str:
         return self.data_config.text_column
 
@@ -108,10 +115,11 @@ class Predictor:
         folder = model_folder(path)
         manifest = read_manifest(folder)
         task = manifest["task"]
-        if task in GENERATIVE_TASKS:
+        traits = task_traits(task)
+        if traits.writes_text:
             raise ModelError(f"{folder} writes text (task {task}): it has no labels to predict; use thrifty generate "
                              f"{folder} --prompt \"...\" (or train a classifier from it with --model.name {folder})")
-        if task in LM_TASKS:
+        if not traits.serves:
             raise ModelError(f"{folder} is a language model adapted by thrifty adapt ({task}): it has no labels to predict; "
                              f"train a classifier from it with --model.name {folder}")
         if backend not in BACKENDS:
@@ -126,7 +134,7 @@ class Predictor:
         if backend.startswith("onnx"):
             from thrifty.inference.onnx_backend import load_onnx_classifier
 
-            if task != "classification":
+            if not traits.predicts_labels:
                 raise ModelError(f"the ONNX backend covers classification models; {folder} is {task}: use --backend torch")
             model = load_onnx_classifier(folder, "int8" if backend == "onnx-int8" else None, len(manifest["labels"]),
                                          threads=lane_threads)
@@ -193,7 +201,7 @@ class Predictor:
         """Raw texts -> one result per text (a label, or the entities found in it)."""
         if not texts:
             return []
-        if self.task == "token_classification":
+        if self.traits.tags_words:
             return self.entities(texts, batch_size=batch_size)
         probs = softmax(self.logits(texts, batch_size))
         out = []
@@ -206,7 +214,7 @@ class Predictor:
     # ---- token classification
     def word_tags(self, sentences: Sequence[Sequence[str]], batch_size: int = 128) -> list[tuple[list[str], list[float]]]:
         """Pre-split words -> a tag and its probability per word (O for a word with no token or past max_length)."""
-        task = get_task("token_classification")
+        task = get_task(self.task)
         words = [[normalise_word(w, self.data_config) for w in s] for s in sentences]
         enc = self.tokenizer(words, is_split_into_words=True, truncation=True, max_length=self.max_length,
                              return_attention_mask=False)
@@ -235,7 +243,7 @@ class Predictor:
                  batch_size: int = 128) -> list[dict[str, Any]]:
         """Entities per input: raw texts (split into words by the model's own pre-tokenizer, with character offsets
         into the text as given) or pre-tokenised word lists (offsets into the words joined by single spaces)."""
-        task = get_task("token_classification")
+        task = get_task(self.task)
         results = []
         if tokens is not None:
             for words, (tags, scores) in zip(tokens, self.word_tags(tokens, batch_size)):
@@ -278,24 +286,10 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
     order, the cleaning counts and the file's source name. A label the model does not know is refused."""
     import dataclasses
 
-    from thrifty.data.prepare import clean_table
-    from thrifty.data.readers import read_table
-    from thrifty.errors import DataError
-
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
-    table = read_table(data, role=role, fmt="auto", text_column=config.text_column,
-                       label_column=config.label_column, encoding_errors=config.encoding_errors,
-                       delimiter=config.delimiter)
-    texts, names, counts = clean_table(table, config)
-    if table.delimiter is not None:  # evaluate's metrics.json says which delimiter split the columns
-        counts["delimiter"] = table.delimiter_text()
-    index = {name: i for i, name in enumerate(predictor.label_names)}
-    unknown = sorted({n for n in names if n not in index})
-    if unknown:
-        raise DataError(f"{data} has labels the model was not trained on: {unknown[:5]}; the model knows: "
-                        f"{predictor.label_names[:10]}")
-    return texts, [index[n] for n in names], counts, table.source
+    split, counts, source = get_task(predictor.task).read_labelled(data, config, predictor.label_names, role)
+    return split.texts, split.labels, counts, source
 
 
 def run_data(run_dir: Path):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from thrifty.config import BUILTIN_DATA, LM_TASKS, Config, apply_overrides, config_from_dict, load_config
+from thrifty.config import BUILTIN_DATA, Config, apply_overrides, config_from_dict, load_config
 from thrifty.data.token_cache import TokenCache
 from thrifty.data.tokenize import cut_warnings, length_stats, model_length_limit, resolve_max_length
 from thrifty.models.loading import cache_dir, load_for_task, load_tokenizer
@@ -80,11 +80,11 @@ def load_model(config: Config, task: Task, model_path: str, label_names: list[st
         model_path, label_names, task.name, task.head, dropout=config.train.dropout,
         trust_remote_code=config.model.trust_remote_code, pad_token_id=pad_token_id,
     )
-    if task.head in ("causal_lm", "seq2seq"):  # training reads every position at once: no key/value cache to keep,
+    if task.traits.writes_text:  # training reads every position at once: no key/value cache to keep,
         model.config.use_cache = False  # and packed rows need none (transformers masks them only without one)
     task.attach(model)
     model, strategy = apply_strategy(model, config.strategy, new_keys, task.peft_task_type)
-    if task.name in LM_TASKS and new_keys:  # e.g. all-MiniLM-L6-v2 ships no masked-LM head: said, not hidden
+    if task.traits.learns_unlabelled_text and new_keys:  # e.g. all-MiniLM-L6-v2 ships no masked-LM head: said, not hidden
         strategy.details["new"] = ",".join(sorted({k.rsplit(".", 1)[0] for k in new_keys}))
         output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()
         strategy.details["tied"] = output is not None and output.weight is embeddings.weight
@@ -94,7 +94,7 @@ def load_model(config: Config, task: Task, model_path: str, label_names: list[st
 def prepare_inputs(config: Config, model_path: str) -> Inputs:
     """Read, clean and split the data (with its report), load the model and tokenizer, tokenise (through the
     on-disk token cache), and apply the strategy."""
-    task = get_task(config.task, config.strategy, config.adapt, config.generate)
+    task = get_task(config.task, config)
     data = task.prepare_data(config.data, config.train.seed)
     tokenizer = load_tokenizer(model_path, config.model.trust_remote_code)
     model, strategy, warm = load_model(config, task, model_path, data.label_names, tokenizer.pad_token_id)

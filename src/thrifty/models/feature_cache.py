@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
 from thrifty.data.batching import collate, sorted_batches
+from thrifty.traits import strategy_traits
 
 
 class _Replay(nn.Module):
@@ -66,8 +67,9 @@ class FrozenFeatureCache:
 
     @staticmethod
     def layers_to_cache(strategy_name: str, enabled: bool, strategy_details: dict, model: nn.Module) -> int:
-        """How many bottom layers a run caches: the frozen layers of `freeze`/`head` where supported, else 0."""
-        if strategy_name in ("freeze", "head") and enabled and "frozen_layers" in strategy_details \
+        """How many bottom layers a run caches: the frozen layers of a strategy with a frozen bottom
+        (`freeze`, `head`) where supported, else 0."""
+        if strategy_traits(strategy_name).caches_frozen_layers and enabled and "frozen_layers" in strategy_details \
                 and FrozenFeatureCache.supported(model):
             return int(strategy_details["frozen_layers"])
         return 0
@@ -114,3 +116,22 @@ class FrozenFeatureCache:
                 return model(**batch).logits
         finally:
             self.replay.hidden = None
+
+
+class FeatureMemo:
+    """The last frozen-layer features computed, kept by whoever trains several times on the same texts in one process
+    (the trials of a search, tuning/search.py). Frozen layers are pretrained weights run without dropout, so the same
+    model, layers and texts give the same features in every run: the next run with the same key reuses them."""
+
+    def __init__(self) -> None:
+        self.key: Optional[Hashable] = None
+        self.features: Optional[dict[str, Any]] = None
+
+    def get(self, key: Hashable, compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """The features for `key`, computed unless they are the kept ones; and whether they were reused."""
+        if self.key == key:
+            return self.features, True
+        self.key = self.features = None  # one set at a time: they can be hundreds of MiB
+        features = compute()
+        self.key, self.features = key, features
+        return features, False

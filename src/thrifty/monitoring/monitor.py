@@ -135,7 +135,7 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
                           f"{' since ' + since_at.isoformat() if since_at else ''}; serve some traffic first, or "
                           "widen --since")
     predictor = Predictor.load(folder, device="cpu")
-    if predictor.task != "classification":
+    if not predictor.traits.predicts_labels:
         raise ConfigError(f"thrifty monitor covers classification models; {folder} is {predictor.task}")
     train_texts, validation_texts, validation_labels = _reference(predictor, reference, max_texts, seed, run)
     recent_texts = [r["text"] for r in rows if r["text"] is not None][-max_texts:]

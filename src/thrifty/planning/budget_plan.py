@@ -18,6 +18,29 @@ from thrifty.config import Config
 from thrifty.cost.budget import BudgetError, BudgetTracker, save_seconds, total_for_steps
 from thrifty.cost.estimate import estimate_prepared
 from thrifty.inputs import load_model, reencode
+from thrifty.traits import strategy_traits
+
+
+class _Fit:
+    """Does a run of `steps` steps, as estimated (`e`), fit what the budget leaves, saving included? And the record
+    of a decision: what the training loop needs to know before it has timed anything itself."""
+
+    def __init__(self, tracker: BudgetTracker, reserve: float, started: float) -> None:
+        self.tracker, self.reserve, self.started = tracker, reserve, started  # started: when planning began
+
+    def __call__(self, e: dict[str, Any], steps: int) -> bool:
+        seconds, flops = total_for_steps(e, steps)
+        return self.tracker.over(seconds + self.reserve, flops) is None
+
+    def record(self, e: dict[str, Any], steps: int, changes: list[str], fitted: bool) -> dict[str, Any]:
+        seconds, flops = total_for_steps(e, steps)
+        p = e["predicted"]
+        return {"fits": fitted, "predicted_seconds": round(seconds + self.reserve, 1), "predicted_flops": flops,
+                "changes": changes,
+                # reported; the tracker's clock counts it anyway
+                "planning_seconds": round(time.perf_counter() - self.started, 1),
+                "seconds_per_step": p["seconds_per_step"], "seconds_per_evaluation": p["seconds_per_evaluation"],
+                "test_seconds": p["test_seconds"]}
 
 
 def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -> tuple[Config, Any, dict[str, Any]]:
@@ -25,107 +48,110 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     was decided. Raises BudgetError when not even one step, one evaluation and saving fit."""
     t0 = time.perf_counter()
     estimate = estimate_prepared(config, inputs)
-    calibration = estimate["calibration"]
     model_bytes = sum(p.numel() * p.element_size() for p in inputs.model.parameters())
-    reserve = save_seconds(model_bytes)
-    planned_seconds = lambda: time.perf_counter() - t0  # noqa: E731 - reported; the tracker's clock counts it anyway
-
-    def fits(e: dict[str, Any], steps: int) -> bool:
-        seconds, flops = total_for_steps(e, steps)
-        return tracker.over(seconds + reserve, flops) is None
-
-    def record(e: dict[str, Any], steps: int, changes: list[str], fitted: bool) -> dict[str, Any]:
-        seconds, flops = total_for_steps(e, steps)
-        p = e["predicted"]
-        return {"fits": fitted, "predicted_seconds": round(seconds + reserve, 1), "predicted_flops": flops,
-                "changes": changes, "planning_seconds": round(planned_seconds(), 1),
-                # what the training loop needs to know before it has timed anything itself
-                "seconds_per_step": p["seconds_per_step"], "seconds_per_evaluation": p["seconds_per_evaluation"],
-                "test_seconds": p["test_seconds"]}
-
+    fits = _Fit(tracker, save_seconds(model_bytes), started=t0)
     full_steps = estimate["steps"]
     if fits(estimate, full_steps):
-        return config, inputs, record(estimate, full_steps, [], True)
+        return config, inputs, fits.record(estimate, full_steps, [], True)
     seconds_needed, _ = total_for_steps(estimate, full_steps)
-    why = _why(tracker, seconds_needed + reserve, total_for_steps(estimate, full_steps)[1])
+    why = _why(tracker, seconds_needed + fits.reserve, total_for_steps(estimate, full_steps)[1])
     if not config.budget.plan:
         log(f"budget: the configured run needs more than the budget ({why}); budget.plan is off, so it will stop at the limit")
-        return config, inputs, record(estimate, full_steps, [], False)
+        return config, inputs, fits.record(estimate, full_steps, [], False)
 
     changes: list[str] = []
     planned = copy.deepcopy(config)
-
-    def best_epochs(e: dict[str, Any]) -> Optional[int]:
-        for k in range(planned.train.epochs, 0, -1):
-            if fits(e, k * e["steps_per_epoch"]):
-                return k
-        return None
-
     # 1. Fewer epochs: the most whole epochs that fit, then as much of the next one as fits (a step limit, so
     # the learning-rate schedule still ends with the budget rather than being cut off by it).
-    k = best_epochs(estimate)
-    if k is not None:
-        spe = estimate["steps_per_epoch"]
-        steps = _max_steps(estimate, fits, hi=min((k + 1) * spe, full_steps)) if k < config.train.epochs else k * spe
-        if steps > k * spe:
-            planned.train.epochs, planned.train.max_steps = k + 1, steps
-            changes.append(f"train.epochs {config.train.epochs} -> {k + 1} with train.max_steps {steps} "
-                           f"({steps / spe:.2f} epochs): {config.train.epochs} epochs need {why}")
-        else:
-            planned.train.epochs = k
-            changes.append(f"train.epochs {config.train.epochs} -> {k}: {config.train.epochs} epochs need {why}")
-        return _done(planned, inputs, record(estimate, steps, changes, True), log)
+    steps = _fewer_epochs(planned, estimate, fits, why, changes)
+    if steps is not None:
+        return _done(planned, inputs, fits.record(estimate, steps, changes, True), log)
     changes.append(f"train.epochs {planned.train.epochs} -> 1: even 1 epoch does not fit ({why})")
     planned.train.epochs = 1
-
-    # 2. A cheaper strategy: frozen bottom layers need no backward and, cached, no forward after the first pass.
+    # 2. A cheaper strategy, then 3. a shorter max_length, each kept once tried; the first that fits one epoch ends it
     current = estimate
-    if planned.strategy.name == "full":
-        layers = getattr(inputs.model.config, "num_hidden_layers", 2)
-        candidate = copy.deepcopy(planned)
-        candidate.strategy.name, candidate.strategy.frozen_layers = "freeze", layers // 2
-        inputs = rebuild_model(candidate, inputs, model_path)
-        current = estimate_prepared(candidate, inputs, calibration=calibration)
-        planned = candidate
-        changes.append(f"strategy.name full -> freeze ({layers // 2} of {layers} layers frozen): "
-                       f"{estimate['train_flops'] / 1e12:.2f} -> {current['train_flops'] / 1e12:.2f} TFLOP of training")
-        if fits(current, current["steps_per_epoch"]):
-            return _done(planned, inputs, record(current, current["steps_per_epoch"], changes, True), log)
-
-    # 3. A shorter max_length: the 95th percentile of the training lengths.
-    p95 = inputs.data.report["tokens"]["train"].get("p95")
-    if p95 and p95 < inputs.max_length:
-        candidate = copy.deepcopy(planned)
-        candidate.data.max_length = max(8, int(p95))
-        inputs = reencode(inputs, candidate.data.max_length,
-                          f"budget plan: p95 of training lengths (was {inputs.max_length_how})")
-        current = estimate_prepared(candidate, inputs, calibration=calibration)
-        changes.append(f"data.max_length {estimate['max_length']} -> {candidate.data.max_length} (95% of training texts "
-                       f"fit): {estimate['padded_tokens_per_epoch']:,} -> {current['padded_tokens_per_epoch']:,} tokens/epoch"
-                       + "".join(f"; warning: {w}" for w in inputs.data.report["tokens"].get("cut_warnings", [])))
-        planned = candidate
-        if fits(current, current["steps_per_epoch"]):
-            return _done(planned, inputs, record(current, current["steps_per_epoch"], changes, True), log)
+    for change in (_cheaper_strategy, _shorter_max_length):
+        before = current
+        planned, inputs, current = change(planned, inputs, model_path, estimate, current, changes)
+        if current is not before and fits(current, current["steps_per_epoch"]):
+            return _done(planned, inputs, fits.record(current, current["steps_per_epoch"], changes, True), log)
 
     # 4. Part of an epoch: a step limit the learning-rate schedule is fitted to.
     steps = _max_steps(current, fits)
     if steps < 1:
-        one_step, one_step_flops = total_for_steps(current, 1)
-        if tracker.over(one_step + reserve, 0.0) is None:  # time would do: the FLOP limit is what fails
-            raise BudgetError(
-                f"the budget is too small for even one training step: one step with its evaluation needs "
-                f"{one_step_flops / 1e12:.3f} TFLOP and the budget leaves {max(tracker.remaining_flops(), 0) / 1e12:.3f}; "
-                "raise budget.max_flops or use less data")
-        spent = tracker.spent_seconds
-        needed_minutes = math.ceil((spent + one_step + reserve) / 60 * 1.05 * 100) / 100
-        raise BudgetError(
-            f"the budget is too small for even one training step: this run needs at least {needed_minutes:g} minutes "
-            f"({spent:.0f} s already spent reading data, loading and estimating, {one_step:.0f} s for one step with its "
-            f"evaluation, {reserve:.0f} s to save); raise budget.max_minutes (or max_cost) or use less data")
+        raise _too_small(current, tracker, fits.reserve)
     planned.train.max_steps = steps
     changes.append(f"train.max_steps -> {steps} of {current['steps_per_epoch']} steps in the epoch "
                    "(the learning-rate schedule ends at that step)")
-    return _done(planned, inputs, record(current, steps, changes, True), log)
+    return _done(planned, inputs, fits.record(current, steps, changes, True), log)
+
+
+def _fewer_epochs(planned: Config, estimate: dict[str, Any], fits: _Fit, why: str, changes: list[str]) -> Optional[int]:
+    """The most whole epochs that fit, and as many steps of the next as fit, set on `planned`: the steps of the run;
+    None when not even one epoch fits."""
+    spe, configured = estimate["steps_per_epoch"], planned.train.epochs
+    k = next((k for k in range(configured, 0, -1) if fits(estimate, k * spe)), None)
+    if k is None:
+        return None
+    steps = _max_steps(estimate, fits, hi=min((k + 1) * spe, estimate["steps"])) if k < configured else k * spe
+    if steps > k * spe:
+        planned.train.epochs, planned.train.max_steps = k + 1, steps
+        changes.append(f"train.epochs {configured} -> {k + 1} with train.max_steps {steps} "
+                       f"({steps / spe:.2f} epochs): {configured} epochs need {why}")
+    else:
+        planned.train.epochs = k
+        changes.append(f"train.epochs {configured} -> {k}: {configured} epochs need {why}")
+    return steps
+
+
+def _cheaper_strategy(planned: Config, inputs, model_path: str, estimate: dict[str, Any], current: dict[str, Any],
+                      changes: list[str]):
+    """Frozen bottom layers need no backward and, cached, no forward after the first pass: the strategy's cheaper
+    one (full -> freeze of half the layers), where it has one."""
+    cheaper = strategy_traits(planned.strategy.name).cheaper
+    if cheaper is None:
+        return planned, inputs, current
+    layers = getattr(inputs.model.config, "num_hidden_layers", 2)
+    candidate = copy.deepcopy(planned)
+    candidate.strategy.name, candidate.strategy.frozen_layers = cheaper, layers // 2
+    inputs = rebuild_model(candidate, inputs, model_path)
+    current = estimate_prepared(candidate, inputs, calibration=estimate["calibration"])
+    changes.append(f"strategy.name {planned.strategy.name} -> {cheaper} ({layers // 2} of {layers} layers frozen): "
+                   f"{estimate['train_flops'] / 1e12:.2f} -> {current['train_flops'] / 1e12:.2f} TFLOP of training")
+    return candidate, inputs, current
+
+
+def _shorter_max_length(planned: Config, inputs, model_path: str, estimate: dict[str, Any], current: dict[str, Any],
+                        changes: list[str]):
+    """The 95th percentile of the training lengths as max_length, where it is shorter."""
+    p95 = inputs.data.report["tokens"]["train"].get("p95")
+    if not (p95 and p95 < inputs.max_length):
+        return planned, inputs, current
+    candidate = copy.deepcopy(planned)
+    candidate.data.max_length = max(8, int(p95))
+    inputs = reencode(inputs, candidate.data.max_length,
+                      f"budget plan: p95 of training lengths (was {inputs.max_length_how})")
+    current = estimate_prepared(candidate, inputs, calibration=estimate["calibration"])
+    changes.append(f"data.max_length {estimate['max_length']} -> {candidate.data.max_length} (95% of training texts "
+                   f"fit): {estimate['padded_tokens_per_epoch']:,} -> {current['padded_tokens_per_epoch']:,} tokens/epoch"
+                   + "".join(f"; warning: {w}" for w in inputs.data.report["tokens"].get("cut_warnings", [])))
+    return candidate, inputs, current
+
+
+def _too_small(current: dict[str, Any], tracker: BudgetTracker, reserve: float) -> BudgetError:
+    """Not even one step with its evaluation and saving fits: which limit fails, and by how much."""
+    one_step, one_step_flops = total_for_steps(current, 1)
+    if tracker.over(one_step + reserve, 0.0) is None:  # time would do: the FLOP limit is what fails
+        return BudgetError(
+            f"the budget is too small for even one training step: one step with its evaluation needs "
+            f"{one_step_flops / 1e12:.3f} TFLOP and the budget leaves {max(tracker.remaining_flops(), 0) / 1e12:.3f}; "
+            "raise budget.max_flops or use less data")
+    spent = tracker.spent_seconds
+    needed_minutes = math.ceil((spent + one_step + reserve) / 60 * 1.05 * 100) / 100
+    return BudgetError(
+        f"the budget is too small for even one training step: this run needs at least {needed_minutes:g} minutes "
+        f"({spent:.0f} s already spent reading data, loading and estimating, {one_step:.0f} s for one step with its "
+        f"evaluation, {reserve:.0f} s to save); raise budget.max_minutes (or max_cost) or use less data")
 
 
 def _why(tracker: BudgetTracker, seconds: float, flops: float) -> str:

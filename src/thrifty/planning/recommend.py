@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 from thrifty.config import Config, dump_config
 from thrifty.errors import ConfigError, DataError, ModelError
+from thrifty.traits import strategy_traits, task_traits
 
 STRATEGIES = ("full", "lora", "freeze")
 STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1, "fewshot": 0}
@@ -45,12 +46,8 @@ def minimum_epochs(examples: int) -> int:
 
 def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> dict[str, Any]:
     from thrifty.cost import budget as budget_mod
-    from thrifty.cost.estimate import estimate_prepared
     from thrifty.cost.hardware import hardware_for
-    from thrifty.inputs import prepare_inputs
     from thrifty.models.catalog import catalog
-    from thrifty.models.loading import resolve_model
-    from thrifty.planning.budget_plan import rebuild_model
 
     if models is None:
         models = [m.name for m in catalog() if m.offline()]
@@ -60,58 +57,10 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
     limits = budget_mod.limits_for(base, hardware)
     sizes = {m.name: m.parameters_m for m in catalog()} | {m.id: m.parameters_m for m in catalog()}
     candidates: list[dict[str, Any]] = []
-    examples = None
+    examples, per_class = None, 0
     for name in models:
-        t0 = time.perf_counter()
-        config = copy.deepcopy(base)
-        config.model.name, config.strategy.name = name, "full"
-        log(f"estimating {name} ...")
-        path = resolve_model(name)
-        inputs = prepare_inputs(config, path)
-        setup_seconds = time.perf_counter() - t0  # reading data and loading the model: paid by every run
-        examples = len(inputs.train_ids)
-        per_class = statistics.median(Counter(inputs.data.train.labels).values()) if base.task == "classification" else 0
-        few = base.task == "classification" and per_class <= FEWSHOT_MAX_PER_CLASS
-        calibration = None
-        for strategy in STRATEGIES + (("fewshot",) if few else ()):
-            config = copy.deepcopy(config)
-            config.strategy.name = strategy
-            if strategy == "fewshot":  # its own task and model (tasks/fewshot.py); an encoder only
-                try:
-                    inputs = prepare_inputs(config, path)
-                except (ModelError, DataError):
-                    continue  # a decoder (not a sentence encoder), or a class with a single example
-            elif strategy != "full":
-                inputs = rebuild_model(config, inputs, path)
-            e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
-            calibration = e["calibration"] or calibration
-            reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])
-            tracker = budget_mod.BudgetTracker(limits, seconds_before=0.0)
-            epochs, seconds, flops = 0, None, None
-            wanted = target_epochs(examples)
-            if strategy == "fewshot":
-                from thrifty.tasks.fewshot import recommended_epochs
-
-                wanted = recommended_epochs(len(inputs.data.label_names), e["steps_per_epoch"])
-            for k in range(wanted, 0, -1):
-                s, f = budget_mod.total_for_steps(e, k * e["steps_per_epoch"])
-                if tracker.over(s + reserve, f) is None:
-                    epochs, seconds, flops = k, s + reserve, f
-                    break
-            if epochs == 0:
-                seconds, flops = budget_mod.total_for_steps(e, e["steps_per_epoch"])
-                seconds += reserve
-            per_hour = hardware.machine_price_per_hour
-            candidates.append({
-                "model": name, "strategy": strategy, "epochs": epochs, "max_length": e["max_length"],
-                "parameters_m": round(sizes.get(name, e["total_parameters"] / 1e6), 1),
-                "trainable_parameters": e["trainable_parameters"], "peak_memory_bytes": e["peak_memory_bytes"],
-                "fits_memory": e["fits_memory"] is not False, "predicted_seconds": round(seconds, 1),
-                "fsdp_to_fit": e.get("fsdp_to_fit"),
-                "predicted_flops": flops, "cost": None if per_hour is None else round(seconds / 3600 * per_hour, 5),
-                "seconds_per_epoch": round(e["predicted"]["seconds_per_step"] * e["steps_per_epoch"], 1),
-                "steps_per_epoch": e["steps_per_epoch"],
-            })
+        examples, per_class, found = _candidates(base, name, hardware, limits, sizes, log)
+        candidates += found
     need = minimum_epochs(examples)
     for c in candidates:
         c["eligible"] = c["fits_memory"] and c["epochs"] >= need
@@ -128,8 +77,91 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             f"no candidate affords {need} epochs within the budget: the cheapest, {cheapest['model']} {cheapest['strategy']}, "
             f"needs about {cheapest['predicted_seconds'] / 60:.1f} min for one epoch; raise the budget or use "
             "--data.max_train_examples")
-    fewshot = [c for c in eligible if c["strategy"] == "fewshot"]
+    fewshot = [c for c in eligible if _pairs(c)]
     choice = max(fewshot or eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK[c["strategy"]], c["epochs"]))
+    reasons += _reasons(base, choice, candidates, need, examples, per_class, hardware)
+    config = copy.deepcopy(base)
+    config.model.name, config.strategy.name, config.train.epochs = choice["model"], choice["strategy"], choice["epochs"]
+    if _pairs(choice):  # no labelled dev set to choose with at this size: evaluate at the end
+        config.train.eval_every_steps = choice["epochs"] * choice["steps_per_epoch"]
+    return {"choice": choice, "reasons": reasons, "candidates": candidates, "config": config, "examples": examples,
+            "hardware": hardware.name}
+
+
+def _pairs(candidate: dict[str, Any]) -> bool:
+    """A candidate whose strategy trains a sentence encoder on pairs (few-shot)."""
+    return strategy_traits(candidate["strategy"]).trains_pairs
+
+
+def _candidates(base: Config, name: str, hardware, limits, sizes: dict[str, float],
+                log) -> tuple[int, float, list[dict[str, Any]]]:
+    """Model `name` under each strategy, estimated on the real data: (training examples, the median examples per
+    class, the candidates)."""
+    from thrifty.cost import budget as budget_mod
+    from thrifty.cost.estimate import estimate_prepared
+    from thrifty.inputs import prepare_inputs
+    from thrifty.models.loading import resolve_model
+    from thrifty.planning.budget_plan import rebuild_model
+
+    t0 = time.perf_counter()
+    config = copy.deepcopy(base)
+    config.model.name, config.strategy.name = name, STRATEGIES[0]
+    log(f"estimating {name} ...")
+    path = resolve_model(name)
+    inputs = prepare_inputs(config, path)
+    setup_seconds = time.perf_counter() - t0  # reading data and loading the model: paid by every run
+    examples = len(inputs.train_ids)
+    task = task_traits(base.task)
+    per_class = statistics.median(Counter(inputs.data.train.labels).values()) if task.predicts_labels else 0
+    few = task.predicts_labels and per_class <= FEWSHOT_MAX_PER_CLASS
+    pair_strategies = tuple(s for s in task.strategies if strategy_traits(s).trains_pairs) if few else ()
+    calibration, found = None, []
+    for i, strategy in enumerate(STRATEGIES + pair_strategies):
+        config = copy.deepcopy(config)
+        config.strategy.name = strategy
+        if strategy_traits(strategy).trains_pairs:  # its own task and model (tasks/fewshot.py); an encoder only
+            try:
+                inputs = prepare_inputs(config, path)
+            except (ModelError, DataError):
+                continue  # a decoder (not a sentence encoder), or a class with a single example
+        elif i > 0:  # the first strategy's model is the one loaded above
+            inputs = rebuild_model(config, inputs, path)
+        e = estimate_prepared(config, inputs, calibration=calibration, hardware=hardware)
+        calibration = e["calibration"] or calibration
+        reserve = setup_seconds + budget_mod.save_seconds(4 * e["total_parameters"])
+        tracker = budget_mod.BudgetTracker(limits, seconds_before=0.0)
+        epochs, seconds, flops = 0, None, None
+        wanted = target_epochs(examples)
+        if strategy_traits(strategy).trains_pairs:
+            from thrifty.tasks.fewshot import recommended_epochs
+
+            wanted = recommended_epochs(len(inputs.data.label_names), e["steps_per_epoch"])
+        for k in range(wanted, 0, -1):
+            s, f = budget_mod.total_for_steps(e, k * e["steps_per_epoch"])
+            if tracker.over(s + reserve, f) is None:
+                epochs, seconds, flops = k, s + reserve, f
+                break
+        if epochs == 0:
+            seconds, flops = budget_mod.total_for_steps(e, e["steps_per_epoch"])
+            seconds += reserve
+        per_hour = hardware.machine_price_per_hour
+        found.append({
+            "model": name, "strategy": strategy, "epochs": epochs, "max_length": e["max_length"],
+            "parameters_m": round(sizes.get(name, e["total_parameters"] / 1e6), 1),
+            "trainable_parameters": e["trainable_parameters"], "peak_memory_bytes": e["peak_memory_bytes"],
+            "fits_memory": e["fits_memory"] is not False, "predicted_seconds": round(seconds, 1),
+            "fsdp_to_fit": e.get("fsdp_to_fit"),
+            "predicted_flops": flops, "cost": None if per_hour is None else round(seconds / 3600 * per_hour, 5),
+            "seconds_per_epoch": round(e["predicted"]["seconds_per_step"] * e["steps_per_epoch"], 1),
+            "steps_per_epoch": e["steps_per_epoch"],
+        })
+    return examples, per_class, found
+
+
+def _reasons(base: Config, choice: dict[str, Any], candidates: list[dict[str, Any]], need: int, examples: int,
+             per_class: float, hardware) -> list[str]:
+    """Why `choice`, in the order of the rules; and how a candidate too big for one device would fit several."""
+    reasons = []
     bigger = [c for c in candidates if c["parameters_m"] > choice["parameters_m"] and not c["eligible"]]
     if bigger:
         b = max(bigger, key=lambda c: c["parameters_m"])
@@ -143,8 +175,8 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
                            f"--model.name {c['model']} --strategy.name {c['strategy']} --processes {k} --train.fsdp true")
     reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
     richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
-    if choice["strategy"] == "fewshot":
-        reasons.append(f"fewshot: a class has {per_class:g} training examples (median; at most "
+    if _pairs(choice):
+        reasons.append(f"{choice['strategy']}: a class has {per_class:g} training examples (median; at most "
                        f"{FEWSHOT_MAX_PER_CLASS}); contrastive pairs and a fitted head learn more from a few examples per "
                        "class than full fine-tuning (benchmarks/results/fewshot_*.md); epochs: 3 for two classes, 6 "
                        "for more, at least 6 steps (chosen on dev splits, tasks/fewshot.recommended_epochs)")
@@ -152,20 +184,15 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
 
         end_to_end = automatic_end_to_end_epochs(examples, choice["epochs"])
         if base.strategy.fewshot.end_to_end_epochs is None and end_to_end:
-            reasons.append(f"fewshot end to end: {examples:,} training rows (>= {END_TO_END_MIN_ROWS:,}), so the last "
-                           f"{end_to_end} epochs train encoder and head on the labels (ahead of pairs only from "
-                           "thousands of rows; docs/fewshot.md)")
+            reasons.append(f"{choice['strategy']} end to end: {examples:,} training rows (>= {END_TO_END_MIN_ROWS:,}), "
+                           f"so the last {end_to_end} epochs train encoder and head on the labels (ahead of pairs only "
+                           "from thousands of rows; docs/fewshot.md)")
     elif richer:
         reasons.append(f"{choice['strategy']} rather than {', '.join(c['strategy'] for c in richer)}: those afford "
                        f"only {', '.join(str(c['epochs']) for c in richer)} epoch(s)")
     else:
         reasons.append(f"{choice['strategy']}: the strategy that can change the most weights, and it fits")
-    config = copy.deepcopy(base)
-    config.model.name, config.strategy.name, config.train.epochs = choice["model"], choice["strategy"], choice["epochs"]
-    if choice["strategy"] == "fewshot":  # no labelled dev set to choose with at this size: evaluate at the end
-        config.train.eval_every_steps = choice["epochs"] * choice["steps_per_epoch"]
-    return {"choice": choice, "reasons": reasons, "candidates": candidates, "config": config, "examples": examples,
-            "hardware": hardware.name}
+    return reasons
 
 
 def format_recommendation(r: dict[str, Any]) -> str:

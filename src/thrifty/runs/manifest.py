@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 from thrifty.errors import ModelError, RunDirError
 from thrifty.runs.run_dir import read_status
+from thrifty.traits import task_traits
 
 MANIFEST_FILE = "thrifty.json"
 # `format` of a model folder: "full" (a Hugging Face classifier), "lora_adapter" (an adapter over its base model),
@@ -70,7 +71,7 @@ def preprocessing(data_config, max_length: int, predict_max_length: int, task: s
     """The manifest's `preprocessing`: what prediction must repeat of a model's data config (a DataConfig)."""
     return {"unicode_normalization": data_config.unicode_normalization, "lowercase": data_config.lowercase,
             "max_chars": data_config.max_chars, "max_length": max_length, "predict_max_length": predict_max_length,
-            "label_alignment": "first_subtoken" if task == "token_classification" else None,
+            "label_alignment": task_traits(task).label_alignment,
             "text_column": data_config.text_column, "label_column": data_config.label_column,
             "tokens_column": data_config.tokens_column, "tags_column": data_config.tags_column}
 

@@ -44,7 +44,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from thrifty.config import GENERATIVE_TASKS, ServeConfig
+from thrifty.config import ServeConfig
+from thrifty.traits import task_traits
 from thrifty.errors import ThriftyError
 from thrifty.runs.manifest import model_folder, read_manifest, weights_sha256
 from thrifty.serving.batching import DynamicBatcher, GenerationBatcher
@@ -170,7 +171,7 @@ class ServedModel:
             self.folder, self.manifest, _, _ = model_identity(folder)
             self.name, self.version = settings.name or registered.name, str(registered.version)
         self.predictor, self.generator = None, None
-        if self.manifest["task"] in GENERATIVE_TASKS:  # a model that writes text: POST /v1/generate
+        if task_traits(self.manifest["task"]).writes_text:  # a model that writes text: POST /v1/generate
             from thrifty.inference.generation import Generator
 
             self.generator = Generator.load(self.folder)
@@ -411,17 +412,33 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, Optional[str]
 
 
 def create_app(settings: AppSettings) -> FastAPI:
+    """The server of one model (or registry alias): its routes, error shape, limits, metrics and OpenAPI document."""
     state = ServerState(settings)
-    serve = state.serve
-    # A request can be no longer than its limits allow: texts x characters, each character spelled the longest way
-    # JSON can (12 bytes: a \uXXXX\uXXXX surrogate pair, as json.dumps writes an emoji by default).
-    max_body_bytes = serve.max_texts_per_request * (serve.max_chars_per_text * 12 + 16) + 4096
+    app = FastAPI(title="thrifty", version=__version__, lifespan=_lifespan(state), docs_url=None, redoc_url=None,
+                  description="Predictions from a model fine-tuned by thrifty, with dynamic batching and a prediction log.")
+    app.state.thrifty = state
+    add_docs(app)  # /docs and /redoc, their files served from here: no CDN
+    if state.serve.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
 
+        app.add_middleware(CORSMiddleware, allow_origins=state.serve.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+    _add_error_shape(app, state)
+    require_key = _key_check(state)
+    _add_prediction_routes(app, state, require_key)
+    _add_status_routes(app, state, require_key)
+    protected = {route.path for route in app.routes
+                 if any(d.dependency is require_key for d in getattr(route, "dependencies", []))}
+    app.openapi = _openapi_of(app, state, protected)
+    return app
+
+
+def _lifespan(state: ServerState):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loop = asyncio.get_running_loop()
         if state.log is not None:
-            await loop.run_in_executor(None, state.log.start, settings.run_migrations)
+            await loop.run_in_executor(None, state.log.start, state.settings.run_migrations)
         loading = asyncio.create_task(state.load())
         yield
         # Shutdown (SIGTERM): uvicorn has stopped accepting and finished the requests in flight.
@@ -430,19 +447,20 @@ def create_app(settings: AppSettings) -> FastAPI:
         if state.batcher is not None:
             await state.batcher.stop()
         if state.log is not None:
-            await loop.run_in_executor(None, state.log.close, serve.shutdown_flush_seconds)
+            await loop.run_in_executor(None, state.log.close, state.serve.shutdown_flush_seconds)
             if state.log.unlogged:
                 logger.warning("thrifty serve: %d predictions were not logged", state.log.unlogged)
 
-    app = FastAPI(title="thrifty", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Predictions from a model fine-tuned by thrifty, with dynamic batching and a prediction log.")
-    app.state.thrifty = state
-    add_docs(app)  # /docs and /redoc, their files served from here: no CDN
-    if serve.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
+    return lifespan
 
-        app.add_middleware(CORSMiddleware, allow_origins=serve.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type"])
+
+def _add_error_shape(app: FastAPI, state: ServerState) -> None:
+    """Every error, the server's own and routing's, as {"error", "field"}; too large a body refused before it is read;
+    every request counted and timed."""
+    serve = state.serve
+    # A request can be no longer than its limits allow: texts x characters, each character spelled the longest way
+    # JSON can (12 bytes: a \uXXXX\uXXXX surrogate pair, as json.dumps writes an emoji by default).
+    max_body_bytes = serve.max_texts_per_request * (serve.max_chars_per_text * 12 + 16) + 4096
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -479,6 +497,9 @@ def create_app(settings: AppSettings) -> FastAPI:
         state.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
         return response
 
+
+def _key_check(state: ServerState):
+    """The dependency of every route that needs the API key (when one is set)."""
     async def require_key(request: Request) -> None:  # async: no thread pool hop per request
         if state.api_key is None:
             return
@@ -488,32 +509,82 @@ def create_app(settings: AppSettings) -> FastAPI:
         if not any(s and hmac.compare_digest(s.encode(), state.api_key.encode()) for s in sent):
             raise ApiError(401, "missing or wrong API key: send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'")
 
-    def ready_model() -> ServedModel:
-        if state.model is None:
-            if state.load_error:
-                raise ApiError(503, f"the model did not load: {state.load_error}")
-            raise ApiError(503, "the model is still loading; retry when GET /readyz answers 200")
-        return state.model
+    return require_key
+
+
+def _ready_model(state: ServerState) -> ServedModel:
+    if state.model is None:
+        if state.load_error:
+            raise ApiError(503, f"the model did not load: {state.load_error}")
+        raise ApiError(503, "the model is still loading; retry when GET /readyz answers 200")
+    return state.model
+
+
+def _texts_of(body: PredictRequest, serve: ServeConfig) -> list[str]:
+    """The texts of a /v1/predict request, each checked against the limits."""
+    if (body.texts is None) == (body.text is None):
+        raise ApiError(422, "send either \"texts\": [...] or \"text\": \"...\" (exactly one of them)", "texts")
+    texts = body.texts if body.texts is not None else [body.text]
+    if not texts:
+        raise ApiError(422, "texts is an empty list; send at least one text", "texts")
+    if len(texts) > serve.max_texts_per_request:
+        raise ApiError(413, f"{len(texts)} texts in one request; the limit is serve.max_texts_per_request="
+                            f"{serve.max_texts_per_request}: split the request", "texts")
+    for i, text in enumerate(texts):
+        where, field = (f"texts[{i}]", f"texts.{i}") if body.texts is not None else ("text", "text")
+        check_text(text, where, field, serve.max_chars_per_text)
+        if not text.strip():
+            raise ApiError(422, f"{where} is {'empty' if not text else 'only whitespace'}: there is nothing to "
+                                "predict; send text, or leave it out", field)
+    return texts
+
+
+def _prompts_of(body: GenerateRequest, serve: ServeConfig) -> list[Any]:
+    """The prompts of a /v1/generate request (a conversation is one prompt), each checked against the limits, and
+    its settings checked too."""
+    given = [k for k in ("prompt", "prompts", "messages") if getattr(body, k) is not None]
+    if len(given) != 1:
+        raise ApiError(422, "send exactly one of \"prompt\": \"...\", \"prompts\": [...] or \"messages\": "
+                            "[{\"role\": \"user\", \"content\": \"...\"}]", "prompt")
+    if body.messages is not None:  # one conversation: its contents together count as one prompt
+        conversation = [m.model_dump() for m in body.messages]
+        if not conversation:
+            raise ApiError(422, "messages is an empty list; send at least one message", "messages")
+        for i, message in enumerate(conversation):
+            for key, value in message.items():
+                check_text(value, f"messages[{i}].{key}", f"messages.{i}.{key}", None)
+        size = sum(len(m["content"]) for m in conversation)
+        if size > serve.max_chars_per_text:
+            raise ApiError(413, f"the messages have {size} characters of content; the limit is serve."
+                                f"max_chars_per_text={serve.max_chars_per_text}: shorten them", "messages")
+        prompts: list[Any] = [conversation]
+    else:
+        prompts = body.prompts if body.prompts is not None else [body.prompt]
+        if not prompts or len(prompts) > serve.max_texts_per_request:
+            raise ApiError(413 if prompts else 422, f"{len(prompts)} prompts; send 1 to "
+                           f"serve.max_texts_per_request={serve.max_texts_per_request}", "prompts")
+        for i, prompt in enumerate(prompts):
+            where, field = (f"prompts[{i}]", f"prompts.{i}") if body.prompts is not None else ("prompt", "prompt")
+            check_text(prompt, where, field, serve.max_chars_per_text)
+    if body.max_new_tokens is not None and not 1 <= body.max_new_tokens <= serve.max_new_tokens:
+        raise ApiError(422, f"max_new_tokens={body.max_new_tokens}: give 1 to serve.max_new_tokens="
+                            f"{serve.max_new_tokens}", "max_new_tokens")
+    if body.temperature is not None and 0 < body.temperature < MIN_TEMPERATURE:
+        raise ApiError(422, f"temperature={body.temperature:g}: give 0 (greedy) or at least {MIN_TEMPERATURE:g}",
+                       "temperature")
+    return prompts
+
+
+def _add_prediction_routes(app: FastAPI, state: ServerState, require_key) -> None:
+    """POST /v1/predict, /v1/generate and /v1/feedback."""
+    serve = state.serve
 
     @app.post("/v1/predict", dependencies=[Depends(require_key)], response_model=None)
     async def predict(body: PredictRequest) -> dict[str, Any]:
         """Predict one text (`text`) or several (`texts`): one result per text, in input order."""
         started = time.perf_counter()
-        if (body.texts is None) == (body.text is None):
-            raise ApiError(422, "send either \"texts\": [...] or \"text\": \"...\" (exactly one of them)", "texts")
-        texts = body.texts if body.texts is not None else [body.text]
-        if not texts:
-            raise ApiError(422, "texts is an empty list; send at least one text", "texts")
-        if len(texts) > serve.max_texts_per_request:
-            raise ApiError(413, f"{len(texts)} texts in one request; the limit is serve.max_texts_per_request="
-                                f"{serve.max_texts_per_request}: split the request", "texts")
-        for i, text in enumerate(texts):
-            where, field = (f"texts[{i}]", f"texts.{i}") if body.texts is not None else ("text", "text")
-            check_text(text, where, field, serve.max_chars_per_text)
-            if not text.strip():
-                raise ApiError(422, f"{where} is {'empty' if not text else 'only whitespace'}: there is nothing to "
-                                    "predict; send text, or leave it out", field)
-        model = ready_model()
+        texts = _texts_of(body, serve)
+        model = _ready_model(state)
         if model.generator is not None:
             raise ApiError(400, f"this model writes text (task {model.task}): POST /v1/generate with "
                                 "{\"prompt\": \"...\"}")
@@ -538,37 +609,8 @@ def create_app(settings: AppSettings) -> FastAPI:
     async def generate(body: GenerateRequest) -> dict[str, Any]:
         """Text written after a prompt (`prompt`), several (`prompts`, written together) or a conversation
         (`messages`, through the chat template); greedy unless `temperature` > 0."""
-        given = [k for k in ("prompt", "prompts", "messages") if getattr(body, k) is not None]
-        if len(given) != 1:
-            raise ApiError(422, "send exactly one of \"prompt\": \"...\", \"prompts\": [...] or \"messages\": "
-                                "[{\"role\": \"user\", \"content\": \"...\"}]", "prompt")
-        if body.messages is not None:  # one conversation: its contents together count as one prompt
-            conversation = [m.model_dump() for m in body.messages]
-            if not conversation:
-                raise ApiError(422, "messages is an empty list; send at least one message", "messages")
-            for i, message in enumerate(conversation):
-                for key, value in message.items():
-                    check_text(value, f"messages[{i}].{key}", f"messages.{i}.{key}", None)
-            size = sum(len(m["content"]) for m in conversation)
-            if size > serve.max_chars_per_text:
-                raise ApiError(413, f"the messages have {size} characters of content; the limit is serve."
-                                    f"max_chars_per_text={serve.max_chars_per_text}: shorten them", "messages")
-            prompts: list[Any] = [conversation]
-        else:
-            prompts = body.prompts if body.prompts is not None else [body.prompt]
-            if not prompts or len(prompts) > serve.max_texts_per_request:
-                raise ApiError(413 if prompts else 422, f"{len(prompts)} prompts; send 1 to "
-                               f"serve.max_texts_per_request={serve.max_texts_per_request}", "prompts")
-            for i, prompt in enumerate(prompts):
-                where, field = (f"prompts[{i}]", f"prompts.{i}") if body.prompts is not None else ("prompt", "prompt")
-                check_text(prompt, where, field, serve.max_chars_per_text)
-        if body.max_new_tokens is not None and not 1 <= body.max_new_tokens <= serve.max_new_tokens:
-            raise ApiError(422, f"max_new_tokens={body.max_new_tokens}: give 1 to serve.max_new_tokens="
-                                f"{serve.max_new_tokens}", "max_new_tokens")
-        if body.temperature is not None and 0 < body.temperature < MIN_TEMPERATURE:
-            raise ApiError(422, f"temperature={body.temperature:g}: give 0 (greedy) or at least {MIN_TEMPERATURE:g}",
-                           "temperature")
-        model = ready_model()
+        prompts = _prompts_of(body, serve)
+        model = _ready_model(state)
         if model.generator is None:
             raise ApiError(400, f"this model predicts labels (task {model.task}): POST /v1/predict with "
                                 "{\"texts\": [...]}")
@@ -587,11 +629,11 @@ def create_app(settings: AppSettings) -> FastAPI:
     @app.post("/v1/feedback", dependencies=[Depends(require_key)], response_model=None)
     async def feedback(body: FeedbackRequest) -> dict[str, Any]:
         """Attach the true label to a logged prediction (for accuracy over time in `thrifty monitor`)."""
-        model = ready_model()
+        model = _ready_model(state)
         if state.log is None:
             raise ApiError(409, "the prediction log is off (serve.log_predictions: false), so there is nothing to "
                                 "attach feedback to; serve with the log on")
-        if model.task != "classification":
+        if not task_traits(model.task).predicts_labels:
             raise ApiError(422, f"feedback takes a class label; this is a {model.task} model", "label")
         label = str(body.label)
         if label not in model.labels:
@@ -605,10 +647,15 @@ def create_app(settings: AppSettings) -> FastAPI:
             raise ApiError(404, f"no logged prediction has id {body.id!r}; use an id returned by /v1/predict", "id")
         return {"id": body.id, "label": label}
 
+
+def _add_status_routes(app: FastAPI, state: ServerState, require_key) -> None:
+    """GET /v1/model, /healthz, /readyz and /metrics."""
+    serve, settings = state.serve, state.settings
+
     @app.get("/v1/model", dependencies=[Depends(require_key)], response_model=None)
     async def model_info() -> dict[str, Any]:
         """The manifest of the served model, its name, version and backend, and the serving limits."""
-        model = ready_model()
+        model = _ready_model(state)
         limits = {k: getattr(serve, k) for k in ("max_texts_per_request", "max_chars_per_text", "batching",
                                                  "max_batch_texts", "max_wait_ms")}
         info = {"name": model.name, "version": model.version, "backend": model.backend, "task": model.task,
@@ -637,9 +684,8 @@ def create_app(settings: AppSettings) -> FastAPI:
 
         return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    protected = {route.path for route in app.routes
-                 if any(d.dependency is require_key for d in getattr(route, "dependencies", []))}
 
+def _openapi_of(app: FastAPI, state: ServerState, protected: set[str]):
     def openapi() -> dict[str, Any]:
         """The document of this server: exact for its model once loaded (kept from then on: a swapped-in version
         has the same task and labels), generic until then."""
@@ -650,14 +696,13 @@ def create_app(settings: AppSettings) -> FastAPI:
         model = state.model
         document = complete(get_openapi(title=app.title, version=app.version, description=app.description,
                                         routes=app.routes),
-                            serve, model.task if model else None, model.labels if model else None, protected,
+                            state.serve, model.task if model else None, model.labels if model else None, protected,
                             api_key=state.api_key is not None)
         if model is not None:
             app.openapi_schema = document
         return document
 
-    app.openapi = openapi
-    return app
+    return openapi
 
 
 def app_from_environment() -> FastAPI:

@@ -21,7 +21,8 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 
-from thrifty.config import GENERATIVE_TASKS, ServeConfig
+from thrifty.config import ServeConfig
+from thrifty.traits import task_traits
 
 # A character that is not whitespace (str.isspace() False; str.strip() keeps it): a text needs one. Spelled out rather
 # than \S, which Python, ECMA-262 (JSON Schema) and Rust regexes read differently (\x1c-\x1f, \x85, \ufeff).
@@ -164,9 +165,10 @@ def served_paths(task: Optional[str]) -> set[str]:
     """The /v1 endpoints of a model's task (None: not loaded yet, all of them)."""
     if task is None:
         return {"/v1/predict", "/v1/generate", "/v1/feedback"}
-    if task in GENERATIVE_TASKS:
+    traits = task_traits(task)
+    if traits.writes_text:
         return {"/v1/generate"}
-    return {"/v1/predict", "/v1/feedback"} if task == "classification" else {"/v1/predict"}
+    return {"/v1/predict", "/v1/feedback"} if traits.predicts_labels else {"/v1/predict"}
 
 
 def complete(document: dict[str, Any], serve: ServeConfig, task: Optional[str], labels: Optional[list[str]],

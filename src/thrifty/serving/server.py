@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Optional
 
 from thrifty.databases import shown_url  # noqa: F401  (re-exported)
-from thrifty.config import GENERATIVE_TASKS, ServeConfig, check_lanes
+from thrifty.config import ServeConfig
+from thrifty.inference.lanes import check_lanes
+from thrifty.traits import task_traits
 from thrifty.errors import ConfigError, ModelError
 from thrifty.serving.app import SETTINGS_ENV, AppSettings, create_app, model_identity
 from thrifty.serving.predlog import database_url, make_engine, migrate
@@ -75,10 +77,11 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     else:
         folder, manifest, name, version = model_identity(model_dir, name)
         default_log = default_log_path(folder)
-    if manifest["task"] == "masked_lm":
+    traits = task_traits(manifest["task"])
+    if not traits.serves:
         raise ModelError(f"{folder} is a masked language model adapted by thrifty adapt: it has no labels to serve "
                          f"and writes no text; train a classifier from it with --model.name {folder}")
-    if manifest["task"] in GENERATIVE_TASKS and settings.backend != "torch":
+    if traits.writes_text and settings.backend != "torch":
         raise ModelError(f"serve.backend={settings.backend}: a model that writes text ({manifest['task']}) is served by "
                          "PyTorch; drop --backend")
     if settings.lanes is not None:  # as Predictor.load will check it, but before a port opens
@@ -104,7 +107,7 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     labels = manifest.get("labels") or []
     batching = (f"up to {settings.max_batch_texts} texts or {settings.max_wait_ms:g} ms" if settings.batching
                 else "off (one forward pass per request)")
-    what = "writes text: POST /v1/generate" if manifest["task"] in GENERATIVE_TASKS else f"{len(labels)} labels"
+    what = "writes text: POST /v1/generate" if traits.writes_text else f"{len(labels)} labels"
     print(f"thrifty serve: {name} (version {version}, {manifest['task']}, {what}) on "
           f"http://{settings.host}:{settings.port}  (API docs: /docs)")
     if app_settings.follows_alias:

@@ -23,6 +23,7 @@ import torch.nn as nn
 from thrifty.config import StrategyConfig
 from thrifty.errors import ModelError
 from thrifty.models.loading import count_parameters
+from thrifty.traits import strategy_traits
 
 # Known attention projection names, most specific first: (architectures, Linear leaf names).
 LORA_TARGETS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -193,3 +194,25 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
     if trainable == 0:
         raise ModelError(f"strategy {config.name} leaves nothing to train on {type(model).__name__}; choose another strategy")
     return model, StrategyInfo(config.name, total, trainable, details)
+
+
+def search_space(strategy: str, layers: int) -> dict[str, dict[str, Any]]:
+    """The hyperparameters `thrifty tune` searches when the user gives no space: the knobs that matter for
+    `strategy` on a model of `layers` transformer layers (section.key -> {low, high[, log]} or {choices})."""
+    traits = strategy_traits(strategy)
+    low, high = traits.learning_rates
+    space: dict[str, dict[str, Any]] = {
+        "train.learning_rate": {"low": low, "high": high, "log": True},
+        "train.epochs": {"low": 1, "high": 4},
+        "train.batch_size": {"choices": [16, 32, 64]},
+        "train.weight_decay": {"low": 0.0, "high": 0.1},
+        "train.warmup_ratio": {"low": 0.0, "high": 0.2},
+        "train.dropout": {"low": 0.0, "high": 0.3},
+    }
+    own = {"strategy.frozen_layers": {"low": 1, "high": layers - 1} if layers > 1 else None,
+           "strategy.lora_r": {"choices": [4, 8, 16, 32]},
+           "strategy.lora_alpha": {"choices": [8, 16, 32, 64]}}
+    space.update({key: own[key] for key in traits.tuned if own[key] is not None})
+    if traits.trains_pairs:  # a few examples make one or two batches an epoch: more epochs, smaller batches
+        space.update({"train.epochs": {"low": 4, "high": 24}, "train.batch_size": {"choices": [8, 16, 32]}})
+    return space

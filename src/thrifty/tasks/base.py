@@ -7,8 +7,8 @@ reads, and which of the loop's speed-ups apply to it. The loop (training/recipe.
 
 Adding a task (masked or causal LM): write one module with a class that has these members (``TaskDefaults``
 supplies the usual batches, loss inputs and evaluation hook), add it to ``TASKS`` in ``tasks/__init__.py`` and
-its metrics to ``config.TASK_METRICS``. A strategy that changes the objective of a task (``fewshot``) is a
-task class too, chosen by ``get_task``.
+its row of traits (metrics, fitting strategies, what its models do) to ``thrifty/traits.py``. A strategy that
+changes the objective of a task (``fewshot``) brings its own task class, chosen by the task's ``for_config``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
+
+from thrifty.traits import TaskTraits
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Encoded:
 
 
 class Task(Protocol):
+    traits: TaskTraits  # what the rest of thrifty may know of it by name, without loading it (traits.py)
     name: str  # the value of `task:` in a config
     head: str  # the Auto class family: "sequence" (one output per text) or "token" (one per token)
     peft_task_type: str  # PEFT's TaskType name, e.g. "SEQ_CLS", "TOKEN_CLS"
@@ -45,9 +48,20 @@ class Task(Protocol):
     plot_name: Optional[str]  # the file stem of its plots (confusion_matrix, per_type_f1), None: no plot
     embeds_train_before_evaluation: bool  # before_evaluation runs the model over the training set (for estimates)
     windows_long_texts: bool  # a text longer than max_length is cut into windows, not truncated: nothing is lost
+    loss_sums: bool  # the loss is a sum over a batch's tokens over a constant: a process's share weighs N times
+    prompt_format: str  # how its prompts are written (text; prompt_completion, chat: instruction data), for generation
+
+    @classmethod
+    def for_config(cls, config) -> "Task":
+        """The task set up by a run's Config (its strategy, adapt and generate sections)."""
 
     def prepare_data(self, config, seed: int) -> Any:
         """Read, clean and split the configured files; `.train/.validation/.test/.label_names/.report`."""
+
+    def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation") -> tuple[Any, dict, str]:
+        """An evaluation file read as the training data was (`config`: the model's DataConfig): (the split with its
+        targets in the model's label order, the reading and cleaning counts, the file's source name); what the
+        model does not know (a label, a tag) is refused."""
 
     def attach(self, model) -> None:
         """Called once with the freshly loaded model, before a strategy wraps it: what batches need to know of it
@@ -91,7 +105,7 @@ class Task(Protocol):
 
     def evaluate(self, model, encoded: Encoded, split, label_names: list[str], pad_id: int, batch_size: int, device,
                  autocast_dtype=None, forward: Optional[Callable] = None) -> dict[str, Any]:
-        """The task's metrics on a split (the primary one first in config.TASK_METRICS), with `loss` and `examples`."""
+        """The task's metrics on a split (the primary one first in its traits' metrics), with `loss` and `examples`."""
 
     def summary(self, metrics: dict[str, Any]) -> str:
         """One line of the metrics a person looks at first."""
@@ -111,6 +125,12 @@ class TaskDefaults:
 
     embeds_train_before_evaluation = False
     windows_long_texts = False
+    loss_sums = False
+    prompt_format = "text"
+
+    @classmethod
+    def for_config(cls, config) -> "TaskDefaults":
+        return cls()
 
     def training_batches(self, train: Encoded, batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list:
         from thrifty.data.batching import training_batches
@@ -132,6 +152,11 @@ class TaskDefaults:
 
     def attach(self, model) -> None:
         return None
+
+    def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation") -> tuple:
+        from thrifty.errors import DataError
+
+        raise DataError(f"a {self.name} model is not evaluated on a file: it is a base for later runs")
 
 
 @dataclass

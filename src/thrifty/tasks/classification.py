@@ -20,19 +20,53 @@ from thrifty.evaluation.evaluate import evaluate_split
 from thrifty.evaluation.metrics import summary
 from thrifty.evaluation.plots import plot_confusion_matrix
 from thrifty.tasks.base import Encoded, TaskDefaults
+from thrifty.traits import TASKS, strategy_traits
 
 
 class SequenceClassification(TaskDefaults):
-    name = "classification"
+    traits = TASKS["classification"]
+    name = traits.name
     head = "sequence"
     peft_task_type = "SEQ_CLS"
     caches_frozen_layers = True
     prunes_last_layer = True
-    plot_name = "confusion_matrix"  # RUN_DIR/confusion_matrix_validation.png, _test.png
+    plot_name = traits.plot_name  # RUN_DIR/confusion_matrix_validation.png, _test.png
     evaluates_full_length = False  # texts are scored as trained: cut at max_length
+
+    @classmethod
+    def for_config(cls, config) -> "SequenceClassification":
+        """A strategy that trains a sentence encoder on pairs (fewshot) brings its own model and loss: same data,
+        metrics and predictions (tasks/fewshot.py)."""
+        if strategy_traits(config.strategy.name).trains_pairs:
+            from thrifty.tasks.fewshot import FewShotClassification
+
+            return FewShotClassification(config.strategy.fewshot)
+        return cls()
 
     def prepare_data(self, config, seed: int) -> PreparedData:
         return prepare_data(config, seed)
+
+    def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation"
+                      ) -> tuple[Split, dict[str, Any], str]:
+        """A labelled table read and cleaned as the training data was (`config`: the model's DataConfig): the texts
+        with their label ids in the model's order, the cleaning counts and the file's source name. A label the model
+        does not know is refused."""
+        from thrifty.data.prepare import clean_table
+        from thrifty.data.readers import read_table
+        from thrifty.errors import DataError
+
+        table = read_table(path, role=role, fmt="auto", text_column=config.text_column,
+                           label_column=config.label_column, encoding_errors=config.encoding_errors,
+                           delimiter=config.delimiter)
+        texts, names, counts = clean_table(table, config)
+        if table.delimiter is not None:  # evaluate's metrics.json says which delimiter split the columns
+            counts["delimiter"] = table.delimiter_text()
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted({n for n in names if n not in index})
+        if unknown:
+            raise DataError(f"{path} has labels the model was not trained on: {unknown[:5]}; the model knows: "
+                            f"{label_names[:10]}")
+        return Split(texts, [index[n] for n in names]), counts, table.source
 
     def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
         return tokens.lengths(split.texts, token_lengths)

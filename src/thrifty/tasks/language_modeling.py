@@ -32,6 +32,7 @@ from thrifty.data.tokenize import token_lengths
 from thrifty.errors import DataError
 from thrifty.evaluation.sharding import my_share, summed
 from thrifty.tasks.base import AnswerAllowance, Encoded, TaskDefaults, answers_counted, written_answers
+from thrifty.traits import TASKS
 
 EVAL_LOGIT_ELEMENTS = 2**25  # evaluation splits batches so that [batch, length, vocab] logits stay ~128 MiB
 
@@ -162,6 +163,12 @@ class LanguageModelingBase(TaskDefaults):
     generate: Optional[GenerateConfig] = None  # tasks that write answers (causal_lm SFT, seq2seq)
     answer_allowance: Optional[AnswerAllowance] = None  # in training only (plan_answers); thrifty evaluate: no cap
 
+    def answer_every_row(self, rows: int) -> None:
+        """`thrifty evaluate` of a file: an answer written for each of its `rows`, and each kept (training's
+        evaluations write a sample of generate.eval_examples and keep a few)."""
+        self.generate = dataclasses.replace(self.generate or GenerateConfig(), eval_examples=rows)
+        self.answers_kept = None
+
     def plan_answers(self, training_seconds: float, evaluations: int, count: Optional[int]) -> None:
         if self.generate is None:
             return
@@ -171,6 +178,10 @@ class LanguageModelingBase(TaskDefaults):
 
     def __init__(self, config: Optional[AdaptConfig] = None):
         self.config = config or AdaptConfig()
+
+    @classmethod
+    def for_config(cls, config) -> "LanguageModelingBase":
+        return cls(config.adapt)
 
     def prepare_data(self, config, seed: int) -> PreparedData:
         return prepare_unlabelled(config, seed)
@@ -252,7 +263,8 @@ class LanguageModelingBase(TaskDefaults):
 
 
 class MaskedLanguageModeling(LanguageModelingBase):
-    name = "masked_lm"
+    traits = TASKS["masked_lm"]
+    name = traits.name
     head = "masked_lm"
     peft_task_type = "FEATURE_EXTRACTION"
     windows_long_texts = True  # continued pre-training on documents
@@ -304,7 +316,8 @@ class CausalLanguageModeling(LanguageModelingBase):
     and answers (prompt/completion or chat rows, data/instructions.py) with the loss on the answers, optional
     packing, and exact match of generated answers."""
 
-    name = "causal_lm"
+    traits = TASKS["causal_lm"]
+    name = traits.name
     head = "causal_lm"
 
     def __init__(self, config: Optional[AdaptConfig] = None, generate: Optional[GenerateConfig] = None):
@@ -316,6 +329,14 @@ class CausalLanguageModeling(LanguageModelingBase):
         self._examples: dict[int, list] = {}  # id(split) -> its examples tokenised (once: lengths, then encode)
         self.tokenizer: Any = None
         self.scored_logits_only = False  # the head computes only the positions the loss reads (attach)
+
+    @classmethod
+    def for_config(cls, config) -> "CausalLanguageModeling":
+        return cls(config.adapt, config.generate)
+
+    @property
+    def prompt_format(self) -> str:
+        return self.kind or "text"
 
     @property
     def windows_long_texts(self) -> bool:
@@ -336,9 +357,10 @@ class CausalLanguageModeling(LanguageModelingBase):
         self.prepared = prepare_unlabelled(config, seed) if self.kind is None else prepare_examples(config, seed, self.kind)
         return self.prepared
 
-    def read_split(self, path: str, config: DataConfig, role: str = "evaluation") -> tuple[Split, str, dict[str, int]]:
+    def read_labelled(self, path: str, config: DataConfig, label_names: Optional[list[str]] = None,
+                      role: str = "evaluation") -> tuple[Split, dict[str, int], str]:
         """One file of prompts and answers read as prepare_data reads training rows (JSONL prompt/completion or chat
-        rows, else a table through config.prompt_template), for an evaluation: its split, source and counts."""
+        rows, else a table through config.prompt_template), for an evaluation: its split, counts and source."""
         from thrifty.data.instructions import instruction_kind, read_examples
 
         if config.prompt_template is not None and instruction_kind(path, dataclasses.replace(config, prompt_template=None)):
@@ -350,7 +372,7 @@ class CausalLanguageModeling(LanguageModelingBase):
                             f"{{\"{config.messages_column}\": [...]}}")
         self.data_config, self.kind = config, kind
         rows, source, counts = read_examples(path, config, kind, role)
-        return Split(rows, []), source, counts
+        return Split(rows, []), counts, source
 
     def _tokenised(self, tokenizer, split: Split) -> list:
         from thrifty.data.instructions import CHAT, encode_example, require_chat_template

@@ -23,13 +23,15 @@ from thrifty.config import GenerateConfig
 from thrifty.data.prepare import PreparedData, Split
 from thrifty.tasks.base import Encoded, answers_counted, written_answers
 from thrifty.tasks.language_modeling import LanguageModelingBase
+from thrifty.traits import TASKS
 
 
 class SequenceToSequence(LanguageModelingBase):
     """The loss, its evaluation loop (teacher-forced cross-entropy over the target tokens, passes sized to the logits
     they hold) and the flags are language modelling's; the data, batches and generated metrics are its own."""
 
-    name = "seq2seq"
+    traits = TASKS["seq2seq"]
+    name = traits.name
     head = "seq2seq"
     peft_task_type = "SEQ_2_SEQ_LM"
 
@@ -39,6 +41,10 @@ class SequenceToSequence(LanguageModelingBase):
         self.prepared: Optional[PreparedData] = None
         self.decoder_start_token_id: Optional[int] = None  # the model's (attach)
         self.tokenizer: Any = None
+
+    @classmethod
+    def for_config(cls, config) -> "SequenceToSequence":
+        return cls(config.generate)
 
     def attach(self, model) -> None:
         """Teacher forcing: the decoder's input is the target behind this token."""
@@ -50,12 +56,13 @@ class SequenceToSequence(LanguageModelingBase):
         self.prepared = prepare_examples(config, seed, SEQ2SEQ)
         return self.prepared
 
-    def read_split(self, path: str, config, role: str = "evaluation") -> tuple[Split, str, dict[str, int]]:
+    def read_labelled(self, path: str, config, label_names: Optional[list[str]] = None,
+                      role: str = "evaluation") -> tuple[Split, dict[str, int], str]:
         """One file of source/target rows, read as prepare_data reads training rows, for an evaluation."""
         from thrifty.data.instructions import SEQ2SEQ, read_examples
 
         rows, source, counts = read_examples(path, config, SEQ2SEQ, role)
-        return Split(rows, []), source, counts
+        return Split(rows, []), counts, source
 
     def token_lengths(self, tokenizer, split: Split, tokens) -> np.ndarray:
         return np.array([len(ids) for ids in tokenizer([r["source"] for r in split.texts])["input_ids"]])

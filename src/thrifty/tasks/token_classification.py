@@ -22,20 +22,42 @@ from thrifty.data.tagged import TaggedData, TaggedSplit, prepare_tagged
 from thrifty.evaluation.plots import plot_per_type_f1
 from thrifty.evaluation.sharding import gathered, my_share, summed
 from thrifty.tasks.base import Encoded, TaskDefaults
+from thrifty.traits import TASKS
 
 IGNORE = -100  # the label of positions the loss skips: special tokens and non-first sub-tokens
 
 
 class TokenClassification(TaskDefaults):
-    name = "token_classification"
+    traits = TASKS["token_classification"]
+    name = traits.name
     head = "token"
     peft_task_type = "TOKEN_CLS"
     caches_frozen_layers = True  # the frozen bottom is per position anyway
     prunes_last_layer = False  # every position is read
     # Validation and test are tokenised up to the model's limit, not the training max_length: a word cut off is
     # a word scored as O, and evaluation pads per sorted batch, so long sentences cost only themselves.
-    plot_name = "per_type_f1"  # RUN_DIR/per_type_f1_validation.png, _test.png
+    plot_name = traits.plot_name  # RUN_DIR/per_type_f1_validation.png, _test.png
     evaluates_full_length = True
+
+    def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation"
+                      ) -> tuple[TaggedSplit, dict[str, Any], str]:
+        """A tagged file (CoNLL columns or JSONL tokens + tags) read as the training data was, its BIO repaired:
+        the words with their tag ids in the model's order, the counts and the file's path. A tag the model does not
+        know is refused."""
+        from pathlib import Path
+
+        from thrifty.data.tagged import normalise_word, read_tagged, repair_bio
+        from thrifty.errors import DataError
+
+        words, tags, counts = read_tagged(path, role, config)
+        repaired = [repair_bio(t) for t in tags]
+        counts["tags_repaired_i_to_b"] = sum(n for _, n in repaired)
+        index = {name: i for i, name in enumerate(label_names)}
+        unknown = sorted({t for s, _ in repaired for t in s if t not in index})
+        if unknown:
+            raise DataError(f"{path} has tags the model was not trained on: {unknown[:5]}; the model knows: {label_names}")
+        split = TaggedSplit([[normalise_word(w, config) for w in s] for s in words], [[index[t] for t in s] for s, _ in repaired])
+        return split, counts, str(Path(path).expanduser())
 
     def prepare_data(self, config, seed: int) -> TaggedData:
         return prepare_tagged(config, seed)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from thrifty.config import LM_TASKS, Config
+from thrifty.config import Config
+from thrifty.traits import task_traits
 from thrifty.errors import ModelError
 
 
@@ -25,7 +26,7 @@ def choose_lm_task(config: Config) -> str:
     from thrifty.models.loading import resolve_model
     from thrifty.tasks.language_modeling import lm_task_for
 
-    if config.task in LM_TASKS:
+    if task_traits(config.task).learns_unlabelled_text:
         return config.task
     path = resolve_model(config.model.name)
     try:
@@ -33,7 +34,7 @@ def choose_lm_task(config: Config) -> str:
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read the config of '{config.model.name}': {str(exc).splitlines()[0]}") from None
     task = lm_task_for(model_type)
-    if task == "causal_lm" and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+    if task_traits(task).writes_text and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelError(f"'{config.model.name}' (model type {model_type}) has no masked-LM or causal-LM form in "
                          "transformers, so it has no usable embedding/output layer to adapt; adapt an encoder (BERT, "
                          "RoBERTa, MiniLM, ...) or a decoder (Llama, GPT-2, Qwen, SmolLM2, ...)")

@@ -10,6 +10,11 @@ the environment. `thrifty train --processes N` sets them for N processes on this
 - `Processes.agree`: a stop any process decides (Ctrl-C, the budget) is every process's, at the same step;
 - `Processes.gather`: objects from every process (the RNG states a checkpoint saves);
 - `Processes.broadcast`: the main process's object on all (the budget planner's decision).
+
+What a training step needs of them is one object, made by `parallelism()`: `OneProcess`, `DataParallel` (DDP) or
+`Sharded` (FSDP2). It prepares the model and optimizer, shares each batch out, synchronises gradients once per step
+(not at every accumulation micro-step), agrees on stop decisions, and saves and loads the (sharded) checkpoint; the
+training loop (training/recipe.py) asks it and never which kind it is.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 from thrifty.errors import ConfigError
 
@@ -53,6 +60,11 @@ class Processes:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+    def say(self, message: str) -> None:
+        """A line for the user, printed by the main process only (the others would repeat it)."""
+        if self.main:
+            print(message, flush=True)
 
     @property
     def machines(self) -> int:
@@ -112,6 +124,159 @@ class Processes:
             import torch.distributed as dist
 
             dist.barrier()
+
+
+# --------------------------------------------------------------------------------------------------
+# What a training step asks of the processes: one object, whichever way they share the work
+
+
+class OneProcess:
+    """One process: Accelerate places the model; nothing is shared, synchronised or agreed."""
+
+    shards = False  # the model's weights are split between the processes (FSDP2)
+
+    def __init__(self, processes: Processes, accelerator) -> None:
+        self.processes = processes
+        self.accelerator = accelerator
+
+    def prepare(self, model, make_optimizer: Callable[[Any], Any], say: Callable[[str], None]) -> tuple[Any, Any]:
+        """The model and its optimizer, ready to train (Accelerate wraps them: DDP under several processes)."""
+        optimizer = make_optimizer(model)
+        return self.accelerator.prepare(model, optimizer)
+
+    def share(self, batch: Sequence[int]) -> list[int]:
+        """This process's share of a global batch (`Processes.shares`)."""
+        return self.processes.shares(batch)[self.processes.rank]
+
+    def gradient_sync(self, model, last: bool) -> ContextManager:
+        """Around one accumulation micro-step's backward: gradients are averaged over the processes once per step,
+        on its `last` micro-step, not at every one."""
+        return nullcontext()
+
+    def batch_loss(self, loss, task, share: int, batch: int):
+        """This process's loss on its share (`share` of the `batch` examples), weighted so that the processes'
+        averaged gradients are those of the whole batch's loss."""
+        return loss
+
+    def mean(self, tensor):
+        """The loss of the whole batch from every process's (every process logs the same)."""
+        return self.processes.mean(tensor)
+
+    def whole(self, norm):
+        """A gradient norm as one tensor (sharded gradients give a DTensor)."""
+        return norm
+
+    def agree(self, values: list[int]) -> list[int]:
+        """Stop decisions: the largest of each value over the processes (`Processes.agree`)."""
+        return self.processes.agree(values)
+
+    def evaluating(self) -> ContextManager:
+        """Around an evaluation: each process evaluates its share of the passes and the figures are added up."""
+        from thrifty.evaluation.sharding import sharded
+
+        return sharded()
+
+    def save(self, run_dir: Path, model, best: Optional[dict], optimizer, scheduler, loop: dict[str, Any]) -> None:
+        """A checkpoint of the weights, the best weights so far, optimizer, schedule, loop state and random state."""
+        from thrifty.runs import checkpoint as ckpt
+
+        ckpt.save_checkpoint(run_dir, model, best, optimizer, scheduler, loop)  # with this process's random state
+
+    def load(self, path: Path, model, optimizer) -> tuple[Optional[dict], dict[str, Any]]:
+        """Weights, optimizer state and this process's random state back from the checkpoint at `path`; returns the
+        best weights saved with it and the rest of what was saved (the schedule, the loop state)."""
+        from thrifty.runs import checkpoint as ckpt
+
+        trainable, best, saved = ckpt.load_checkpoint(path)
+        ckpt.load_trainable_state(model, trainable)
+        optimizer.load_state_dict(saved["optimizer"])
+        self._restore_rng(saved["rng"])
+        return best, saved
+
+    def _restore_rng(self, rng: dict[str, Any]) -> None:
+        from thrifty.runs import checkpoint as ckpt
+
+        # one state per process in a multi-process checkpoint (each draws its own dropout masks)
+        ckpt.restore_rng(rng["ranks"][self.processes.rank] if "ranks" in rng else rng)
+
+    def whole_weights(self, model) -> Optional[dict]:
+        """The whole weights of a sharded model, gathered into the main process (a collective); None when every
+        process holds all of them."""
+        return None
+
+
+class DataParallel(OneProcess):
+    """Several processes, each with the whole model (DDP through Accelerate): gradients averaged once per step."""
+
+    def gradient_sync(self, model, last: bool) -> ContextManager:
+        return nullcontext() if last else self.accelerator.no_sync(model)
+
+    def batch_loss(self, loss, task, share: int, batch: int):
+        # DDP averages the processes' gradients: weighted so that the average is the loss of the whole batch (a mean
+        # over examples; or a sum over tokens / a constant)
+        world = self.processes.world
+        return loss * (world if task.loss_sums else share * world / batch)
+
+    def save(self, run_dir: Path, model, best: Optional[dict], optimizer, scheduler, loop: dict[str, Any]) -> None:
+        from thrifty.runs import checkpoint as ckpt
+
+        rngs = self.processes.gather(ckpt.rng_state())  # every process's own generator: its dropout masks resume
+        if self.processes.main:  # the weights are the same in every process: the main one writes them
+            ckpt.save_checkpoint(run_dir, model, best, optimizer, scheduler, loop, rng={"ranks": rngs})
+
+
+class Sharded(DataParallel):
+    """FSDP2: weights, gradients and optimizer state split between the processes (`shard_model`)."""
+
+    shards = True
+
+    def prepare(self, model, make_optimizer: Callable[[Any], Any], say: Callable[[str], None]) -> tuple[Any, Any]:
+        layers = shard_model(model, self.accelerator.device)
+        optimizer = make_optimizer(model)  # made on the shards
+        say(f"FSDP2: weights, gradients and optimizer state sharded over {self.processes.world} processes "
+            f"({layers} layers, then the rest); each gathers one layer's weights at a time")
+        return model, optimizer
+
+    @contextmanager
+    def gradient_sync(self, model, last: bool) -> Iterator[None]:
+        model.set_requires_gradient_sync(last)
+        yield
+
+    def whole(self, norm):
+        if hasattr(norm, "full_tensor"):  # the sharded gradients' norm as a DTensor (older Accelerate; newer
+            return norm.full_tensor()  # gathers it itself): the whole
+        return norm
+
+    def evaluating(self) -> ContextManager:
+        # every pass runs in every process (each forward gathers the weights: the processes must run in step)
+        return nullcontext()
+
+    def save(self, run_dir: Path, model, best: Optional[dict], optimizer, scheduler, loop: dict[str, Any]) -> None:
+        from thrifty.runs import checkpoint as ckpt
+
+        rngs = self.processes.gather(ckpt.rng_state())
+        p = self.processes  # every process writes its shards, the main one the rest
+        ckpt.save_sharded_checkpoint(run_dir, model, best, optimizer, scheduler, loop, {"ranks": rngs}, rank=p.rank,
+                                     world=p.world, barrier=p.barrier)
+
+    def load(self, path: Path, model, optimizer) -> tuple[Optional[dict], dict[str, Any]]:
+        from thrifty.runs import checkpoint as ckpt
+
+        # each process reads its own shard files
+        best, saved = ckpt.load_sharded_checkpoint(path, model, optimizer, rank=self.processes.rank,
+                                                   world=self.processes.world)
+        self._restore_rng(saved["rng"])
+        return best, saved
+
+    def whole_weights(self, model) -> Optional[dict]:
+        return full_state(model)
+
+
+def parallelism(processes: Processes, fsdp: bool, accelerator) -> OneProcess:
+    """How these processes train together: sharded (FSDP2) when train.fsdp asks and there are several of them."""
+    if processes.world == 1:
+        return OneProcess(processes, accelerator)
+    return Sharded(processes, accelerator) if fsdp else DataParallel(processes, accelerator)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ Read it top to bottom: ``train()`` is setup -> loop -> finish.
 - setup: config and run folder (problems found before any expensive work) -> data, model, tokens and strategy
   (inputs/) -> the budget plan -> the run folder -> optimiser, schedule, frozen-layer cache -> the loop state,
   restored from the checkpoint when resuming.
-- loop: epochs of length-grouped batches; each step is forward (the task's loss), backward, clip, step. The
-  StopController decides every stop; the RunLogger reports every step and evaluation.
+- loop: epochs of length-grouped batches; each step (``train_step``) is forward (the task's loss), backward, clip,
+  step. The StopController decides every stop; the RunLogger reports every step and evaluation; the run's
+  parallelism (training/distributed.py) is all that knows how many processes share the work.
 - finish: the best weights restored, evaluated on test once, saved with a manifest, metrics.json written last.
 
 The task (tasks/) supplies batches, loss and metrics; nothing below names a task. There is no framework
@@ -15,19 +16,18 @@ underneath: this file is the whole of training.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
-from thrifty.config import GENERATIVE_TASKS, LM_TASKS, TASK_METRICS, Config, config_from_dict, dump_config, load_yaml
+from thrifty.config import Config, config_from_dict, dump_config, load_yaml
 from thrifty.cost.budget import BudgetTracker, format_spent, limits_for, save_seconds
 from thrifty.cost.energy import EnergyMeter
 from thrifty.cost.hardware import get_hardware
@@ -36,10 +36,9 @@ from thrifty.data.instructions import FORMAT_KEYS
 from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import improves
-from thrifty.evaluation.sharding import sharded
 from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_saving
 from thrifty.models import first_token
-from thrifty.models.feature_cache import FrozenFeatureCache
+from thrifty.models.feature_cache import FeatureMemo, FrozenFeatureCache
 from thrifty.models.loading import resolve_model
 from thrifty.optimization.optim import linear_warmup_decay, make_optimizer, warmup_steps_for
 from thrifty.optimization.schedule import evaluation_steps
@@ -48,14 +47,13 @@ from thrifty.runs import checkpoint as ckpt
 from thrifty.runs.manifest import (SENTENCE_FORMAT, data_fingerprint, preprocessing, read_manifest, weights_sha256,
                                    write_manifest)
 from thrifty.runs.run_dir import check_new_run_dir, create_run_dir, read_status, set_status, write_json, writing
-from thrifty.training.distributed import Processes, full_state, launched, shard_model
+from thrifty.training.distributed import OneProcess, Processes, launched, parallelism
 from thrifty.training.logger import RunLogger
 from thrifty.training.state import LoopState
-from thrifty.training.stopping import StopController
+from thrifty.training.stopping import StopController, WorkCosts
+from thrifty.traits import strategy_traits, task_traits
 
 CONFIG_FILE = "config.yaml"
-_MAIN = {"process": True}  # False in the other processes of a multi-process run: only the main one prints
-_FEATURE_MEMO: dict[str, Any] = {}  # the last frozen-layer features computed in this process (see _frozen_cache)
 
 
 @dataclass
@@ -86,8 +84,7 @@ class Run:
     cache_bytes: int
     autocast_dtype: Optional[torch.dtype]
     resumed_from: Optional[Path]
-    processes: Processes  # rank and world size; one process: Processes(0, 1)
-    fsdp: bool  # the model is sharded between the processes (FSDP2); else each holds all of it (DDP)
+    parallel: OneProcess  # how the processes share the work: one, DDP or FSDP2 (training/distributed.py)
 
     @property
     def tc(self):
@@ -96,6 +93,17 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    @property
+    def processes(self) -> Processes:  # rank and world size; one process: Processes(0, 1)
+        return self.parallel.processes
+
+    @property
+    def unwrapped(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def say(self, message: str) -> None:
+        self.processes.say(message)
 
     def forward(self, split: str) -> Callable:
         """`(batch, indices) -> logits` for one split: through the frozen-layer cache where there is one."""
@@ -107,11 +115,6 @@ class Run:
             read = self.inputs.task.loss_inputs if split == "train" else (lambda output: output.logits)
             return lambda batch, idx: read(model(**batch))
         return lambda batch, idx: self.cache.forward(model, self.features[split], idx, batch)
-
-
-def _log(message: str) -> None:
-    if _MAIN["process"]:
-        print(message, flush=True)
 
 
 def train(
@@ -134,13 +137,25 @@ def train(
     `mlflow_parent_run_id` nests this run's MLflow run under another (the trials of a search).
     `evaluate_test=False` reads the test set (so that its texts are kept out of training, as always) but does
     not evaluate it: a search must not look at it."""
+    return train_sharing(FeatureMemo(), config, output=output, overrides=overrides, resume=resume, overwrite=overwrite,
+                         progress=progress, clock_start=clock_start, on_evaluation=on_evaluation,
+                         mlflow_parent_run_id=mlflow_parent_run_id, evaluate_test=evaluate_test)
+
+
+def train_sharing(features: FeatureMemo, config: Config | str | Path | dict | None = None, *,
+                  output: Optional[str | Path] = None, overrides: Optional[list[str]] = None,
+                  resume: Optional[str | Path] = None, overwrite: bool = False, progress: bool = True,
+                  clock_start: Optional[float] = None,
+                  on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None,
+                  mlflow_parent_run_id: Optional[str] = None, evaluate_test: bool = True) -> RunResult:
+    """`train`, reusing the frozen-layer features that `features` keeps from an earlier run of this process on the
+    same model and texts, and keeping this run's there for the next (the trials of a search: tuning/search.py)."""
     wall_start = clock_start if clock_start is not None else time.perf_counter()
     processes = Processes(*launched())  # one process unless a launcher started several (training/distributed.py)
-    _MAIN["process"] = processes.main
     config, run_dir, checkpoint_path = _config_and_run_dir(config, output, overrides, resume, overwrite, processes)
-    if processes.world > 1 and config.strategy.name == "fewshot":
-        raise ConfigError("strategy fewshot learns from pairs drawn within one batch; run it in one process (drop "
-                          "--processes): its data is a few examples per class anyway")
+    if processes.world > 1 and strategy_traits(config.strategy.name).trains_pairs:
+        raise ConfigError(f"strategy {config.strategy.name} learns from pairs drawn within one batch; run it in one "
+                          "process (drop --processes): its data is a few examples per class anyway")
     if config.audit.enabled:  # its files are read now: a typo must not wait for the end of training
         from thrifty.audit.run import check_inputs
 
@@ -148,9 +163,7 @@ def train(
     # Several machines are each paid for: the cost and a max_cost budget count all of them
     tracker = BudgetTracker(limits_for(config, get_hardware("auto", config.cost.price_per_hour), processes.machines),
                             started=wall_start)
-    run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite, processes)
-    stops = StopController(run.tc, run.config.metric, tracker, run.config.budget.active, on_evaluation)
-    stops.agree = processes.agree
+    run, state, best_weights = _setup(config, run_dir, checkpoint_path, tracker, overwrite, processes, features)
     mlf = _mlflow(run, mlflow_parent_run_id) if processes.main else None
     log = RunLogger(run_dir, run.config, total_steps=run.total_steps, state=state, resumed=checkpoint_path is not None,
                     progress=progress, sync_every=run.tc.sync_every_steps or (1 if run.device.type == "cpu" else 50),
@@ -158,29 +171,34 @@ def train(
     energy = EnergyMeter(run.config.cost.country).start() if run.config.tracking.energy and processes.main else None
     setup_seconds = time.perf_counter() - wall_start  # reading, loading, tokenising, planning: before the first step
     try:
-        best_weights = _loop(run, state, best_weights, stops, log, tracker)
+        best_weights = _loop(run, state, best_weights, log, tracker, on_evaluation)
         log.close()
         return _finish(run, state, best_weights, tracker, energy, log, mlf, wall_start, setup_seconds, evaluate_test)
     except BaseException as exc:
         log.close(failed=True)  # no progress line that reads like a finish
         if energy:
             energy.stop()  # the meter ends on every exit path
-        if isinstance(exc, KeyboardInterrupt):
-            if processes.main:
-                set_status(run_dir, "interrupted", step=state.global_step)
-            if mlf:
-                mlf.end("KILLED")
-            raise Interrupted(f"aborted at step {state.global_step}; continue from the last checkpoint with: "
-                              f"thrifty train --resume {run_dir}") from None
-        if isinstance(exc, Interrupted):
-            if mlf:
-                mlf.end("KILLED")
-            raise
-        if processes.main:
-            set_status(run_dir, "failed", step=state.global_step)
-        if mlf:
-            mlf.end("FAILED")
+        _record_failure(exc, run_dir, state, processes, mlf)
         raise
+
+
+def _record_failure(exc: BaseException, run_dir: Path, state: LoopState, processes: Processes, mlf) -> None:
+    """The run folder's status and the MLflow run's end after `exc`; Ctrl-C becomes a one-line Interrupted."""
+    if isinstance(exc, KeyboardInterrupt):
+        if processes.main:
+            set_status(run_dir, "interrupted", step=state.global_step)
+        if mlf:
+            mlf.end("KILLED")
+        raise Interrupted(f"aborted at step {state.global_step}; continue from the last checkpoint with: "
+                          f"thrifty train --resume {run_dir}") from None
+    if isinstance(exc, Interrupted):
+        if mlf:
+            mlf.end("KILLED")
+        return
+    if processes.main:
+        set_status(run_dir, "failed", step=state.global_step)
+    if mlf:
+        mlf.end("FAILED")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,8 +244,8 @@ def _precision(config: Config, device: torch.device) -> str:
     return {"fp32": "no"}.get(wanted, wanted)
 
 
-def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], tracker: BudgetTracker,
-           overwrite: bool, processes: Processes) -> tuple[Run, LoopState, Optional[dict]]:
+def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], tracker: BudgetTracker, overwrite: bool,
+           processes: Processes, memo: FeatureMemo) -> tuple[Run, LoopState, Optional[dict]]:
     tc = config.train
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
     mixed_precision = _precision(config, torch.device(device_type))
@@ -240,37 +258,84 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     # Accelerate places the model, handles mixed precision and, under a launcher, joins the processes (gloo on CPUs).
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device_type == "cpu")
     set_seed(tc.seed)
+    inputs = _read_inputs(config, model_path, processes)
+    # The budget: time and FLOPs are counted from the start of this command (and of earlier sessions of a resumed
+    # run). A run that would not fit is re-planned before it starts (planning/budget_plan.py).
+    planned: Optional[dict[str, Any]] = None
+    if config.budget.active and checkpoint_path is None:
+        config, inputs, planned = _plan(config, inputs, model_path, tracker, processes)
+    _open_run_dir(config, inputs, run_dir, checkpoint_path, overwrite, processes)
 
-    # Data (read, clean, split, report), model, tokenizer, tokens, strategy. The main process goes first, so that
-    # the others read its token cache instead of writing the same files at the same time.
+    # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer; or, with train.fsdp,
+    # PyTorch's fully_shard splits the model between the processes and the optimizer is made on the shards.
+    tc = config.train
+    parallel = parallelism(processes, tc.fsdp, accelerator)
+    if tc.fsdp and not parallel.shards:
+        processes.say("train.fsdp: one process, nothing to shard")
+    model, optimizer = parallel.prepare(
+        inputs.model, lambda m: make_optimizer(m, config.learning_rate, tc.weight_decay, accelerator.device),
+        processes.say)
+    unwrapped = accelerator.unwrap_model(model)
+    cache, features, cache_seconds, cache_bytes = _frozen_cache(config, inputs, unwrapped, model_path,
+                                                                accelerator.device, memo, processes.say)
+    # After the cache (which stores every position): a head that reads the first token only needs no other position
+    # of the last layer.
+    if tc.prune_last_layer and not parallel.shards and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
+        processes.say("last layer computed for the first token only (the only position the classifier reads)")
+    steps_per_epoch, total_steps, eval_at, scheduler = _schedule(config, inputs, optimizer, accelerator, processes)
+    inputs.task.fit_loss(inputs.train, tc.batch_size)  # e.g. the scored tokens per batch of a token-level loss
+
+    run = Run(config=config, run_dir=run_dir, model_path=model_path, inputs=inputs, accelerator=accelerator, model=model,
+              optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
+              steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
+              cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
+              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
+              parallel=parallel)
+    if checkpoint_path is None:
+        return run, LoopState(plan=planned), None
+    state, best_weights = _restore(run, checkpoint_path, tracker)
+    return run, state, best_weights
+
+
+def _read_inputs(config: Config, model_path: str, processes: Processes) -> Inputs:
+    """Data (read, clean, split, report), model, tokenizer, tokens, strategy, and what they came to, said."""
+    # The main process goes first, so that the others read its token cache instead of writing the same files at the
+    # same time.
     if not processes.main:
         processes.barrier()
     inputs = prepare_inputs(config, model_path)
     if processes.main:
         processes.barrier()
-    _log(format_report(inputs.data.report))
+    say = processes.say
+    say(format_report(inputs.data.report))
     tok = inputs.data.report["tokens"]["train"]
-    _log(f"tokens: max_length {inputs.max_length} ({inputs.max_length_how}); train mean {tok['mean']}, p99 {tok['p99']}, "
-         f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated"
-         + (f"; token cache {inputs.tokens.hits} hits, {inputs.tokens.misses} misses" if inputs.tokens.folder else ""))
+    say(f"tokens: max_length {inputs.max_length} ({inputs.max_length_how}); train mean {tok['mean']}, p99 {tok['p99']}, "
+        f"max {tok['max']}; {tok['truncated']} of {tok['count']} texts truncated"
+        + (f"; token cache {inputs.tokens.hits} hits, {inputs.tokens.misses} misses" if inputs.tokens.folder else ""))
     if inputs.warm_start:
         w = inputs.warm_start
-        _log(f"warm start from {w['from']}: {len(w['kept'])} labels kept" + (f", added {w['added']}" if w["added"] else "")
-             + (f", dropped {w['dropped']}" if w["dropped"] else ""))
+        say(f"warm start from {w['from']}: {len(w['kept'])} labels kept" + (f", added {w['added']}" if w["added"] else "")
+            + (f", dropped {w['dropped']}" if w["dropped"] else ""))
+    return inputs
 
-    # The budget: time and FLOPs are counted from the start of this command (and of earlier sessions of a resumed
-    # run). A run that would not fit is re-planned before it starts (planning/budget_plan.py).
-    planned: Optional[dict[str, Any]] = None
-    if config.budget.active and checkpoint_path is None:
-        if processes.main:  # one decision for every process: the main one plans, the others take its config
-            config, inputs, planned = plan(config, inputs, model_path, tracker, _log)
-        planned_config, planned = processes.broadcast((config.to_dict(), planned) if processes.main else None)
-        if not processes.main and planned_config != config.to_dict():
-            config = config_from_dict(planned_config).validate()
-            inputs = prepare_inputs(config, model_path)
-        tc = config.train
 
-    # The run folder exists only from here on: bad data, a bad model or a hopeless budget leave nothing behind.
+def _plan(config: Config, inputs: Inputs, model_path: str, tracker: BudgetTracker,
+          processes: Processes) -> tuple[Config, Inputs, Optional[dict[str, Any]]]:
+    """The run fitted into its budget: one decision for every process (the main one plans, the others take its
+    config)."""
+    planned = None
+    if processes.main:
+        config, inputs, planned = plan(config, inputs, model_path, tracker, processes.say)
+    planned_config, planned = processes.broadcast((config.to_dict(), planned) if processes.main else None)
+    if not processes.main and planned_config != config.to_dict():
+        config = config_from_dict(planned_config).validate()
+        inputs = prepare_inputs(config, model_path)
+    return config, inputs, planned
+
+
+def _open_run_dir(config: Config, inputs: Inputs, run_dir: Path, checkpoint_path: Optional[Path], overwrite: bool,
+                  processes: Processes) -> None:
+    """The run folder exists only from here on: bad data, a bad model or a hopeless budget leave nothing behind."""
     if processes.main:
         if checkpoint_path is None:
             create_run_dir(run_dir, overwrite)
@@ -278,33 +343,16 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
                 dump_config(resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
         set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None, processes=processes.world)
         write_json(run_dir / "data_report.json", inputs.data.report)
-    _log(inputs.strategy.describe())
-    if config.task in LM_TASKS and inputs.strategy.details.get("new"):
+    processes.say(inputs.strategy.describe())
+    if task_traits(config.task).learns_unlabelled_text and inputs.strategy.details.get("new"):
         tied = "its output layer is tied to the word embeddings, and " if inputs.strategy.details.get("tied") else ""
-        _log(f"{config.model.name} ships no trained {config.task} head: {tied}{inputs.strategy.details['new']} "
-             "start from fresh weights, trained from step 1")
+        processes.say(f"{config.model.name} ships no trained {config.task} head: {tied}{inputs.strategy.details['new']} "
+                      "start from fresh weights, trained from step 1")
 
-    # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer; or, with train.fsdp,
-    # PyTorch's fully_shard splits the model between the processes and the optimizer is made on the shards.
-    fsdp = tc.fsdp and processes.world > 1
-    if fsdp:
-        layers = shard_model(inputs.model, accelerator.device)
-        model = inputs.model
-        optimizer = make_optimizer(model, config.learning_rate, tc.weight_decay, accelerator.device)
-        _log(f"FSDP2: weights, gradients and optimizer state sharded over {processes.world} processes "
-             f"({layers} layers, then the rest); each gathers one layer's weights at a time")
-    else:
-        if tc.fsdp:
-            _log("train.fsdp: one process, nothing to shard")
-        optimizer = make_optimizer(inputs.model, config.learning_rate, tc.weight_decay, accelerator.device)
-        model, optimizer = accelerator.prepare(inputs.model, optimizer)
-    unwrapped = accelerator.unwrap_model(model)
-    cache, features, cache_seconds, cache_bytes = _frozen_cache(config, inputs, unwrapped, model_path, accelerator.device)
-    # After the cache (which stores every position): a head that reads the first token only needs no other position
-    # of the last layer.
-    if tc.prune_last_layer and not fsdp and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
-        _log("last layer computed for the first token only (the only position the classifier reads)")
 
+def _schedule(config: Config, inputs: Inputs, optimizer, accelerator, processes: Processes) -> tuple[int, int, set, Any]:
+    """Steps per epoch, steps in all, the steps that evaluate, and the learning-rate schedule; said in one line."""
+    tc = config.train
     # train.batch_size is the batch of one step over all processes: the same run on 1 or N processes (each takes
     # batch_size / N of it, training/distributed.py)
     if processes.world > 1 and tc.batch_size < processes.world:
@@ -319,40 +367,26 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     eval_at = set(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
     scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
     effective_batch = tc.batch_size * tc.gradient_accumulation_steps
-    _log(f"training: {len(inputs.train)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
-         f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
-         f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}"
-         + (f" x {processes.world} processes ({accelerator.distributed_type.value.lower()}, "
-            f"{math.ceil(tc.batch_size / processes.world)} examples each per batch)" if processes.world > 1 else ""))
+    tok = inputs.data.report["tokens"]["train"]
+    processes.say(
+        f"training: {len(inputs.train)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
+        f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
+        f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}"
+        + (f" x {processes.world} processes ({accelerator.distributed_type.value.lower()}, "
+           f"{math.ceil(tc.batch_size / processes.world)} examples each per batch)" if processes.world > 1 else ""))
+    return steps_per_epoch, total_steps, eval_at, scheduler
 
-    inputs.task.fit_loss(inputs.train, tc.batch_size)  # e.g. the scored tokens per batch of a token-level loss
 
-    run = Run(config=config, run_dir=run_dir, model_path=model_path, inputs=inputs, accelerator=accelerator, model=model,
-              optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
-              steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
-              cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
-              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
-              processes=processes, fsdp=fsdp)
-
-    # The loop state, restored from the checkpoint when resuming.
-    state, best_weights = LoopState(plan=planned), None
-    if checkpoint_path is not None:
-        if fsdp:  # each process reads its own shard files
-            best_weights, saved = ckpt.load_sharded_checkpoint(checkpoint_path, unwrapped, optimizer,
-                                                               rank=processes.rank, world=processes.world)
-        else:
-            trainable, best_weights, saved = ckpt.load_checkpoint(checkpoint_path)
-            ckpt.load_trainable_state(unwrapped, trainable)
-            optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        rng = saved["rng"]  # one state per process in a multi-process checkpoint (each draws its own dropout masks)
-        ckpt.restore_rng(rng["ranks"][processes.rank] if "ranks" in rng else rng)
-        state = LoopState.from_dict(saved["loop"])
-        tracker.seconds_before, tracker.flops = state.budget_spent_seconds, state.budget_flops
-        if processes.main:
-            _truncate_log(run_dir / "train_log.jsonl", state.global_step)
-        _log(f"resumed from step {state.global_step} (epoch {state.epoch + 1})")
-    return run, state, best_weights
+def _restore(run: Run, checkpoint_path: Path, tracker: BudgetTracker) -> tuple[LoopState, Optional[dict]]:
+    """The loop state, the best weights so far and everything that moves in training, back from the checkpoint."""
+    best_weights, saved = run.parallel.load(checkpoint_path, run.unwrapped, run.optimizer)
+    run.scheduler.load_state_dict(saved["scheduler"])
+    state = LoopState.from_dict(saved["loop"])
+    tracker.seconds_before, tracker.flops = state.budget_spent_seconds, state.budget_flops
+    if run.processes.main:
+        _truncate_log(run.run_dir / "train_log.jsonl", state.global_step)
+    run.say(f"resumed from step {state.global_step} (epoch {state.epoch + 1})")
+    return state, best_weights
 
 
 def _batches_per_epoch(inputs: Inputs, tc, processes: Processes) -> int:
@@ -362,10 +396,11 @@ def _batches_per_epoch(inputs: Inputs, tc, processes: Processes) -> int:
     return len(processes.usable(inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)))
 
 
-def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device):
+def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device, memo: FeatureMemo,
+                  say: Callable[[str], None]):
     """Frozen layers are a fixed function of the text: compute them once, not once per epoch. They are pretrained
     weights run without dropout, so the same texts give the same features in every run of this process
-    (hyperparameter trials): the last ones are kept and reused."""
+    (hyperparameter trials): `memo` keeps the last ones for the next run."""
     tc = config.train
     layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers,
                                                 inputs.strategy.details, model)
@@ -375,19 +410,13 @@ def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device
     cache = FrozenFeatureCache(model, layers)
     pad_id = inputs.tokenizer.pad_token_id
     key = (model_path, layers, hash((tuple(map(tuple, inputs.train_ids)), tuple(map(tuple, inputs.val_ids)))))
-    if _FEATURE_MEMO.get("key") == key:
-        features, reused = _FEATURE_MEMO["features"], True
-    else:
-        _FEATURE_MEMO.clear()  # one set at a time: they can be hundreds of MiB
-        features = {"train": cache.compute(inputs.train_ids, pad_id, tc.eval_batch_size, device),
-                    "validation": cache.compute(inputs.val_ids, pad_id, tc.eval_batch_size, device)}
-        _FEATURE_MEMO.update(key=key, features=features)
-        reused = False
+    features, cache.reused = memo.get(key, lambda: {
+        "train": cache.compute(inputs.train_ids, pad_id, tc.eval_batch_size, device),
+        "validation": cache.compute(inputs.val_ids, pad_id, tc.eval_batch_size, device)})
     seconds = time.perf_counter() - t0
     size = sum(f.nbytes for f in features.values())
-    cache.reused = reused
-    _log(f"frozen-layer cache: {cache.frozen_layers} layers, {size / 2**20:.1f} MiB, built in {seconds:.1f}s; "
-         "later epochs skip those layers")
+    say(f"frozen-layer cache: {cache.frozen_layers} layers, {size / 2**20:.1f} MiB, built in {seconds:.1f}s; "
+        "later epochs skip those layers")
     return cache, features, seconds, size
 
 
@@ -416,165 +445,183 @@ def _mlflow(run: Run, parent_run_id: Optional[str]):
 # the loop
 
 
-def _loop(run: Run, state: LoopState, best_weights: Optional[dict], stops: StopController, log: RunLogger,
-          tracker: BudgetTracker) -> Optional[dict]:
+@dataclass
+class _Loop:
+    """What the loop works with besides the Run: the loop state, the best weights so far, who decides stops and who
+    reports. The loop's wall clock counts everything between steps too (checkpoints, logs): what a stopwatch started
+    at the first step reads, the clock a fair comparison with another trainer uses (benchmarks/)."""
+
+    run: Run
+    state: LoopState
+    best_weights: Optional[dict]
+    stops: StopController
+    log: RunLogger
+    tracker: BudgetTracker
+    wall_before: float = 0.0  # the loop's wall time in earlier sessions (a resumed run)
+    started: float = field(default_factory=time.perf_counter)
+
+    def tick_wall_clock(self) -> None:
+        self.state.loop_wall_seconds = self.wall_before + time.perf_counter() - self.started
+
+    def flush(self) -> None:
+        self.log.flush_steps(self.state, self.tracker, self.stops)
+
+
+def _loop(run: Run, state: LoopState, best_weights: Optional[dict], log: RunLogger, tracker: BudgetTracker,
+          on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]]) -> Optional[dict]:
     """Train until the StopController says stop; returns the best weights seen. Ctrl-C leaves a checkpoint and
     raises Interrupted; the finished loop leaves one too, should saving the model fail afterwards."""
-    tc, task, inputs, device = run.tc, run.inputs.task, run.inputs, run.device
-    pad_id = inputs.tokenizer.pad_token_id
-    unwrapped = run.accelerator.unwrap_model(run.model)
-    train_forward, validation_forward = run.forward("train"), run.forward("validation")
-    train_lengths = inputs.train.lengths
-    _budget_accounting(run, stops, tracker, unwrapped, train_lengths)
-    # The loop's wall clock counts everything between steps too (checkpoints, logs): what a stopwatch started at
-    # the first step reads, the clock a fair comparison with another trainer uses (benchmarks/).
-    loop_clock, wall_before = time.perf_counter(), state.loop_wall_seconds
-
-    def tick_wall_clock() -> None:
-        state.loop_wall_seconds = wall_before + time.perf_counter() - loop_clock
-
-    def evaluate_and_track(step: int, epoch_done: float) -> None:
-        """Evaluate on validation, keep the best weights and metrics, log, and let the StopController decide."""
-        nonlocal best_weights
-        task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, device)  # e.g. fit a closed-form head
-        task.plan_answers(planned_training_seconds(run, state), evaluations(run), state.answers_per_evaluation)
-        t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
-        # Each process evaluates its share of the passes and the figures are added up; a sharded model (FSDP) runs
-        # every pass in every process instead (each forward gathers the weights: the processes must run in step)
-        with sharded() if not run.fsdp else contextlib.nullcontext():
-            metrics = task.evaluate(unwrapped, inputs.validation, inputs.data.validation, inputs.data.label_names,
-                                    pad_id, tc.eval_batch_size, device, run.autocast_dtype, validation_forward)
-        state.last_eval_seconds = time.perf_counter() - t_eval
-        state.eval_seconds += state.last_eval_seconds
-        tracker.flops += stops.eval_flops
-        value = metrics[run.config.metric]
-        state.answers_per_evaluation = metrics.get("generated", state.answers_per_evaluation)  # the first fixes it
-        improved = improves(run.config.metric, metrics, state.best_metrics)
-        if improved:
-            state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
-            state.best_metrics = metrics
-            best_weights = ckpt.trainable_state(unwrapped)  # a sharded model: each process keeps its own shards
-        else:
-            state.evals_without_improvement += 1
-        spent = state.step_seconds + state.eval_seconds + run.cache_seconds
-        tick_wall_clock()
-        state.history.append({"step": step, "epoch": epoch_done, **{k: metrics[k] for k in task.history_keys()},
-                              "seconds": round(spent, 2),  # training + evaluation (+ frozen cache) so far
-                              "wall_seconds": round(state.loop_wall_seconds + run.cache_seconds, 2)})
-        log.evaluation(step, epoch_done, metrics, task.summary(metrics), improved)
-        stops.after_evaluation(state, metrics)
-
-    def save_checkpoint() -> None:
-        rngs = procs.gather(ckpt.rng_state())  # every process's own generator: its dropout masks resume exactly
-        if procs.main:
-            log.flush_file()
-            state.budget_spent_seconds = tracker.spent_seconds  # what this and earlier sessions have spent
-            tick_wall_clock()
-            state.budget_flops = tracker.flops
-        if run.fsdp:  # every process writes its shards, the main one the rest
-            ckpt.save_sharded_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler,
-                                         state.to_dict(), {"ranks": rngs}, rank=procs.rank, world=procs.world,
-                                         barrier=procs.barrier)
-        elif procs.main:  # the weights are the same in every process: the main one writes them
-            ckpt.save_checkpoint(run.run_dir, unwrapped, best_weights, run.optimizer, run.scheduler, state.to_dict(),
-                                 rng={"ranks": rngs} if procs.world > 1 else None)
-        tick_wall_clock()  # the checkpoint's own time counts from here on (the saved state holds the time before it)
-
-    pin = device.type == "cuda"
-    accum = tc.gradient_accumulation_steps
-    procs = run.processes
-    lengths = inputs.train.lengths
+    tc = run.tc
+    costs = _work_costs(run, tracker, run.unwrapped, run.inputs.train.lengths)
+    stops = StopController(tc, run.config.metric, tracker, run.config.budget.active, on_evaluation, costs=costs,
+                           agree=run.parallel.agree)
+    loop = _Loop(run, state, best_weights, stops, log, tracker, wall_before=state.loop_wall_seconds)
     run.model.train()
     with stops:
         done = state.global_step >= run.total_steps or state.stop_reason is not None
         while not done and state.epoch < tc.epochs:
-            epoch = state.epoch
-            task.start_epoch(unwrapped, epoch, tc.epochs, state.batch_in_epoch > 0, inputs.train, pad_id,
-                             tc.eval_batch_size, device)  # e.g. fewshot's switch from pairs to end-to-end
-            # The same (seed, epoch) always gives the same batches, in every process; each takes its share of each.
-            batches = procs.usable(task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length))
-            groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
-            for g in range(state.batch_in_epoch // accum, len(groups)):
-                if stops.before_step(state, groups[g]):
-                    break
-                log.start_window()
-                step_loss = torch.zeros((), device=device)
-                for micro, whole in enumerate(groups[g]):
-                    shares = procs.shares(whole)
-                    idx = shares[procs.rank]
-                    cpu_batch = task.collate(inputs.train, idx, pad_id)
-                    # every process's share, counted in each from the lengths (no wait for the device): the run's
-                    # throughput, the padding each pass carried
-                    state.tokens_seen += sum(lengths[i] for i in whole)
-                    state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares if sh)
-                    state.examples_seen += len(whole)
-                    batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in cpu_batch.items()}
-                    labels = batch.pop("labels")
-                    # Gradients are averaged over the processes once per step, not at every accumulation micro-step
-                    last_micro = micro == len(groups[g]) - 1
-                    if run.fsdp:
-                        run.model.set_requires_gradient_sync(last_micro)
-                    with contextlib.nullcontext() if last_micro or procs.world == 1 or run.fsdp else \
-                            run.accelerator.no_sync(run.model):
-                        with run.accelerator.autocast():
-                            logits = train_forward(batch, idx)
-                        loss = task.loss(logits, labels) / len(groups[g])
-                        if procs.world > 1:  # DDP averages the processes' gradients: weighted so that the average is
-                            # the loss of the whole batch (a mean over examples; or a sum over tokens / a constant)
-                            loss = loss * (procs.world if getattr(task, "loss_sums", False) else
-                                           len(idx) * procs.world / len(whole))
-                        run.accelerator.backward(loss)
-                    step_loss += loss.detach()
-                step_loss = procs.mean(step_loss)  # the loss of the whole batch (every process logs the same)
-                grad_norm = None
-                if tc.max_grad_norm > 0:
-                    grad_norm = run.accelerator.clip_grad_norm_(run.trainable, tc.max_grad_norm).detach()
-                    if hasattr(grad_norm, "full_tensor"):  # FSDP: the sharded gradients' norm as a DTensor
-                        grad_norm = grad_norm.full_tensor()  # (older Accelerate; newer gathers it itself): the whole
-                run.optimizer.step()
-                run.scheduler.step()
-                run.optimizer.zero_grad(set_to_none=True)
-                state.global_step += 1
-                state.batch_in_epoch = min(len(batches), (g + 1) * accum)
-                tracker.flops += sum(stops.step_flops([idx]) for idx in groups[g])
-                step = state.global_step
-                log.step({"step": step, "epoch": epoch + 1, "loss": None, "lr": run.scheduler.get_last_lr()[0]},
-                         step_loss, grad_norm)
-                last_step = step >= run.total_steps
-                evaluate_due = step in run.eval_at
-                checkpoint_due = (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
-                    not tc.checkpoint_every_steps and (evaluate_due or last_step))
-                if log.due() or evaluate_due or last_step or checkpoint_due or stops.user_requested:
-                    log.flush_steps(state, tracker, stops)
-                _inject_fault(step)
-                if evaluate_due or last_step:
-                    evaluate_and_track(step, round(epoch + (g + 1) / len(groups), 3))
-                if stops.after_step(state, last_step, cut_short=run.total_steps < run.steps_per_epoch * tc.epochs):
-                    break
-                if checkpoint_due:
-                    save_checkpoint()
-            if stops.user_requested_anywhere() and state.stop_reason is None:
-                log.flush_steps(state, tracker, stops)
-                save_checkpoint()
-                if procs.main:
-                    set_status(run.run_dir, "interrupted", step=state.global_step)
-                raise Interrupted(f"stopped by the user at step {state.global_step}; continue with: "
-                                  f"thrifty train --resume {run.run_dir}")
+            _epoch(loop)
             if state.stop_reason is not None:
                 break
             state.epoch += 1
             state.batch_in_epoch = 0
     stops.end_of_epochs(state)
-    log.flush_steps(state, tracker, stops)
+    loop.flush()
     evaluated = [h["step"] for h in state.history]
     if state.stop_reason == "budget" and (not evaluated or evaluated[-1] != state.global_step):
         # The weights trained since the last evaluation may be the best ones: look before keeping the best.
         log.say(f"budget reached ({tracker.stopped_by}) after {tracker.spent_seconds:.0f} s, at step {state.global_step}: "
                 "evaluating the current weights, then keeping the best")
-        batches_per_epoch = math.ceil(len(inputs.train) / tc.batch_size / run.accelerator.num_processes)
-        evaluate_and_track(state.global_step, round(state.epoch + state.batch_in_epoch / max(1, batches_per_epoch), 3))
-    save_checkpoint()
-    return best_weights
+        batches_per_epoch = math.ceil(len(run.inputs.train) / tc.batch_size / run.accelerator.num_processes)
+        _evaluate(loop, state.global_step, round(state.epoch + state.batch_in_epoch / max(1, batches_per_epoch), 3))
+    _save_checkpoint(loop)
+    return loop.best_weights
+
+
+def _epoch(loop: _Loop) -> None:
+    """The steps of the epoch in progress, from where it stands, until it ends or a stop is decided."""
+    run, state, stops, log, tc = loop.run, loop.state, loop.stops, loop.log, loop.run.tc
+    task, inputs, epoch, accum = run.inputs.task, run.inputs, state.epoch, tc.gradient_accumulation_steps
+    task.start_epoch(run.unwrapped, epoch, tc.epochs, state.batch_in_epoch > 0, inputs.train,
+                     inputs.tokenizer.pad_token_id, tc.eval_batch_size, run.device)  # e.g. fewshot: pairs, then labels
+    # The same (seed, epoch) always gives the same batches, in every process; each takes its share of each.
+    batches = run.processes.usable(task.training_batches(inputs.train, tc.batch_size, tc.seed, epoch, tc.group_by_length))
+    groups = [batches[i : i + accum] for i in range(0, len(batches), accum)]
+    for g in range(state.batch_in_epoch // accum, len(groups)):
+        if stops.before_step(state, groups[g]):
+            break
+        log.start_window()
+        _count_tokens(run, state, groups[g])
+        step_loss, grad_norm = train_step(run, groups[g])
+        state.global_step += 1
+        state.batch_in_epoch = min(len(batches), (g + 1) * accum)
+        loop.tracker.flops += sum(stops.step_flops([idx]) for idx in groups[g])
+        step = state.global_step
+        log.step({"step": step, "epoch": epoch + 1, "loss": None, "lr": run.scheduler.get_last_lr()[0]},
+                 step_loss, grad_norm)
+        last_step = step >= run.total_steps
+        evaluate_due = step in run.eval_at
+        checkpoint_due = (tc.checkpoint_every_steps and step % tc.checkpoint_every_steps == 0) or (
+            not tc.checkpoint_every_steps and (evaluate_due or last_step))
+        if log.due() or evaluate_due or last_step or checkpoint_due or stops.user_requested:
+            loop.flush()
+        _inject_fault(step)
+        if evaluate_due or last_step:
+            _evaluate(loop, step, round(epoch + (g + 1) / len(groups), 3))
+        if stops.after_step(state, last_step, cut_short=run.total_steps < run.steps_per_epoch * tc.epochs):
+            break
+        if checkpoint_due:
+            _save_checkpoint(loop)
+    if stops.user_requested_anywhere() and state.stop_reason is None:
+        loop.flush()
+        _save_checkpoint(loop)
+        if run.processes.main:
+            set_status(run.run_dir, "interrupted", step=state.global_step)
+        raise Interrupted(f"stopped by the user at step {state.global_step}; continue with: "
+                          f"thrifty train --resume {run.run_dir}")
+
+
+def _count_tokens(run: Run, state: LoopState, group: list[list[int]]) -> None:
+    """What a step trains on, counted from the lengths (no wait for the device): every process's share, in each. The
+    run's throughput, and the padding each pass carried."""
+    lengths = run.inputs.train.lengths
+    for whole in group:
+        shares = run.processes.shares(whole)
+        state.tokens_seen += sum(lengths[i] for i in whole)
+        state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares if sh)
+        state.examples_seen += len(whole)
+
+
+def train_step(run: Run, group: list[list[int]]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One optimizer step on one global batch of training examples, given as its accumulation micro-batches (indices
+    into the training set): each micro-batch forward (the task's loss) and backward, then clip, step and schedule.
+    Returns the loss of the whole batch and the gradient norm (None without train.max_grad_norm), both still on the
+    device: reading them would wait for it. How many processes share the batch is the run's parallelism's business:
+    it hands this process its share, weights its loss and synchronises gradients once per step."""
+    task, inputs, parallel, device, tc = run.inputs.task, run.inputs, run.parallel, run.device, run.tc
+    forward, pad_id, pin = run.forward("train"), inputs.tokenizer.pad_token_id, device.type == "cuda"
+    step_loss = torch.zeros((), device=device)
+    for micro, whole in enumerate(group):
+        idx = parallel.share(whole)
+        cpu_batch = task.collate(inputs.train, idx, pad_id)
+        batch = {k: (v.pin_memory() if pin else v).to(device, non_blocking=True) for k, v in cpu_batch.items()}
+        labels = batch.pop("labels")
+        with parallel.gradient_sync(run.model, last=micro == len(group) - 1):
+            with run.accelerator.autocast():
+                logits = forward(batch, idx)
+            loss = parallel.batch_loss(task.loss(logits, labels) / len(group), task, len(idx), len(whole))
+            run.accelerator.backward(loss)
+        step_loss += loss.detach()
+    step_loss = parallel.mean(step_loss)  # the loss of the whole batch (every process logs the same)
+    grad_norm = None
+    if tc.max_grad_norm > 0:
+        grad_norm = parallel.whole(run.accelerator.clip_grad_norm_(run.trainable, tc.max_grad_norm).detach())
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return step_loss, grad_norm
+
+
+def _evaluate(loop: _Loop, step: int, epoch_done: float) -> None:
+    """Evaluate on validation, keep the best weights and metrics, log, and let the StopController decide."""
+    run, state, tracker = loop.run, loop.state, loop.tracker
+    task, inputs, tc, unwrapped = run.inputs.task, run.inputs, run.tc, run.unwrapped
+    pad_id = inputs.tokenizer.pad_token_id
+    task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, run.device)  # e.g. fit a closed-form head
+    task.plan_answers(planned_training_seconds(run, state), evaluations(run), state.answers_per_evaluation)
+    t_eval = time.perf_counter()  # the fit above is training; from here on, evaluation
+    with run.parallel.evaluating():  # each process its share of the passes (DDP), or every pass (FSDP)
+        metrics = task.evaluate(unwrapped, inputs.validation, inputs.data.validation, inputs.data.label_names,
+                                pad_id, tc.eval_batch_size, run.device, run.autocast_dtype, run.forward("validation"))
+    state.last_eval_seconds = time.perf_counter() - t_eval
+    state.eval_seconds += state.last_eval_seconds
+    tracker.flops += loop.stops.eval_flops
+    value = metrics[run.config.metric]
+    state.answers_per_evaluation = metrics.get("generated", state.answers_per_evaluation)  # the first fixes it
+    improved = improves(run.config.metric, metrics, state.best_metrics)
+    if improved:
+        state.best_metric, state.best_step, state.evals_without_improvement = value, step, 0
+        state.best_metrics = metrics
+        loop.best_weights = ckpt.trainable_state(unwrapped)  # a sharded model: each process keeps its own shards
+    else:
+        state.evals_without_improvement += 1
+    spent = state.step_seconds + state.eval_seconds + run.cache_seconds
+    loop.tick_wall_clock()
+    state.history.append({"step": step, "epoch": epoch_done, **{k: metrics[k] for k in task.history_keys()},
+                          "seconds": round(spent, 2),  # training + evaluation (+ frozen cache) so far
+                          "wall_seconds": round(state.loop_wall_seconds + run.cache_seconds, 2)})
+    loop.log.evaluation(step, epoch_done, metrics, task.summary(metrics), improved)
+    loop.stops.after_evaluation(state, metrics)
+
+
+def _save_checkpoint(loop: _Loop) -> None:
+    run, state = loop.run, loop.state
+    loop.log.flush_file()
+    state.budget_spent_seconds = loop.tracker.spent_seconds  # what this and earlier sessions have spent
+    loop.tick_wall_clock()
+    state.budget_flops = loop.tracker.flops
+    run.parallel.save(run.run_dir, run.unwrapped, loop.best_weights, run.optimizer, run.scheduler, state.to_dict())
+    loop.tick_wall_clock()  # the checkpoint's own time counts from here on (the saved state holds the time before it)
 
 
 def planned_training_seconds(run: Run, state: LoopState) -> float:
@@ -587,13 +634,13 @@ def evaluations(run: Run) -> int:
     return len(run.eval_at) + (run.inputs.test is not None)
 
 
-def _budget_accounting(run: Run, stops: StopController, tracker: BudgetTracker, model, train_lengths: list[int]) -> None:
+def _work_costs(run: Run, tracker: BudgetTracker, model, train_lengths: list[int]) -> WorkCosts:
     """What the StopController needs to check the budget: the reserve for saving and, under a FLOP limit, the FLOPs
     of a step and of an evaluation (counted per real batch only then: counting costs a second)."""
     tc, inputs = run.tc, run.inputs
-    stops.save_reserve = save_seconds(sum(p.numel() * p.element_size() for p in model.parameters()))
+    save_reserve = save_seconds(sum(p.numel() * p.element_size() for p in model.parameters()))
     if run.config.budget.max_flops is None:
-        return
+        return WorkCosts(save_reserve)
     from thrifty.cost.flops import flop_model
 
     layers = run.cache.frozen_layers if run.cache is not None else 0
@@ -603,12 +650,14 @@ def _budget_accounting(run: Run, stops: StopController, tracker: BudgetTracker, 
         rate = flops.frozen_forward_flops if frozen_only else flops.forward_flops
         return sum(len(b) * rate([max(lengths[i] for i in b)]) for b in sorted_batches(lengths, tc.eval_batch_size))
 
-    stops.step_flops = lambda group: sum(
-        len(idx) * (flops.train_flops([w]) - flops.frozen_forward_flops([w]))
-        for idx in group for w in [max(train_lengths[i] for i in idx)])
+    def step_flops(group: list) -> float:
+        return sum(len(idx) * (flops.train_flops([w]) - flops.frozen_forward_flops([w]))
+                   for idx in group for w in [max(train_lengths[i] for i in idx)])
+
     if run.cache is not None and not run.cache.reused:  # building the cache was work too (again after a resume)
         tracker.flops += sorted_forward(train_lengths, True) + sorted_forward(inputs.validation.lengths, True)
-    stops.eval_flops = sorted_forward(inputs.validation.lengths, False) - sorted_forward(inputs.validation.lengths, True)
+    eval_flops = sorted_forward(inputs.validation.lengths, False) - sorted_forward(inputs.validation.lengths, True)
+    return WorkCosts(save_reserve, eval_flops, step_flops)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -627,7 +676,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     # The best weights were evaluated when they were found; evaluation is deterministic, so no second pass.
     if not state.best_metrics:  # nothing evaluated (a budget stop before the first evaluation): fit what is fitted
         task.before_evaluation(unwrapped, inputs.train, pad_id, tc.eval_batch_size, run.device)
-    with sharded() if not run.fsdp else contextlib.nullcontext():  # each process its share (DDP), or all (FSDP)
+    with run.parallel.evaluating():  # each process its share (DDP), or all (FSDP)
         results: dict[str, Any] = {"validation": state.best_metrics or task.evaluate(
             unwrapped, inputs.validation, data.validation, data.label_names, pad_id, tc.eval_batch_size, run.device,
             run.autocast_dtype, run.forward("validation"))}
@@ -635,7 +684,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
             task.plan_answers(planned_training_seconds(run, state), evaluations(run), None)  # the test: its own share
             results["test"] = task.evaluate(unwrapped, inputs.test, data.test, data.label_names, pad_id,
                                             tc.eval_batch_size, run.device, run.autocast_dtype)
-    whole = full_state(unwrapped) if run.fsdp else None  # a collective: every process takes part
+    whole = run.parallel.whole_weights(unwrapped)  # sharded weights, whole: a collective, every process takes part
     if not run.processes.main:  # the main process saves, writes and reports; the others are done
         return RunResult(run_dir, results)
     if whole is not None:  # the sharded model, whole again: a fresh copy of the model with the trained weights
@@ -674,7 +723,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
                         "precision": run.accelerator.mixed_precision}
     log.final(results, state.global_step)
 
-    primary = TASK_METRICS[config.task][0]
+    primary = task_traits(config.task).primary_metric
     _save_model(run, unwrapped, results)
     if config.audit.enabled:
         results["audit"] = _audit(run)
@@ -693,13 +742,13 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     set_status(run_dir, "complete", step=state.global_step)
     if mlf:
         _mlflow_finish(mlf, run_dir, results, state.global_step, task.history_keys(), task.plot_name)
-    _log(f"validation: {task.summary(results['validation'])}")
+    run.say(f"validation: {task.summary(results['validation'])}")
     if "test" in results:
-        _log(f"test: {task.summary(results['test'])}")
+        run.say(f"test: {task.summary(results['test'])}")
     tr = results["train"]
-    _log(f"trained {tr['steps']} steps in {tr['seconds']:.1f}s ({tr['tokens_per_second']:,.0f} real tokens/s, "
+    run.say(f"trained {tr['steps']} steps in {tr['seconds']:.1f}s ({tr['tokens_per_second']:,.0f} real tokens/s, "
          f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
-    _log(format_spent(results["budget"]))
+    run.say(format_spent(results["budget"]))
     return RunResult(run_dir, results)
 
 
@@ -742,17 +791,18 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     }
     # A LoRA adapter is saved alone (megabytes) unless it sits on a warm-started model, which has no hub name to
     # load as its base: then the merged model is saved.
-    if config.strategy.name == "fewshot":  # an encoder folder, the head beside it: models/sentence.py
+    strategy = strategy_traits(config.strategy.name)
+    if strategy.trains_pairs:  # an encoder folder, the head beside it: models/sentence.py
         manifest.update(format=SENTENCE_FORMAT, pooling="mean", normalize=True)
-    if config.task in GENERATIVE_TASKS:  # how `thrifty generate` and /v1/generate write with it, unless told otherwise
-        manifest["generation"] = {"prompt_format": getattr(inputs.task, "kind", None) or "text", **config.generate.writing(),
+    if task_traits(config.task).writes_text:  # how `thrifty generate` and /v1/generate write with it, unless told otherwise
+        manifest["generation"] = {"prompt_format": inputs.task.prompt_format, **config.generate.writing(),
                                   "data": {k: getattr(config.data, k) for k in FORMAT_KEYS}}
         model.config.use_cache = True  # off in training (inputs.load_model); generation wants it
-    lora = config.strategy.name == "lora"
-    merge = lora and (config.strategy.merge_lora or parent is not None)
+    adapter = strategy.adapter
+    merge = adapter and (config.strategy.merge_lora or parent is not None)
     with writing(run_dir, "the model"):
         shutil.rmtree(tmp, ignore_errors=True)
-        if lora:
+        if adapter:
             model.save_pretrained(tmp)  # the adapter and the trained head only
             if merge:
                 shutil.rmtree(run_dir / "adapter", ignore_errors=True)
@@ -780,15 +830,15 @@ def _audit(run: Run) -> dict[str, Any]:
         report = audit(str(final), corpus=a.corpus, templates=a.templates, terms=a.terms,
                        attributes=a.attributes or None, data=a.data, group_column=a.group_column,
                        positive_label=a.positive_label, output=run.run_dir / "audit", fail_on=a.fail_on,
-                       association=a.association, log=_log)
+                       association=a.association, log=run.say)
     except ThriftyError as exc:
-        _log(f"audit: not done ({exc}); rerun it with: thrifty audit {run.run_dir}")
+        run.say(f"audit: not done ({exc}); rerun it with: thrifty audit {run.run_dir}")
         return {"error": str(exc)}
     summary = {k: v for k, v in report["summary"].items() if v is not None}
     manifest = read_manifest(final)
     manifest["audit"] = {"summary": summary, "failed": report["failed"], "fail_on": a.fail_on}
     write_manifest(final, manifest)
-    _log(f"audit: largest group gap {summary.get('max_gap')}, label changes up to "
+    run.say(f"audit: largest group gap {summary.get('max_gap')}, label changes up to "
          f"{summary.get('max_label_change_rate')}, {summary.get('significant_gaps')} significant gaps"
          f"{'; FAILED: ' + '; '.join(report['failed']) if report['failed'] else ''} ({run.run_dir / 'audit'}/report.html)")
     return {"summary": summary, "failed": report["failed"], "fail_on": a.fail_on, "report": "audit/report.html"}

@@ -3,8 +3,8 @@
 Ctrl-C or SIGTERM (at the next step boundary, with a checkpoint), the budget (before a step that would leave
 too little to evaluate, test and save), early stopping, a target metric reached, a trial pruned by a search,
 max_steps, or the last epoch done. The loop asks :class:`StopController` before each step and after each step
-and evaluation; the controller alone writes ``state.stop_reason``. A multi-process run will agree on the
-decision here (one all-reduce of the reason), without touching the loop.
+and evaluation; the controller alone writes ``state.stop_reason``. A multi-process run agrees on the decision
+here (one all-reduce of the reason, through the `agree` it is made with), without touching the loop.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 from thrifty.cost.budget import BudgetTracker
@@ -24,9 +25,30 @@ from thrifty.training.state import LoopState
 STOP_REASONS = ("completed", "max_steps", "target_reached", "early_stopping", "pruned", "budget")
 
 
+def _no_flops(group: list) -> float:
+    return 0.0
+
+
+@dataclass(frozen=True)
+class WorkCosts:
+    """What the budget check needs to know of the run's work, known once the model and data are (recipe.py)."""
+
+    save_reserve: float = 0.0  # seconds to keep for saving the model
+    eval_flops: float = 0.0  # FLOPs of one evaluation (counted under a FLOP limit only)
+    step_flops: Callable[[list], float] = _no_flops  # FLOPs of a step's group of micro-batches
+
+
+def _each_alone(values: list[int]) -> list[int]:
+    return values
+
+
 class StopController:
     def __init__(self, train_config, metric: str, tracker: BudgetTracker, budget_active: bool,
-                 on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None) -> None:
+                 on_evaluation: Optional[Callable[[int, dict[str, Any]], bool]] = None, *,
+                 costs: WorkCosts = WorkCosts(), agree: Callable[[list[int]], list[int]] = _each_alone) -> None:
+        """`agree`: over several processes, the largest of each value over all of them (training/distributed.py), so
+        that a stop any process decides (its Ctrl-C, its clock past the budget) becomes every process's, at the same
+        step; one process: the values as they are."""
         self.tc = train_config
         self.metric = metric
         self.tracker = tracker
@@ -34,14 +56,11 @@ class StopController:
         self.on_evaluation = on_evaluation
         self.user_requested = False  # Ctrl-C / SIGTERM
         self._previous: dict[int, Any] = {}
-        # What the budget check needs to know: set by the loop once the work per step is known.
-        self.recent_step_seconds: list[float] = []
-        self.save_reserve = 0.0
-        self.eval_flops = 0.0
-        self.step_flops: Callable[[list], float] = lambda group: 0.0
-        # Over several processes: the largest of each value over all of them (training/distributed.py). A stop any
-        # process decides (its Ctrl-C, its clock past the budget) becomes every process's, at the same step.
-        self.agree: Callable[[list[int]], list[int]] = lambda values: values
+        self.recent_step_seconds: list[float] = []  # the logger's timings of the latest steps
+        self.save_reserve = costs.save_reserve
+        self.eval_flops = costs.eval_flops
+        self.step_flops = costs.step_flops
+        self.agree = agree
 
     # ---- signals: Ctrl-C sets a flag; a second Ctrl-C aborts at once.
     def _handle(self, signum, frame) -> None:

@@ -21,7 +21,7 @@ import os
 import socket
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,29 +34,11 @@ from thrifty.errors import ConfigError, RunDirError, ThriftyError
 STUDY_FILE = "study.db"
 PRUNERS = ("median", "asha", "none")
 STUDY_NAME = "thrifty"
-LEARNING_RATES = {"full": (1e-5, 3e-4), "freeze": (1e-5, 3e-4), "head": (1e-4, 3e-3), "lora": (1e-4, 3e-3),
-                  "fewshot": (2e-5, 5e-4)}
-
-
 def default_space(strategy: str, layers: int) -> dict[str, dict[str, Any]]:
     """The search space when the user gives none: the knobs that matter for the configured strategy."""
-    low, high = LEARNING_RATES[strategy]
-    space: dict[str, dict[str, Any]] = {
-        "train.learning_rate": {"low": low, "high": high, "log": True},
-        "train.epochs": {"low": 1, "high": 4},
-        "train.batch_size": {"choices": [16, 32, 64]},
-        "train.weight_decay": {"low": 0.0, "high": 0.1},
-        "train.warmup_ratio": {"low": 0.0, "high": 0.2},
-        "train.dropout": {"low": 0.0, "high": 0.3},
-    }
-    if strategy == "freeze" and layers > 1:
-        space["strategy.frozen_layers"] = {"low": 1, "high": layers - 1}
-    if strategy == "fewshot":  # a few examples make one or two batches an epoch: more epochs, smaller batches
-        space.update({"train.epochs": {"low": 4, "high": 24}, "train.batch_size": {"choices": [8, 16, 32]}})
-    if strategy == "lora":
-        space["strategy.lora_r"] = {"choices": [4, 8, 16, 32]}
-        space["strategy.lora_alpha"] = {"choices": [8, 16, 32, 64]}
-    return space
+    from thrifty.strategies import search_space
+
+    return search_space(strategy, layers)
 
 
 @dataclass(frozen=True)
@@ -197,9 +179,6 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
 
     from thrifty.cost import budget as budget_mod
     from thrifty.cost.hardware import get_hardware
-    from thrifty.models.loading import resolve_model
-    from thrifty.inputs import as_config
-    from thrifty.training.recipe import train
 
     started = time.perf_counter()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # thrifty prints one line per trial itself
@@ -211,32 +190,11 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         raise ConfigError(f"--heartbeat {heartbeat_seconds} must be at least 1 second")
     out = Path(output).expanduser()
     shared = storage is not None
+    name = study_name or out.name  # a shared study's name
     if shared:  # a worker of a shared study: the study holds the config and the space every worker searches
-        if resume:
-            raise ConfigError("a shared study (--storage) is joined, not resumed: drop --resume (run the same command again)")
-        name = study_name or out.name
-        opened = _open_shared(storage, name, heartbeat_seconds)
-        stored = opened.user_attrs.get("thrifty_config") if opened is not None else None
-        base = as_config(json.loads(stored) if config is None and stored else config, overrides)
-        layers = _layers(resolve_model(base.model.name), base)
-        space_raw = _load_space(space, base, layers) if stored is None or space is not None else \
-            json.loads(opened.user_attrs["thrifty_space"])
-        if stored is not None:
-            _check_same_search(opened, base, space_raw, name)
+        base, space_raw = _shared_search(config, overrides, space, resume, storage, name, heartbeat_seconds)
     else:
-        if study_name is not None:
-            raise ConfigError("--study names a study in --storage; without --storage the study is OUT/study.db")
-        db = out / STUDY_FILE
-        if resume:
-            if not db.exists():
-                raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
-            base = as_config(out / "tune_config.yaml", overrides)
-        else:
-            if out.exists() and any(out.iterdir()):
-                raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
-            base = as_config(config, overrides)
-        layers = _layers(resolve_model(base.model.name), base)
-        space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
+        base, space_raw = _local_search(config, overrides, space, resume, study_name, out)
     dims = parse_space(space_raw, base)
     metric = base.metric  # the task's primary metric unless train.metric names another
     maximize = metric != "loss"
@@ -253,33 +211,18 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
     if shared:
         study = _shared_study(storage, name, heartbeat_seconds, directions, base, space_raw, trials, pruner_name)
     else:
-        study = _open_study(db, directions, base.train.seed, trials, pruner_name)
-    parent = None
-    if base.tracking.mlflow.enabled:  # one MLflow run for the search (per worker), the trials nested under it
-        from thrifty.tracking.mlflow_logger import MlflowLogger, default_uri
-
-        if base.tracking.mlflow.tracking_uri is None:
-            base.tracking.mlflow.tracking_uri = default_uri(out / "search")  # OUT/mlflow.db
-        parent = MlflowLogger.start(base.tracking.mlflow, out, f"tune-{out.name}")
-        if parent is None:
-            base.tracking.mlflow.enabled = False  # warned once; the trials do not try again
-        else:
-            parent.log_params({"search.trials": trials, "search.multi_objective": multi_objective,
-                               **{f"space.{d.key}": d for d in dims}})
+        study = _open_study(out / STUDY_FILE, directions, base.train.seed, trials, pruner_name)
+    parent = _mlflow_parent(base, out, trials, multi_objective, dims)
     # What the search has spent: this worker's clock plus what earlier sessions saved (one machine), or the sum over
     # every worker's trials, finished and running (a shared study: refreshed before each trial and at each evaluation).
     spent_before = float(study.user_attrs.get("spent_seconds", 0.0))
     flops_before = float(study.user_attrs.get("spent_flops", 0.0))
     tracker = budget_mod.BudgetTracker(limits, started=started, seconds_before=spent_before, flops=flops_before)
-
-    def refresh_shared_spend() -> None:
-        if shared:
-            tracker.seconds_before, tracker.flops = _study_spent(study)
-            tracker.started = time.perf_counter()
-
+    search = _Search(base, dims, metric, maximize, multi_objective, trials, study, tracker, limits, parent, out, log,
+                     storage, name, heartbeat_seconds)
     if not shared:
         _fail_stale(study)
-    refresh_shared_spend()
+    search.refresh_shared_spend()
     live = [t for t in study.trials if t.state in _live_states()]
     if resume or shared:
         log(f"{'joining' if shared else 'resuming'} the search {'study ' + name if shared else 'in ' + str(out)}: "
@@ -289,46 +232,190 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
         + (f"{metric} vs cost (Pareto front)" if multi_objective else f"{'max' if maximize else 'min'} {metric} on validation")
         + ("" if not base.budget.active else f"; budget for the whole search: {format_limits(limits)}"
            + (" of machine time over all workers" if shared and limits.seconds is not None else "")))
+    search.run(_progress_bar(trials, len([t for t in live if t.state.is_finished()])) if progress else None)
+    return search.finish()
 
-    trials_dir = out / "trials"
-    stopped_by_budget = False
-    worker = f"{socket.gethostname()}:{os.getpid()}"
 
-    def objective(trial) -> Any:
-        nonlocal stopped_by_budget
-        if shared:  # another worker may have taken the last trial between our count and this one's creation
-            earlier = [t for t in study.get_trials(deepcopy=False, states=_live_states()) if t.number < trial.number]
-            if len(earlier) >= trials:
-                trial.set_user_attr("stop_reason", f"not started: the other workers run the search's {trials} trials")
+def _shared_search(config, overrides, space, resume: bool, storage: str, name: str,
+                   heartbeat_seconds: int) -> tuple[Config, dict[str, Any]]:
+    """The config and the space a worker of a shared study searches: the study's, or (the first worker) its own."""
+    from thrifty.inputs import as_config
+    from thrifty.models.loading import resolve_model
+
+    if resume:
+        raise ConfigError("a shared study (--storage) is joined, not resumed: drop --resume (run the same command again)")
+    opened = _open_shared(storage, name, heartbeat_seconds)
+    stored = opened.user_attrs.get("thrifty_config") if opened is not None else None
+    base = as_config(json.loads(stored) if config is None and stored else config, overrides)
+    layers = _layers(resolve_model(base.model.name), base)
+    space_raw = _load_space(space, base, layers) if stored is None or space is not None else \
+        json.loads(opened.user_attrs["thrifty_space"])
+    if stored is not None:
+        _check_same_search(opened, base, space_raw, name)
+    return base, space_raw
+
+
+def _local_search(config, overrides, space, resume: bool, study_name: Optional[str],
+                  out: Path) -> tuple[Config, dict[str, Any]]:
+    """The config and the space of a search on this machine: given, or saved in OUT by the search resumed."""
+    from thrifty.inputs import as_config
+    from thrifty.models.loading import resolve_model
+
+    if study_name is not None:
+        raise ConfigError("--study names a study in --storage; without --storage the study is OUT/study.db")
+    db = out / STUDY_FILE
+    if resume:
+        if not db.exists():
+            raise RunDirError(f"cannot resume {out}: it has no {STUDY_FILE}; start the search without --resume")
+        base = as_config(out / "tune_config.yaml", overrides)
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise RunDirError(f"search folder {out} already exists; choose another --output, or add --resume to continue it")
+        base = as_config(config, overrides)
+    layers = _layers(resolve_model(base.model.name), base)
+    space_raw = _load_space(space, base, layers) if not resume else yaml.safe_load((out / "space.yaml").read_text())
+    return base, space_raw
+
+
+def _mlflow_parent(base: Config, out: Path, trials: int, multi_objective: bool, dims: list[Dimension]):
+    """One MLflow run for the search (per worker), the trials nested under it; None when MLflow is off."""
+    if not base.tracking.mlflow.enabled:
+        return None
+    from thrifty.tracking.mlflow_logger import MlflowLogger, default_uri
+
+    if base.tracking.mlflow.tracking_uri is None:
+        base.tracking.mlflow.tracking_uri = default_uri(out / "search")  # OUT/mlflow.db
+    parent = MlflowLogger.start(base.tracking.mlflow, out, f"tune-{out.name}")
+    if parent is None:
+        base.tracking.mlflow.enabled = False  # warned once; the trials do not try again
+    else:
+        parent.log_params({"search.trials": trials, "search.multi_objective": multi_objective,
+                           **{f"space.{d.key}": d for d in dims}})
+    return parent
+
+
+def _feature_memo():
+    from thrifty.models.feature_cache import FeatureMemo
+
+    return FeatureMemo()
+
+
+@dataclass
+class _Search:
+    """One worker's search: its trials, one at a time, each an ordinary training run, until the search has its
+    trials (over all workers) or its budget is spent; then the summary."""
+
+    base: Config
+    dims: list[Dimension]
+    metric: str
+    maximize: bool
+    multi_objective: bool
+    trials: int
+    study: Any
+    tracker: Any  # the whole search's BudgetTracker
+    limits: Any
+    parent: Any  # the search's MLflow run, or None
+    out: Path
+    log: Any
+    storage: Optional[str]  # a shared study's database; None: OUT/study.db
+    name: str
+    heartbeat_seconds: int
+    stopped_by_budget: bool = False
+    worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # Trials on the same texts and model compute the same frozen-layer features: the last ones are kept for the next
+    features: Any = field(default_factory=_feature_memo)
+
+    @property
+    def shared(self) -> bool:
+        return self.storage is not None
+
+    def refresh_shared_spend(self) -> None:
+        if self.shared:
+            self.tracker.seconds_before, self.tracker.flops = _study_spent(self.study)
+            self.tracker.started = time.perf_counter()
+
+    def run(self, bar) -> None:
+        """One trial at a time, until the search has its trials (over all workers) or its budget is spent. A worker
+        with nothing left to start waits for the others' trials: if one of them dies, its trial is re-run here."""
+        import optuna
+
+        study = self.study
+        while not self.stopped_by_budget and not (self.base.budget.active and self.tracker.over(0.0, 0.0) is not None):
+            if self.shared:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again (WAITING)
+            now = study.get_trials(deepcopy=False, states=_live_states())
+            waiting = any(t.state == optuna.trial.TrialState.WAITING for t in now)
+            if len(now) < self.trials or waiting:
+                try:
+                    study.optimize(self.objective, n_trials=1, catch=())
+                except _NotStarted:
+                    pass  # the budget ran out (the loop ends) or another worker took the last trial (it waits below)
+                if bar is not None:
+                    bar.n = len(study.get_trials(deepcopy=False, states=_done_states()))
+                    bar.refresh()
+                continue
+            if not self.shared or not any(t.state == optuna.trial.TrialState.RUNNING for t in now):
+                break
+            time.sleep(min(5.0, self.heartbeat_seconds))
+        if bar is not None:
+            bar.close()
+
+    def objective(self, trial) -> Any:
+        import optuna
+
+        if self.shared:  # another worker may have taken the last trial between our count and this one's creation
+            earlier = [t for t in self.study.get_trials(deepcopy=False, states=_live_states()) if t.number < trial.number]
+            if len(earlier) >= self.trials:
+                trial.set_user_attr("stop_reason", f"not started: the other workers run the search's {self.trials} trials")
                 raise _NotStarted("surplus")
-        values = {d.key: d.suggest(trial) for d in dims}
-        cfg = _with_params(base, values)
+        values = {d.key: d.suggest(trial) for d in self.dims}
+        cfg = self._trial_config(values)
+        result, spent_by_others = self._train(trial, cfg, values)
+        value, cost, stop_reason = self._record(trial, result, spent_by_others)
+        if stop_reason == "pruned":
+            raise optuna.TrialPruned()
+        return (value, cost) if self.multi_objective else value
+
+    def _trial_config(self, values: dict[str, Any]) -> Config:
+        """The base config with the trial's values, evaluating twice an epoch, its budget what the search has left."""
+        cfg = _with_params(self.base, values)
         if not cfg.train.eval_every_steps and cfg.train.evaluations_per_epoch == 1:
             cfg.train.evaluations_per_epoch = 2  # finer steps for pruning, and for catching each trial's best point
-        cfg.budget = dataclasses.replace(base.budget, max_minutes=None, max_cost=None, max_flops=None)
-        refresh_shared_spend()
-        left_s, left_f = tracker.remaining_seconds(), tracker.remaining_flops()
+        cfg.budget = dataclasses.replace(self.base.budget, max_minutes=None, max_cost=None, max_flops=None)
+        self.refresh_shared_spend()
+        left_s, left_f = self.tracker.remaining_seconds(), self.tracker.remaining_flops()
         if left_s is not None:
             cfg.budget.max_minutes = max(left_s, 1e-3) / 60
         if left_f is not None:
             cfg.budget.max_flops = max(left_f, 1.0)
         cfg.validate()
-        spent_by_others = {"hit": False}
+        return cfg
+
+    def _train(self, trial, cfg: Config, values: dict[str, Any]) -> tuple[Any, dict[str, bool]]:
+        """The trial's training run, pruned through its evaluations; and whether the workers together spent the
+        search's time while it ran."""
+        from thrifty.cost.budget import BudgetError
+        from thrifty.training.recipe import train_sharing
+
+        study, spent_by_others = self.study, {"hit": False}
 
         def report(n: int, metrics: dict[str, Any]) -> bool:
-            if shared and limits.seconds is not None and _study_spent(study)[0] >= limits.seconds:
+            if self.shared and self.limits.seconds is not None and _study_spent(study)[0] >= self.limits.seconds:
                 spent_by_others["hit"] = True  # the workers together spent the search's time: stop here, keep the best
                 return True
-            if multi_objective:
+            if self.multi_objective:
                 return False  # Optuna prunes single-objective studies only
-            trial.report(metrics[metric], n)
+            trial.report(metrics[self.metric], n)
             return trial.should_prune()
 
+        trials_dir = self.out / "trials"
         run_dir = trials_dir / f"trial-{trial.number:03d}"
-        retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") if shared else None
-        log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
-            + (f" (a re-run of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
-        trial.set_user_attr("worker", worker)
+        retry_of = study._storage.get_trial(trial._trial_id).system_attrs.get("failed_trial") if self.shared else None
+        self.log(f"trial {trial.number}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+                 + (f" (a re-run of trial {retry_of}, whose worker stopped)" if retry_of is not None else ""))
+        trial.set_user_attr("worker", self.worker)
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
         try:
@@ -337,85 +424,70 @@ def tune(config: Config | str | Path | dict | None = None, *, trials: int = 10, 
             trials_dir.mkdir(parents=True, exist_ok=True)
             with open(trials_dir / f"{run_dir.name}.log", "w", encoding="utf-8") as trial_log, \
                     contextlib.redirect_stdout(trial_log):
-                result = train(cfg, output=run_dir, overwrite=run_dir.exists(), progress=False, on_evaluation=report,
-                               mlflow_parent_run_id=parent.run_id if parent else None, evaluate_test=False)
-        except budget_mod.BudgetError as exc:
-            stopped_by_budget = True
+                result = train_sharing(self.features, cfg, output=run_dir, overwrite=run_dir.exists(), progress=False,
+                                       on_evaluation=report, mlflow_parent_run_id=self.parent.run_id if self.parent else None,
+                                       evaluate_test=False)
+        except BudgetError as exc:
+            self.stopped_by_budget = True
             trial.set_user_attr("stop_reason", "not started: the search budget is spent")
             raise _NotStarted(str(exc)) from None
-        b = result.metrics["budget"]
+        return result, spent_by_others
+
+    def _record(self, trial, result, spent_by_others: dict[str, bool]) -> tuple[float, Any, str]:
+        """What the trial spent and reached, on the trial and the search, with its line; (value, cost, stop reason)."""
+        study, tracker, b = self.study, self.tracker, result.metrics["budget"]
         stop_reason = "budget" if spent_by_others["hit"] else result.metrics["train"]["stop_reason"]
-        if not shared:
+        if not self.shared:
             tracker.flops += b["spent_flops"]
             study.set_user_attr("spent_seconds", tracker.spent_seconds)
             study.set_user_attr("spent_flops", tracker.flops)
         cost = b["spent_cost"] if b["spent_cost"] is not None else b["spent_seconds"]
-        trial.set_user_attr("run_dir", str(run_dir.resolve()))
+        trial.set_user_attr("run_dir", str((self.out / "trials" / f"trial-{trial.number:03d}").resolve()))
         trial.set_user_attr("seconds", b["spent_seconds"])
         trial.set_user_attr("flops", b["spent_flops"])
         trial.set_user_attr("cost", cost)
         trial.set_user_attr("steps", result.metrics["train"]["steps"])
         trial.set_user_attr("stop_reason", stop_reason)
         trial.set_user_attr("plan", (b["plan"] or {}).get("changes", []))
-        refresh_shared_spend()
+        self.refresh_shared_spend()
         value = result.metrics["best"]["value"]
         done = len(study.get_trials(deepcopy=False, states=_done_states())) + 1
-        log(f"trial {trial.number}: {metric} {value:.4f} in {b['spent_seconds']:.0f} s"
-            + (f" (pruned after {len(result.metrics['history'])} evaluations)" if stop_reason == "pruned" else "")
-            + f"; search spent {tracker.spent_seconds:.0f} s, {min(done, trials)}/{trials} trials done"
-            + _eta(study, trials, shared))
+        self.log(f"trial {trial.number}: {self.metric} {value:.4f} in {b['spent_seconds']:.0f} s"
+                 + (f" (pruned after {len(result.metrics['history'])} evaluations)" if stop_reason == "pruned" else "")
+                 + f"; search spent {tracker.spent_seconds:.0f} s, {min(done, self.trials)}/{self.trials} trials done"
+                 + _eta(study, self.trials, self.shared))
         if b["stopped_by_budget"] or spent_by_others["hit"] or (tracker.over(0.0, 0.0) is not None):
-            stopped_by_budget = True  # what is left of the budget will not buy a useful trial
-        if parent:
-            parent.log_metrics({f"trial/{metric}": value, "trial/seconds": b["spent_seconds"],
-                                "search/spent_seconds": tracker.spent_seconds}, trial.number, flush=True)
-        if stop_reason == "pruned":
-            raise optuna.TrialPruned()
-        return (value, cost) if multi_objective else value
+            self.stopped_by_budget = True  # what is left of the budget will not buy a useful trial
+        if self.parent:
+            self.parent.log_metrics({f"trial/{self.metric}": value, "trial/seconds": b["spent_seconds"],
+                                     "search/spent_seconds": tracker.spent_seconds}, trial.number, flush=True)
+        return value, cost, stop_reason
 
-    bar = _progress_bar(trials, len([t for t in live if t.state.is_finished()])) if progress else None
-    # One trial at a time, until the search has its trials (over all workers) or its budget is spent. A worker with
-    # nothing left to start waits for the others' trials: if one of them dies, its trial is re-run here.
-    while not stopped_by_budget and not (base.budget.active and tracker.over(0.0, 0.0) is not None):
-        if shared:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again (WAITING)
-        now = study.get_trials(deepcopy=False, states=_live_states())
-        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in now)
-        if len(now) < trials or waiting:
-            try:
-                study.optimize(objective, n_trials=1, catch=())
-            except _NotStarted:
-                pass  # the budget ran out (the loop ends) or another worker took the last trial (it waits below)
-            if bar is not None:
-                bar.n = len(study.get_trials(deepcopy=False, states=_done_states()))
-                bar.refresh()
-            continue
-        if not shared or not any(t.state == optuna.trial.TrialState.RUNNING for t in now):
-            break
-        time.sleep(min(5.0, heartbeat_seconds))
-    if bar is not None:
-        bar.close()
-    if shared:
-        refresh_shared_spend()
-        finished = len(study.get_trials(deepcopy=False, states=_done_states()))
-        writer = _claim_summary(_storage(storage, heartbeat_seconds).engine, name, finished, f"{worker} {out.resolve()}")
-        if writer is not None:  # another worker got there first: it wrote tune.json and best_config.yaml
-            summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget, write=False)
-            summary["best"]["config"] = str(Path(writer.split(" ", 1)[1]) / "best_config.yaml")  # on the writer's machine
-            log(format_summary(summary).rsplit("\n", 1)[0] + f"\nsummary and best config written by worker {writer}")
-            if parent:
-                parent.end()
-            return TuneResult(out, summary["best"], summary)
-    summary = _summarise(study, out, base, metric, maximize, multi_objective, tracker, stopped_by_budget)
-    log(format_summary(summary))
-    if parent:
-        parent.log_metrics({f"best/{metric}": summary["best"]["value"]}, summary["best"]["number"], flush=True)
-        for name_ in ("tune.json", "best_config.yaml", "trials.png", "pareto.png"):
-            parent.log_artifact(out / name_)
-        parent.end()
-    return TuneResult(out, summary["best"], summary)
+    def finish(self) -> TuneResult:
+        """The summary and the best config, written by this worker (or, in a shared study, by the first to finish)."""
+        out, parent, metric = self.out, self.parent, self.metric
+        summarise = lambda write=True: _summarise(self.study, out, self.base, metric, self.maximize,  # noqa: E731
+                                                  self.multi_objective, self.tracker, self.stopped_by_budget, write=write)
+        if self.shared:
+            self.refresh_shared_spend()
+            finished = len(self.study.get_trials(deepcopy=False, states=_done_states()))
+            writer = _claim_summary(_storage(self.storage, self.heartbeat_seconds).engine, self.name, finished,
+                                    f"{self.worker} {out.resolve()}")
+            if writer is not None:  # another worker got there first: it wrote tune.json and best_config.yaml
+                summary = summarise(write=False)
+                summary["best"]["config"] = str(Path(writer.split(" ", 1)[1]) / "best_config.yaml")  # on the writer's machine
+                self.log(format_summary(summary).rsplit("\n", 1)[0] + f"\nsummary and best config written by worker {writer}")
+                if parent:
+                    parent.end()
+                return TuneResult(out, summary["best"], summary)
+        summary = summarise()
+        self.log(format_summary(summary))
+        if parent:
+            parent.log_metrics({f"best/{metric}": summary["best"]["value"]}, summary["best"]["number"], flush=True)
+            for name_ in ("tune.json", "best_config.yaml", "trials.png", "pareto.png"):
+                parent.log_artifact(out / name_)
+            parent.end()
+        return TuneResult(out, summary["best"], summary)
 
 
 def _progress_bar(total: int, done: int):
