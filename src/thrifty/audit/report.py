@@ -14,9 +14,12 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PLOT_ROWS = 20  # groups per plot at most: the ones with the largest gaps; the rest are in the tables
 ROW_INCHES = 0.3  # one row of a horizontal plot (30 px at DPI)
@@ -102,112 +105,153 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
     with plt.rc_context(FONT):
         cf = report.get("counterfactual", {})
         if cf.get("attributes"):
-            focus = cf["tested_classes"][0] if len(cf["tested_classes"]) == 1 else None
-            attributes = list(cf["attributes"].items())
-            picked = []
-            for name, attribute in attributes:
-                label = focus or attribute["max_gap_class"]
-                rows, part = shown(counterfactual_order(attribute, label))
-                picked.append((name, attribute, label, [g for g in attribute["groups"] if g in rows], part))
-            heights = [max(len(rows), 2) * ROW_INCHES + 0.75 for *_, rows, _ in picked]
-            fig, axes = plt.subplots(len(picked), 1, figsize=(WIDTH_INCHES, sum(heights) + 0.8), squeeze=False,
-                                     layout="constrained", gridspec_kw={"height_ratios": heights})
-            for ax, (name, attribute, label, rows, part) in zip(axes[:, 0], picked):
-                groups = [(g, attribute["groups"][g]) for g in rows]
-                ys = np.arange(len(groups))
-                means = [g["mean_probability"][label] for _, g in groups]
-                cis = [g["ci95"][label] for _, g in groups]
-                errors = [[max(0.0, m - c[0]) for m, c in zip(means, cis)],
-                          [max(0.0, c[1] - m) for m, c in zip(means, cis)]]
-                ax.barh(ys, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.75, height=0.7)
-                ax.set_yticks(ys, labels=[f"{g} ({f['sentences']})" for g, f in groups])
-                ax.invert_yaxis()
-                ax.set_xlim(0, 1)
-                ax.set_title(f"{name}: P({label}), largest gap {attribute['max_gap']:.3f}, "
-                             f"{attribute['significant_gaps']} flagged"
-                             + (f"; the {part} groups furthest from the mean (all in the table)" if part else ""),
-                             loc="left")
-            axes[-1, 0].set_xlabel("mean predicted probability over templates, 95% bootstrap interval; "
-                                   "(n sentences)")
-            out["groups"] = fig
-            rates = sorted(((f"{a}/{g}", f["label_change_rate"]) for a, v in cf["attributes"].items()
-                            for g, f in v["groups"].items() if f["label_change_rate"] is not None),
-                           key=lambda r: (-r[1], r[0]))
-            if rates:
-                names, part = shown([n for n, _ in rates])
-                values = dict(rates)
-                fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(len(names))), layout="constrained")
-                ax.barh(np.arange(len(names)), [values[n] for n in names], color="tab:orange", height=0.7)
-                ax.set_yticks(np.arange(len(names)), labels=names)
-                ax.invert_yaxis()
-                ax.set_xlim(0, max(0.05, max(values[n] for n in names) * 1.1))
-                ax.set_xlabel("share of counterfactual pairs whose predicted label changes")
-                ax.set_title("Label changes when only the person changes"
-                             + (f": the {part} groups with the most (all in the table)" if part else ""), loc="left")
-                out["label_changes"] = fig
+            out["groups"] = _counterfactual_figure(cf)
+            label_changes = _label_change_figure(cf)
+            if label_changes is not None:
+                out["label_changes"] = label_changes
         tests = report.get("association", {}).get("tests")
         if tests:
-            names = list(tests)
-            fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(2 * len(names))), layout="constrained")
-            effects = [tests[n]["effect_size"] for n in names]
-            ax.barh(np.arange(len(names)), effects,
-                    color=["tab:red" if tests[n]["p_value"] < 0.05 else "tab:grey" for n in names])
-            ax.axvline(0, color="black", linewidth=0.8)
-            ax.set_yticks(np.arange(len(names)),
-                          labels=[f"{n}\n{tests[n]['targets'][0]} ~ {tests[n]['attributes'][0]}" for n in names])
-            ax.invert_yaxis()
-            ax.set_xlim(-2, 2)
-            ax.set_xlabel("SEAT effect size (Cohen's d); red: permutation p < 0.05")
-            ax.set_title("Association tests on sentence embeddings", loc="left")
-            out["association"] = fig
+            out["association"] = _association_figure(tests)
         jig = report.get("jigsaw")
         if jig and jig["subgroups"]:
-            names, part = shown(jigsaw_order(jig))
-            fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(len(names), 1.9)), layout="constrained")
-            ys = np.arange(len(names))
-            values = []
-            for offset, key, marker in ((-0.22, "subgroup_auc", "o"), (0.0, "bpsn_auc", "s"), (0.22, "bnsp_auc", "D")):
-                xs = [jig["subgroups"][n][key] for n in names]
-                values += [x for x in xs if x is not None]
-                ax.scatter([x if x is not None else np.nan for x in xs], ys + offset, marker=marker, s=30,
-                           label=key.replace("_auc", " AUC").replace("bpsn", "BPSN").replace("bnsp", "BNSP"))
-            if jig.get("overall_auc") is not None:
-                ax.axvline(jig["overall_auc"], color="black", linestyle="--", linewidth=0.8,
-                           label=f"overall AUC {jig['overall_auc']:.3f}")
-            ax.set_yticks(ys, labels=[f"{n} ({jig['subgroups'][n]['texts']})" for n in names])
-            ax.set_ylim(len(names) - 0.5, -0.5)
-            ax.grid(axis="x", alpha=0.3)
-            low = min(values + [jig.get("overall_auc") or 1.0], default=0.5)
-            ax.set_xlim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.005)  # to the lowest AUC, in steps of 0.05
-            ax.set_xlabel("AUC (n texts); undefined AUCs (one class in the texts) not drawn")
-            ax.set_title(f"Jigsaw AUCs per subgroup, final score {jig['final_score']}"
-                         + (f": the {part} subgroups with the lowest AUC (all in the table)" if part else ""),
-                         loc="left")
-            fig.legend(loc="outside lower center", ncol=4, frameon=False)
-            out["jigsaw"] = fig
+            out["jigsaw"] = _jigsaw_figure(jig)
         grp = report.get("groups")
         if grp and grp["groups"]:
-            names, part = shown(group_order(grp))
-            keys = group_metric_keys(grp)
-            fig, axes = plt.subplots(1, len(keys), figsize=(WIDTH_INCHES, _height(len(names), 1.7)), sharey=True,
-                                     squeeze=False, layout="constrained")
-            ys = np.arange(len(names))
-            for ax, key in zip(axes[0], keys):
-                ax.barh(ys, [grp["groups"][n][key] for n in names], color="tab:blue", alpha=0.75, height=0.7)
-                ax.axvline(grp["overall"][key], color="black", linestyle="--", linewidth=0.8)
-                ax.set_xlim(0, 1)
-                ax.set_xticks([0, 0.5, 1], labels=["0", "0.5", "1"])
-                ax.set_title(key.replace("_", " ").replace("false positive", "false pos.")
-                             .replace("false negative", "false neg."))
-                ax.grid(axis="x", alpha=0.3)
-            axes[0, 0].set_yticks(ys, labels=[f"{_name(n)} ({grp['groups'][n]['count']})" for n in names])
-            axes[0, 0].set_ylim(len(names) - 0.5, -0.5)
-            fig.supxlabel("value per group (dashed: all texts); (n texts)", fontsize=10)
-            fig.suptitle(f"Metrics per group on labelled data ({grp['group_column']})"
-                         + (f": the {part} groups furthest from the overall value (all in the table)" if part else ""),
-                         x=0.01, ha="left")
-            out["group_metrics"] = fig
+            out["group_metrics"] = _group_metrics_figure(grp)
     return out
+
+
+def _counterfactual_figure(cf: dict[str, Any]) -> Figure:
+    """Per attribute, the mean probability of its focus label per group with the 95% intervals (the groups furthest
+    from the mean, at most PLOT_ROWS of them, in the attribute's own order)."""
+    import matplotlib.pyplot as plt
+
+    focus = cf["tested_classes"][0] if len(cf["tested_classes"]) == 1 else None
+    attributes = list(cf["attributes"].items())
+    picked = []
+    for name, attribute in attributes:
+        label = focus or attribute["max_gap_class"]
+        rows, part = shown(counterfactual_order(attribute, label))
+        picked.append((name, attribute, label, [g for g in attribute["groups"] if g in rows], part))
+    heights = [max(len(rows), 2) * ROW_INCHES + 0.75 for *_, rows, _ in picked]
+    fig, axes = plt.subplots(len(picked), 1, figsize=(WIDTH_INCHES, sum(heights) + 0.8), squeeze=False,
+                             layout="constrained", gridspec_kw={"height_ratios": heights})
+    for ax, (name, attribute, label, rows, part) in zip(axes[:, 0], picked):
+        groups = [(g, attribute["groups"][g]) for g in rows]
+        ys = np.arange(len(groups))
+        means = [g["mean_probability"][label] for _, g in groups]
+        cis = [g["ci95"][label] for _, g in groups]
+        errors = [[max(0.0, m - c[0]) for m, c in zip(means, cis)],
+                  [max(0.0, c[1] - m) for m, c in zip(means, cis)]]
+        ax.barh(ys, means, xerr=errors, capsize=3, color="tab:blue", alpha=0.75, height=0.7)
+        ax.set_yticks(ys, labels=[f"{g} ({f['sentences']})" for g, f in groups])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(f"{name}: P({label}), largest gap {attribute['max_gap']:.3f}, "
+                     f"{attribute['significant_gaps']} flagged"
+                     + (f"; the {part} groups furthest from the mean (all in the table)" if part else ""),
+                     loc="left")
+    axes[-1, 0].set_xlabel("mean predicted probability over templates, 95% bootstrap interval; "
+                           "(n sentences)")
+    return fig
+
+
+def _label_change_figure(cf: dict[str, Any]) -> Optional[Figure]:
+    """The share of counterfactual pairs whose predicted label changes, per attribute/group, most first; None when no
+    group has one."""
+    import matplotlib.pyplot as plt
+
+    rates = sorted(((f"{a}/{g}", f["label_change_rate"]) for a, v in cf["attributes"].items()
+                    for g, f in v["groups"].items() if f["label_change_rate"] is not None),
+                   key=lambda r: (-r[1], r[0]))
+    if not rates:
+        return None
+    names, part = shown([n for n, _ in rates])
+    values = dict(rates)
+    fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(len(names))), layout="constrained")
+    ax.barh(np.arange(len(names)), [values[n] for n in names], color="tab:orange", height=0.7)
+    ax.set_yticks(np.arange(len(names)), labels=names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(0.05, max(values[n] for n in names) * 1.1))
+    ax.set_xlabel("share of counterfactual pairs whose predicted label changes")
+    ax.set_title("Label changes when only the person changes"
+                 + (f": the {part} groups with the most (all in the table)" if part else ""), loc="left")
+    return fig
+
+
+def _association_figure(tests: dict[str, Any]) -> Figure:
+    """The SEAT effect sizes, red where the permutation test says p < 0.05."""
+    import matplotlib.pyplot as plt
+
+    names = list(tests)
+    fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(2 * len(names))), layout="constrained")
+    effects = [tests[n]["effect_size"] for n in names]
+    ax.barh(np.arange(len(names)), effects,
+            color=["tab:red" if tests[n]["p_value"] < 0.05 else "tab:grey" for n in names])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(np.arange(len(names)),
+                  labels=[f"{n}\n{tests[n]['targets'][0]} ~ {tests[n]['attributes'][0]}" for n in names])
+    ax.invert_yaxis()
+    ax.set_xlim(-2, 2)
+    ax.set_xlabel("SEAT effect size (Cohen's d); red: permutation p < 0.05")
+    ax.set_title("Association tests on sentence embeddings", loc="left")
+    return fig
+
+
+def _jigsaw_figure(jig: dict[str, Any]) -> Figure:
+    """The subgroup, BPSN and BNSP AUCs per subgroup (the lowest first), against the overall AUC."""
+    import matplotlib.pyplot as plt
+
+    names, part = shown(jigsaw_order(jig))
+    fig, ax = plt.subplots(figsize=(WIDTH_INCHES, _height(len(names), 1.9)), layout="constrained")
+    ys = np.arange(len(names))
+    values = []
+    for offset, key, marker in ((-0.22, "subgroup_auc", "o"), (0.0, "bpsn_auc", "s"), (0.22, "bnsp_auc", "D")):
+        xs = [jig["subgroups"][n][key] for n in names]
+        values += [x for x in xs if x is not None]
+        ax.scatter([x if x is not None else np.nan for x in xs], ys + offset, marker=marker, s=30,
+                   label=key.replace("_auc", " AUC").replace("bpsn", "BPSN").replace("bnsp", "BNSP"))
+    if jig.get("overall_auc") is not None:
+        ax.axvline(jig["overall_auc"], color="black", linestyle="--", linewidth=0.8,
+                   label=f"overall AUC {jig['overall_auc']:.3f}")
+    ax.set_yticks(ys, labels=[f"{n} ({jig['subgroups'][n]['texts']})" for n in names])
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.grid(axis="x", alpha=0.3)
+    low = min(values + [jig.get("overall_auc") or 1.0], default=0.5)
+    ax.set_xlim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.005)  # to the lowest AUC, in steps of 0.05
+    ax.set_xlabel("AUC (n texts); undefined AUCs (one class in the texts) not drawn")
+    ax.set_title(f"Jigsaw AUCs per subgroup, final score {jig['final_score']}"
+                 + (f": the {part} subgroups with the lowest AUC (all in the table)" if part else ""),
+                 loc="left")
+    fig.legend(loc="outside lower center", ncol=4, frameon=False)
+    return fig
+
+
+def _group_metrics_figure(grp: dict[str, Any]) -> Figure:
+    """One panel per metric of the labelled data's groups (those furthest from the overall value first), against the
+    value over all texts."""
+    import matplotlib.pyplot as plt
+
+    names, part = shown(group_order(grp))
+    keys = group_metric_keys(grp)
+    fig, axes = plt.subplots(1, len(keys), figsize=(WIDTH_INCHES, _height(len(names), 1.7)), sharey=True,
+                             squeeze=False, layout="constrained")
+    ys = np.arange(len(names))
+    for ax, key in zip(axes[0], keys):
+        ax.barh(ys, [grp["groups"][n][key] for n in names], color="tab:blue", alpha=0.75, height=0.7)
+        ax.axvline(grp["overall"][key], color="black", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.5, 1], labels=["0", "0.5", "1"])
+        ax.set_title(key.replace("_", " ").replace("false positive", "false pos.")
+                     .replace("false negative", "false neg."))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(ys, labels=[f"{_name(n)} ({grp['groups'][n]['count']})" for n in names])
+    axes[0, 0].set_ylim(len(names) - 0.5, -0.5)
+    fig.supxlabel("value per group (dashed: all texts); (n texts)", fontsize=10)
+    fig.suptitle(f"Metrics per group on labelled data ({grp['group_column']})"
+                 + (f": the {part} groups furthest from the overall value (all in the table)" if part else ""),
+                 x=0.01, ha="left")
+    return fig
 
 
 def plots(report: dict[str, Any]) -> dict[str, str]:

@@ -17,15 +17,17 @@ import json
 import operator
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from thrifty.config import AUDIT_SUMMARY_KEYS as SUMMARY_KEYS
 from thrifty.config import check_fail_on_measurable as check_measurable
 from thrifty.config import parse_fail_on
 from thrifty.errors import ConfigError, DataError
+from thrifty.traits import task_traits
 
 if TYPE_CHECKING:
     from thrifty.audit.layouts import Layout
+    from thrifty.inference.predictor import Predictor
 
 COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
@@ -115,13 +117,60 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
     """Run the audit; returns the report (also in OUTPUT/audit.json) with `failed`: the --fail-on rules broken.
     A pair of groups is flagged when its Holm-corrected p is below `alpha` and its gap is at least `min_gap`."""
     from thrifty.audit import association as assoc
-    from thrifty.audit import counterfactual, groups
-    from thrifty.audit.report import write_report
+    from thrifty.audit import counterfactual
     from thrifty.audit.sets import association_tests, sentence_set
     from thrifty.evaluation.evaluate import softmax
 
     started = time.perf_counter()
     rules = parse_fail_on(fail_on)  # before any work: a typo costs nothing
+    _check_arguments(model_dir, model, corpus, templates, terms, data, group_column, alpha, min_gap)
+    layout = data_layout(data) if data is not None else None  # the header only: a known layout needs no group column
+    if data is not None and group_column is None:
+        group_column = _layout_group_column(layout)
+    check_measurable(rules, model_dir is not None, data is not None, association)
+    sets = sentence_set(corpus, templates, terms, attributes)  # files checked now
+
+    report: dict[str, Any] = {"alpha": alpha, "min_gap": min_gap, "seed": seed}
+    folder = None
+    if model_dir is not None:
+        folder, predictor, positive_label = _load_classifier(model_dir, layout, positive_label)
+        labels = list(predictor.label_names)
+        report["model"] = {"folder": str(folder), "labels": labels, "task": predictor.task}
+        if data is not None:  # read and checked before any prediction: a bad file costs nothing
+            text_column = text_column or (layout.text_column if layout else predictor.data_config.text_column)
+            label_column = label_column or (layout.label_column if layout else predictor.data_config.label_column)
+            labelled = _read_known_labels(predictor, data, text_column, label_column, group_column, layout)
+        log(f"thrifty audit: {folder} ({len(labels)} labels); {sets.source}: {len(sets.texts)} sentences")
+        probabilities = softmax(predictor.logits(sets.texts))
+        by_text = dict(zip(sets.texts, probabilities))
+        report["counterfactual"] = counterfactual.analyse(sets, by_text, labels, positive_label=positive_label,
+                                                          alpha=alpha, min_gap=min_gap, resamples=resamples,
+                                                          seed=seed)
+        if data is not None:
+            if layout is not None:
+                log(f"thrifty audit: {data} is in the {layout.title}' layout: text {text_column!r}, label "
+                    f"{label_column!r}, group {group_column!r}" + (" (derived from the text)"
+                                                                   if group_column in layout.derived else ""))
+            _group_figures(report, predictor, labelled, positive_label, data, group_column, layout)
+        embed = _classifier_embedder(predictor, report) if association else None
+    else:
+        embed = _pretrained_encoder(report, model, association, log)
+    if embed is not None:
+        tests, bleached = association_tests()
+        report["association"] = assoc.run_tests(tests, bleached, embed, permutations, seed)
+
+    report["summary"] = summarise(report)
+    report["failed"] = check_thresholds(report["summary"], rules)
+    report["fail_on"] = fail_on
+    out = Path(output) if output is not None else default_output(model_dir, folder, model)
+    _write_outputs(report, out, started)
+    return report
+
+
+def _check_arguments(model_dir: Optional[str], model: Optional[str], corpus: Optional[str], templates: Optional[str],
+                     terms: Optional[str], data: Optional[str], group_column: Optional[str], alpha: float,
+                     min_gap: float) -> None:
+    """The arguments that cannot go together or are out of range, refused before any file is read."""
     if (model_dir is None) == (model is None):
         raise ConfigError("give a fine-tuned model (thrifty audit RUN_DIR) or a pre-trained one (--model NAME), "
                           "one of the two")
@@ -134,102 +183,111 @@ def audit(model_dir: Optional[str] = None, *, model: Optional[str] = None, corpu
     if not 0.0 <= min_gap < 1.0:
         raise ConfigError(f"--min-gap {min_gap} must be in [0, 1): the smallest gap in probability worth flagging, "
                           "e.g. 0.05 (0 flags every statistically significant gap)")
-    layout = data_layout(data) if data is not None else None  # the header only: a known layout needs no group column
-    if data is not None and group_column is None:
-        if layout is None:
-            raise ConfigError("group metrics need both --data FILE and --group-column COLUMN (thrifty derives the "
-                              "group itself only for the Jigsaw sentence templates' layout: template, toxicity, "
-                              "phrase)")
-        group_column = layout.group_column
-    check_measurable(rules, model_dir is not None, data is not None, association)
-    sets = sentence_set(corpus, templates, terms, attributes)  # files checked now
 
-    report: dict[str, Any] = {"alpha": alpha, "min_gap": min_gap, "seed": seed}
-    folder = predictor = None
-    if model_dir is not None:
-        from thrifty.inference.predictor import Predictor
-        from thrifty.runs.manifest import model_folder, read_manifest
 
-        folder = model_folder(model_dir)
-        task = read_manifest(folder).get("task")
-        if task != "classification":  # before loading anything
-            raise ConfigError(f"thrifty audit covers sentence classification models (and pre-trained encoders with "
-                              f"--model NAME); {folder} is {task}")
-        predictor = Predictor.load(folder, device="cpu")
-        labels = list(predictor.label_names)
-        if positive_label is None and layout is not None and layout.positive_label in labels:
-            positive_label = layout.positive_label  # the Jigsaw templates: the toxic class, whatever its position
-        if positive_label is not None and positive_label not in labels:
-            raise ConfigError(f"--positive-label {positive_label!r} is not a label of {folder}; its labels: "
-                              f"{', '.join(labels[:10])}")
-        report["model"] = {"folder": str(folder), "labels": labels, "task": predictor.task}
-        if data is not None:  # read and checked before any prediction: a bad file costs nothing
-            text_column = text_column or (layout.text_column if layout else predictor.data_config.text_column)
-            label_column = label_column or (layout.label_column if layout else predictor.data_config.label_column)
-            texts, true, group_values, dropped = read_labelled_groups(data, text_column, label_column, group_column,
-                                                                      layout)
-            unknown = sorted(set(true) - set(labels))
-            if unknown:
-                hint = (f" (the {layout.title}' labels: audit a model trained with those labels)"
-                        if layout is not None else "")
-                raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
-                                f"{labels[:10]}{hint}")
-        log(f"thrifty audit: {folder} ({len(labels)} labels); {sets.source}: {len(sets.texts)} sentences")
-        probabilities = softmax(predictor.logits(sets.texts))
-        by_text = dict(zip(sets.texts, probabilities))
-        report["counterfactual"] = counterfactual.analyse(sets, by_text, labels, positive_label=positive_label,
-                                                          alpha=alpha, min_gap=min_gap, resamples=resamples,
-                                                          seed=seed)
-        if data is not None:
-            if layout is not None:
-                log(f"thrifty audit: {data} is in the {layout.title}' layout: text {text_column!r}, label "
-                    f"{label_column!r}, group {group_column!r}" + (" (derived from the text)"
-                                                                   if group_column in layout.derived else ""))
-            probs = softmax(predictor.logits(texts))
-            predicted = [labels[i] for i in probs.argmax(axis=1)]
-            report["groups"] = {"data": str(data), "group_column": group_column, "dropped_rows": dropped,
-                                "layout": layout.name if layout else None,
-                                **groups.group_metrics(true, predicted, group_values, labels, positive_label)}
-            if len(labels) == 2 or positive_label is not None:
-                positive = positive_label or labels[1]
-                names = sorted({g for g in group_values if g and g.lower() not in ("none", "nan", "-")})
-                report["jigsaw"] = groups.jigsaw_aucs([int(y == positive) for y in true],
-                                                      probs[:, labels.index(positive)].tolist(),
-                                                      {n: [g == n for g in group_values] for n in names})
-        embed = None
-        if association:
-            from thrifty.models.sentence import is_sentence_encoder
+def _layout_group_column(layout: Optional["Layout"]) -> str:
+    """--data without --group-column: the group column of the file's known layout, which thrifty derives itself."""
+    if layout is None:
+        raise ConfigError("group metrics need both --data FILE and --group-column COLUMN (thrifty derives the "
+                          "group itself only for the Jigsaw sentence templates' layout: template, toxicity, "
+                          "phrase)")
+    return layout.group_column
 
-            if is_sentence_encoder(predictor.model.config):
-                from functools import partial
 
-                from thrifty.inference.embeddings import predictor_embeddings
+def _load_classifier(model_dir: str, layout: Optional["Layout"],
+                     positive_label: Optional[str]) -> tuple[Path, "Predictor", Optional[str]]:
+    """(the model folder, its predictor on the CPU, the positive label): a model that predicts labels, checked before
+    it is loaded; the positive label is the layout's when none is given and the model has it."""
+    from thrifty.inference.predictor import Predictor
+    from thrifty.runs.manifest import model_folder, read_manifest
 
-                embed = partial(predictor_embeddings, predictor)
-            else:
-                report["association"] = {"skipped": "a decoder's left-to-right states are not sentence embeddings"}
-    else:
-        from thrifty.inference.embeddings import EncoderEmbedder
+    folder = model_folder(model_dir)
+    task = read_manifest(folder).get("task")
+    if not task_traits(task).predicts_labels:  # before loading anything
+        raise ConfigError(f"thrifty audit covers sentence classification models (and pre-trained encoders with "
+                          f"--model NAME); {folder} is {task}")
+    predictor = Predictor.load(folder, device="cpu")
+    labels = list(predictor.label_names)
+    if positive_label is None and layout is not None and layout.positive_label in labels:
+        positive_label = layout.positive_label  # the Jigsaw templates: the toxic class, whatever its position
+    if positive_label is not None and positive_label not in labels:
+        raise ConfigError(f"--positive-label {positive_label!r} is not a label of {folder}; its labels: "
+                          f"{', '.join(labels[:10])}")
+    return folder, predictor, positive_label
 
-        report["model"] = {"pretrained": model}
-        report["counterfactual"] = {"skipped": "a pre-trained encoder has no labels to predict: fine-tune it, then "
-                                               "audit the run"}
-        log(f"thrifty audit: pre-trained {model}: association tests only (no labels to predict)")
-        embed = EncoderEmbedder(model) if association else None
-    if embed is not None:
-        tests, bleached = association_tests()
-        report["association"] = assoc.run_tests(tests, bleached, embed, permutations, seed)
 
-    report["summary"] = summarise(report)
-    report["failed"] = check_thresholds(report["summary"], rules)
-    report["fail_on"] = fail_on
-    out = Path(output) if output is not None else default_output(model_dir, folder, model)
+def _read_known_labels(predictor: "Predictor", data: str, text_column: str, label_column: str, group_column: str,
+                       layout: Optional["Layout"]) -> tuple[list[str], list[str], list[str], int]:
+    """read_labelled_groups, refusing labels the model was not trained on."""
+    labels = list(predictor.label_names)
+    texts, true, group_values, dropped = read_labelled_groups(data, text_column, label_column, group_column, layout)
+    unknown = sorted(set(true) - set(labels))
+    if unknown:
+        hint = (f" (the {layout.title}' labels: audit a model trained with those labels)"
+                if layout is not None else "")
+        raise DataError(f"{data} has labels {predictor.folder} was not trained on: {unknown[:5]}; it knows "
+                        f"{labels[:10]}{hint}")
+    return texts, true, group_values, dropped
+
+
+def _group_figures(report: dict[str, Any], predictor: "Predictor",
+                   labelled: tuple[list[str], list[str], list[str], int], positive_label: Optional[str], data: str,
+                   group_column: str, layout: Optional["Layout"]) -> None:
+    """report["groups"] (Fairlearn's metrics per group of the labelled data) and, for a binary task or a given
+    positive label, report["jigsaw"] (the Jigsaw AUCs per subgroup)."""
+    from thrifty.audit import groups
+    from thrifty.evaluation.evaluate import softmax
+
+    texts, true, group_values, dropped = labelled
+    labels = list(predictor.label_names)
+    probs = softmax(predictor.logits(texts))
+    predicted = [labels[i] for i in probs.argmax(axis=1)]
+    report["groups"] = {"data": str(data), "group_column": group_column, "dropped_rows": dropped,
+                        "layout": layout.name if layout else None,
+                        **groups.group_metrics(true, predicted, group_values, labels, positive_label)}
+    if len(labels) == 2 or positive_label is not None:
+        positive = positive_label or labels[1]
+        names = sorted({g for g in group_values if g and g.lower() not in ("none", "nan", "-")})
+        report["jigsaw"] = groups.jigsaw_aucs([int(y == positive) for y in true],
+                                              probs[:, labels.index(positive)].tolist(),
+                                              {n: [g == n for g in group_values] for n in names})
+
+
+def _classifier_embedder(predictor: "Predictor", report: dict[str, Any]) -> Optional[Callable[[list[str]], Any]]:
+    """The fine-tuned model's sentence embeddings for the association tests; None (said in the report) for a decoder."""
+    from thrifty.models.sentence import is_sentence_encoder
+
+    if is_sentence_encoder(predictor.model.config):
+        from functools import partial
+
+        from thrifty.inference.embeddings import predictor_embeddings
+
+        return partial(predictor_embeddings, predictor)
+    report["association"] = {"skipped": "a decoder's left-to-right states are not sentence embeddings"}
+    return None
+
+
+def _pretrained_encoder(report: dict[str, Any], model: str, association: bool,
+                        log: Callable[[str], None]) -> Optional[Callable[[list[str]], Any]]:
+    """A pre-trained encoder: no labels to predict, so its embeddings for the association tests only."""
+    from thrifty.inference.embeddings import EncoderEmbedder
+
+    report["model"] = {"pretrained": model}
+    report["counterfactual"] = {"skipped": "a pre-trained encoder has no labels to predict: fine-tune it, then "
+                                           "audit the run"}
+    log(f"thrifty audit: pre-trained {model}: association tests only (no labels to predict)")
+    return EncoderEmbedder(model) if association else None
+
+
+def _write_outputs(report: dict[str, Any], out: Path, started: float) -> None:
+    """OUT/audit.json and OUT/report.html, with the seconds the audit took; the folder in the report."""
+    from thrifty.audit.report import write_report
+
     out.mkdir(parents=True, exist_ok=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     (out / "audit.json").write_text(json.dumps(report, indent=2, default=float) + "\n", encoding="utf-8")
     write_report(report, out / "report.html")
     report["output_dir"] = str(out)
-    return report
 
 
 def summarise(report: dict[str, Any]) -> dict[str, Any]:

@@ -249,19 +249,38 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         val_texts, val_labels, val_counts = load(config.validation, "validation")
         validation = _encode(val_texts, val_labels, label_index, "validation", config, val_counts)
     else:
-        picked = stratified_pick(train.labels, config.validation_fraction, None, seed)
-        mask = np.zeros(len(train), dtype=bool)
-        mask[picked] = True
-        validation = _subset(train, np.flatnonzero(mask))
-        train = _subset(train, np.flatnonzero(~mask))
-        report["splits"]["validation"] = {"carved_from_train": len(validation), "fraction": config.validation_fraction}
+        train, validation = _carve_stratified_validation(train, config.validation_fraction, seed, report)
 
     test = None
     if config.test:
         test_texts, test_labels, test_counts = load(config.test, "test")
         test = _encode(test_texts, test_labels, label_index, "test", config, test_counts)
 
-    # Leakage: an evaluation text that is also a training text measures memory, not generalisation.
+    train, validation, test = _remove_leakage(train, validation, test, config.leakage, report)
+    train, validation = _subsample(train, validation, label_names, config, seed, report)
+    if config.counterfactual_augmentation:  # training split only; never a copy that is an evaluation text
+        train = _augment_counterfactuals(train, validation, test, config, report)
+    _check_splits(train, validation, label_names, report)
+    _describe(report, train, validation, test, label_names)
+    return PreparedData(train, validation, test, label_names, report)
+
+
+def _carve_stratified_validation(train: Split, fraction: float, seed: int,
+                                 report: dict[str, Any]) -> tuple[Split, Split]:
+    """No validation file: a stratified, seeded `fraction` of the training rows held out; (train, validation)."""
+    picked = stratified_pick(train.labels, fraction, None, seed)
+    mask = np.zeros(len(train), dtype=bool)
+    mask[picked] = True
+    validation = _subset(train, np.flatnonzero(mask))
+    train = _subset(train, np.flatnonzero(~mask))
+    report["splits"]["validation"] = {"carved_from_train": len(validation), "fraction": fraction}
+    return train, validation
+
+
+def _remove_leakage(train: Split, validation: Split, test: Optional[Split], leakage: str,
+                    report: dict[str, Any]) -> tuple[Split, Split, Optional[Split]]:
+    """Leakage: an evaluation text that is also a training text measures memory, not generalisation. Counted, and
+    by data.leakage refused, kept, or dropped from the evaluation set or from training; (train, validation, test)."""
     train_set = set(train.texts)
     for role, split in (("validation", validation), ("test", test)):
         if split is None:
@@ -269,11 +288,11 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         overlap = {t for t in split.texts if t in train_set}
         counts = report["splits"][role]
         counts["overlap_with_train"] = len(overlap)
-        if not overlap or config.leakage == "keep":
+        if not overlap or leakage == "keep":
             continue
-        if config.leakage == "error":
+        if leakage == "error":
             raise DataError(f"{len(overlap)} {role} texts also occur in training data (leakage); remove them or set --data.leakage drop_from_train")
-        if config.leakage == "drop_from_eval":
+        if leakage == "drop_from_eval":
             keep = [i for i, t in enumerate(split.texts) if t not in overlap]
             counts["dropped_leaked_rows"] = len(split) - len(keep)
             if role == "validation":
@@ -285,7 +304,13 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
             report["splits"]["train"][f"dropped_leaked_into_{role}"] = len(train) - len(keep)
             train = _subset(train, keep)
             train_set = set(train.texts)
+    return train, validation, test
 
+
+def _subsample(train: Split, validation: Split, label_names: list[str], config: DataConfig, seed: int,
+               report: dict[str, Any]) -> tuple[Split, Split]:
+    """data.max_train_examples (stratified), then data.examples_per_class (the few-shot protocol), then
+    data.max_eval_examples (stratified) on validation; each counted; (train, validation)."""
     if config.max_train_examples is not None and config.max_train_examples < len(train):
         report["splits"]["train"]["subsampled_to"] = config.max_train_examples
         train = _subset(train, stratified_pick(train.labels, None, config.max_train_examples, seed))
@@ -295,16 +320,25 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     if config.max_eval_examples is not None and config.max_eval_examples < len(validation):
         report["splits"]["validation"]["subsampled_to"] = config.max_eval_examples
         validation = _subset(validation, stratified_pick(validation.labels, None, config.max_eval_examples, seed))
+    return train, validation
 
-    if config.counterfactual_augmentation:  # training split only; never a copy that is an evaluation text
-        from thrifty.data.counterfactual import augment, load_term_map
 
-        avoid = set(validation.texts) | (set(test.texts) if test is not None else set())
-        texts, labels, cda = augment(train.texts, train.labels, load_term_map(config.counterfactual_terms), avoid)
-        train = Split(texts, labels)
-        report["counterfactual_augmentation"] = cda
-        report["splits"]["train"]["counterfactual_copies_added"] = cda["added"]
+def _augment_counterfactuals(train: Split, validation: Split, test: Optional[Split], config: DataConfig,
+                             report: dict[str, Any]) -> Split:
+    """The training split with counterfactual copies added (data/counterfactual.py), none of them an evaluation
+    text; counted in the report."""
+    from thrifty.data.counterfactual import augment, load_term_map
 
+    avoid = set(validation.texts) | (set(test.texts) if test is not None else set())
+    texts, labels, cda = augment(train.texts, train.labels, load_term_map(config.counterfactual_terms), avoid)
+    report["counterfactual_augmentation"] = cda
+    report["splits"]["train"]["counterfactual_copies_added"] = cda["added"]
+    return Split(texts, labels)
+
+
+def _check_splits(train: Split, validation: Split, label_names: list[str], report: dict[str, Any]) -> None:
+    """The final splits can train and be judged: a validation row and two training classes; a label with no
+    training row is a warning."""
     if len(validation) == 0:
         raise DataError("the validation set is empty; give data.validation a file or raise data.validation_fraction")
     if len(set(train.labels)) < 2:
@@ -313,6 +347,10 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
     if missing:
         report["warnings"].append(f"labels with no training example after splitting: {missing[:10]}")
 
+
+def _describe(report: dict[str, Any], train: Split, validation: Split, test: Optional[Split],
+              label_names: list[str]) -> None:
+    """The report's labels, class counts per split, imbalance ratio and sizes, and the warnings they call for."""
     class_counts = Counter(train.labels)
     ratio = max(class_counts.values()) / max(1, min(class_counts.values()))
     report["labels"] = label_names
@@ -330,7 +368,6 @@ def prepare_data(config: DataConfig, seed: int) -> PreparedData:
         for key in ("texts_truncated_to_max_chars", "lines_with_replaced_bytes"):
             if counts.get(key):
                 report["warnings"].append(f"{role}: {counts[key]} {key.replace('_', ' ')}")
-    return PreparedData(train, validation, test, label_names, report)
 
 
 def format_report(report: dict[str, Any]) -> str:
