@@ -144,15 +144,15 @@ def test_predict_writes_jsonl_in_input_order_and_never_overwrites(tmp_path, tiny
     texts = ["I loved this wonderful film", "x", "I hated this terrible film " * 20, "", "I loved it"]
     inp = write(tmp_path / "in.txt", "\n".join(texts) + "\n")
     out_file = tmp_path / "out.jsonl"
-    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output", out_file])
+    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output-file", out_file])
     assert code == 0, err
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["text"] for r in rows] == texts  # input order, even though batches are sorted by length
     direct = thrifty.predict(tmp_path / "run", texts)
     assert [r["label"] for r in rows] == [d["label"] for d in direct]
-    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output", out_file])
+    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output-file", out_file])
     assert_clean_failure(code, err, "already exists")
-    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output", tmp_path / "out.csv"])
+    code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", inp, "--output-file", tmp_path / "out.csv"])
     assert code == 0 and (tmp_path / "out.csv").read_text().startswith("text,label,score,p_neg,p_pos")
     code, _, err = run_main(capsys, ["predict", tmp_path / "run", "--input", tmp_path / "missing.txt"])
     assert_clean_failure(code, err, "input file not found")

@@ -89,19 +89,19 @@ def test_predict_on_a_terminal_shows_a_bar_with_an_eta_and_in_a_log_plain_lines(
                                                                                   monkeypatch):
     texts = tmp_path / "texts.txt"
     texts.write_text("".join(f"I loved this wonderful film number {i}\n" for i in range(1000)))
-    shown = run_in_terminal(["predict", tiny_run, "--input", texts, "--output", tmp_path / "a.jsonl",
+    shown = run_in_terminal(["predict", tiny_run, "--input", texts, "--output-file", tmp_path / "a.jsonl",
                              "--batch-size", "8"])
     assert re.search(r"predict: +\d+%\|.*\| \d+/1000 \[\d\d:\d\d<", shown)  # a bar, its count, [elapsed<remaining]
     assert "wrote 1000 predictions" in shown
     from thrifty.cli import main
 
     monkeypatch.setattr(console.Progress, "END_LINE_AFTER_SECONDS", 0.0)  # however quick, the stage says it ended
-    assert main(["predict", str(tiny_run), "--input", str(texts), "--output", str(tmp_path / "b.jsonl")]) == 0
+    assert main(["predict", str(tiny_run), "--input", str(texts), "--output-file", str(tmp_path / "b.jsonl")]) == 0
     logged = capsys.readouterr().err  # not a terminal: plain lines
     assert "\r" not in logged and "%|" not in logged
     assert logged.splitlines()[0].startswith("predict: 1,000 texts in ")
     assert logged.splitlines()[-1] == f"wrote 1000 predictions to {tmp_path / 'b.jsonl'}"
-    assert main(["predict", str(tiny_run), "--input", str(texts), "--output", str(tmp_path / "c.jsonl"), "--quiet"]) == 0
+    assert main(["predict", str(tiny_run), "--input", str(texts), "--output-file", str(tmp_path / "c.jsonl"), "--quiet"]) == 0
     assert capsys.readouterr().err.splitlines() == [f"wrote 1000 predictions to {tmp_path / 'c.jsonl'}"]
 
 

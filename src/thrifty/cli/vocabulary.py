@@ -1,0 +1,54 @@
+"""The words every command shares (docs/cli.md): one meaning per option name, one help text for it."""
+
+from __future__ import annotations
+
+from thrifty.config import BACKENDS
+
+# --output is always a folder; a command that writes one file takes --output-file for it
+OUTPUT_RUN = "the run folder to write (default: output.dir of the config)"
+OUTPUT_FILE = "the file to write"
+# --resume is always a run folder (a search folder for tune)
+RESUME = "the run folder of an interrupted run: continue it from its last checkpoint"
+# --model is always the model folder or name to use
+MODEL = "the model folder or name to use"
+MODEL_DIR = "a finished run folder, or its model/ folder copied anywhere"
+CONFIG = "YAML config (default: built-in defaults)"
+DATA_TEXT_COLUMN = "the text column of a table (default: the one used in training)"
+DATA_LABEL_COLUMN = "the label column of a table (default: the one used in training)"
+BATCH_SIZE = "texts per forward pass"
+OVERWRITE = "replace an existing output"
+NO_PROGRESS = "no progress bar"
+JSON = "print JSON instead of the table"
+TRUST_REMOTE_CODE = "run the model repository's own code (off: only for models you trust)"
+REGISTRY = ("the registry store for models:/ (default: $THRIFTY_REGISTRY_URI, else $MLFLOW_TRACKING_URI, else SQLite "
+            "at ./runs/mlflow.db)")
+BACKEND_CHOICES = BACKENDS
+BACKEND = ("torch (fp32); torch-bf16 (bf16 weights: CPUs with AMX or AVX512-BF16, GPUs with bf16); onnx or onnx-int8: "
+           "ONNX Runtime on the graph `thrifty export` wrote (classification)")
+LANES = ("classification passes run at once, each on threads / N CPU threads (default: one per thread on a CPU, the "
+         "most texts/s for small models; 1 for the lowest latency of a lone request on many cores)")
+SEED = "the random seed"
+
+EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
+  --data.max_train_examples 500 --data.max_length 64 --train.epochs 2 --train.batch_size 16
+  --train.learning_rate 5e-5 --train.seed 1 --strategy.name lora
+`thrifty config` prints every key with its default."""
+
+
+def as_overrides(settings: dict[str, object]) -> list[str]:
+    """Options that are short for a config key, as overrides: {"cost.hardware": "a10g"} -> --cost.hardware a10g
+    (options not given, None, are left out)."""
+    return [item for key, value in settings.items() if value is not None for item in (f"--{key}", str(value))]
+
+
+def section_settings(config: str | None, overrides: list[str], section: str) -> dict[str, object]:
+    """The keys of one config section that --config FILE or --section.key overrides set, resolved and validated:
+    what a command that reads a finished model (generate, audit) takes from a config, below its own options."""
+    if config is None and not overrides:
+        return {}
+    from thrifty.config import load_config, load_yaml, parse_overrides
+
+    resolved = getattr(load_config(config, overrides), section)
+    named = set(((load_yaml(config) or {}).get(section) or {}) if config else ())
+    named |= {key for name, key, _ in parse_overrides(overrides) if name == section}
+    return {key: getattr(resolved, key) for key in named if hasattr(resolved, key)}
