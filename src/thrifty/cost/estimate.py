@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from thrifty.config import Config
-from thrifty.traits import strategy_traits
+from thrifty.cost.shape import RunShape, last_layer_pruned, measured, prunes
 
 CALIBRATION_STEPS = 4
 STEP_OVERHEAD_SECONDS = 0.002  # per optimizer step: the JSON log line, TensorBoard scalars, the progress bar
@@ -61,7 +61,7 @@ def estimate(config: Config | str | Path | dict | None = None, overrides: Option
 
 @dataclass
 class _Work:
-    """The arithmetic of a run, counted from the real batches of one epoch: what estimate_prepared times."""
+    """The arithmetic of a run, counted from its measured shape (cost/shape.py): what estimate_shape times."""
 
     eval_batch_size: int
     lengths: list[int]
@@ -83,11 +83,11 @@ class _Work:
     eval_flops: float = 0.0
     memory: Any = None  # cost/memory.py's training_memory
 
-    def sorted_widths(self, ids) -> list[tuple[int, int]]:
-        """Evaluation and the frozen-layer cache pad sorted batches of eval_batch_size."""
+    def sorted_widths(self, seq) -> list[tuple[int, int]]:
+        """Evaluation and the frozen-layer cache pad sorted batches of eval_batch_size (`seq`: the token lengths)."""
         from thrifty.data.batching import sorted_batches
 
-        seq = [len(x) for x in ids]
+        seq = list(seq)
         return [(len(idx), max(seq[i] for i in idx)) for idx in sorted_batches(seq, self.eval_batch_size)]
 
     def forward_flops(self, pairs, frozen_only: bool = False) -> float:
@@ -96,88 +96,89 @@ class _Work:
 
 
 def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str, Any]] = None,
-                      calibration_steps: int = CALIBRATION_STEPS, hardware=None, processes: int = 1) -> dict[str, Any]:
-    """The estimate for prepared inputs (`recipe.prepare_inputs`). A given `calibration` (seconds per FLOP from an
-    earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
+                      calibration_steps: int = CALIBRATION_STEPS, hardware=None, processes: int = 1,
+                      shape: Optional[RunShape] = None) -> dict[str, Any]:
+    """The estimate for prepared inputs (`recipe.prepare_inputs`): their shape measured (or the `shape` given, measured
+    from them) and, on a CPU, the seconds per FLOP timed on a few of their real batches. A given `calibration` (from
+    an earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
     calibration steps are undone (weights, optimizer-free) and the random state is restored."""
     from thrifty.cost.hardware import hardware_for
-    from thrifty.models import first_token
 
-    tc, model = config.train, inputs.model
-    pruned = tc.prune_last_layer and inputs.task.prunes_last_layer and first_token.enable(model)
-    try:
-        work = _work(config, inputs, processes)
-        hardware = hardware or hardware_for(config.cost)
-        if hardware.kind == "cpu":
-            calibration, communication, seconds = _cpu_seconds(config, inputs, work, calibration, calibration_steps,
-                                                               processes, pruned)
-        else:
-            calibration, communication, seconds = None, 0.0, _device_seconds(model, work, hardware, processes)
-    finally:
-        if pruned:
-            first_token.disable(model)
-    return _estimate(config, inputs, work, hardware, processes, calibration, communication, *seconds)
+    hardware = hardware or hardware_for(config.cost)
+    with last_layer_pruned(inputs.model, prunes(config, inputs)) as pruned:
+        shape = shape or measured(config, inputs, processes)
+        if hardware.kind == "cpu" and calibration is None:
+            calibration = _calibration(config, inputs, shape, calibration_steps, pruned)
+    return estimate_shape(shape, hardware, calibration=calibration, currency=config.cost.currency)
 
 
-def _work(config: Config, inputs, processes: int) -> _Work:
-    from thrifty.cost.flops import flop_model
-    from thrifty.cost.memory import training_memory
-    from thrifty.models.feature_cache import FrozenFeatureCache
+def estimate_shape(shape: RunShape, hardware, *, calibration: Optional[dict[str, Any]] = None,
+                   currency: str = "USD") -> dict[str, Any]:
+    """The estimate of a run of this shape on `hardware`: on a CPU at the `calibration`'s seconds per FLOP (required
+    there), on another machine at its profile's rates. No model, no tokens: the planner's candidates come here."""
+    work = _work(shape)
+    if hardware.kind == "cpu":
+        if calibration is None:
+            raise ValueError("an estimate on this machine's CPU needs a calibration (estimate_prepared times one)")
+        communication, seconds = _cpu_seconds(shape, work, calibration)
+    else:
+        calibration, communication, seconds = None, 0.0, _device_seconds(shape, work, hardware)
+    return _estimate(shape, work, hardware, calibration, communication, currency, *seconds)
+
+
+def _work(shape: RunShape) -> _Work:
     from thrifty.optimization.schedule import evaluation_steps
 
-    tc, model = config.train, inputs.model
-    train_ids, val_ids, test_ids = inputs.train_ids, inputs.val_ids, inputs.test_ids or []
-    lengths = [len(x) for x in train_ids]
-    batches = inputs.task.training_batches(inputs.train, tc.batch_size, tc.seed, 0, tc.group_by_length)
-    widths = [(len(idx), max(lengths[i] for i in idx)) for idx in batches]
-    cached_layers = FrozenFeatureCache.layers_to_cache(
-        config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers, inputs.strategy.details, model)
-    steps_per_epoch = math.ceil(len(batches) / tc.gradient_accumulation_steps)
-    total_steps = steps_per_epoch * tc.epochs if not tc.max_steps else min(tc.max_steps, steps_per_epoch * tc.epochs)
-    w = _Work(tc.eval_batch_size, lengths, batches, widths, cached_layers, flop_model(model, frozen_layers=cached_layers),
+    lengths, batches, widths = list(shape.train_lengths), [list(b) for b in shape.batches], shape.widths
+    steps_per_epoch = math.ceil(len(batches) / shape.gradient_accumulation_steps)
+    total_steps = (steps_per_epoch * shape.epochs if not shape.max_steps
+                   else min(shape.max_steps, steps_per_epoch * shape.epochs))
+    w = _Work(shape.eval_batch_size, lengths, batches, widths, shape.cached_layers, shape.flops,
               steps_per_epoch, total_steps, total_steps / steps_per_epoch)
-    w.val_widths, w.test_widths = w.sorted_widths(val_ids), w.sorted_widths(test_ids) if test_ids else []
-    w.train_sorted_widths = w.sorted_widths(train_ids)
+    w.val_widths = w.sorted_widths(shape.val_lengths)
+    w.test_widths = w.sorted_widths(shape.test_lengths) if shape.test_lengths else []
+    w.train_sorted_widths = w.sorted_widths(lengths)
     frozen_per_epoch = w.forward_flops(widths, frozen_only=True)
     w.train_flops_epoch = w.flops.batches_train_flops(widths) - frozen_per_epoch
     w.cache_flops = (w.forward_flops(w.train_sorted_widths, frozen_only=True)
                      + w.forward_flops(w.val_widths, frozen_only=True))
     # An evaluation at every epoch end (or every eval_every_steps, and at the last step); the best model's
     # validation metrics are kept, not recomputed; the test set is evaluated once, without the cache.
-    w.evaluations = len(evaluation_steps(total_steps, steps_per_epoch, tc.eval_every_steps, tc.evaluations_per_epoch))
+    w.evaluations = len(evaluation_steps(total_steps, steps_per_epoch, shape.eval_every_steps,
+                                         shape.evaluations_per_epoch))
     w.eval_each_flops = w.forward_flops(w.val_widths) - w.forward_flops(w.val_widths, frozen_only=True)
-    if inputs.task.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
-        w.eval_each_flops += w.forward_flops(w.sorted_widths(train_ids))
-        if inputs.train.extra.get("unlabelled"):  # and self-training labels the unlabelled texts first
-            w.eval_each_flops += w.forward_flops(w.sorted_widths(inputs.train.extra["unlabelled"]))
+    if shape.embeds_train_before_evaluation:  # fewshot: the head is fitted on the training embeddings
+        w.eval_each_flops += w.forward_flops(w.sorted_widths(lengths))
+        if shape.unlabelled_lengths:  # and self-training labels the unlabelled texts first
+            w.eval_each_flops += w.forward_flops(w.sorted_widths(shape.unlabelled_lengths))
     w.test_flops = w.forward_flops(w.test_widths)
     w.eval_flops = w.evaluations * w.eval_each_flops + w.test_flops
-    w.memory = training_memory(model, tc.batch_size, max(width for _, width in widths), processes=processes,
-                               sharded=tc.fsdp and processes > 1)
+    w.memory = shape.memory
     return w
 
 
-def _cpu_seconds(config: Config, inputs, w: _Work, calibration: Optional[dict[str, Any]], calibration_steps: int,
-                 n: int, pruned: bool) -> tuple[dict[str, Any], float, tuple[float, float, float, float]]:
-    """This machine's CPU: FLOPs at the rate calibrated here. Returns the calibration, the seconds a step spends
-    adding up gradients between processes, and the seconds of training, of one evaluation, of the test and of the
-    frozen-layer cache."""
-    communication = 0.0
-    if calibration is None:
-        # N processes: each runs its share of every batch on cores / N threads, so that is what is timed
-        threads = torch.get_num_threads()
-        if n > 1:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
-        try:
-            calibration = _kept_or_new_calibration(config, inputs, [b[::n] for b in w.batches], w.flops,
-                                                   calibration_steps, w.forward_flops, w.sorted_widths, w.widths,
-                                                   w.cached_layers, pruned)
-        finally:
-            torch.set_num_threads(threads)
+def _calibration(config: Config, inputs, shape: RunShape, calibration_steps: int, pruned: bool) -> dict[str, Any]:
+    """Seconds per FLOP on this machine's CPU, for the shape's batches (kept, or timed now). N processes: each runs
+    its share of every batch on cores / N threads, so that is what is timed."""
+    w, n = _work(shape), shape.processes
+    threads = torch.get_num_threads()
+    if n > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+    try:
+        return _kept_or_new_calibration(config, inputs, [b[::n] for b in w.batches], w.flops, calibration_steps,
+                                        w.forward_flops, w.sorted_widths, w.widths, w.cached_layers, pruned)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _cpu_seconds(shape: RunShape, w: _Work,
+                 calibration: dict[str, Any]) -> tuple[float, tuple[float, float, float, float]]:
+    """This machine's CPU: FLOPs at the rate calibrated here. Returns the seconds a step spends adding up gradients
+    between processes, and the seconds of training, of one evaluation, of the test and of the frozen-layer cache."""
     # FLOPs at the calibrated rate, plus the loop's own bookkeeping (logs, TensorBoard, keeping the best
     # weights): invisible for real models, most of the time for tiny ones. N processes share the FLOPs of
     # training and evaluation, each at its own rate, and add up their gradients once a step.
-    trainable = inputs.strategy.trainable_parameters
+    trainable, n, communication = shape.trainable_parameters, shape.processes, 0.0
     if n > 1:
         communication = (2 * (n - 1) / n * trainable * 4 / GLOO_BYTES_PER_SECOND
                          + COLLECTIVES_PER_STEP * COLLECTIVE_SECONDS)
@@ -187,13 +188,13 @@ def _cpu_seconds(config: Config, inputs, w: _Work, calibration: Optional[dict[st
                          + trainable * 4 / COPY_BYTES_PER_SECOND)
     test_seconds = w.test_flops / n * calibration["seconds_per_forward_flop"]
     cache_seconds = w.cache_flops * calibration["seconds_per_forward_flop"]  # each process builds the whole cache
-    return calibration, communication, (train_seconds, eval_each_seconds, test_seconds, cache_seconds)
+    return communication, (train_seconds, eval_each_seconds, test_seconds, cache_seconds)
 
 
-def _device_seconds(model, w: _Work, hardware, n: int) -> tuple[float, float, float, float]:
+def _device_seconds(shape: RunShape, w: _Work, hardware) -> tuple[float, float, float, float]:
     """Another machine: each batch takes the longer of its FLOPs at peak x efficiency and the host's launch time.
     The seconds of training, of one evaluation, of the test and of the frozen-layer cache."""
-    layers = getattr(model.config, "num_hidden_layers", 12)
+    layers, n = shape.layers, shape.processes
     live, flops = layers - w.cached_layers, w.flops
     frozen_rate = flops.frozen_forward_flops
     train_seconds = w.epochs_run * sum(
@@ -209,34 +210,33 @@ def _device_seconds(model, w: _Work, hardware, n: int) -> tuple[float, float, fl
     return train_seconds / n, eval_each_seconds / n, test_seconds / n, cache_seconds
 
 
-def _estimate(config: Config, inputs, w: _Work, hardware, n: int, calibration: Optional[dict[str, Any]],
-              communication: float, train_seconds: float, eval_each_seconds: float, test_seconds: float,
+def _estimate(shape: RunShape, w: _Work, hardware, calibration: Optional[dict[str, Any]], communication: float,
+              currency: str, train_seconds: float, eval_each_seconds: float, test_seconds: float,
               cache_seconds: float) -> dict[str, Any]:
     """The estimate: the work, its time and price, and whether it fits the device's memory."""
     from thrifty.cost.hardware import price
 
-    tc, strategy = config.train, inputs.strategy
     eval_seconds = w.evaluations * eval_each_seconds + test_seconds
     predicted = train_seconds + eval_seconds + cache_seconds
     cost = price(predicted, hardware)
     if cost is not None:
-        cost_note = (f"{predicted / 3600:.3f} h x {hardware.machine_price_per_hour:.4g} {config.cost.currency}/h "
+        cost_note = (f"{predicted / 3600:.3f} h x {hardware.machine_price_per_hour:.4g} {currency}/h "
                      f"({hardware.name}: {hardware.instance}, price as of {hardware.as_of}; set cost.price_per_hour for yours)")
     else:
         cost_note = f"no price for hardware '{hardware.name}': set cost.price_per_hour (the machine's price per hour)"
     fits = None if hardware.memory_gib is None else w.memory.total <= hardware.memory_gib * 2**30
     return {
-        "model": config.model.name, "strategy": strategy.name,
-        "total_parameters": strategy.total_parameters, "trainable_parameters": strategy.trainable_parameters,
-        "examples": len(inputs.train_ids), "tokens_per_epoch": int(sum(w.lengths)),
+        "model": shape.model_name, "strategy": shape.strategy_name,
+        "total_parameters": shape.total_parameters, "trainable_parameters": shape.trainable_parameters,
+        "examples": len(shape.train_lengths), "tokens_per_epoch": int(sum(w.lengths)),
         "padded_tokens_per_epoch": int(sum(size * width for size, width in w.widths)),
-        "max_length": inputs.max_length, "steps": w.total_steps, "steps_per_epoch": w.steps_per_epoch,
+        "max_length": shape.max_length, "steps": w.total_steps, "steps_per_epoch": w.steps_per_epoch,
         "epochs": round(w.epochs_run, 3), "evaluations": w.evaluations,
-        "eval_every_steps": tc.eval_every_steps, "evaluations_per_epoch": tc.evaluations_per_epoch,
+        "eval_every_steps": shape.eval_every_steps, "evaluations_per_epoch": shape.evaluations_per_epoch,
         "train_flops_per_epoch": w.train_flops_epoch, "train_flops": w.train_flops_epoch * w.epochs_run,
         "eval_flops": w.eval_flops, "eval_flops_each": w.eval_each_flops, "cache_flops": w.cache_flops,
         "peak_memory_bytes": w.memory.total, "memory": w.memory.as_dict(), "fits_memory": fits,
-        "fsdp_to_fit": _fsdp_to_fit(config, inputs.model, w, hardware) if fits is False else None,
+        "fsdp_to_fit": _fsdp_to_fit(shape, w, hardware) if fits is False else None,
         "calibration": calibration,
         "predicted_seconds": round(predicted, 1),
         "predicted": {"training_seconds": round(train_seconds, 2), "evaluation_seconds": round(eval_seconds, 2),
@@ -245,21 +245,18 @@ def _estimate(config: Config, inputs, w: _Work, hardware, n: int, calibration: O
                       "seconds_per_evaluation": eval_each_seconds, "test_seconds": test_seconds},
         "frozen_cache": {"layers": w.cached_layers, "flops": w.cache_flops} if w.cached_layers else None,
         "hardware": hardware.as_dict(),
-        "processes": n, "communication_seconds_per_step": round(communication, 4),
-        "cost": None if cost is None else float(f"{cost:.4g}"), "currency": config.cost.currency, "cost_note": cost_note,
+        "processes": shape.processes, "communication_seconds_per_step": round(communication, 4),
+        "cost": None if cost is None else float(f"{cost:.4g}"), "currency": currency, "cost_note": cost_note,
     }
 
 
-def _fsdp_to_fit(config: Config, model, w: _Work, hardware) -> Optional[dict[str, Any]]:
+def _fsdp_to_fit(shape: RunShape, w: _Work, hardware) -> Optional[dict[str, Any]]:
     """A model that does not fit one device: the fewest devices that hold it sharded (FSDP), each with its share;
     None when its strategy may not be sharded or not even 16 would hold it."""
-    from thrifty.cost.memory import training_memory
-
-    if not strategy_traits(config.strategy.name).shards:
+    if not shape.shards:
         return None
-    for k in (2, 4, 8, 16):
-        m = training_memory(model, config.train.batch_size, max(width for _, width in w.widths), processes=k,
-                            sharded=True)
+    for k in (2, 4, 8, 16):  # measured unpruned, as before
+        m = shape.memory_probe(shape.batch_size, max(width for _, width in w.widths), k, True, False)
         if m.total <= hardware.memory_gib * 2**30:
             return {"processes": k, "peak_memory_bytes_per_process": m.total}
     return None
@@ -329,7 +326,8 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     forward_all(probe[: tc.eval_batch_size])  # warm-up
     t0 = time.perf_counter()
     forward_all(probe)
-    seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths(probe)), 1.0)
+    seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths([len(x) for x in probe])),
+                                                                1.0)
     model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
     torch.set_rng_state(saved_rng)
     model.train()

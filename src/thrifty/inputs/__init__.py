@@ -147,6 +147,18 @@ def _length_report(report: dict[str, Any], task: Task, lengths: dict[str, Any], 
     report["warnings"].extend(new)
 
 
+def cut_warnings_at(inputs: Inputs, max_length: int) -> list[str]:
+    """The warnings `reencode(inputs, max_length, ...)` would put in the data report (more than 5% of a split cut),
+    counted from the untruncated lengths, without tokenising; the report is left as it is."""
+    task = inputs.task
+    if inputs.lengths is None:
+        return list(inputs.data.report["tokens"].get("cut_warnings", []))
+    eval_max_length = inputs.eval_max_length if task.evaluates_full_length else max_length
+    cut_at = {role: max_length if role == "train" else eval_max_length for role in inputs.lengths}
+    limit = model_length_limit(inputs.tokenizer, inputs.model.config)
+    return [] if task.windows_long_texts else cut_warnings(inputs.lengths, cut_at, limit)
+
+
 def reencode(inputs: Inputs, max_length: int, how: str) -> Inputs:
     """The same data tokenised to another max_length (its length statistics and warnings in the data report
     follow)."""

@@ -16,8 +16,10 @@ from typing import Any, Optional
 
 from thrifty.config import Config
 from thrifty.cost.budget import BudgetError, BudgetTracker, save_seconds, total_for_steps
-from thrifty.cost.estimate import estimate_prepared
-from thrifty.inputs import load_model, reencode
+from thrifty.cost.estimate import estimate_prepared, estimate_shape
+from thrifty.cost.hardware import hardware_for
+from thrifty.cost.shape import RunShape, measure_shape
+from thrifty.inputs import cut_warnings_at, load_model, reencode
 from thrifty.traits import strategy_traits
 
 
@@ -47,7 +49,8 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     """Fit `config` into the budget left in `tracker`; returns the (possibly changed) config and inputs and what
     was decided. Raises BudgetError when not even one step, one evaluation and saving fit."""
     t0 = time.perf_counter()
-    estimate = estimate_prepared(config, inputs)
+    shape, hardware = measure_shape(config, inputs), hardware_for(config.cost)  # measured once; candidates change it
+    estimate = estimate_prepared(config, inputs, shape=shape, hardware=hardware)
     model_bytes = sum(p.numel() * p.element_size() for p in inputs.model.parameters())
     fits = _Fit(tracker, save_seconds(model_bytes), started=t0)
     full_steps = estimate["steps"]
@@ -67,14 +70,15 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     if steps is not None:
         return _done(planned, inputs, fits.record(estimate, steps, changes, True), log)
     changes.append(f"train.epochs {planned.train.epochs} -> 1: even 1 epoch does not fit ({why})")
-    planned.train.epochs = 1
+    planned.train.epochs, shape = 1, shape.with_epochs(1)
     # 2. A cheaper strategy, then 3. a shorter max_length, each kept once tried; the first that fits one epoch ends it
     current = estimate
     for change in (_cheaper_strategy, _shorter_max_length):
         before = current
-        planned, inputs, current = change(planned, inputs, model_path, estimate, current, changes)
+        planned, inputs, shape, current = change(planned, inputs, shape, model_path, hardware, estimate, current,
+                                                 changes)
         if current is not before and fits(current, current["steps_per_epoch"]):
-            return _done(planned, inputs, fits.record(current, current["steps_per_epoch"], changes, True), log)
+            return _done(planned, inputs, fits.record(current, current["steps_per_epoch"], changes, True), log, shape)
 
     # 4. Part of an epoch: a step limit the learning-rate schedule is fitted to.
     steps = _max_steps(current, fits)
@@ -83,7 +87,7 @@ def plan(config: Config, inputs, model_path: str, tracker: BudgetTracker, log) -
     planned.train.max_steps = steps
     changes.append(f"train.max_steps -> {steps} of {current['steps_per_epoch']} steps in the epoch "
                    "(the learning-rate schedule ends at that step)")
-    return _done(planned, inputs, fits.record(current, steps, changes, True), log)
+    return _done(planned, inputs, fits.record(current, steps, changes, True), log, shape)
 
 
 def _fewer_epochs(planned: Config, estimate: dict[str, Any], fits: _Fit, why: str, changes: list[str]) -> Optional[int]:
@@ -104,38 +108,50 @@ def _fewer_epochs(planned: Config, estimate: dict[str, Any], fits: _Fit, why: st
     return steps
 
 
-def _cheaper_strategy(planned: Config, inputs, model_path: str, estimate: dict[str, Any], current: dict[str, Any],
-                      changes: list[str]):
+def _cheaper_strategy(planned: Config, inputs, shape: RunShape, model_path: str, hardware, estimate: dict[str, Any],
+                      current: dict[str, Any], changes: list[str]):
     """Frozen bottom layers need no backward and, cached, no forward after the first pass: the strategy's cheaper
-    one (full -> freeze of half the layers), where it has one."""
+    one (full -> freeze of half the layers), where it has one. The model is loaded again under it and its shape
+    measured (parameters, FLOPs, memory): the tokens are the same."""
     cheaper = strategy_traits(planned.strategy.name).cheaper
     if cheaper is None:
-        return planned, inputs, current
+        return planned, inputs, shape, current
     layers = getattr(inputs.model.config, "num_hidden_layers", 2)
     candidate = copy.deepcopy(planned)
     candidate.strategy.name, candidate.strategy.frozen_layers = cheaper, layers // 2
     inputs = rebuild_model(candidate, inputs, model_path)
-    current = estimate_prepared(candidate, inputs, calibration=estimate["calibration"])
+    shape = measure_shape(candidate, inputs)
+    current = estimate_shape(shape, hardware, calibration=estimate["calibration"], currency=candidate.cost.currency)
     changes.append(f"strategy.name {planned.strategy.name} -> {cheaper} ({layers // 2} of {layers} layers frozen): "
                    f"{estimate['train_flops'] / 1e12:.2f} -> {current['train_flops'] / 1e12:.2f} TFLOP of training")
-    return candidate, inputs, current
+    return candidate, inputs, shape, current
 
 
-def _shorter_max_length(planned: Config, inputs, model_path: str, estimate: dict[str, Any], current: dict[str, Any],
-                        changes: list[str]):
-    """The 95th percentile of the training lengths as max_length, where it is shorter."""
+def _shorter_max_length(planned: Config, inputs, shape: RunShape, model_path: str, hardware, estimate: dict[str, Any],
+                        current: dict[str, Any], changes: list[str]):
+    """The 95th percentile of the training lengths as max_length, where it is shorter: counted on the shape (texts
+    cut at it, without tokenising; `_done` tokenises once for the plan that keeps it), or, for a task whose texts
+    are not plainly truncated (windows, packing), tokenised again now."""
     p95 = inputs.data.report["tokens"]["train"].get("p95")
     if not (p95 and p95 < inputs.max_length):
-        return planned, inputs, current
+        return planned, inputs, shape, current
     candidate = copy.deepcopy(planned)
     candidate.data.max_length = max(8, int(p95))
-    inputs = reencode(inputs, candidate.data.max_length,
-                      f"budget plan: p95 of training lengths (was {inputs.max_length_how})")
-    current = estimate_prepared(candidate, inputs, calibration=estimate["calibration"])
+    n = candidate.data.max_length
+    if shape.truncates:
+        shape, warnings = shape.with_max_length(n), cut_warnings_at(inputs, n)
+    else:
+        inputs = reencode(inputs, n, _how(inputs))
+        shape, warnings = measure_shape(candidate, inputs), inputs.data.report["tokens"].get("cut_warnings", [])
+    current = estimate_shape(shape, hardware, calibration=estimate["calibration"], currency=candidate.cost.currency)
     changes.append(f"data.max_length {estimate['max_length']} -> {candidate.data.max_length} (95% of training texts "
                    f"fit): {estimate['padded_tokens_per_epoch']:,} -> {current['padded_tokens_per_epoch']:,} tokens/epoch"
-                   + "".join(f"; warning: {w}" for w in inputs.data.report["tokens"].get("cut_warnings", [])))
-    return candidate, inputs, current
+                   + "".join(f"; warning: {w}" for w in warnings))
+    return candidate, inputs, shape, current
+
+
+def _how(inputs) -> str:
+    return f"budget plan: p95 of training lengths (was {inputs.max_length_how})"
 
 
 def _too_small(current: dict[str, Any], tracker: BudgetTracker, reserve: float) -> BudgetError:
@@ -176,7 +192,11 @@ def _max_steps(e: dict[str, Any], fits, hi: Optional[int] = None) -> int:
     return lo
 
 
-def _done(config: Config, inputs, record: dict[str, Any], log) -> tuple[Config, Any, dict[str, Any]]:
+def _done(config: Config, inputs, record: dict[str, Any], log,
+          shape: Optional[RunShape] = None) -> tuple[Config, Any, dict[str, Any]]:
+    """The plan said; the tokens encoded once at the planned max_length where the plan shortened it on its shape."""
+    if shape is not None and shape.max_length != inputs.max_length:
+        inputs = reencode(inputs, shape.max_length, _how(inputs))
     for change in record["changes"]:
         log(f"budget plan: {change}")
     log(f"budget plan: predicted {record['predicted_seconds']:.0f} s including saving")
