@@ -206,7 +206,7 @@ def main() -> None:
             if monitored.returncode not in (0, 1):
                 raise RuntimeError(f"thrifty monitor failed: {monitored.stderr[-2000:]}")
             t0 = time.perf_counter()
-            thrifty("retrain", "--model", NAME, "--registry", store, "--db", str(db), "--output",
+            thrifty("retrain", "--name", NAME, "--registry", store, "--db", str(db), "--output",
                     str(folder / f"retrain-{k + 1}"), "--no-progress", "--retrain.reference", str(reference),
                     "--train.num_threads", "1", "--train.seed", str(args.seed), "--retrain.seed", str(args.seed),
                     *(["--train.epochs", str(args.retrain_epochs)] if args.retrain_epochs else []), threads=1)

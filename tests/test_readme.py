@@ -196,11 +196,11 @@ def test_readme_is_short_and_links_every_docs_page():
 def test_docs_commands_parse(page, command):
     """Every command shown in docs/ is accepted by the CLI as written: its verb, flags and config keys exist.
     (The tour above runs its commands; these are checked without training.)"""
-    from thrifty.cli import _parser, _split_overrides
+    from thrifty.cli import parser, split_overrides
     from thrifty.config import load_config
 
-    rest, overrides = _split_overrides(shlex.split(command)[1:])
-    args = _parser().parse_args(rest)
+    rest, overrides = split_overrides(shlex.split(command)[1:])
+    args = parser().parse_args(rest)
     config = getattr(args, "config", None)
     if overrides or (config and config.endswith(".yaml")):
         load_config(REPO / config if config and (REPO / config).exists() else None, overrides)

@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import yaml
 
@@ -511,7 +511,7 @@ class Config:
                               "does not have; use data.max_train_examples to subsample sentences")
         if task.learns_text and (not task.fits(self.strategy.name) or self.data.examples_per_class):
             raise ConfigError(f"task {self.task} learns from unlabelled text or from prompts and answers, not labels: "
-                              f"strategy {', '.join(task.strategies[:-1])} or {task.strategies[-1]}, and no "
+                              f"strategy {either(task.strategies)}, and no "
                               "data.examples_per_class")
         if self.train.metric in ("exact_match", "rouge_l") and task.writes_text and self.generate.eval_examples < 1:
             raise ConfigError(f"train.metric={self.train.metric} scores generated answers, which evaluations write only "
@@ -540,7 +540,7 @@ class Config:
                               "compare across groups: set audit.enabled false")
         if not task.fits(self.strategy.name):
             raise ConfigError(f"strategy {self.strategy.name} learns one label per text (task classification); for "
-                              f"{self.task} use strategy {', '.join(task.strategies[:-1])} or {task.strategies[-1]}")
+                              f"{self.task} use strategy {either(task.strategies)}")
         if self.train.metric != "auto" and self.train.metric not in task.metrics:
             raise ConfigError(f"train.metric={self.train.metric} is not a metric of task {self.task}; "
                               f"choose one of: auto, {', '.join(task.metrics)}")
@@ -567,6 +567,11 @@ class Config:
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)  # type: ignore[misc]
                              if f.default_factory is not dataclasses.MISSING}
 SCALARS = [f.name for f in dataclasses.fields(Config) if f.default_factory is dataclasses.MISSING]  # e.g. `task`
+
+
+def either(names: Sequence[str]) -> str:
+    """'a', 'a or b', 'a, b or c'."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def _suggest(name: str, valid: list[str]) -> str:

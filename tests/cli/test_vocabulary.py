@@ -133,3 +133,19 @@ def test_audit_model_is_the_model_to_use_and_takes_overrides(captured, tiny_run,
 def test_overrides_on_a_command_without_a_config_are_one_line(capsys):
     code = main(["predict", "runs/x", "--text", "t", "--train.epochs", "1"])
     one_line_error(code, capsys.readouterr().err, "only apply to the commands with a config")
+
+
+def test_a_dotted_folder_is_a_folder_not_an_old_file_spelling(tiny_run, tmp_path, capsys):
+    out = tmp_path / "v1.2"
+    assert main(["predict", str(tiny_run), "--text", "I loved it", "--output", str(out)]) == 0
+    assert notices(capsys.readouterr().err) == [] and (out / "predictions.jsonl").exists()
+
+
+def test_a_finished_models_command_refuses_another_sections_override(capsys):
+    code = main(["generate", "/nonexistent", "--prompt", "hi", "--train.epochs", "3"])
+    one_line_error(code, capsys.readouterr().err, "--train.epochs: this command takes only --generate.KEY overrides")
+
+
+def test_model_and_model_name_together_are_refused(capsys):
+    code = main(["estimate", "--model", "a", "--model.name", "b"])
+    one_line_error(code, capsys.readouterr().err, "--model and --model.name name the same setting")

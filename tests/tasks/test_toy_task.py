@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import thrifty
+from thrifty.errors import ConfigError
 from thrifty.tasks import TASKS, get_task, register
 from thrifty.tasks.classification import SequenceClassification
 from thrifty.traits import TASKS as TASK_TRAITS
@@ -27,8 +28,7 @@ class ToyPolarity(SequenceClassification):
     """One label per text like classification, but its own name, fewer metrics and strategies, and a summary line of
     its own: what a third-party task would change."""
 
-    traits = TOY_TRAITS
-    name = TOY_TRAITS.name
+    traits = TOY_TRAITS  # its name, plot and metrics follow from these
 
     @classmethod
     def for_config(cls, config) -> "ToyPolarity":
@@ -36,9 +36,6 @@ class ToyPolarity(SequenceClassification):
 
     def summary(self, metrics) -> str:
         return f"toy accuracy {metrics['accuracy']:.4f}"
-
-    def history_keys(self) -> tuple[str, ...]:
-        return ("loss", "accuracy")
 
 
 @pytest.fixture
@@ -65,7 +62,9 @@ def test_a_registered_task_trains_evaluates_predicts_and_serves(toy_task, tiny_b
     from thrifty.config import ServeConfig
     from thrifty.serving.app import AppSettings
 
-    assert isinstance(get_task("toy_polarity"), ToyPolarity)
+    assert isinstance(get_task("toy_polarity"), ToyPolarity) and get_task("toy_polarity").name == "toy_polarity"
+    with pytest.raises(ConfigError, match="already registered"):
+        register(type("Impostor", (ToyPolarity,), {}))
     config = tiny_config(tiny_bert, _rows(tmp_path / "train.csv", 30), epochs=6, learning_rate=1e-2)
     config.update(task="toy_polarity", tracking={"tensorboard": False, "energy": False})
     result = thrifty.train(config, output=tmp_path / "run", progress=False)

@@ -11,7 +11,4 @@ from __future__ import annotations
 
 from thrifty.cli.app import COMMANDS, main, parser, split_overrides
 
-_parser = parser  # the names earlier versions had (tests/test_readme.py parses the docs' commands with them)
-_split_overrides = split_overrides
-
 __all__ = ["COMMANDS", "main", "parser", "split_overrides"]

@@ -79,9 +79,13 @@ def deprecated(old: str, new: str) -> None:
     print(f"thrifty: deprecated: {old} is now {new} (the old spelling goes in the next release)", file=sys.stderr)
 
 
+FILE_SUFFIXES = {".jsonl": (".jsonl", ".csv"), ".yaml": (".yaml", ".yml")}  # what the old --output FILE could end in
+
+
 def file_or_folder(output: Optional[str], output_file: Optional[str], name: str) -> Optional[Path]:
     """Where a command that writes one file writes it: --output-file FILE, or --output FOLDER (FOLDER/name); the old
-    --output FILE (a name with a suffix that is no folder) still works, with the notice."""
+    --output FILE (a name ending in a suffix of the file the command writes, e.g. .jsonl or .csv for predict, that is
+    no folder) still works, with the notice. Any other name is a folder, dots and all (runs/v1.2)."""
     from thrifty.errors import ThriftyError
 
     if output is not None and output_file is not None:
@@ -91,7 +95,7 @@ def file_or_folder(output: Optional[str], output_file: Optional[str], name: str)
     if output is None:
         return None
     path = Path(output)
-    if path.suffix and not path.is_dir():
+    if path.suffix.lower() in FILE_SUFFIXES.get(Path(name).suffix, (Path(name).suffix,)) and not path.is_dir():
         deprecated(f"--output {output} (a file)", f"--output-file {output}")
         return path
     return path / name

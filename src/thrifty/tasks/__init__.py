@@ -9,6 +9,8 @@ from thrifty.tasks.classification import SequenceClassification
 from thrifty.tasks.language_modeling import CausalLanguageModeling, MaskedLanguageModeling
 from thrifty.tasks.seq2seq import SequenceToSequence
 from thrifty.tasks.token_classification import TokenClassification
+from thrifty.errors import ConfigError
+from thrifty.traits import STRATEGIES as STRATEGY_TRAITS
 from thrifty.traits import TASKS as TASK_TRAITS
 from thrifty.traits import task_traits
 
@@ -16,10 +18,20 @@ TASKS: dict[str, type] = {task.traits.name: task for task in (
     SequenceClassification, TokenClassification, MaskedLanguageModeling, CausalLanguageModeling, SequenceToSequence)}
 
 
-def register(task: type) -> type:
+def register(task: type, replace: bool = False) -> type:
     """Add a task: a class with the members of the Task protocol (tasks/base.py), its `traits` row (traits.py) among
-    them. From then on configs (`task: NAME`), the CLI, training, evaluate, predict and serve know it by its name:
-    nothing else names a task. Usable as a class decorator."""
+    them. From then on, in this process, configs (`task: NAME`), training, evaluate, predict and serve know it by its
+    name: nothing else names a task. A process started anew (the `thrifty` command, `--processes`, `serve --workers`)
+    knows only the tasks its own imports register. Usable as a class decorator; a name already taken is refused
+    unless `replace`."""
+    traits = task.traits
+    if traits.name in TASKS and TASKS[traits.name] is not task and not replace:
+        raise ConfigError(f"task {traits.name!r} is already registered ({TASKS[traits.name].__name__}); give the new "
+                          "task another traits.name, or register(..., replace=True)")
+    unknown = [s for s in traits.strategies if s not in STRATEGY_TRAITS]
+    if unknown or not traits.strategies or not traits.metrics:
+        raise ConfigError(f"task {traits.name!r}: its traits need metrics and strategies among "
+                          f"{', '.join(STRATEGY_TRAITS)} (unknown: {', '.join(unknown) or 'none'})")
     TASK_TRAITS[task.traits.name] = task.traits
     TASKS[task.traits.name] = task
     return task

@@ -128,6 +128,14 @@ class TaskDefaults:
     loss_sums = False
     prompt_format = "text"
 
+    @property
+    def name(self) -> str:
+        return self.traits.name
+
+    @property
+    def plot_name(self) -> Optional[str]:  # RUN_DIR/<plot_name>_validation.png, _test.png
+        return self.traits.plot_name
+
     @classmethod
     def for_config(cls, config) -> "TaskDefaults":
         return cls()

@@ -25,12 +25,10 @@ from thrifty.traits import TASKS, strategy_traits
 
 class SequenceClassification(TaskDefaults):
     traits = TASKS["classification"]
-    name = traits.name
     head = "sequence"
     peft_task_type = "SEQ_CLS"
     caches_frozen_layers = True
     prunes_last_layer = True
-    plot_name = traits.plot_name  # RUN_DIR/confusion_matrix_validation.png, _test.png
     evaluates_full_length = False  # texts are scored as trained: cut at max_length
 
     @classmethod
@@ -92,7 +90,7 @@ class SequenceClassification(TaskDefaults):
         return summary(metrics)
 
     def history_keys(self) -> tuple[str, ...]:
-        return ("accuracy", "macro_f1", "loss")
+        return self.traits.metrics
 
     def baseline(self, split: Split, label_names: list[str]) -> float:
         return float(max(np.bincount(np.asarray(split.labels))) / max(1, len(split.labels)))

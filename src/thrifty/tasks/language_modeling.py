@@ -158,7 +158,6 @@ class LanguageModelingBase(TaskDefaults):
     caches_frozen_layers = False
     prunes_last_layer = False
     evaluates_full_length = False
-    plot_name = None  # the learning curve is in TensorBoard/MLflow; there is no per-class picture
     answers_kept: Optional[int] = 5  # generated answers kept in metrics (thrifty evaluate keeps them all: None)
     generate: Optional[GenerateConfig] = None  # tasks that write answers (causal_lm SFT, seq2seq)
     answer_allowance: Optional[AnswerAllowance] = None  # in training only (plan_answers); thrifty evaluate: no cap
@@ -264,7 +263,6 @@ class LanguageModelingBase(TaskDefaults):
 
 class MaskedLanguageModeling(LanguageModelingBase):
     traits = TASKS["masked_lm"]
-    name = traits.name
     head = "masked_lm"
     peft_task_type = "FEATURE_EXTRACTION"
     windows_long_texts = True  # continued pre-training on documents
@@ -317,7 +315,6 @@ class CausalLanguageModeling(LanguageModelingBase):
     packing, and exact match of generated answers."""
 
     traits = TASKS["causal_lm"]
-    name = traits.name
     head = "causal_lm"
 
     def __init__(self, config: Optional[AdaptConfig] = None, generate: Optional[GenerateConfig] = None):

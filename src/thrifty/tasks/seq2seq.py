@@ -31,7 +31,6 @@ class SequenceToSequence(LanguageModelingBase):
     they hold) and the flags are language modelling's; the data, batches and generated metrics are its own."""
 
     traits = TASKS["seq2seq"]
-    name = traits.name
     head = "seq2seq"
     peft_task_type = "SEQ_2_SEQ_LM"
 

@@ -29,14 +29,12 @@ IGNORE = -100  # the label of positions the loss skips: special tokens and non-f
 
 class TokenClassification(TaskDefaults):
     traits = TASKS["token_classification"]
-    name = traits.name
     head = "token"
     peft_task_type = "TOKEN_CLS"
     caches_frozen_layers = True  # the frozen bottom is per position anyway
     prunes_last_layer = False  # every position is read
     # Validation and test are tokenised up to the model's limit, not the training max_length: a word cut off is
     # a word scored as O, and evaluation pads per sorted batch, so long sentences cost only themselves.
-    plot_name = traits.plot_name  # RUN_DIR/per_type_f1_validation.png, _test.png
     evaluates_full_length = True
 
     def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation"

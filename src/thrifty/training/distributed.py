@@ -148,6 +148,10 @@ class OneProcess:
         """This process's share of a global batch (`Processes.shares`)."""
         return self.processes.shares(batch)[self.processes.rank]
 
+    def all_shares(self, batch: Sequence[int]) -> list[list[int]]:
+        """Every process's share of a global batch: what each pass computes on (the run's padding count)."""
+        return self.processes.shares(batch)
+
     def gradient_sync(self, model, last: bool) -> ContextManager:
         """Around one accumulation micro-step's backward: gradients are averaged over the processes once per step,
         on its `last` micro-step, not at every one."""

@@ -546,7 +546,7 @@ def _count_tokens(run: Run, state: LoopState, group: list[list[int]]) -> None:
     run's throughput, and the padding each pass carried."""
     lengths = run.inputs.train.lengths
     for whole in group:
-        shares = run.processes.shares(whole)
+        shares = run.parallel.all_shares(whole)
         state.tokens_seen += sum(lengths[i] for i in whole)
         state.padded_tokens_seen += sum(len(sh) * max(lengths[i] for i in sh) for sh in shares if sh)
         state.examples_seen += len(whole)
