@@ -99,9 +99,9 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     prompt with the model's generate settings, scored by exact match (and ROUGE-L for seq2seq). Writes metrics.json
     and answers.jsonl (prompt, reference, written answer, match) to `output` or MODEL_DIR/evaluations/FILE (a base
     model's: ./evaluations/FILE)."""
-    import json
 
     from thrifty.config import Config, DataConfig
+    from thrifty.data.results import as_json_lines
     from thrifty.inference.generation import Generator
     from thrifty.runs.run_dir import atomic_write_text, write_json, writing
     from thrifty.tasks import get_task
@@ -129,7 +129,7 @@ def evaluate_written(model_dir: str | Path, data: str, *, output: Optional[str |
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)
-        atomic_write_text(out_dir / "answers.jsonl", "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers))
+        atomic_write_text(out_dir / "answers.jsonl", as_json_lines(answers))
     metrics.update(output_dir=str(out_dir), plot=None, answers="answers.jsonl", summary=task.summary(metrics))
     return metrics
 

@@ -67,7 +67,7 @@ def generate(
     written = generator.generate(prompts, chat=chat, stream=stream, **settings)
     if stream:
         return 0  # the answer went to the terminal as it was written
-    lines = files.json_lines([{**row, "generated": text} for row, text in zip(rows, written)])
+    lines = files.as_json_lines([{**row, "generated": text} for row, text in zip(rows, written)])
     scored = [(text, row["completion"]) for row, text in zip(rows, written) if isinstance(row.get("completion"), str)]
     if scored:  # rows with a reference answer: how many the model wrote
         hits = sum(answer_matches(text, reference) for text, reference in scored)

@@ -47,10 +47,10 @@ def predict(
         texts = table.texts
     results = predictor.predict(texts, batch_size)
     if out_path is None:
-        print(files.json_lines(files.labelled(texts, results)), end="")
+        print(files.as_json_lines(files.labelled(texts, results)), end="")
         return 0
     if out_path.suffix.lower() == ".jsonl":
-        content = files.json_lines(files.labelled(texts, results))
+        content = files.as_json_lines(files.labelled(texts, results))
     else:
         content = files.labels_csv(texts, results, predictor.label_names)
     atomic_write_text(out_path, content)  # a crash mid-write never leaves half a results file
@@ -90,9 +90,9 @@ def _predict_entities(predictor, text: Optional[list[str]], input: Optional[str]
                            label_column=None, plain_lines=True).texts
         results = predictor.entities(texts, batch_size=batch_size)
     if out_path is None:
-        print(files.json_lines(results), end="")
+        print(files.as_json_lines(results), end="")
         return 0
     jsonl = out_path.suffix.lower() == ".jsonl"
-    atomic_write_text(out_path, files.json_lines(results) if jsonl else files.entities_csv(results))
+    atomic_write_text(out_path, files.as_json_lines(results) if jsonl else files.entities_csv(results))
     print(f"wrote entities of {len(results)} inputs to {out_path}", file=sys.stderr)
     return 0

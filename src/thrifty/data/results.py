@@ -8,7 +8,7 @@ import json
 from typing import Any, Sequence
 
 
-def json_lines(rows: Sequence[dict[str, Any]]) -> str:
+def as_json_lines(rows: Sequence[dict[str, Any]]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 

@@ -83,7 +83,7 @@ def load_model(config: Config, task: Task, model_path: str, label_names: list[st
     if task.traits.writes_text:  # training reads every position at once: no key/value cache to keep,
         model.config.use_cache = False  # and packed rows need none (transformers masks them only without one)
     task.attach(model)
-    model, strategy = apply_strategy(model, config.strategy, new_keys, task.peft_task_type)
+    model, strategy = apply_strategy(model, config.strategy, new_keys, task.peft_task_type, task.traits.writes_text)
     if task.traits.learns_unlabelled_text and new_keys:  # e.g. all-MiniLM-L6-v2 ships no masked-LM head: said, not hidden
         strategy.details["new"] = ",".join(sorted({k.rsplit(".", 1)[0] for k in new_keys}))
         output, embeddings = model.get_output_embeddings(), model.get_input_embeddings()

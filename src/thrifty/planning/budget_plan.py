@@ -20,7 +20,7 @@ from thrifty.cost.estimate import estimate_prepared, estimate_shape
 from thrifty.cost.hardware import hardware_for
 from thrifty.cost.shape import RunShape, measure_shape
 from thrifty.inputs import cut_warnings_at, load_model, reencode
-from thrifty.traits import strategy_traits
+from thrifty.traits import strategy_traits, task_traits
 
 
 class _Fit:
@@ -114,7 +114,7 @@ def _cheaper_strategy(planned: Config, inputs, shape: RunShape, model_path: str,
     one (full -> freeze of half the layers), where it has one. The model is loaded again under it and its shape
     measured (parameters, FLOPs, memory): the tokens are the same."""
     cheaper = strategy_traits(planned.strategy.name).cheaper
-    if cheaper is None:
+    if cheaper is None or not task_traits(planned.task).fits(cheaper):
         return planned, inputs, shape, current
     layers = getattr(inputs.model.config, "num_hidden_layers", 2)
     candidate = copy.deepcopy(planned)

@@ -30,8 +30,8 @@ from thrifty.config import Config, dump_config
 from thrifty.errors import ConfigError, DataError, ModelError
 from thrifty.traits import strategy_traits, task_traits
 
-STRATEGIES = ("full", "lora", "freeze")
-STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1, "fewshot": 0}
+STRATEGIES = ("full", "lora", "freeze")  # the strategies weighed for every task they fit (head: a probe, not advised)
+STRATEGY_RANK = {"full": 3, "lora": 2, "freeze": 1}  # among equals, the one that trains more (others: 0)
 FEWSHOT_MAX_PER_CLASS = 64  # up to here few-shot learning beat full fine-tuning in the measurements (at 8 per class
 #                              by 10-42 points), except TREC-6 at 64 per class (0.5 points below; docs/fewshot.md)
 
@@ -78,7 +78,7 @@ def recommend(base: Config, models: Optional[list[str]] = None, log=print) -> di
             f"needs about {cheapest['predicted_seconds'] / 60:.1f} min for one epoch; raise the budget or use "
             "--data.max_train_examples")
     fewshot = [c for c in eligible if _pairs(c)]
-    choice = max(fewshot or eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK[c["strategy"]], c["epochs"]))
+    choice = max(fewshot or eligible, key=lambda c: (c["parameters_m"], STRATEGY_RANK.get(c["strategy"], 0), c["epochs"]))
     reasons += _reasons(base, choice, candidates, need, examples, per_class, hardware)
     config = copy.deepcopy(base)
     config.model.name, config.strategy.name, config.train.epochs = choice["model"], choice["strategy"], choice["epochs"]
@@ -116,7 +116,7 @@ def _candidates(base: Config, name: str, hardware, limits, sizes: dict[str, floa
     few = task.predicts_labels and per_class <= FEWSHOT_MAX_PER_CLASS
     pair_strategies = tuple(s for s in task.strategies if strategy_traits(s).trains_pairs) if few else ()
     calibration, found = None, []
-    for i, strategy in enumerate(STRATEGIES + pair_strategies):
+    for i, strategy in enumerate(tuple(s for s in STRATEGIES if task.fits(s)) + pair_strategies):
         config = copy.deepcopy(config)
         config.strategy.name = strategy
         if strategy_traits(strategy).trains_pairs:  # its own task and model (tasks/fewshot.py); an encoder only
@@ -174,7 +174,7 @@ def _reasons(base: Config, choice: dict[str, Any], candidates: list[dict[str, An
                            f"({c['fsdp_to_fit']['peak_memory_bytes_per_process'] / 2**30:.1f} GiB each): "
                            f"--model.name {c['model']} --strategy.name {c['strategy']} --processes {k} --train.fsdp true")
     reasons.append(f"{choice['model']} is the largest model that affords {need}+ epochs")
-    richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK[c["strategy"]] > STRATEGY_RANK[choice["strategy"]]]
+    richer = [c for c in candidates if c["model"] == choice["model"] and STRATEGY_RANK.get(c["strategy"], 0) > STRATEGY_RANK.get(choice["strategy"], 0)]
     if _pairs(choice):
         reasons.append(f"{choice['strategy']}: a class has {per_class:g} training examples (median; at most "
                        f"{FEWSHOT_MAX_PER_CLASS}); contrastive pairs and a fitted head learn more from a few examples per "

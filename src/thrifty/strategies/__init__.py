@@ -145,8 +145,9 @@ def _freeze_bottom(model: nn.Module, frozen: int, strategy: str, details: dict[s
 
 
 def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
-                   peft_task_type: str = "SEQ_CLS") -> tuple[nn.Module, StrategyInfo]:
-    """Set which parameters train; may return a wrapped (PEFT) model. `peft_task_type` is the task's (tasks/)."""
+                   peft_task_type: str = "SEQ_CLS", writes_text: bool = False) -> tuple[nn.Module, StrategyInfo]:
+    """Set which parameters train; may return a wrapped (PEFT) model. `peft_task_type` is the task's (tasks/);
+    `writes_text` (the task's trait): LoRA adapts the MLP projections too."""
     details: dict[str, Any] = {}
     if config.name in ("full", "fewshot"):  # fewshot trains the encoder (its head is fitted, models/sentence.py)
         for p in model.parameters():
@@ -174,7 +175,7 @@ def apply_strategy(model: nn.Module, config: StrategyConfig, new_keys: set[str],
     elif config.name == "lora":
         from peft import LoraConfig, TaskType, get_peft_model
 
-        targets = config.lora_target_modules or lora_target_modules(model, peft_task_type in ("CAUSAL_LM", "SEQ_2_SEQ_LM"))
+        targets = config.lora_target_modules or lora_target_modules(model, writes_text)
         leaves = _linear_leaf_names(model)
         missing = [t for t in targets if t not in leaves]
         if missing:
