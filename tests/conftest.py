@@ -73,6 +73,22 @@ def tiny_llama(tmp_path_factory, minilm_dir) -> Path:
 
 CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} [SEP] {% endfor %}"
                  "{% if add_generation_prompt %}<assistant> {% endif %}")
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory, minilm_dir) -> Path:
+    """A 2-layer, 32-wide T5 with MiniLM's tokenizer, seeded: the seq2seq tests' model (and its golden losses')."""
+    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 WORDS = ["alpha", "beta", "gamma", "delta"]
 
 

@@ -1,11 +1,10 @@
-"""Sequence to sequence on a tiny randomly initialised T5 built here (no pre-trained seq2seq weights exist offline
+"""Sequence to sequence on a tiny randomly initialised T5 (conftest.tiny_t5: no pre-trained seq2seq weights exist offline
 on this project's machines): teacher-forced batches, training that learns a mapping, generation scored by exact
 match and ROUGE-L, `thrifty generate` on the result, and the bad inputs."""
 
 import json
 
 import pytest
-import torch
 
 import thrifty
 from thrifty.errors import DataError
@@ -13,21 +12,6 @@ from thrifty.tasks import get_task
 from thrifty.tasks.base import Encoded
 
 WORDS = ["alpha", "beta", "gamma", "delta"]
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory, minilm_dir):
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("tiny-t5")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def write_pairs(path, n, first=0):

@@ -5,7 +5,7 @@ the numbers a run computes. Each case below trains through the public entry poin
 `thrifty train` calls with the same config) and compares the first training steps' losses with values recorded from
 the unchanged code: classification (the default model, all-MiniLM-L6-v2), token classification and few-shot (the tiny
 BERT of tests/conftest.py; few-shot with its pair phase and one end-to-end epoch), supervised fine-tuning of a decoder
-(the tiny chat Llama) and seq2seq (a tiny T5 built here).
+(the tiny chat Llama) and seq2seq (the tiny T5); all three seeded in tests/conftest.py.
 
 Where the losses come from: RUN_DIR/train_log.jsonl, one JSON line per optimizer step with its `loss`, written by
 every run and documented as a run's output (docs/configuration.md). Nothing internal is patched, so the test keeps
@@ -33,7 +33,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 import thrifty
 
@@ -131,23 +130,6 @@ def test_causal_lm_sft(chat_llama, tmp_path):
     config = {"task": "causal_lm", "model": {"name": str(chat_llama)}, "data": {"train": str(train)},
               "train": train_settings(learning_rate=1e-2), "generate": {"max_new_tokens": 3}, "tracking": OFF}
     check("causal_lm", train_losses(config, tmp_path / "run"))
-
-
-@pytest.fixture(scope="module")
-def tiny_t5(tmp_path_factory, minilm_dir) -> Path:
-    """A 2-layer, 32-wide T5 with MiniLM's tokenizer, seeded (the one of tests/tasks/test_seq2seq.py, kept here so
-    that a change there cannot move these numbers)."""
-    from transformers import AutoTokenizer, T5Config, T5ForConditionalGeneration
-
-    folder = tmp_path_factory.mktemp("golden-t5")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
-    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2,
-                      num_heads=2, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.sep_token_id,
-                      decoder_start_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 def test_seq2seq(tiny_t5, tmp_path):
