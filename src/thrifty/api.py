@@ -35,10 +35,8 @@ def evaluate(
     per-type F1) to `output` or MODEL_DIR/evaluations/FILE. `backend`: as in predict and serve (config.BACKENDS), so
     that a bf16 or int8 backend's accuracy can be checked before it serves. A model that writes text (causal_lm,
     seq2seq, or a base decoder's folder) is scored on prompts and answers instead: `evaluate_written`."""
-    import dataclasses
-
     from thrifty.errors import DataError
-    from thrifty.inference.predictor import Predictor
+    from thrifty.inference.predictor import Predictor, labelled_split
     from thrifty.runs.run_dir import write_json, writing
     from thrifty.tasks import get_task
 
@@ -52,9 +50,7 @@ def evaluate(
                                 batch_size=batch_size)
     predictor = Predictor.load(model_dir, backend=backend, lanes=lanes)
     task = get_task(predictor.task)
-    config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
-                                 label_column=label_column or predictor.data_config.label_column)
-    split, counts, source = task.read_labelled(data, config, predictor.label_names)
+    split, counts, source = labelled_split(predictor, data, text_column, label_column, role="evaluation")
     if len(split) == 0:
         raise DataError(f"{data} has no usable labelled rows (counts: {counts})")
     out_dir = _evaluation_dir(predictor.folder, source, output)  # refused before the work

@@ -154,7 +154,7 @@ def test_a_comma_csv_reads_as_before_even_with_other_delimiters_in_its_texts(tmp
 
 
 def test_every_labelled_table_command_reads_through_read_table(tmp_path):
-    """evaluate, retrain and monitor --reference (labelled_texts: the classification task's read_labelled), audit
+    """evaluate, retrain and monitor --reference (labelled_split: the classification task's read_labelled), audit
     --data (read_labelled_groups), predict and training (prepare_data): one reader, so a semicolon file reads alike
     everywhere."""
     import inspect
@@ -164,7 +164,8 @@ def test_every_labelled_table_command_reads_through_read_table(tmp_path):
     from thrifty.inference import predictor
     from thrifty.tasks.classification import SequenceClassification
 
-    assert "read_labelled(" in inspect.getsource(predictor.labelled_texts)
+    assert "labelled_split(" in inspect.getsource(predictor.labelled_texts)
+    assert "read_labelled(" in inspect.getsource(predictor.labelled_split)
     for function in (prepare.prepare_data, SequenceClassification.read_labelled, audit_run.read_labelled_groups):
         assert "read_table(" in inspect.getsource(function), function
     path = tmp_path / "groups.csv"

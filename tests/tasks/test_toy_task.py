@@ -56,7 +56,7 @@ def _rows(path, n):
     return path
 
 
-def test_a_registered_task_trains_evaluates_predicts_and_serves(toy_task, tiny_bert, tmp_path, capsys):
+def test_a_registered_task_trains_evaluates_predicts_and_serves(toy_task, tiny_bert, tmp_path):
     from thrifty.api import evaluate
     from thrifty.cli import main
     from thrifty.config import ServeConfig
@@ -77,9 +77,10 @@ def test_a_registered_task_trains_evaluates_predicts_and_serves(toy_task, tiny_b
     assert metrics["accuracy"] >= 0.9 and metrics["examples"] == 12
     assert metrics["plot"] == "confusion_matrix.png" and (Path(metrics["output_dir"]) / metrics["plot"]).is_file()
 
-    assert main(["predict", str(tmp_path / "run"), "--text", "I loved this wonderful film number 99"]) == 0
-    printed = capsys.readouterr().out
-    assert '"up"' in printed or "up" in printed.split()
+    predictions = tmp_path / "predictions.jsonl"
+    assert main(["predict", str(tmp_path / "run"), "--text", "I loved this wonderful film number 99",
+                 "--output-file", str(predictions)]) == 0
+    assert json.loads(predictions.read_text().splitlines()[0])["label"] == "up"
 
     with running_server(AppSettings(str(tmp_path / "run"), ServeConfig(), None)) as (base, _):
         status, body = call(base, "POST", "/v1/predict", {"texts": ["I hated this terrible film number 99"]})

@@ -284,12 +284,19 @@ def labelled_texts(predictor: Predictor, data: str, text_column: Optional[str] =
                    ) -> tuple[list[str], list[int], dict[str, int], str]:
     """A labelled file read and cleaned as the model's training data was: its texts, their label ids in the model's
     order, the cleaning counts and the file's source name. A label the model does not know is refused."""
+    split, counts, source = labelled_split(predictor, data, text_column, label_column, role)
+    return split.texts, split.labels, counts, source
+
+
+def labelled_split(predictor: Predictor, data: str, text_column: Optional[str] = None,
+                   label_column: Optional[str] = None, role: str = "labelled") -> tuple[Any, dict[str, Any], str]:
+    """A labelled (or tagged) file read by the model's task as its training data was read, the columns as given or as
+    in training: (the split, its targets in the model's label order; the counts; the file's source name)."""
     import dataclasses
 
     config = dataclasses.replace(predictor.data_config, text_column=text_column or predictor.data_config.text_column,
                                  label_column=label_column or predictor.data_config.label_column)
-    split, counts, source = get_task(predictor.task).read_labelled(data, config, predictor.label_names, role)
-    return split.texts, split.labels, counts, source
+    return get_task(predictor.task).read_labelled(data, config, predictor.label_names, role)
 
 
 def run_data(run_dir: Path):
