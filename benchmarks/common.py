@@ -25,8 +25,23 @@ def machine(threads: int) -> dict:
 
     from thrifty.cost.calibration_cache import cpu_name
 
-    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": threads,
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+MATRIX_FLAGS = ("amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's instructions that decide bf16 and int8 speed (AMX, AVX512-BF16, VNNI), as /proc/cpuinfo lists them."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in MATRIX_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def read_sst2(name: str) -> tuple[list[str], list[int]]:
@@ -100,7 +115,9 @@ def head_by_cpu(title: str, command: str, saved: dict, text: str) -> list[str]:
 
 
 def table_by_cpu(cpu: str, runs: list[dict], columns: Sequence[str]) -> list[str]:
-    return ["", f"## {cpu} (rounds of seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))})", "",
+    flags = next((r["cpu_flags"] for r in runs if r.get("cpu_flags") is not None), None)
+    shown = f"; flags {', '.join(flags) or 'none of ' + '/'.join(MATRIX_FLAGS)}" if flags is not None else ""
+    return ["", f"## {cpu}{shown} (rounds of seeds {', '.join(map(str, sorted({r['seed'] for r in runs})))})", "",
             "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
 
 
@@ -174,12 +191,13 @@ def compare(script: str, stem: str, systems: Sequence[str], run_system: Callable
     total, started, finished = len(seeds) * len(chosen), time.perf_counter(), 0
     if seeds and prepare is not None:
         prepare(args)
-    cpu = machine(args.threads)["cpu"] if seeds else None  # per run: a results file may gather more than one machine
+    here = machine(args.threads) if seeds else {}  # per run: a results file may gather more than one machine
+    cpu, flags = here.get("cpu"), here.get("cpu_flags")
     for n, seed in enumerate(seeds, start=done):
         for system in (chosen if n % 2 == 0 else chosen[::-1]):
             result = run_worker(script, ["--worker", system, "--seed", str(seed), *worker_args(args)], args.threads)
             saved["runs"].append({"system": system, "seed": seed, "date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
-                                  **result})
+                                  "cpu_flags": flags, **result})
             out.write_text(json.dumps(saved, indent=2) + "\n")  # kept as each run ends
             finished += 1
             elapsed = time.perf_counter() - started
@@ -222,18 +240,19 @@ def thrifty_classification(config, seed: int, overrides: Sequence[str] = ()) -> 
             "loop_wall_seconds": train["loop_wall_seconds"],
             "setup_seconds": round(called - PROCESS_START + train["setup_seconds"], 2),  # process start to first step
             "real_tokens": train["tokens"], "padded_tokens": round(train["tokens"] / (1 - train["padding_fraction"])),
-            "train_rows": sizes["train"]}  # examples seen / epochs would be wrong for a run stopped early
+            "train_rows": sizes["train"], "precision": m["model"]["precision"]}  # examples seen / epochs would be wrong for a run stopped early
 
 
 def trainer_classification(config, seed: int, *, max_length: int, epochs: int, grouped: bool,
-                           eval_steps: Optional[int] = None, target: Optional[float] = None) -> dict:
+                           eval_steps: Optional[int] = None, target: Optional[float] = None, bf16: bool = False) -> dict:
     """Hugging Face Trainer on the very rows thrifty trains on for `config` (thrifty's cleaning, read through
     `prepare_data`), with thrifty's recipe: its learning rate and batch size, warmup 6% then linear decay, weight
     decay 0.01 (not on biases/LayerNorm), clipping at 1.0, evaluation batch 128; evaluation and a checkpoint every
     `eval_steps` steps (or each epoch), the best model loaded at the end; stops at the first evaluation reaching
     `target`. The stopwatch starts at the first step (`on_step_begin`); a history entry reads it at the end of its
     evaluation (earlier checkpoints counted), the loop's total after the last checkpoint: the same points at which
-    thrifty reads its `wall_seconds` and `loop_wall_seconds`."""
+    thrifty reads its `wall_seconds` and `loop_wall_seconds`. `bf16`: TrainingArguments(bf16=True), the Trainer's bf16
+    autocast (fp32 master weights), training and evaluation alike, as thrifty's train.precision bf16."""
     import tempfile
 
     import numpy as np
@@ -298,7 +317,7 @@ def trainer_classification(config, seed: int, *, max_length: int, epochs: int, g
             per_device_eval_batch_size=128, num_train_epochs=epochs, warmup_steps=0.06, weight_decay=0.01,
             max_grad_norm=1.0, lr_scheduler_type="linear", save_total_limit=1, load_best_model_at_end=True,
             metric_for_best_model="accuracy", logging_strategy="no", report_to=[], disable_tqdm=True, seed=seed,
-            use_cpu=True, dataloader_num_workers=0, **schedule,
+            use_cpu=True, dataloader_num_workers=0, bf16=bf16, **schedule,
             **({"train_sampling_strategy": "group_by_length"} if grouped else {}))
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev, data_collator=DataCollatorWithPadding(tokenizer),
                           compute_metrics=accuracy, callbacks=[stopwatch])
@@ -307,4 +326,4 @@ def trainer_classification(config, seed: int, *, max_length: int, epochs: int, g
             "steps": output.global_step, "loop_wall_seconds": round(stopwatch.last, 2),
             "setup_seconds": round(stopwatch.start - PROCESS_START, 2),  # process start to first step
             "real_tokens": counts["real"], "padded_tokens": counts["padded"],
-            "train_rows": len(train)}
+            "train_rows": len(train), "precision": "bf16" if bf16 else "fp32"}

@@ -1,6 +1,7 @@
-"""Training throughput at equal accuracy: thrifty vs Hugging Face Trainer (random and length-grouped batches).
+"""Training throughput at equal accuracy: thrifty vs Hugging Face Trainer (random and length-grouped batches), in
+fp32 and in bf16.
 
-    python benchmarks/train_throughput.py --seeds 0,1,2,3,4      # ~6 min per seed on 2 cores
+    python benchmarks/train_throughput.py --seeds 0,1,2,3,4      # ~5 min per seed on 2 cores
 
 What a new user would try: `examples/sst2.yaml` on a seeded sample of 2,000 SST-2 training sentences, the
 published dev set, 3 epochs. All three systems train on the same rows (thrifty's cleaning; the Trainer reads
@@ -8,9 +9,13 @@ them through `prepare_data`) with the same recipe (common.trainer_classification
 batch 32, warmup 6% then linear decay, weight decay 0.01 (not on biases/LayerNorm), clipping at 1.0,
 max_length 64, the seed; evaluation and a checkpoint after each epoch, the best epoch's model kept.
 
-- trainer: `Trainer` + `DataCollatorWithPadding`, batches in random order (its default);
-- trainer-grouped: the same with `train_sampling_strategy="group_by_length"` (megabatches of 50 batches);
-- thrifty: `thrifty.train` on the same config;
+- thrifty: `thrifty.train` on the same config, as shipped: `train.precision: auto`, which is bf16 autocast on a CPU
+  with AMX or AVX512-BF16 (fp32 master weights and optimizer state) and fp32 elsewhere (each run records which);
+- thrifty-fp32: the same with `--train.precision fp32`;
+- trainer-grouped: `Trainer` + `DataCollatorWithPadding` with `train_sampling_strategy="group_by_length"`
+  (megabatches of 50 batches), fp32: what a CPU user runs by default;
+- trainer-grouped-bf16: the same with `bf16=True` (the Trainer's bf16 autocast): equal precision with thrifty;
+- trainer (on request): the Trainer's default random batches, fp32;
 - ablations, run on request (`--systems thrifty-window15,thrifty-random`): thrifty sorting within windows of 15
   batches (what the Trainer's megabatch rule, min(batches / 4, 50), gives for 2,000 sentences) instead of 50,
   and thrifty with random batches (`train.group_by_length: false`): what the grouping does to dev accuracy.
@@ -21,6 +26,9 @@ loading, data reading and tokenisation are outside it, for both: the table shows
 time and the part outside the loop (imports, reading, loading, tokenising; after the loop, thrifty writes its
 model folder and plots). The older per-step count with MFU
 is kept in results/train_throughput_unequal_2026-11-26.md.
+
+The table is one per CPU model (its bf16/int8 flags beside it): figures from different machines are never pooled.
+The older all-fp32 table (thrifty before auto chose bf16) is kept in results/train_throughput_fp32_2026-11-27.md.
 
 What differs by design: thrifty's own loop (batches grouped in windows of 50 batches as the grouped Trainer,
 fused AdamW, the last layer computed for [CLS] only, a checkpoint of the trainable state). Each run is a fresh
@@ -33,10 +41,12 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import REPO, compare, median_of, paired_ratios, per_seed, spread, table_head, sst2_sample_file, thrifty_classification, trainer_classification
+from common import (REPO, by_cpu, compare, head_by_cpu, median_of, paired_ratios, per_seed, spread, sst2_sample_file,
+                    table_by_cpu, thrifty_classification, trainer_classification)
 
-SYSTEMS = ("thrifty", "trainer-grouped", "trainer", "thrifty-window15", "thrifty-random")
-TRAINERS = ("trainer-grouped", "trainer")
+SYSTEMS = ("thrifty", "thrifty-fp32", "trainer-grouped", "trainer-grouped-bf16", "trainer", "thrifty-window15",
+           "thrifty-random")
+TRAINERS = ("trainer-grouped", "trainer-grouped-bf16", "trainer")
 EXAMPLES, EPOCHS, MAX_LENGTH = 2000, 3, 64
 CONFIG = REPO / "examples" / "sst2.yaml"
 
@@ -53,43 +63,51 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
             thrifty.data.batching.GROUP_WINDOW_BATCHES = 15
         if system.startswith("thrifty"):
             extra = ["--train.group_by_length", "false"] if system == "thrifty-random" else []
+            extra += ["--train.precision", "fp32"] if system == "thrifty-fp32" else []
             return thrifty_classification(str(CONFIG), seed, overrides + extra)
         config = as_config(str(CONFIG), overrides + ["--data.test", "null"])
         return trainer_classification(config, seed, max_length=MAX_LENGTH, epochs=EPOCHS,
-                                      grouped=system == "trainer-grouped")
+                                      grouped=system.startswith("trainer-grouped"), bf16=system.endswith("-bf16"))
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
-    runs = saved["runs"]
-    for r in runs:
+    for r in saved["runs"]:
         r["tokens_per_second"] = r["real_tokens"] / r["loop_wall_seconds"]
         r["padding"] = 1 - r["real_tokens"] / r["padded_tokens"]
-    lines = table_head("Training throughput at equal settings: thrifty vs Trainer",
-                       "python benchmarks/train_throughput.py --seeds 0,1,2,3,4", saved,
-                       f"SST-2, {EXAMPLES:,} training sentences, {EPOCHS} epochs, batch 32, max_length {MAX_LENGTH}, "
-                       "evaluation + checkpoint each epoch; the clock runs from the first step to the end of the last "
-                       "checkpoint. Median (min-max) over seeds.",
-                       ["system", "seeds", "loop seconds", "real tokens/s", "padding", "best dev accuracy (per seed)",
-                        "process s", "outside the loop s"])
-    for system in SYSTEMS:
-        rs = [r for r in runs if r["system"] == system]
-        if not rs:
-            continue
-        lines.append(f"| {system} | {', '.join(str(r['seed']) for r in rs)} | {spread([r['loop_wall_seconds'] for r in rs], '{:.1f}')} | "
-                     f"{spread([r['tokens_per_second'] for r in rs], '{:,.0f}')} | {spread([100 * r['padding'] for r in rs], '{:.1f}')}% | "
-                     f"{per_seed(rs, 'best_dev_accuracy')} | "
-                     f"{spread([r['process_wall_seconds'] for r in rs])} | "
-                     f"{spread([r['process_wall_seconds'] - r['loop_wall_seconds'] for r in rs], '{:.1f}')} |")
-    base = median_of(runs, "thrifty", "tokens_per_second")
-    ratios = [f"vs {s}: **{base / median_of(runs, s, 'tokens_per_second'):.2f}x** (seed by seed "
-              f"{spread(paired_ratios(runs, 'thrifty', s, lambda r: r['tokens_per_second']), '{:.2f}')})"
-              for s in TRAINERS if base and median_of(runs, s, "tokens_per_second")]
-    if ratios:
-        lines += ["", "thrifty's real tokens/s over the loop clock (medians) " + ", ".join(ratios) + "."]
+    lines = head_by_cpu("Training throughput at equal settings: thrifty vs Trainer, fp32 and bf16",
+                        "python benchmarks/train_throughput.py --seeds 0,1,2,3,4", saved,
+                        f"SST-2, {EXAMPLES:,} training sentences, {EPOCHS} epochs, batch 32, max_length {MAX_LENGTH}, "
+                        "evaluation + checkpoint each epoch; the clock runs from the first step to the end of the last "
+                        "checkpoint. Median (min-max) over seeds.")
+    for cpu, runs in by_cpu(saved).items():
+        lines += table_by_cpu(cpu, runs, ["system", "precision", "seeds", "loop seconds", "real tokens/s", "padding",
+                                          "best dev accuracy (per seed)", "process s", "outside the loop s"])
+        for system in SYSTEMS:
+            rs = [r for r in runs if r["system"] == system]
+            if not rs:
+                continue
+            precisions = "/".join(sorted({r.get("precision", "fp32") for r in rs}))
+            lines.append(f"| {system} | {precisions} | {', '.join(str(r['seed']) for r in rs)} | "
+                         f"{spread([r['loop_wall_seconds'] for r in rs], '{:.1f}')} | "
+                         f"{spread([r['tokens_per_second'] for r in rs], '{:,.0f}')} | "
+                         f"{spread([100 * r['padding'] for r in rs], '{:.1f}')}% | {per_seed(rs, 'best_dev_accuracy')} | "
+                         f"{spread([r['process_wall_seconds'] for r in rs])} | "
+                         f"{spread([r['process_wall_seconds'] - r['loop_wall_seconds'] for r in rs], '{:.1f}')} |")
+        base = median_of(runs, "thrifty", "tokens_per_second")
+        ratios = [f"vs {s}: **{base / median_of(runs, s, 'tokens_per_second'):.2f}x** (seed by seed "
+                  f"{spread(paired_ratios(runs, 'thrifty', s, lambda r: r['tokens_per_second']), '{:.2f}')})"
+                  for s in (*TRAINERS, "thrifty-fp32") if base and median_of(runs, s, "tokens_per_second")]
+        if ratios:
+            lines += ["", "thrifty's real tokens/s over the loop clock (medians) " + ", ".join(ratios) + "."]
+        accuracy = {s: median_of(runs, s, "best_dev_accuracy") for s in ("thrifty", "thrifty-fp32")}
+        if all(accuracy.values()):
+            gap = 100 * (accuracy["thrifty"] - accuracy["thrifty-fp32"])
+            lines += ["", f"Dev accuracy, thrifty as shipped - thrifty-fp32 (medians): {gap:+.2f} points (the bf16 "
+                          "guard's floor: within 0.5 point)."]
     return lines
 
 
 if __name__ == "__main__":
     compare(__file__, "train_throughput", SYSTEMS, run_system, summarise,
             argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
-            default_systems=SYSTEMS[:3], settings={"examples": EXAMPLES, "epochs": EPOCHS, "max_length": MAX_LENGTH, "config": "examples/sst2.yaml"})
+            default_systems=SYSTEMS[:4], settings={"examples": EXAMPLES, "epochs": EPOCHS, "max_length": MAX_LENGTH, "config": "examples/sst2.yaml"})

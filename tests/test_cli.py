@@ -47,7 +47,7 @@ def assert_clean_failure(code, err, fragment, run_dir=None):
 @pytest.mark.parametrize("case", [
     "missing_file", "folder", "wrong_column", "empty", "one_class", "unseen_label", "non_utf8",
     "bad_yaml", "unknown_key", "missing_model", "hub_model_offline", "not_a_transformer", "strategy_misfit",
-    "unwritable_output", "bf16_on_cpu",
+    "unwritable_output", "fp16_on_cpu",
 ])
 def test_bad_input(case, tmp_path, tiny_bert, capsys):
     data = write(tmp_path / "train.csv", "text,label\n" + good_rows())
@@ -64,7 +64,7 @@ def test_bad_input(case, tmp_path, tiny_bert, capsys):
         "unknown_key": "unknown config key 'train.epochz'",
         "missing_model": "model folder not found",
         "hub_model_offline": "not in the Hugging Face cache, and the hub is unreachable",
-        "bf16_on_cpu": "train.precision=bf16 needs a GPU",
+        "fp16_on_cpu": "train.precision=fp16 needs a GPU",
         "not_a_transformer": "not a transformer model folder",
         "strategy_misfit": "leaves no transformer layer to train",
         "unwritable_output": "is not a writable folder",
@@ -91,12 +91,12 @@ def test_bad_input(case, tmp_path, tiny_bert, capsys):
         sections["model"] = {"name": "./no/such/model"}
     elif case == "hub_model_offline":
         sections["model"] = {"name": "someone/not-cached-model"}
-    elif case == "bf16_on_cpu":
+    elif case == "fp16_on_cpu":
         import torch
 
         if torch.cuda.is_available():
-            pytest.skip("this machine has a GPU, where bf16 is valid")
-        sections["train"] = {"precision": "bf16"}
+            pytest.skip("this machine has a GPU, where fp16 is valid")
+        sections["train"] = {"precision": "fp16"}
     elif case == "not_a_transformer":
         (tmp_path / "plain").mkdir()
         sections["model"] = {"name": str(tmp_path / "plain")}

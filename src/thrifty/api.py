@@ -19,7 +19,7 @@ from thrifty.training.adapt import adapt  # noqa: F401  (re-exported)
 from thrifty.training.recipe import RunResult, train  # noqa: F401  (re-exported)
 
 
-def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128, backend: str = "torch",
+def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128, backend: str = "auto",
             lanes: Optional[int] = None) -> list[dict[str, Any]]:
     """One result per text; `backend` and `lanes` as in `thrifty predict` (inference.predictor.Predictor.load)."""
     from thrifty.inference.predictor import Predictor
@@ -29,7 +29,7 @@ def predict(model_dir: str | Path, texts: Sequence[str], batch_size: int = 128, 
 
 def evaluate(
     model_dir: str | Path, data: str, *, output: Optional[str | Path] = None, text_column: Optional[str] = None,
-    label_column: Optional[str] = None, batch_size: int = 128, backend: str = "torch", lanes: Optional[int] = None,
+    label_column: Optional[str] = None, batch_size: int = 128, backend: str = "auto", lanes: Optional[int] = None,
 ) -> dict[str, Any]:
     """Metrics of a model on a labelled (or tagged) file; writes metrics.json and a plot (confusion matrix, or
     per-type F1) to `output` or MODEL_DIR/evaluations/FILE. `backend`: as in predict and serve (config.BACKENDS), so
@@ -41,7 +41,7 @@ def evaluate(
     from thrifty.tasks import get_task
 
     if _writes_text(model_dir):
-        if backend != "torch":
+        if backend not in ("auto", "torch"):
             from thrifty.errors import ConfigError
 
             raise ConfigError(f"--backend {backend} serves classifiers; a model that writes text is evaluated with the "
@@ -60,7 +60,7 @@ def evaluate(
     metrics = task.evaluate(predictor.model, encoded, split, predictor.label_names, predictor.tokenizer.pad_token_id,
                             batch_size, predictor.device)
     metrics["data"] = {"file": source, **counts}
-    metrics["backend"] = backend
+    metrics["backend"], metrics["backend_reason"] = predictor.backend, predictor.backend_reason
     with writing(out_dir, "evaluation results"):
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json(out_dir / "metrics.json", metrics)

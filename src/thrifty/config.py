@@ -190,7 +190,9 @@ class TrainConfig:
     cache_frozen_layers: bool = True  # freeze/head: compute frozen layers once, reuse them every epoch
     prune_last_layer: bool = True  # BERT/RoBERTa: last layer only for [CLS], the one position the head reads
     eval_batch_size: int = 128
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on a capable GPU, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast where the hardware has bf16 (a
+    #                                                              CPU with AMX or AVX512-BF16, a GPU), else fp32
+    #                                                              (fp16 on a GPU without bf16): models/precision.py
     num_threads: int = 0  # CPU threads for torch; 0 = all cores
     sync_every_steps: int = 0  # read losses back from the device every N steps; 0 = 1 on CPU, 50 on GPU
     fsdp: bool = False  # several processes: shard weights, gradients and optimizer state between them (FSDP2's
@@ -322,9 +324,10 @@ class BudgetConfig:
         return any(v is not None for v in (self.max_minutes, self.max_cost, self.max_flops))
 
 
-# Prediction backends (predict, evaluate, serve): PyTorch in fp32; PyTorch with bf16 weights (CPUs with AMX or
+# Prediction backends (predict, evaluate, serve): auto (bf16 weights where the hardware has bf16 and the model's labels
+# agreed with fp32's when it was trained, else fp32: models/precision.py); PyTorch in fp32; PyTorch with bf16 weights (CPUs with AMX or
 # AVX512-BF16, GPUs with bf16); ONNX Runtime on the fp32 or int8 graph `thrifty export` wrote
-Backend = Literal["torch", "torch-bf16", "onnx", "onnx-int8"]
+Backend = Literal["auto", "torch", "torch-bf16", "onnx", "onnx-int8"]
 BACKENDS: tuple[str, ...] = typing.get_args(Backend)
 
 
@@ -338,7 +341,8 @@ class ServeConfig:
     threads: Optional[int] = None  # torch threads per worker; None = this machine's cores / workers
     lanes: Optional[int] = None  # forward passes at once, each on threads / lanes threads; None = one per thread on a
     #                              CPU for classification (the most texts/s for small models), 1 elsewhere
-    backend: Backend = "torch"  # torch-bf16: bf16 weights where the hardware has bf16; onnx*: `thrifty export`'s graph
+    backend: Backend = "auto"  # auto: bf16 weights where the hardware has bf16 and the model agreed with fp32 (99.5% of
+    #                            its validation labels), else torch (fp32); onnx*: `thrifty export`'s graph
     batching: bool = True  # dynamic batching: the texts of concurrent requests share one forward pass
     max_batch_texts: int = 512  # a batch starts once this many texts wait (under load: all that wait, up to this)...
     max_wait_ms: float = 5.0  # ...or once the first of them has waited this long

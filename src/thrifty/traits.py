@@ -31,6 +31,10 @@ class TaskTraits:
     serves: bool = True  # a model folder of it answers requests (an adapted masked LM is only a base for later runs)
     plot_name: Optional[str] = None  # the file stem of its evaluation plot (confusion_matrix, per_type_f1)
     label_alignment: Optional[str] = None  # where a word's label sits among its sub-tokens (manifest preprocessing)
+    # train.precision auto: bf16 autocast on bf16 hardware (models/precision.py) unless accuracy showed it costs this
+    # task more than half a point (benchmarks/bf16_accuracy.py); the note says why it keeps fp32
+    trains_in_bf16: bool = True
+    bf16_note: str = ""
 
     @property
     def primary_metric(self) -> str:
@@ -40,6 +44,11 @@ class TaskTraits:
     def learns_text(self) -> bool:
         """Learns from unlabelled text or from prompts and answers, not from labels."""
         return self.learns_unlabelled_text or self.writes_text
+
+    @property
+    def agrees_by_label(self) -> bool:
+        """Its answers are labels (per text or per word), so bf16 and fp32 weights can be compared label by label."""
+        return self.predicts_labels or self.tags_words
 
     @property
     def parallel_passes(self) -> bool:

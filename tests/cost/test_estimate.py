@@ -4,10 +4,12 @@ import json
 import math
 
 import pytest
+import torch
 import yaml
 
 from thrifty.cli import main
 from thrifty.cost.estimate import estimate
+from thrifty.models.precision import has_fast_bf16
 
 from tests.conftest import shared_file, tiny_config
 
@@ -69,6 +71,10 @@ def test_calibration_is_kept_per_machine_model_strategy_and_batch_shape(tiny_ber
     fresh = estimate(config | {"cost": {"reuse_calibration": False}}, calibration_steps=2)["calibration"]
     assert fresh["cached"] is False
     assert len(list((tmp_path / "cache" / "calibration").glob("*.json"))) == 3  # the fresh one replaced its entry
+    # the precision the run computes in is part of the key: fp32 is timed apart from auto where auto means bf16
+    fp32 = estimate(config | {"train": {**config["train"], "precision": "fp32"}}, calibration_steps=2)
+    assert fp32["precision"] == "fp32"
+    assert fp32["calibration"]["cached"] is (not has_fast_bf16(torch.device("cpu")))
 
 
 @pytest.mark.slow

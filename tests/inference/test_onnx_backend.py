@@ -31,7 +31,7 @@ def test_fp32_graph_matches_pytorch_on_the_validation_split(run_copy):
     folder = run_copy / "model" / "onnx"
     assert (folder / "model.onnx").exists() and json.loads((folder / "parity.json").read_text()) == \
         {k: v for k, v in report.items() if k != "folder"}
-    torch_logits = Predictor.load(run_copy).logits(TEXTS)
+    torch_logits = Predictor.load(run_copy, backend="torch").logits(TEXTS)
     onnx_logits = Predictor.load(run_copy, backend="onnx").logits(TEXTS)
     np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
     onnx = Predictor.load(run_copy, backend="onnx")  # one text per batch: no padding, unlike the traced example
@@ -123,7 +123,7 @@ def test_a_fewshot_model_exports_without_length_chunks(tiny_bert, tmp_path):
     assert report["fp32"]["label_agreement"] == 1.0 and report["fp32"]["max_probability_difference"] < 1e-4
     texts = [f"text {'long ' * (i * 7)}" for i in range(12)]  # mixed lengths: PyTorch embeds these in chunks
     np.testing.assert_allclose(Predictor.load(tmp_path / "few", backend="onnx").logits(texts),
-                               Predictor.load(tmp_path / "few").logits(texts), atol=1e-4)
+                               Predictor.load(tmp_path / "few", backend="torch").logits(texts), atol=1e-4)
 
 
 @pytest.mark.slow  # a server start and an int8 export: the fallback itself is tested above in the fast tier

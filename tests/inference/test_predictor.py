@@ -26,7 +26,7 @@ def test_the_bf16_backend_predicts_with_bf16_weights_close_to_fp32(tiny_run, mon
     from thrifty.inference import predictor as predictor_module
 
     monkeypatch.setattr(predictor_module, "has_fast_bf16", lambda device: True)  # emulated where the CPU has no bf16
-    fp32 = Predictor.load(tiny_run, device="cpu")
+    fp32 = Predictor.load(tiny_run, device="cpu", backend="torch")
     bf16 = Predictor.load(tiny_run, device="cpu", backend="torch-bf16")
     assert {p.dtype for p in bf16.model.parameters()} == {torch.bfloat16}
     texts = ["I loved this wonderful film", "I hated this terrible film", "an ordinary film"]

@@ -73,8 +73,9 @@ def check(name: str, losses: list[float]) -> None:
 
 
 def train_settings(**settings) -> dict:
-    # seeded, 2 threads, one evaluation at the end of the run
-    return {"seed": 7, "num_threads": 2, "epochs": 1, "batch_size": 8, **settings}
+    # seeded, 2 threads, one evaluation at the end of the run; fp32, as recorded (auto is bf16 on bf16 hardware:
+    # test_bf16_autocast_follows_the_fp32_losses below)
+    return {"seed": 7, "num_threads": 2, "epochs": 1, "batch_size": 8, "precision": "fp32", **settings}
 
 
 def pos_neg_csv(path: Path, per_label: int) -> Path:
@@ -140,3 +141,22 @@ def test_seq2seq(tiny_t5, tmp_path):
               "train": train_settings(learning_rate=1e-2), "generate": {"eval_examples": 4, "max_new_tokens": 3},
               "tracking": OFF}
     check("seq2seq", train_losses(config, tmp_path / "run"))
+
+
+BF16_TOLERANCE = {"rel": 2e-2}  # bf16 keeps 8 bits of mantissa in the matrix products: the same run, rounded
+
+
+@pytest.mark.skipif(not __import__("thrifty.models.precision", fromlist=["x"]).has_fast_bf16(__import__("torch").device("cpu")),
+                    reason="this CPU has no bf16 instructions (AMX or AVX512-BF16): train.precision auto is fp32 here")
+def test_bf16_autocast_follows_the_fp32_losses(tiny_bert, tmp_path):
+    """train.precision auto on a CPU with bf16: the same run, its matrix products rounded to bf16 — the losses move
+    in the last digits (so bf16 did run) and stay within 2% of the fp32 ones step for step."""
+    settings = train_settings(learning_rate=1e-4)
+    settings.pop("precision")
+    config = {"data": {"train": str(pos_neg_csv(tmp_path / "train.csv", 32)), "validation_fraction": 0.25},
+              "train": settings, "tracking": OFF}
+    losses = train_losses(config, tmp_path / "run")[:STEPS]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"]["precision"] == "bf16" and "bf16" in metrics["model"]["precision_reason"]
+    assert losses != GOLDEN["classification"]
+    assert losses == pytest.approx(GOLDEN["classification"], **BF16_TOLERANCE)

@@ -211,14 +211,14 @@ def test_merged_lora_gives_the_same_predictions_as_the_adapter(tiny_bert, small_
     thrifty.train(config, output=tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").exists()
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
-    merged = thrifty.predict(tmp_path / "run", ["I loved this wonderful film"])[0]["probabilities"]
+    merged = thrifty.predict(tmp_path / "run", ["I loved this wonderful film"], backend="torch")[0]["probabilities"]
 
     from peft import PeftModel
 
     from thrifty.inference.predictor import Predictor
     from thrifty.models.loading import load_classifier
 
-    predictor = Predictor.load(tmp_path / "run")
+    predictor = Predictor.load(tmp_path / "run", backend="torch")  # fp32 on both sides
     base, _ = load_classifier(str(tiny_bert), ["neg", "pos"])
     predictor.model = PeftModel.from_pretrained(base, str(tmp_path / "run" / "adapter")).eval()
     adapter = predictor.predict(["I loved this wonderful film"])[0]["probabilities"]

@@ -206,7 +206,7 @@ def _load_classifier(model_dir: str, layout: Optional["Layout"],
     if not task_traits(task).predicts_labels:  # before loading anything
         raise ConfigError(f"thrifty audit covers sentence classification models (and pre-trained encoders with "
                           f"--model NAME); {folder} is {task}")
-    predictor = Predictor.load(folder, device="cpu")
+    predictor = Predictor.load(folder, device="cpu", backend="torch")  # fp32: the reference figures
     labels = list(predictor.label_names)
     if positive_label is None and layout is not None and layout.positive_label in labels:
         positive_label = layout.positive_label  # the Jigsaw templates: the toxic class, whatever its position

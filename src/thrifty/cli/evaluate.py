@@ -23,7 +23,7 @@ def evaluate(
     text_column: Annotated[Optional[str], Option(words.DATA_TEXT_COLUMN)] = None,
     label_column: Annotated[Optional[str], Option(words.DATA_LABEL_COLUMN)] = None,
     batch_size: Annotated[int, Option(words.BATCH_SIZE)] = 128,
-    backend: Annotated[str, Option(words.BACKEND, choices=words.BACKEND_CHOICES)] = "torch",
+    backend: Annotated[str, Option(words.BACKEND, choices=words.BACKEND_CHOICES)] = "auto",
     lanes: Annotated[Optional[int], Option(words.LANES)] = None,
 ) -> int:
     from thrifty.api import evaluate as run_evaluation

@@ -27,7 +27,7 @@ def predict(
     text_column: Annotated[Optional[str], Option(words.DATA_TEXT_COLUMN)] = None,
     overwrite: Annotated[bool, Option("replace an existing output file")] = False,
     batch_size: Annotated[int, Option(words.BATCH_SIZE)] = 128,
-    backend: Annotated[str, Option(words.BACKEND, choices=words.BACKEND_CHOICES)] = "torch",
+    backend: Annotated[str, Option(words.BACKEND, choices=words.BACKEND_CHOICES)] = "auto",
     lanes: Annotated[Optional[int], Option(words.LANES)] = None,
 ) -> int:
     from thrifty.data import results as files

@@ -32,7 +32,7 @@ def serve(
     no_batching: Annotated[bool, Option("one forward pass (or generate call) per request")] = False,
     name: Annotated[Optional[str], Option("the model name in answers and the log (default: the run folder's "
                                           "name)")] = None,
-    backend: Annotated[Optional[str], Option(words.BACKEND + " (default torch)", choices=words.BACKEND_CHOICES)] = None,
+    backend: Annotated[Optional[str], Option(words.BACKEND, choices=words.BACKEND_CHOICES)] = None,
     lanes: Annotated[Optional[int], Option(words.LANES)] = None,
     ctx: Context,
 ) -> int:

@@ -2,7 +2,7 @@
 
 A CPU estimate times a few real training steps and a forward pass (cost/estimate.py `_calibrate`, 5-20 s on
 2 cores). Its result, seconds per FLOP, depends on the machine, the thread count, torch, the model, what the
-strategy trains, the task's head and the batch shape — and on nothing else a config changes (epochs, data
+strategy trains, the task's head, the precision the run computes in (bf16 autocast or fp32) and the batch shape — and on nothing else a config changes (epochs, data
 size, learning rate). So it is kept under ``~/.cache/thrifty/calibration/`` keyed by exactly those, and reused
 when they match: a budgeted run then starts training within a few seconds of loading the model, and the
 seconds it saves stay in the budget. ``--cost.reuse_calibration false`` times the steps again (and replaces
@@ -14,30 +14,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-CALIBRATION_FORMAT = 1  # bump when _calibrate measures differently: older entries are then never matched
+from thrifty.models.precision import cpu_name  # noqa: F401 - benchmarks and the key read it here
+
+CALIBRATION_FORMAT = 2  # bump when _calibrate measures differently: older entries are then never matched
 
 _SHAPE_BUCKET = 16  # widths are rounded up to this many tokens: the FLOP rate barely moves within a bucket
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), recorded with calibrations and benchmark results."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def calibration_key(model, *, task: str, strategy: str, trainable_parameters: int, batch_size: int,
                     eval_batch_size: int, max_width: int, cached_layers: int, pruned: bool,
-                    max_grad_norm: float) -> dict[str, Any]:
+                    max_grad_norm: float, precision: str = "fp32") -> dict[str, Any]:
     """What a calibration depends on, as a readable dict (stored beside it) whose hash names the file."""
     import torch
 
@@ -49,6 +39,7 @@ def calibration_key(model, *, task: str, strategy: str, trainable_parameters: in
         "strategy": strategy, "trainable_parameters": int(trainable_parameters), "batch_size": batch_size,
         "eval_batch_size": eval_batch_size, "width_bucket": -(-max_width // _SHAPE_BUCKET) * _SHAPE_BUCKET,
         "cached_layers": cached_layers, "pruned_last_layer": bool(pruned), "clips_gradients": max_grad_norm > 0,
+        "precision": precision,
     }
 
 

@@ -226,7 +226,7 @@ def _estimate(shape: RunShape, w: _Work, hardware, calibration: Optional[dict[st
         cost_note = f"no price for hardware '{hardware.name}': set cost.price_per_hour (the machine's price per hour)"
     fits = None if hardware.memory_gib is None else w.memory.total <= hardware.memory_gib * 2**30
     return {
-        "model": shape.model_name, "strategy": shape.strategy_name,
+        "model": shape.model_name, "strategy": shape.strategy_name, "precision": shape.precision,
         "total_parameters": shape.total_parameters, "trainable_parameters": shape.trainable_parameters,
         "examples": len(shape.train_lengths), "tokens_per_epoch": int(sum(w.lengths)),
         "padded_tokens_per_epoch": int(sum(size * width for size, width in w.widths)),
@@ -273,7 +273,8 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
                           trainable_parameters=inputs.strategy.trainable_parameters,
                           batch_size=max(len(b) for b in batches),  # a process's share of the batch
                           eval_batch_size=tc.eval_batch_size, max_width=max(w for _, w in widths),
-                          cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm)
+                          cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm,
+                          precision=cpu_precision(config).name)
     if config.cost.reuse_calibration:
         kept = load_calibration(key)
         if kept is not None:
@@ -283,8 +284,17 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
     return calibration
 
 
+def cpu_precision(config: Config):
+    """What a run of `config` computes in on this machine's CPU (models/precision.py: bf16 autocast where the CPU has
+    bf16 instructions and train.precision is auto or bf16)."""
+    from thrifty.models.precision import training_precision
+
+    return training_precision(config.train.precision, torch.device("cpu"), config.task)
+
+
 def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sorted_widths) -> dict[str, Any]:
-    """Seconds per FLOP on this machine's CPU: a few real training steps (after a warm-up) and a forward pass."""
+    """Seconds per FLOP on this machine's CPU, in the precision the run will compute in (bf16 autocast where
+    train.precision resolves to it): a few real training steps (after a warm-up) and a forward pass."""
     from thrifty.data.batching import collate, sorted_batches
     from thrifty.optimization.optim import make_optimizer
 
@@ -299,11 +309,15 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     sample = [widest] + batches[:steps]
     timed, rates = 0.0, []
     trainable = [p for p in model.parameters() if p.requires_grad]
+    dtype = cpu_precision(config).autocast_dtype
+    autocast = lambda: torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)  # noqa: E731
     for k, idx in enumerate(sample):
         t0 = time.perf_counter()
         batch = task.collate(inputs.train, idx, pad_id)
         labels = batch.pop("labels")
-        loss = task.loss(task.loss_inputs(model(**batch)), labels)
+        with autocast():
+            output = model(**batch)
+        loss = task.loss(task.loss_inputs(output), labels)
         loss.backward()
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
@@ -319,7 +333,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
 
     def forward_all(ids) -> None:  # evaluation's work: sorted batches, no gradients
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             for idx in sorted_batches([len(x) for x in ids], tc.eval_batch_size):
                 model(**collate(ids, idx, pad_id))
 
@@ -376,7 +390,8 @@ def _time_line(e: dict[str, Any]) -> str:
     if cal is not None:
         how = (f"calibrated here{' (kept from ' + str(cal.get('measured_at')) + ')' if cal.get('cached') else ''}: "
                f"{cal['train_flops_per_second'] / 1e9:.1f} GFLOP/s training, "
-               f"{cal['forward_flops_per_second'] / 1e9:.1f} GFLOP/s inference, {cal['threads']} threads")
+               f"{cal['forward_flops_per_second'] / 1e9:.1f} GFLOP/s inference in {e.get('precision', 'fp32')}, "
+               f"{cal['threads']} threads")
         where = f"this machine ({hw['cores']} cpu cores)"
     else:
         how = (f"{hw['peak_tflops']:g} TFLOP/s peak x {hw['efficiency']:g} efficiency, at least "

@@ -150,7 +150,7 @@ def measured(config: Config, inputs, processes: int) -> RunShape:
         gradient_accumulation_steps=tc.gradient_accumulation_steps, eval_every_steps=tc.eval_every_steps,
         evaluations_per_epoch=tc.evaluations_per_epoch,
         embeds_train_before_evaluation=bool(task.embeds_train_before_evaluation), processes=processes,
-        fsdp=bool(tc.fsdp), shards=strategy_traits(config.strategy.name).shards, precision=str(tc.precision),
+        fsdp=bool(tc.fsdp), shards=strategy_traits(config.strategy.name).shards, precision=_precision(config),
         memory=training_memory(model, tc.batch_size, width, processes=processes, sharded=sharded),
         seed=tc.seed, group_by_length=bool(tc.group_by_length),
         memory_probe=_MemoryProbe(model, prunes(config, inputs)),
@@ -161,6 +161,16 @@ def measured(config: Config, inputs, processes: int) -> RunShape:
 # what an encoded split may carry besides its ids for min(length, n) to count it at another n: per-token word
 # alignment and counts (token classification); anything else (windows, packing, anchors) is tokenised again
 _PER_TOKEN = frozenset({"words_without_tokens", "words_truncated", "word_index"})
+
+
+def _precision(config: Config) -> str:
+    """What the run will compute in here (models/precision.py): bf16, fp16 or fp32."""
+    import torch
+
+    from thrifty.models.precision import training_precision
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return training_precision(config.train.precision, device, config.task).name
 
 
 def _untruncated(inputs, shape: RunShape) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def export_onnx(model_dir: str | Path, *, quantize: Optional[str] = None, data: 
 
     if quantize not in (None, "int8"):
         raise ConfigError(f"--quantize {quantize} is not supported; use int8 (dynamic quantisation of the weights)")
-    predictor = Predictor.load(model_dir, device="cpu")
+    predictor = Predictor.load(model_dir, device="cpu", backend="torch")  # the fp32 reference
     if not predictor.traits.predicts_labels:
         raise ModelError(f"ONNX export covers classification models; this is a {predictor.task} model: serve it with "
                          "the PyTorch backend")

@@ -25,6 +25,7 @@ from thrifty.data.tokenize import encode
 from thrifty.evaluation.evaluate import predict_logits, softmax
 from thrifty.models import first_token
 from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer, quiet_transformers
+from thrifty.models.precision import has_fast_bf16, prediction_backend
 from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
 from thrifty.tasks import Encoded, get_task
 from thrifty.tasks.token_classification import align_first_subtokens, group_entities
@@ -65,14 +66,6 @@ def default_lanes(task: str, device: torch.device) -> int:
     return torch.get_num_threads() if task_traits(task).parallel_passes and device.type == "cpu" else 1
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix products run in hardware here: a GPU with bf16, or a CPU with AMX or AVX512-BF16 (oneDNN
-    uses them). Elsewhere bf16 is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
-
-
 def require_bf16(device: torch.device) -> None:
     if not has_fast_bf16(device):
         raise ModelError(f"this {device.type.upper()} has no bf16 instructions (AMX or AVX512-BF16 on a CPU), so "
@@ -92,6 +85,8 @@ class Predictor:
     device: torch.device
     lanes: int = 1  # classification passes running at once (load's `lanes`)...
     lane_threads: int = 1  # ...each on this many threads (with one lane, torch's own count instead)
+    backend: str = "torch"  # what it predicts with (load's `backend`, `auto` resolved)...
+    backend_reason: str = "asked for"  # ...and why
     _lane_pool: Optional[ThreadPoolExecutor] = field(default=None, repr=False)
     _tokenizer_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -105,9 +100,10 @@ class Predictor:
         return self.data_config.text_column
 
     @classmethod
-    def load(cls, path: str | Path, device: Optional[str] = None, backend: str = "torch", lanes: Optional[int] = 1,
+    def load(cls, path: str | Path, device: Optional[str] = None, backend: str = "auto", lanes: Optional[int] = 1,
              threads: Optional[int] = None) -> "Predictor":
-        """`backend`: torch, torch-bf16 (the same model with bf16 weights: on SST-2 test 2.16x fp32's texts/s offline, 1.68x
+        """`backend`: auto (torch-bf16 where the hardware has bf16 and the model's labels agreed with fp32's on 99.5% of
+        its validation set when it was trained, else torch: models/precision.py), torch, torch-bf16 (the same model with bf16 weights: on SST-2 test 2.16x fp32's texts/s offline, 1.68x
         under load, on a CPU with AMX, 99.8% of its labels; docs/serving.md), onnx (MODEL_DIR/onnx/model.onnx) or onnx-int8
         (model.int8.onnx), both from `thrifty export`.
         `lanes`: classification passes run at once, each on `threads` / lanes threads (None: default_lanes;
@@ -125,6 +121,9 @@ class Predictor:
         if backend not in BACKENDS:
             raise ModelError(f"backend {backend!r} is not one of: {', '.join(BACKENDS)}")
         dev = torch.device("cpu") if backend.startswith("onnx") else prediction_device(device)
+        reason = "asked for"
+        if backend == "auto":
+            backend, reason = prediction_backend(manifest, dev)
         lanes = default_lanes(task, dev) if lanes is None else lanes
         check_lanes(lanes, task, folder)
         lane_threads = max(1, (threads or torch.get_num_threads()) // lanes)
@@ -139,7 +138,7 @@ class Predictor:
             model = load_onnx_classifier(folder, "int8" if backend == "onnx-int8" else None, len(manifest["labels"]),
                                          threads=lane_threads)
             return cls(model, tokenizer, list(manifest["labels"]), _max_length(manifest), task,
-                       _data_config(manifest, folder), manifest, folder, dev, lanes, lane_threads)
+                       _data_config(manifest, folder), manifest, folder, dev, lanes, lane_threads, backend, reason)
         if manifest["format"] == SENTENCE_FORMAT:  # strategy fewshot: encoder + mean pooling + the fitted head
             from thrifty.models.sentence import SentenceClassifier
 
@@ -161,7 +160,7 @@ class Predictor:
         model.to(dev).eval()
         first_token.enable(model)  # same logits, less work (sequence classifiers only)
         return cls(model, tokenizer, list(manifest["labels"]), _max_length(manifest), task,
-                   _data_config(manifest, folder), manifest, folder, dev, lanes, lane_threads)
+                   _data_config(manifest, folder), manifest, folder, dev, lanes, lane_threads, backend, reason)
 
     def _lanes(self) -> Optional[ThreadPoolExecutor]:
         """The lanes' threads, started once, each running torch on `lane_threads` threads. torch keeps a thread
@@ -210,6 +209,13 @@ class Predictor:
             out.append({"label": self.label_names[best], "score": float(row[best]),
                         "probabilities": {name: float(p) for name, p in zip(self.label_names, row)}})
         return out
+
+    def label_ids(self, split) -> np.ndarray:
+        """The label id it gives each text of a labelled split, or each word of a tagged one (in order)."""
+        if self.traits.tags_words:
+            index = {name: i for i, name in enumerate(self.label_names)}
+            return np.array([index[tag] for tags, _ in self.word_tags(split.words) for tag in tags], dtype=np.int64)
+        return self.logits(split.texts).argmax(axis=1)
 
     # ---- token classification
     def word_tags(self, sentences: Sequence[Sequence[str]], batch_size: int = 128) -> list[tuple[list[str], list[float]]]:

@@ -92,15 +92,18 @@ class FrozenFeatureCache:
         finally:
             self.base.embeddings, self.base.encoder.layer = self.embeddings, self.all_layers
 
-    def compute(self, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device) -> CachedFeatures:
-        """Run embeddings + frozen layers once over a data set (no gradients, eval mode)."""
+    def compute(self, input_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int, device: torch.device,
+                autocast_dtype: Optional[torch.dtype] = None) -> CachedFeatures:
+        """Run embeddings + frozen layers once over a data set (no gradients, eval mode), under autocast to
+        `autocast_dtype` where the run trains in it (the layers' output is kept in fp32 either way)."""
         lengths = [len(ids) for ids in input_ids]
         offsets = [0]
         for n in lengths:
             offsets.append(offsets[-1] + n)
         flat = torch.empty(offsets[-1], self.base.config.hidden_size)
         # no_grad, not inference_mode: the cached tensors are inputs to layers that will need gradients.
-        with torch.no_grad(), self._layers(self.frozen, self.embeddings):
+        with torch.no_grad(), self._layers(self.frozen, self.embeddings), \
+                torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             for idx in sorted_batches(lengths, batch_size):
                 batch = {k: v.to(device) for k, v in collate(input_ids, idx, pad_id).items()}
                 hidden = self.base(**batch).last_hidden_state.float().cpu()

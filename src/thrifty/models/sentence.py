@@ -93,12 +93,16 @@ class SentenceClassifier(nn.Module):
     def logits_unchunked(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The logits without length chunks: the one path a graph export (ONNX) can trace, as chunking depends on
         the lengths in each batch. Same logits as forward()."""
-        return self.head(self._embed(input_ids, attention_mask, None))
+        return self._head(self._embed(input_ids, attention_mask, None))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 token_type_ids: Optional[torch.Tensor] = None, **_: Any) -> SentenceOutput:
         embeddings = self.embed(input_ids, attention_mask, token_type_ids)
-        return SentenceOutput(logits=self.head(embeddings), embeddings=embeddings)
+        return SentenceOutput(logits=self._head(embeddings), embeddings=embeddings)
+
+    def _head(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """The head on the (fp32, normalised) embeddings, in the head's own dtype (bf16 weights: --backend torch-bf16)."""
+        return self.head(embeddings.to(self.head.weight.dtype))
 
     def save_pretrained(self, folder: str | Path, safe_serialization: bool = True) -> None:
         from safetensors.torch import save_file

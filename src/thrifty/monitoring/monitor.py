@@ -134,7 +134,7 @@ def monitor(model_dir: str | Path, *, db: Optional[str] = None, since: Optional[
         raise ConfigError(f"the prediction log at {shown_url(url)} has no predictions"
                           f"{' since ' + since_at.isoformat() if since_at else ''}; serve some traffic first, or "
                           "widen --since")
-    predictor = Predictor.load(folder, device="cpu")
+    predictor = Predictor.load(folder, device="cpu", backend="torch")  # fp32: the reference figures
     if not predictor.traits.predicts_labels:
         raise ConfigError(f"thrifty monitor covers classification models; {folder} is {predictor.task}")
     train_texts, validation_texts, validation_labels = _reference(predictor, reference, max_texts, seed, run)

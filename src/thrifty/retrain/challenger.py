@@ -248,7 +248,7 @@ def _retrain_locked(job: RetrainRound) -> dict[str, Any]:
     name, champion, settings = job.name, job.champion, job.settings
     started = time.perf_counter()
     champion_dir = job.registry.local_model(champion)
-    champion_model = Predictor.load(champion_dir)
+    champion_model = Predictor.load(champion_dir, backend="torch")  # both in fp32: a like-for-like duel
     labels_known = list(champion_model.label_names)
 
     # 2. new labelled data
@@ -272,7 +272,7 @@ def _retrain_locked(job: RetrainRound) -> dict[str, Any]:
             f"({counts['feedback']} feedback, {counts['files']} from files): {len(new_train[0])} to train on with "
             f"{len(replay)} replayed, {len(held[0])} held out; reference set {len(reference[0])} texts")
     result = train(challenger_config, output=folder / "challenger", progress=job.progress, overwrite=True)
-    challenger_model = Predictor.load(result.run_dir)
+    challenger_model = Predictor.load(result.run_dir, backend="torch")
 
     # 5. the comparison on the same texts
     figures, champion_on_reference = _compare(champion_model, challenger_model,

@@ -180,7 +180,8 @@ class ServedModel:
             self.predictor = Predictor.load(self.folder, backend=serve.backend, lanes=serve.lanes, threads=threads)
             self.task = self.predictor.task
             self.labels = list(self.predictor.label_names)
-        self.backend = serve.backend
+        self.backend = self.predictor.backend if self.predictor is not None else "torch"
+        self.backend_reason = self.predictor.backend_reason if self.predictor is not None else "a model that writes text"
         self.forward_batch_size = serve.forward_batch_size
 
     def predict(self, texts: list[str]) -> list[dict[str, Any]]:
@@ -274,7 +275,8 @@ class ServerState:
         self._show(model)
         self.metrics.queue_texts.set_function(lambda: batcher.waiting_texts)
         self.model, self.batcher = model, batcher
-        logger.info("thrifty serve: %s (version %s) ready", model.name, model.version)
+        logger.info("thrifty serve: %s (version %s) ready; backend %s (%s)", model.name, model.version, model.backend,
+                    model.backend_reason)
         if self.settings.follows_alias:
             self._follower = asyncio.create_task(self.follow(), name="thrifty-follow-alias")
 

@@ -81,7 +81,7 @@ def serve(model_dir: str, settings: ServeConfig, *, db: Optional[str] = None, lo
     if not traits.serves:
         raise ModelError(f"{folder} is a masked language model adapted by thrifty adapt: it has no labels to serve "
                          f"and writes no text; train a classifier from it with --model.name {folder}")
-    if traits.writes_text and settings.backend != "torch":
+    if traits.writes_text and settings.backend not in ("auto", "torch"):
         raise ModelError(f"serve.backend={settings.backend}: a model that writes text ({manifest['task']}) is served by "
                          "PyTorch; drop --backend")
     if settings.lanes is not None:  # as Predictor.load will check it, but before a port opens

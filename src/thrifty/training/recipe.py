@@ -40,6 +40,7 @@ from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_savin
 from thrifty.models import first_token
 from thrifty.models.feature_cache import FeatureMemo, FrozenFeatureCache
 from thrifty.models.loading import resolve_model
+from thrifty.models.precision import Precision, training_precision
 from thrifty.optimization.optim import linear_warmup_decay, make_optimizer, warmup_steps_for
 from thrifty.optimization.schedule import evaluation_steps
 from thrifty.planning.budget_plan import plan
@@ -82,7 +83,7 @@ class Run:
     features: dict
     cache_seconds: float
     cache_bytes: int
-    autocast_dtype: Optional[torch.dtype]
+    precision: Precision  # what the steps compute in, and why (models/precision.py)
     resumed_from: Optional[Path]
     parallel: OneProcess  # how the processes share the work: one, DDP or FSDP2 (training/distributed.py)
 
@@ -93,6 +94,10 @@ class Run:
     @property
     def device(self) -> torch.device:
         return self.accelerator.device
+
+    @property
+    def autocast_dtype(self) -> Optional[torch.dtype]:
+        return self.precision.autocast_dtype
 
     @property
     def processes(self) -> Processes:  # rank and world size; one process: Processes(0, 1)
@@ -233,22 +238,22 @@ def _config_and_run_dir(config, output, overrides, resume, overwrite,
     return config_from_dict(load_yaml(run_dir / CONFIG_FILE)).validate(), run_dir, checkpoint_path
 
 
-def _precision(config: Config, device: torch.device) -> str:
-    wanted = config.train.precision
-    if device.type != "cuda":
-        if wanted in ("bf16", "fp16"):
-            raise ConfigError(f"train.precision={wanted} needs a GPU and this machine has none; use fp32 (or auto)")
-        return "no"
-    if wanted == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp32": "no"}.get(wanted, wanted)
+def _forget_other_precision(mixed_precision: str) -> None:
+    """Accelerate keeps one mixed-precision setting per process and refuses another: a process that trains in fp32 and
+    then in bf16 (tune's trials, a notebook, the tests) starts the second from a clean state. Only the precision part
+    is dropped; the processes' own state (ranks, the process group) is kept."""
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and str(state.get("_mixed_precision", mixed_precision)) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], tracker: BudgetTracker, overwrite: bool,
            processes: Processes, memo: FeatureMemo) -> tuple[Run, LoopState, Optional[dict]]:
     tc = config.train
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    mixed_precision = _precision(config, torch.device(device_type))
+    precision = training_precision(config.train.precision, torch.device(device_type), config.task)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     model_path = resolve_model(config.model.name)  # a missing model (or an unfinished warm-start run) fails here
@@ -256,7 +261,8 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     from transformers import set_seed
 
     # Accelerate places the model, handles mixed precision and, under a launcher, joins the processes (gloo on CPUs).
-    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device_type == "cpu")
+    _forget_other_precision(precision.accelerate)
+    accelerator = Accelerator(mixed_precision=precision.accelerate, cpu=device_type == "cpu")
     set_seed(tc.seed)
     inputs = _read_inputs(config, model_path, processes)
     # The budget: time and FLOPs are counted from the start of this command (and of earlier sessions of a resumed
@@ -277,19 +283,20 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
         processes.say)
     unwrapped = accelerator.unwrap_model(model)
     cache, features, cache_seconds, cache_bytes = _frozen_cache(config, inputs, unwrapped, model_path,
-                                                                accelerator.device, memo, processes.say)
+                                                                accelerator.device, memo, processes.say, precision)
     # After the cache (which stores every position): a head that reads the first token only needs no other position
     # of the last layer.
     if tc.prune_last_layer and not parallel.shards and inputs.task.prunes_last_layer and first_token.enable(unwrapped):
         processes.say("last layer computed for the first token only (the only position the classifier reads)")
-    steps_per_epoch, total_steps, eval_at, scheduler = _schedule(config, inputs, optimizer, accelerator, processes)
+    steps_per_epoch, total_steps, eval_at, scheduler = _schedule(config, inputs, optimizer, accelerator, processes,
+                                                                 precision)
     inputs.task.fit_loss(inputs.train, tc.batch_size)  # e.g. the scored tokens per batch of a token-level loss
 
     run = Run(config=config, run_dir=run_dir, model_path=model_path, inputs=inputs, accelerator=accelerator, model=model,
               optimizer=optimizer, scheduler=scheduler, trainable=[p for p in model.parameters() if p.requires_grad],
               steps_per_epoch=steps_per_epoch, total_steps=total_steps, eval_at=eval_at, cache=cache, features=features,
               cache_seconds=cache_seconds, cache_bytes=cache_bytes, resumed_from=checkpoint_path,
-              autocast_dtype={"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision),
+              precision=precision,
               parallel=parallel)
     if checkpoint_path is None:
         return run, LoopState(plan=planned), None
@@ -350,7 +357,8 @@ def _open_run_dir(config: Config, inputs: Inputs, run_dir: Path, checkpoint_path
                       "start from fresh weights, trained from step 1")
 
 
-def _schedule(config: Config, inputs: Inputs, optimizer, accelerator, processes: Processes) -> tuple[int, int, set, Any]:
+def _schedule(config: Config, inputs: Inputs, optimizer, accelerator, processes: Processes,
+              precision: Precision) -> tuple[int, int, set, Any]:
     """Steps per epoch, steps in all, the steps that evaluate, and the learning-rate schedule; said in one line."""
     tc = config.train
     # train.batch_size is the batch of one step over all processes: the same run on 1 or N processes (each takes
@@ -371,7 +379,7 @@ def _schedule(config: Config, inputs: Inputs, optimizer, accelerator, processes:
     processes.say(
         f"training: {len(inputs.train)} examples x {tc.epochs} epochs = {total_steps} steps of {effective_batch} examples "
         f"(~{effective_batch * tok['mean']:.0f} real tokens/step), warmup {warmup}, lr {config.learning_rate:g}, "
-        f"device {accelerator.device.type}, precision {accelerator.mixed_precision}, threads {torch.get_num_threads()}"
+        f"device {accelerator.device.type}, precision {precision.name} ({precision.reason}), threads {torch.get_num_threads()}"
         + (f" x {processes.world} processes ({accelerator.distributed_type.value.lower()}, "
            f"{math.ceil(tc.batch_size / processes.world)} examples each per batch)" if processes.world > 1 else ""))
     return steps_per_epoch, total_steps, eval_at, scheduler
@@ -397,10 +405,11 @@ def _batches_per_epoch(inputs: Inputs, tc, processes: Processes) -> int:
 
 
 def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device, memo: FeatureMemo,
-                  say: Callable[[str], None]):
+                  say: Callable[[str], None], precision: Precision):
     """Frozen layers are a fixed function of the text: compute them once, not once per epoch. They are pretrained
     weights run without dropout, so the same texts give the same features in every run of this process
-    (hyperparameter trials): `memo` keeps the last ones for the next run."""
+    (hyperparameter trials): `memo` keeps the last ones for the next run. They are computed in the run's precision
+    (bf16 autocast: what the frozen layers would give in every epoch) and kept as the fp32 hidden states they are."""
     tc = config.train
     layers = FrozenFeatureCache.layers_to_cache(config.strategy.name, tc.cache_frozen_layers and inputs.task.caches_frozen_layers,
                                                 inputs.strategy.details, model)
@@ -409,10 +418,12 @@ def _frozen_cache(config: Config, inputs: Inputs, model, model_path: str, device
     t0 = time.perf_counter()
     cache = FrozenFeatureCache(model, layers)
     pad_id = inputs.tokenizer.pad_token_id
-    key = (model_path, layers, hash((tuple(map(tuple, inputs.train_ids)), tuple(map(tuple, inputs.val_ids)))))
+    key = (model_path, layers, precision.name,
+           hash((tuple(map(tuple, inputs.train_ids)), tuple(map(tuple, inputs.val_ids)))))
+    dtype = precision.autocast_dtype
     features, cache.reused = memo.get(key, lambda: {
-        "train": cache.compute(inputs.train_ids, pad_id, tc.eval_batch_size, device),
-        "validation": cache.compute(inputs.val_ids, pad_id, tc.eval_batch_size, device)})
+        "train": cache.compute(inputs.train_ids, pad_id, tc.eval_batch_size, device, dtype),
+        "validation": cache.compute(inputs.val_ids, pad_id, tc.eval_batch_size, device, dtype)})
     seconds = time.perf_counter() - t0
     size = sum(f.nbytes for f in features.values())
     say(f"frozen-layer cache: {cache.frozen_layers} layers, {size / 2**20:.1f} MiB, built in {seconds:.1f}s; "
@@ -720,11 +731,12 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
                         "total_parameters": inputs.strategy.total_parameters,
                         "trainable_parameters": inputs.strategy.trainable_parameters, "max_length": inputs.max_length,
                         "learning_rate": config.learning_rate, "labels": data.label_names, "device": run.device.type,
-                        "precision": run.accelerator.mixed_precision}
+                        "precision": run.precision.name, "precision_reason": run.precision.reason}
     log.final(results, state.global_step)
 
     primary = task_traits(config.task).primary_metric
     _save_model(run, unwrapped, results)
+    results["model"]["bf16_agreement"] = _bf16_agreement(run)
     if config.audit.enabled:
         results["audit"] = _audit(run)
     with writing(run_dir, "plots"):
@@ -750,6 +762,20 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
          f"padding {100 * tr['padding_fraction']:.1f}%); run folder: {run_dir}")
     run.say(format_spent(results["budget"]))
     return RunResult(run_dir, results)
+
+
+def _bf16_agreement(run: Run) -> Optional[dict[str, Any]]:
+    """Where the hardware has bf16: how many validation labels the saved model's bf16 weights give as its fp32 weights
+    do, recorded in the model folder (predict/evaluate/serve choose bf16 by it: models/precision.py)."""
+    from thrifty.inference.agreement import record_bf16_agreement
+
+    with writing(run.run_dir, "the bf16 agreement check"):
+        record = record_bf16_agreement(run.run_dir / "model", run.inputs.data.validation)
+    if record is not None:
+        run.say(f"bf16 weights give {100 * record['label_agreement']:.2f}% of {record['labels']} validation labels as "
+                f"fp32 ({record['hardware']}): predict/serve use "
+                f"{'bf16' if record['label_agreement'] >= record['floor'] else 'fp32'} by default")
+    return record
 
 
 def _unsharded(run: Run, whole: dict) -> Any:
