@@ -14,7 +14,8 @@ SST-2 recipe (2,000 sentences, 3 epochs, 5 seeds).
   sentences, 3 epochs; entity-level F1 on the whole published dev set (3,250 sentences) at the best epoch.
 
 Same for both sides: the rows, model, recipe, seed, 2 threads, evaluation each epoch; what differs is only the
-precision of the matrix products (fp32 master weights and optimizer state on both sides). Each run is a fresh
+precision of the matrix products (fp32 master weights and optimizer state on both sides). Accuracy only: the
+speed of bf16 is measured on a quiet machine by train_throughput.py, not here. Each run is a fresh
 process, the order alternated per seed; results are appended to benchmarks/results/bf16_accuracy_{data}.json and
 summarised per CPU model. The floor: the bf16 median within 0.5 point of the fp32 median; where a task misses it,
 its TaskTraits row (traits.py) sets trains_in_bf16=False and `auto` keeps fp32 for it.
@@ -64,8 +65,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                         f"Dev {spec['metric']} of the best epoch, median (per seed); the floor is 0.5 point.")
     for cpu, runs in by_cpu(saved).items():
         lines += table_by_cpu(cpu, runs, ["precision", "seeds", f"dev {spec['metric']} (per seed)",
-                                          f"dev {spec['also']}", "loop seconds", "real tokens/s",
-                                          "bf16 weights' label agreement with fp32"])
+                                          f"dev {spec['also']}", "best step", "bf16 weights' label agreement with fp32"])
         medians = {}
         for system in SYSTEMS:
             rs = [r for r in runs if r["system"] == system]
@@ -75,8 +75,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
             each = ", ".join(format(r["dev"], ".4f") for r in rs)
             lines.append(f"| {system} | {', '.join(str(r['seed']) for r in rs)} | {medians[system]:.4f} ({each}) |"
                          f" {spread([r['dev_also'] for r in rs], '{:.4f}')} | "
-                         f"{spread([r['loop_wall_seconds'] for r in rs], '{:.1f}')} | "
-                         f"{spread([r['tokens_per_second'] for r in rs], '{:,.0f}')} | "
+                         f"{', '.join(str(r['best_step']) for r in rs)} | "
                          f"{spread([r['bf16_agreement'] for r in rs if r.get('bf16_agreement') is not None], '{:.4f}')} |")
         if len(medians) == 2:
             gap = 100 * (medians["bf16"] - medians["fp32"])

@@ -212,3 +212,23 @@ def test_readme_and_docs_speak_to_users():
     found = [f"{page.name}: {line.strip()[:80]}" for page in pages
              for line in page.read_text(encoding="utf-8").splitlines() if re.search(r"\b[Ii]ssues? \d+", line)]
     assert found == []
+
+
+def _blocks_with_ratios() -> list[tuple[str, list[str]]]:
+    """Each paragraph or table row of the README with a ratio in bold (**1.29x**): (the block, its ratios)."""
+    blocks = [b for part in README.split("\n\n") for b in (part.splitlines() if part.lstrip().startswith("|") else [part])]
+    return [(b, re.findall(r"\*\*(\d+(?:\.\d+)?)x\*\*", b)) for b in blocks if re.search(r"\*\*\d+(?:\.\d+)?x\*\*", b)]
+
+
+def test_every_ratio_the_readme_shows_has_a_committed_results_file_behind_it():
+    """A ratio in bold in the README (a headline) links the benchmarks/results/*.md table it comes from, in the same
+    paragraph or table row, and that committed table shows the same ratio: no headline without its evidence."""
+    blocks = _blocks_with_ratios()
+    assert blocks, "the README shows no ratio at all: this test would check nothing"
+    for block, ratios in blocks:
+        linked = re.findall(r"\((?:\.\./)?(benchmarks/results/[\w.-]+\.md)\)", block)
+        assert linked, f"a ratio without its results file: {block[:120]!r}"
+        tables = "".join((REPO / path).read_text(encoding="utf-8") for path in linked if (REPO / path).exists())
+        assert tables, f"{linked} do not exist: {block[:120]!r}"
+        for ratio in ratios:
+            assert f"{ratio}x" in tables, f"**{ratio}x** is not in {linked}"

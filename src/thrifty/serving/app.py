@@ -656,11 +656,13 @@ def _add_status_routes(app: FastAPI, state: ServerState, require_key) -> None:
 
     @app.get("/v1/model", dependencies=[Depends(require_key)], response_model=None)
     async def model_info() -> dict[str, Any]:
-        """The manifest of the served model, its name, version and backend, and the serving limits."""
+        """The manifest of the served model, its name, version and backend (and why that backend), and the serving
+        limits."""
         model = _ready_model(state)
         limits = {k: getattr(serve, k) for k in ("max_texts_per_request", "max_chars_per_text", "batching",
                                                  "max_batch_texts", "max_wait_ms")}
-        info = {"name": model.name, "version": model.version, "backend": model.backend, "task": model.task,
+        info = {"name": model.name, "version": model.version, "backend": model.backend,
+                "backend_reason": model.backend_reason, "task": model.task,
                 "labels": model.labels, "limits": limits, "manifest": model.manifest}
         registry = model.registry_info(settings.model_uri, state.registry.uri if state.registry else None)
         if registry is not None:

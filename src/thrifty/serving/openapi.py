@@ -143,8 +143,10 @@ ANSWERS: dict[tuple[str, str], dict[str, Any]] = {  # (method, path): the 2xx an
         "properties": {"id": {"type": "string"}, "label": {"type": "string"}}}),
         "errors": [400, 404, 409, 413, 422, 503]},
     ("get", "/v1/model"): {"200": _answer("the served model, its manifest and the serving limits", {
-        "type": "object", "required": ["name", "version", "backend", "task", "labels", "limits", "manifest"],
+        "type": "object", "required": ["name", "version", "backend", "backend_reason", "task", "labels", "limits",
+                                       "manifest"],
         "properties": {"name": {"type": "string"}, "version": {"type": "string"}, "backend": {"type": "string"},
+                       "backend_reason": {"type": "string"},
                        "task": {"type": "string"}, "labels": {"type": "array", "items": {"type": "string"}},
                        "limits": {"type": "object"}, "manifest": {"type": "object"},
                        "registry": {"type": "object"}}}),
