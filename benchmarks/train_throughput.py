@@ -28,7 +28,9 @@ model folder and plots). The older per-step count with MFU
 is kept in results/train_throughput_unequal_2026-11-26.md.
 
 The table is one per CPU model (its bf16/int8 flags beside it): figures from different machines are never pooled.
-The older all-fp32 table (thrifty before auto chose bf16) is kept in results/train_throughput_fp32_2026-11-27.md.
+The older all-fp32 table (thrifty before auto chose bf16) is kept in results/train_throughput_fp32_2026-11-27.md, and
+the same four systems with thrifty still drawing PyTorch's dropout masks (before models/fast_dropout.py) in
+results/train_throughput_torch_dropout_2026-12-07.md.
 
 What differs by design: thrifty's own loop (batches grouped in windows of 50 batches as the grouped Trainer,
 fused AdamW, the last layer computed for [CLS] only, a checkpoint of the trainable state). Each run is a fresh

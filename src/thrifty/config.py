@@ -190,6 +190,8 @@ class TrainConfig:
     cache_frozen_layers: bool = True  # freeze/head: compute frozen layers once, reuse them every epoch
     prune_last_layer: bool = True  # BERT/RoBERTa: last layer only for [CLS], the one position the head reads
     eval_batch_size: int = 128
+    fast_dropout: bool = True  # CPU: dropout masks from a counter-based generator, a third of PyTorch's cost (same
+    #                            keep probability per element; models/fast_dropout.py)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast where the hardware has bf16 (a
     #                                                              CPU with AMX or AVX512-BF16, a GPU), else fp32
     #                                                              (fp16 on a GPU without bf16): models/precision.py

@@ -296,6 +296,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     """Seconds per FLOP on this machine's CPU, in the precision the run will compute in (bf16 autocast where
     train.precision resolves to it): a few real training steps (after a warm-up) and a forward pass."""
     from thrifty.data.batching import collate, sorted_batches
+    from thrifty.models import fast_dropout
     from thrifty.optimization.optim import make_optimizer
 
     tc, task, pad_id = config.train, inputs.task, inputs.tokenizer.pad_token_id
@@ -311,6 +312,8 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     trainable = [p for p in model.parameters() if p.requires_grad]
     dtype = cpu_precision(config).autocast_dtype
     autocast = lambda: torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)  # noqa: E731
+    if tc.fast_dropout:  # the steps as training runs them (undone below)
+        fast_dropout.enable(model, torch.device("cpu"))
     for k, idx in enumerate(sample):
         t0 = time.perf_counter()
         batch = task.collate(inputs.train, idx, pad_id)
@@ -342,6 +345,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     forward_all(probe)
     seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths([len(x) for x in probe])),
                                                                 1.0)
+    fast_dropout.disable(model)
     model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
     torch.set_rng_state(saved_rng)
     model.train()

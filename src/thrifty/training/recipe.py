@@ -37,7 +37,7 @@ from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import improves
 from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_saving
-from thrifty.models import first_token
+from thrifty.models import fast_dropout, first_token
 from thrifty.models.feature_cache import FeatureMemo, FrozenFeatureCache
 from thrifty.models.loading import resolve_model
 from thrifty.models.precision import Precision, training_precision
@@ -275,6 +275,8 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer; or, with train.fsdp,
     # PyTorch's fully_shard splits the model between the processes and the optimizer is made on the shards.
     tc = config.train
+    if tc.fast_dropout:
+        fast_dropout.enable(inputs.model, accelerator.device)  # undone before the model is saved (_save_model)
     parallel = parallelism(processes, tc.fsdp, accelerator)
     if tc.fsdp and not parallel.shards:
         processes.say("train.fsdp: one process, nothing to shard")
@@ -795,6 +797,7 @@ def _save_model(run: Run, model, results: dict[str, Any]) -> None:
     """The final model in Hugging Face format (safetensors) with the manifest that makes the folder stand alone."""
     config, run_dir, inputs = run.config, run.run_dir, run.inputs
     final, tmp = run_dir / "model", run_dir / "model.tmp"
+    fast_dropout.disable(model)  # the saved model is what it would be without the training-only dropout
     base = {"name": config.model.name, "path": run.model_path, "weights_sha256": weights_sha256(run.model_path)}
     parent = None
     if inputs.warm_start:  # the base of a warm start is its parent's base; the parent is recorded as the parent
