@@ -101,8 +101,8 @@ def training_precision(wanted: str, device: torch.device, task: str) -> Precisio
     traits = task_traits(task)
     if not traits.trains_in_bf16:
         return Precision("fp32", f"auto: {hardware} is here, but {traits.name} keeps fp32 ({traits.bf16_note})")
-    return Precision("bf16", f"auto: bf16 autocast, this {device.type.upper()} has {hardware} "
-                             "(fp32 weights and optimizer state)")
+    return Precision("bf16", f"auto: this {device.type.upper()} has {hardware}; bf16 matrix products, fp32 weights "
+                             "and optimizer state")
 
 
 def recorded_agreement(manifest: dict[str, Any]) -> Optional[dict[str, Any]]:
