@@ -16,7 +16,8 @@ max_length 64, the seed; evaluation and a checkpoint after each epoch, the best 
   (megabatches of 50 batches), fp32: what a CPU user runs by default;
 - trainer-grouped-bf16: the same with `bf16=True` (the Trainer's bf16 autocast): equal precision with thrifty;
 - trainer (on request): the Trainer's default random batches, fp32;
-- ablations, run on request (`--systems thrifty-window15,thrifty-random`): thrifty sorting within windows of 15
+- ablations, run on request (`--systems thrifty-window15,thrifty-random,thrifty-torch-dropout`): thrifty with
+  PyTorch's own dropout masks (`train.fast_dropout: false`); thrifty sorting within windows of 15
   batches (what the Trainer's megabatch rule, min(batches / 4, 50), gives for 2,000 sentences) instead of 50,
   and thrifty with random batches (`train.group_by_length: false`): what the grouping does to dev accuracy.
 
@@ -47,7 +48,7 @@ from common import (REPO, by_cpu, compare, head_by_cpu, median_of, paired_ratios
                     table_by_cpu, thrifty_classification, trainer_classification)
 
 SYSTEMS = ("thrifty", "thrifty-fp32", "trainer-grouped", "trainer-grouped-bf16", "trainer", "thrifty-window15",
-           "thrifty-random")
+           "thrifty-random", "thrifty-torch-dropout")
 TRAINERS = ("trainer-grouped", "trainer-grouped-bf16", "trainer")
 EXAMPLES, EPOCHS, MAX_LENGTH = 2000, 3, 64
 CONFIG = REPO / "examples" / "sst2.yaml"
@@ -66,6 +67,7 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
         if system.startswith("thrifty"):
             extra = ["--train.group_by_length", "false"] if system == "thrifty-random" else []
             extra += ["--train.precision", "fp32"] if system == "thrifty-fp32" else []
+            extra += ["--train.fast_dropout", "false"] if system == "thrifty-torch-dropout" else []
             return thrifty_classification(str(CONFIG), seed, overrides + extra)
         config = as_config(str(CONFIG), overrides + ["--data.test", "null"])
         return trainer_classification(config, seed, max_length=MAX_LENGTH, epochs=EPOCHS,
@@ -98,7 +100,7 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
         base = median_of(runs, "thrifty", "tokens_per_second")
         ratios = [f"vs {s}: **{base / median_of(runs, s, 'tokens_per_second'):.2f}x** (seed by seed "
                   f"{spread(paired_ratios(runs, 'thrifty', s, lambda r: r['tokens_per_second']), '{:.2f}')})"
-                  for s in (*TRAINERS, "thrifty-fp32") if base and median_of(runs, s, "tokens_per_second")]
+                  for s in (*TRAINERS, "thrifty-fp32", "thrifty-torch-dropout") if base and median_of(runs, s, "tokens_per_second")]
         if ratios:
             lines += ["", "thrifty's real tokens/s over the loop clock (medians) " + ", ".join(ratios) + "."]
         accuracy = {s: median_of(runs, s, "best_dev_accuracy") for s in ("thrifty", "thrifty-fp32")}
