@@ -9,7 +9,7 @@ from thrifty.inference.predictor import Predictor
 
 
 def test_passes_split_by_length_give_the_logits_of_one_padded_pass(tiny_run):
-    predictor = Predictor.load(tiny_run, device="cpu")
+    predictor = Predictor.load(tiny_run, device="cpu", backend="torch")  # fp32: bf16 kernels may round by batch shape
     texts = ["short", "I loved this wonderful film number 3 " * 3, "ok", "I hated this terrible film", "a " * 40]
     one_pass = predictor.logits(texts, min_fill=0.0)
     split = predictor.logits(texts, min_fill=0.9)  # nearly one pass per distinct length
@@ -59,14 +59,15 @@ def test_lanes_run_passes_in_parallel_with_the_logits_of_one_lane(tiny_run):
     import torch
 
     texts = [("I loved this wonderful film " * (i % 7 + 1))[: 10 + 13 * i] for i in range(40)]
-    one_lane = Predictor.load(tiny_run, device="cpu").logits(texts, batch_size=4)
+    one_lane = Predictor.load(tiny_run, device="cpu", backend="torch").logits(texts, batch_size=4)
     own = torch.get_num_threads()
-    lanes = Predictor.load(tiny_run, device="cpu", lanes=3, threads=3)
+    lanes = Predictor.load(tiny_run, device="cpu", backend="torch", lanes=3, threads=3)
     assert (lanes.lanes, lanes.lane_threads) == (3, 1)
     np.testing.assert_allclose(lanes.logits(texts, batch_size=4), one_lane, atol=1e-5)  # 10+ passes over 3 lanes
     assert torch.get_num_threads() == own  # the caller's thread count is its own
     assert set(lanes._lane_pool.map(lambda _: torch.get_num_threads(), range(6))) == {1}  # each lane: its share
-    assert lanes.predict(texts[::-1], batch_size=4)[0]["label"] == Predictor.load(tiny_run).predict(texts[-1:])[0]["label"]
+    alone = Predictor.load(tiny_run, backend="torch").predict(texts[-1:])[0]["label"]
+    assert lanes.predict(texts[::-1], batch_size=4)[0]["label"] == alone
 
 
 def test_lanes_are_refused_below_one(tiny_run, capsys):

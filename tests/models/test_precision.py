@@ -91,3 +91,42 @@ def test_training_records_the_agreement_and_auto_predicts_by_it(tiny_run, tmp_pa
     data.write_text("text,label\nI loved it,pos\nI hated it,neg\n", encoding="utf-8")
     evaluated = thrifty.evaluate(copy, str(data), output=tmp_path / "eval")
     assert evaluated["backend"] == "torch" and "below 99.5%" in evaluated["backend_reason"]
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_with(avx512_bf16, tmp_path):
+    from thrifty.config import Config
+    from thrifty.runs.run_dir import set_status
+    from thrifty.training.recipe import _run_precision
+
+    config = Config()
+    assert _run_precision(config, CPU, None).name == "bf16"  # a new run: auto on bf16 hardware
+    set_status(tmp_path, "interrupted", precision="fp32")  # started elsewhere, in fp32
+    kept = _run_precision(config, CPU, tmp_path)
+    assert kept.name == "fp32" and "resumed" in kept.reason
+
+
+def test_an_estimate_for_another_machine_does_not_apply_this_ones_rule(no_bf16):
+    from thrifty.config import Config
+    from thrifty.cost.shape import _precision
+
+    config = Config()
+    config.train.precision = "fp16"  # for a GPU profile (cost.hardware): this CPU could not train it, and need not
+    assert _precision(config) == "fp16"
+
+
+def test_a_failing_agreement_check_leaves_the_run_complete_and_fp32_by_default(tiny_bert, small_csv, tmp_path,
+                                                                               monkeypatch):
+    import thrifty
+    from thrifty.inference import agreement
+    from tests.conftest import tiny_config
+
+    def broken(folder, split):
+        raise RuntimeError("no memory left for a second copy")
+
+    monkeypatch.setattr(agreement, "record_bf16_agreement", broken)
+    result = thrifty.train(tiny_config(tiny_bert, small_csv, epochs=1), output=tmp_path / "run", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["model"]["bf16_agreement"] == {"error": "RuntimeError: no memory left for a second copy"}
+    assert result.metrics["validation"] and AGREEMENT_KEY not in json.loads(
+        (tmp_path / "run" / "model" / "thrifty.json").read_text())
+    assert Predictor.load(tmp_path / "run").backend == "torch"

@@ -274,7 +274,7 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
                           batch_size=max(len(b) for b in batches),  # a process's share of the batch
                           eval_batch_size=tc.eval_batch_size, max_width=max(w for _, w in widths),
                           cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm,
-                          precision=cpu_precision(config).name)
+                          precision=cpu_precision(config).name, fast_dropout=tc.fast_dropout)
     if config.cost.reuse_calibration:
         kept = load_calibration(key)
         if kept is not None:
@@ -282,6 +282,30 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
     calibration = _calibrate(inputs.model, config, inputs, batches, flops, steps, forward_flops, sorted_widths)
     save_calibration(key, calibration)
     return calibration
+
+
+def _timed_steps(model, config: Config, inputs, sample: list, flops, optimizer, autocast) -> tuple[float, list[float]]:
+    """Training steps on the batches of `sample` (the first a warm-up): their seconds, and seconds per FLOP each."""
+    tc, task, pad_id = config.train, inputs.task, inputs.tokenizer.pad_token_id
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    timed, rates = 0.0, []
+    for k, idx in enumerate(sample):
+        t0 = time.perf_counter()
+        batch = task.collate(inputs.train, idx, pad_id)
+        labels = batch.pop("labels")
+        with autocast():
+            output = model(**batch)
+        loss = task.loss(task.loss_inputs(output), labels)
+        loss.backward()
+        if tc.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if k > 0:  # the first step pays one-off allocations
+            seconds = time.perf_counter() - t0
+            timed += seconds
+            rates.append(seconds / max(flops.batches_train_flops([(len(idx), batch["input_ids"].shape[1])]), 1.0))
+    return timed, rates
 
 
 def cpu_precision(config: Config):
@@ -299,7 +323,7 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     from thrifty.models import fast_dropout
     from thrifty.optimization.optim import make_optimizer
 
-    tc, task, pad_id = config.train, inputs.task, inputs.tokenizer.pad_token_id
+    tc, pad_id = config.train, inputs.tokenizer.pad_token_id
     train_ids, val_ids = inputs.train_ids, inputs.val_ids
     saved_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     saved_rng = torch.get_rng_state()
@@ -308,28 +332,14 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     # Warm up on the widest batch, so that the allocator already holds the largest buffers the timed steps need.
     widest = max(batches, key=lambda idx: max(len(train_ids[i]) for i in idx))
     sample = [widest] + batches[:steps]
-    timed, rates = 0.0, []
-    trainable = [p for p in model.parameters() if p.requires_grad]
     dtype = cpu_precision(config).autocast_dtype
     autocast = lambda: torch.autocast("cpu", dtype=dtype, enabled=dtype is not None)  # noqa: E731
     if tc.fast_dropout:  # the steps as training runs them (undone below)
         fast_dropout.enable(model, torch.device("cpu"))
-    for k, idx in enumerate(sample):
-        t0 = time.perf_counter()
-        batch = task.collate(inputs.train, idx, pad_id)
-        labels = batch.pop("labels")
-        with autocast():
-            output = model(**batch)
-        loss = task.loss(task.loss_inputs(output), labels)
-        loss.backward()
-        if tc.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, tc.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if k > 0:  # the first step pays one-off allocations
-            seconds = time.perf_counter() - t0
-            timed += seconds
-            rates.append(seconds / max(flops.batches_train_flops([(len(idx), batch["input_ids"].shape[1])]), 1.0))
+    try:
+        timed, rates = _timed_steps(model, config, inputs, sample, flops, optimizer, autocast)
+    finally:
+        fast_dropout.disable(model)
     # The median step: a cold first process (thread pool, allocator) made one step of four 40% slow once.
     seconds_per_train_flop = float(np.median(rates))
     probe = (val_ids + train_ids)[: 2 * tc.eval_batch_size]
@@ -345,7 +355,6 @@ def _calibrate(model, config, inputs, batches, flops, steps, forward_flops, sort
     forward_all(probe)
     seconds_per_forward_flop = (time.perf_counter() - t0) / max(forward_flops(sorted_widths([len(x) for x in probe])),
                                                                 1.0)
-    fast_dropout.disable(model)
     model.load_state_dict(saved_weights)  # the steps above trained the model: undo them
     torch.set_rng_state(saved_rng)
     model.train()

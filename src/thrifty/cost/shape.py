@@ -169,8 +169,13 @@ def _precision(config: Config) -> str:
 
     from thrifty.models.precision import training_precision
 
+    from thrifty.errors import ConfigError
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return training_precision(config.train.precision, device, config.task).name
+    try:
+        return training_precision(config.train.precision, device, config.task).name
+    except ConfigError:  # a precision this machine cannot run, estimated for another machine (cost.hardware)
+        return str(config.train.precision)
 
 
 def _untruncated(inputs, shape: RunShape) -> dict[str, Any]:

@@ -32,12 +32,13 @@ def bf16_agreement(folder: Path, split) -> Optional[dict[str, Any]]:
         return None
     sample = _head(split, MAX_EXAMPLES)
     labels = []
-    for backend in ("torch", "torch-bf16"):
+    for backend in ("torch", "torch-bf16"):  # one at a time: the first is let go before the second loads
         predictor = Predictor.load(folder, backend=backend, lanes=None)
         try:
             labels.append(predictor.label_ids(sample))
         finally:
             predictor.close()
+            del predictor
     fp32, bf16 = labels
     return {"label_agreement": round(float(np.mean(fp32 == bf16)), 5), "labels": int(len(fp32)),
             "examples": len(sample), "split": "validation", "floor": AGREEMENT_FLOOR, "hardware": hardware,

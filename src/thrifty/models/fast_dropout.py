@@ -15,7 +15,9 @@ evaluation and p = 0 do nothing. What changes: the random stream, so a seeded ru
 
 `enable(model)` swaps every nn.Dropout of a model for FastDropout and points its attention at `thrifty_sdpa`, which
 is PyTorch's SDPA except that, when training with attention dropout, it computes the attention probabilities itself
-and drops them with these masks (SDPA on a CPU takes that same unfused path once dropout is on). `disable(model)`
+and drops them with these masks (SDPA on a CPU takes an unfused path too once dropout is on). Its two products run in
+the dtype of the query: under bf16 autocast they are bf16 like every other matrix product of the step (the softmax is
+computed in fp32); evaluation, with no dropout, goes through SDPA itself. `disable(model)`
 undoes both before the model is saved, so a saved model is exactly what it would be without this. On a GPU nothing
 is swapped: its generator (Philox) is already cheap.
 """

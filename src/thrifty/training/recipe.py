@@ -249,11 +249,21 @@ def _forget_other_precision(mixed_precision: str) -> None:
         AcceleratorState._reset_state(reset_partial_state=False)
 
 
+def _run_precision(config: Config, device: torch.device, resumed_dir: Optional[Path]) -> Precision:
+    """The precision of this run; a resumed run goes on in the one it started with (on another machine `auto` could
+    resolve otherwise), refused in one line where this machine cannot run it."""
+    saved = read_status(resumed_dir).get("precision") if resumed_dir is not None else None
+    if saved is None:
+        return training_precision(config.train.precision, device, config.task)
+    kept = training_precision(saved, device, config.task)
+    return Precision(kept.name, f"resumed in the precision the run started with ({saved})")
+
+
 def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], tracker: BudgetTracker, overwrite: bool,
            processes: Processes, memo: FeatureMemo) -> tuple[Run, LoopState, Optional[dict]]:
     tc = config.train
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    precision = training_precision(config.train.precision, torch.device(device_type), config.task)
+    precision = _run_precision(config, torch.device(device_type), run_dir if checkpoint_path is not None else None)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     model_path = resolve_model(config.model.name)  # a missing model (or an unfinished warm-start run) fails here
@@ -270,7 +280,7 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     planned: Optional[dict[str, Any]] = None
     if config.budget.active and checkpoint_path is None:
         config, inputs, planned = _plan(config, inputs, model_path, tracker, processes)
-    _open_run_dir(config, inputs, run_dir, checkpoint_path, overwrite, processes)
+    _open_run_dir(config, inputs, run_dir, checkpoint_path, overwrite, processes, precision)
 
     # Optimisation: Accelerate wraps the model (DDP under several processes) and the optimizer; or, with train.fsdp,
     # PyTorch's fully_shard splits the model between the processes and the optimizer is made on the shards.
@@ -343,14 +353,15 @@ def _plan(config: Config, inputs: Inputs, model_path: str, tracker: BudgetTracke
 
 
 def _open_run_dir(config: Config, inputs: Inputs, run_dir: Path, checkpoint_path: Optional[Path], overwrite: bool,
-                  processes: Processes) -> None:
+                  processes: Processes, precision: Precision) -> None:
     """The run folder exists only from here on: bad data, a bad model or a hopeless budget leave nothing behind."""
     if processes.main:
         if checkpoint_path is None:
             create_run_dir(run_dir, overwrite)
             with writing(run_dir, CONFIG_FILE):
                 dump_config(resolved_for_saving(config, run_dir), run_dir / CONFIG_FILE)  # as planned
-        set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None, processes=processes.world)
+        set_status(run_dir, "running", command="train", resumed=checkpoint_path is not None, processes=processes.world,
+                   precision=precision.name)
         write_json(run_dir / "data_report.json", inputs.data.report)
     processes.say(inputs.strategy.describe())
     if task_traits(config.task).learns_unlabelled_text and inputs.strategy.details.get("new"):
@@ -738,7 +749,7 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
 
     primary = task_traits(config.task).primary_metric
     _save_model(run, unwrapped, results)
-    results["model"]["bf16_agreement"] = _bf16_agreement(run)
+    results["model"]["bf16_agreement"] = _bf16_agreement(run, state, tracker)
     if config.audit.enabled:
         results["audit"] = _audit(run)
     with writing(run_dir, "plots"):
@@ -766,13 +777,25 @@ def _finish(run: Run, state: LoopState, best_weights: Optional[dict], tracker: B
     return RunResult(run_dir, results)
 
 
-def _bf16_agreement(run: Run) -> Optional[dict[str, Any]]:
+def _bf16_agreement(run: Run, state: LoopState, tracker: BudgetTracker) -> Optional[dict[str, Any]]:
     """Where the hardware has bf16: how many validation labels the saved model's bf16 weights give as its fp32 weights
-    do, recorded in the model folder (predict/evaluate/serve choose bf16 by it: models/precision.py)."""
-    from thrifty.inference.agreement import record_bf16_agreement
+    do, recorded in the model folder (predict/evaluate/serve choose bf16 by it: models/precision.py). It costs about
+    two validation passes: skipped where a time budget has no room left for them; and the model is saved already, so
+    a check that fails is reported, not fatal (the folder then records nothing and serves in fp32)."""
+    from thrifty.inference.agreement import MAX_EXAMPLES, record_bf16_agreement
 
-    with writing(run.run_dir, "the bf16 agreement check"):
-        record = record_bf16_agreement(run.run_dir / "model", run.inputs.data.validation)
+    share = min(1.0, MAX_EXAMPLES / max(1, len(run.inputs.data.validation)))
+    needed = 2 * share * state.last_eval_seconds + 5.0  # two passes and two loads of the folder
+    left = tracker.remaining_seconds()
+    if left is not None and needed > left:
+        run.say("bf16 agreement check: skipped (no room left in the time budget); predict/serve use fp32 by default")
+        return None
+    try:
+        with writing(run.run_dir, "the bf16 agreement check"):
+            record = record_bf16_agreement(run.run_dir / "model", run.inputs.data.validation)
+    except Exception as exc:  # noqa: BLE001 - the model is saved; the check is an extra
+        run.say(f"bf16 agreement check: not done ({type(exc).__name__}: {exc}); predict/serve use fp32 by default")
+        return {"error": f"{type(exc).__name__}: {exc}"}
     if record is not None:
         run.say(f"bf16 weights give {100 * record['label_agreement']:.2f}% of {record['labels']} validation labels as "
                 f"fp32 ({record['hardware']}): predict/serve use "
