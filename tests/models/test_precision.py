@@ -63,6 +63,12 @@ def test_prediction_backend_follows_the_recorded_agreement(avx512_bf16):
     assert backend == "torch" and "below 99.5%" in reason
 
 
+def test_an_agreement_measured_on_other_hardware_is_not_trusted(avx512_bf16):
+    backend, reason = prediction_backend({AGREEMENT_KEY: {"label_agreement": 1.0, "labels": 10,
+                                                          "hardware": "GPU bf16"}}, CPU)
+    assert backend == "torch" and "measured on GPU bf16" in reason
+
+
 def test_prediction_backend_is_fp32_without_bf16_whatever_was_recorded(no_bf16):
     backend, reason = prediction_backend({AGREEMENT_KEY: {"label_agreement": 1.0, "labels": 10}}, CPU)
     assert backend == "torch" and "no bf16 instructions" in reason

@@ -23,9 +23,9 @@ MAX_EXAMPLES = 2000  # validation examples compared at most: enough to resolve 0
 
 
 def bf16_agreement(folder: Path, split) -> Optional[dict[str, Any]]:
-    """The share of labels (per text, or per word for NER) bf16 weights give as fp32 weights do on `split` (its first
-    MAX_EXAMPLES examples), with what was compared and where; None where there is nothing to measure (no bf16
-    hardware, a model that writes text, an empty split)."""
+    """The share of labels bf16 weights give as fp32 weights do on `split` (its first MAX_EXAMPLES examples): per
+    text, or for NER per word that either tags as part of an entity; with what was compared and where. None where
+    there is nothing to measure (no bf16 hardware, a model that writes text, an empty split, no entity tagged)."""
     hardware = bf16_hardware(prediction_device())
     manifest = read_manifest(folder)
     if hardware is None or not task_traits(manifest["task"]).agrees_by_label or len(split) == 0:
@@ -40,6 +40,14 @@ def bf16_agreement(folder: Path, split) -> Optional[dict[str, Any]]:
             predictor.close()
             del predictor
     fp32, bf16 = labels
+    if task_traits(manifest["task"]).tags_words and "O" in manifest["labels"]:
+        # most words are outside every entity and stay so in both: counted, they would hide a disagreement on the
+        # entities themselves, so only words that either side tags as part of an entity count
+        outside = manifest["labels"].index("O")
+        tagged = (fp32 != outside) | (bf16 != outside)
+        fp32, bf16 = fp32[tagged], bf16[tagged]
+    if len(fp32) == 0:
+        return None
     return {"label_agreement": round(float(np.mean(fp32 == bf16)), 5), "labels": int(len(fp32)),
             "examples": len(sample), "split": "validation", "floor": AGREEMENT_FLOOR, "hardware": hardware,
             "cpu": cpu_name()}

@@ -118,6 +118,9 @@ def prediction_backend(manifest: dict[str, Any], device: torch.device) -> tuple[
     record = recorded_agreement(manifest)
     if record is None or record.get("label_agreement") is None:
         return "torch", "fp32: the model folder records no bf16 agreement check (trained before it, or a model that writes text)"
+    if (record.get("hardware") == "GPU bf16") != (device.type == "cuda"):
+        return "torch", (f"fp32: the bf16 agreement was measured on {record.get('hardware')}, not on this "
+                         f"{device.type.upper()}")
     agreement = float(record["label_agreement"])
     compared = f"{100 * agreement:.2f}% of {record.get('labels', '?')} validation labels as fp32"
     if agreement < AGREEMENT_FLOOR:
