@@ -16,6 +16,9 @@ max_length 64, the seed; evaluation and a checkpoint after each epoch, the best 
   (megabatches of 50 batches), fp32: what a CPU user runs by default;
 - trainer-grouped-bf16: the same with `bf16=True` (the Trainer's bf16 autocast): equal precision with thrifty;
 - trainer (on request): the Trainer's default random batches, fp32;
+- trainer-grouped-bf16-kept-memory: the grouped bf16 Trainer in a process whose glibc malloc keeps freed memory for
+  reuse as thrifty sets it (models/allocator.py; what preloading jemalloc or tcmalloc gives a careful CPU user): how
+  much of the gap that setting alone is;
 - ablations, run on request (`--systems thrifty-window15,thrifty-random,thrifty-torch-dropout`): thrifty with
   PyTorch's own dropout masks (`train.fast_dropout: false`); thrifty sorting within windows of 15
   batches (what the Trainer's megabatch rule, min(batches / 4, 50), gives for 2,000 sentences) instead of 50,
@@ -31,10 +34,12 @@ is kept in results/train_throughput_unequal_2026-11-26.md.
 The table is one per CPU model (its bf16/int8 flags beside it): figures from different machines are never pooled.
 The older all-fp32 table (thrifty before auto chose bf16) is kept in results/train_throughput_fp32_2026-11-27.md, and
 the same four systems with thrifty still drawing PyTorch's dropout masks (before models/fast_dropout.py) in
-results/train_throughput_torch_dropout_2026-12-07.md.
+results/train_throughput_torch_dropout_2026-12-07.md; the first bf16 rounds (before thrifty kept freed memory and
+applied its dropout masks as bytes) in results/train_throughput_bf16_2026-12-07.md.
 
 What differs by design: thrifty's own loop (batches grouped in windows of 50 batches as the grouped Trainer,
-fused AdamW, the last layer computed for [CLS] only, a checkpoint of the trainable state). Each run is a fresh
+fused AdamW, the last layer computed for [CLS] only, cheaper dropout masks on a CPU, freed memory kept for reuse, a
+checkpoint of the trainable state). Each run is a fresh
 process, the order alternated per seed; results are appended to benchmarks/results/train_throughput.json.
 """
 
@@ -48,8 +53,8 @@ from common import (REPO, by_cpu, compare, head_by_cpu, median_of, paired_ratios
                     table_by_cpu, thrifty_classification, trainer_classification)
 
 SYSTEMS = ("thrifty", "thrifty-fp32", "trainer-grouped", "trainer-grouped-bf16", "trainer", "thrifty-window15",
-           "thrifty-random", "thrifty-torch-dropout")
-TRAINERS = ("trainer-grouped", "trainer-grouped-bf16", "trainer")
+           "thrifty-random", "thrifty-torch-dropout", "trainer-grouped-bf16-kept-memory")
+TRAINERS = ("trainer-grouped", "trainer-grouped-bf16", "trainer", "trainer-grouped-bf16-kept-memory")
 EXAMPLES, EPOCHS, MAX_LENGTH = 2000, 3, 64
 CONFIG = REPO / "examples" / "sst2.yaml"
 
@@ -70,8 +75,12 @@ def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
             extra += ["--train.fast_dropout", "false"] if system == "thrifty-torch-dropout" else []
             return thrifty_classification(str(CONFIG), seed, overrides + extra)
         config = as_config(str(CONFIG), overrides + ["--data.test", "null"])
+        if system.endswith("-kept-memory"):  # what thrifty does to glibc's malloc, done for the Trainer too
+            from thrifty.models.allocator import keep_freed_memory
+
+            assert keep_freed_memory(), "glibc's malloc thresholds could not be set here"
         return trainer_classification(config, seed, max_length=MAX_LENGTH, epochs=EPOCHS,
-                                      grouped=system.startswith("trainer-grouped"), bf16=system.endswith("-bf16"))
+                                      grouped=system.startswith("trainer-grouped"), bf16="-bf16" in system)
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
@@ -114,4 +123,4 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
 if __name__ == "__main__":
     compare(__file__, "train_throughput", SYSTEMS, run_system, summarise,
             argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
-            default_systems=SYSTEMS[:4], settings={"examples": EXAMPLES, "epochs": EPOCHS, "max_length": MAX_LENGTH, "config": "examples/sst2.yaml"})
+            default_systems=SYSTEMS[:4] + ("trainer-grouped-bf16-kept-memory",), settings={"examples": EXAMPLES, "epochs": EPOCHS, "max_length": MAX_LENGTH, "config": "examples/sst2.yaml"})

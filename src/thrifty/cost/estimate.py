@@ -103,8 +103,10 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     an earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
     calibration steps are undone (weights, optimizer-free) and the random state is restored."""
     from thrifty.cost.hardware import hardware_for
+    from thrifty.models.allocator import keep_freed_memory
 
     hardware = hardware or hardware_for(config.cost)
+    keep_freed_memory()  # as training runs (models/allocator.py): the calibration times steps as they will run
     with last_layer_pruned(inputs.model, prunes(config, inputs)) as pruned:
         shape = shape or measured(config, inputs, processes)
         if hardware.kind == "cpu" and calibration is None:

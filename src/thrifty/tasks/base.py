@@ -65,7 +65,8 @@ class Task(Protocol):
 
     def attach(self, model) -> None:
         """Called once with the freshly loaded model, before a strategy wraps it: what batches need to know of it
-        (seq2seq: the decoder's start token; causal_lm: whether its head can compute chosen positions only)."""
+        (seq2seq: the decoder's start token; causal_lm: whether its head can compute chosen positions only), and
+        what its evaluation imports (classification: sklearn), so that no import lands inside the training loop."""
 
     def token_lengths(self, tokenizer, split, tokens) -> Any:
         """Untruncated token counts of a split (for max_length and the report)."""

@@ -11,6 +11,7 @@ in its default (conlleval) mode. Predictions: entities with type, text, characte
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -36,6 +37,11 @@ class TokenClassification(TaskDefaults):
     # Validation and test are tokenised up to the model's limit, not the training max_length: a word cut off is
     # a word scored as O, and evaluation pads per sorted batch, so long sentences cost only themselves.
     evaluates_full_length = True
+
+    def attach(self, model) -> None:
+        """Its metrics' library loaded with the model: seqeval's import (1 s) would otherwise land in the first
+        evaluation, inside the training loop's clock and its budget."""
+        importlib.import_module("seqeval.metrics")
 
     def read_labelled(self, path: str, config, label_names: list[str], role: str = "evaluation"
                       ) -> tuple[TaggedSplit, dict[str, Any], str]:

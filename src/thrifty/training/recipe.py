@@ -37,7 +37,7 @@ from thrifty.data.prepare import format_report
 from thrifty.errors import ConfigError, Interrupted, RunDirError
 from thrifty.evaluation.metrics import improves
 from thrifty.inputs import Inputs, as_config, prepare_inputs, resolved_for_saving
-from thrifty.models import fast_dropout, first_token
+from thrifty.models import allocator, fast_dropout, first_token
 from thrifty.models.feature_cache import FeatureMemo, FrozenFeatureCache
 from thrifty.models.loading import resolve_model
 from thrifty.models.precision import Precision, training_precision
@@ -266,6 +266,7 @@ def _setup(config: Config, run_dir: Path, checkpoint_path: Optional[Path], track
     precision = _run_precision(config, torch.device(device_type), run_dir if checkpoint_path is not None else None)
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
+    allocator.keep_freed_memory()  # a step reallocates the same large tensors: reuse their pages (models/allocator.py)
     model_path = resolve_model(config.model.name)  # a missing model (or an unfinished warm-start run) fails here
     from accelerate import Accelerator
     from transformers import set_seed
