@@ -1,6 +1,7 @@
-"""Serving under load: `thrifty serve` (batching on and off) against FastAPI + `transformers.pipeline`.
+"""Serving under load: `thrifty serve` against a careful FastAPI + `transformers.pipeline` server, Infinity (a real
+serving system) and the naive pipeline server.
 
-    python benchmarks/serve_load.py --seeds 0,1,2          # 3 rounds x 3 systems x 60 s, ~12 min on 2 cores
+    python benchmarks/serve_load.py --seeds 20,21,22,23,24 --systems thrifty,thrifty-torch,careful-server,careful-server-bf16,infinity-torch,thrifty-onnx-int8,infinity-optimum-int8
 
 One fine-tuned model folder serves every system (benchmarks/inference.py's: all-MiniLM-L6-v2, 2 epochs on SST-2's
 6,920 training sentences). Each system is a fresh server process per round, the order alternated, bound to 127.0.0.1, with
@@ -9,17 +10,37 @@ connections from one asyncio process for --seconds (60); each request carries 1-
 per client and round, so every system gets the same requests). Traffic only to 127.0.0.1, bounded in time.
 
 - thrifty: `thrifty serve` with its defaults (dynamic batching: 512 texts or 5 ms, passes of 32 texts sorted by
-  length on one lane per thread) and the prediction log in SQLite;
+  length on one lane per thread; `--backend auto`: bf16 weights on a CPU with AMX or AVX512-BF16 when the model's
+  recorded bf16 label agreement is >= 99.5%, fp32 otherwise) and the prediction log in SQLite;
+- thrifty-torch: the same with `--backend torch` (fp32 weights): to compare with the fp32 servers;
 - thrifty-nobatch: the same with `--no-batching` (one forward pass per request);
 - thrifty-onnx, thrifty-onnx-int8: the same with `--backend onnx` / `onnx-int8` (graphs made once by `thrifty export`);
 - thrifty-torch-bf16: the same with `--backend torch-bf16` (bf16 weights; a CPU with AMX or AVX512-BF16 only);
-- pipeline-server: benchmarks/pipeline_server.py, the server a user writes by hand (a `def` endpoint calling the
-  pipeline per request; no log).
+- careful-server, careful-server-bf16: benchmarks/careful_server.py, what a careful user writes by hand (the
+  pipeline called with `batch_size` = the request's texts, an `async` endpoint handing one forward pass at a time
+  to one worker thread, torch threads = --threads; fp32 weights, or bf16 (`dtype=torch.bfloat16`); no log);
+- infinity-torch: Infinity (`infinity_emb v2 --engine torch`, its defaults: dynamic batching up to 32 texts, its
+  BetterTransformer path where it applies, texts cut at the model's 512 positions: SST-2 test sentences are at most
+  70 tokens, 1 of 1,821 above the others' 64) serving the same model folder, POST /classify; in its own virtual environment (INFINITY_VENV, default ../infinity-venv):
+      python -m venv ../infinity-venv && ../infinity-venv/bin/pip install torch==2.13.0 \
+          "infinity-emb[server,torch,optimum]==0.0.78"
+- infinity-optimum-int8: Infinity's `--engine optimum` (ONNX Runtime) on an int8 graph made the way optimum makes one
+  (`optimum-cli export onnx`, then `optimum-cli onnxruntime quantize --avx512_vnni`: dynamic int8 quantisation);
+  Infinity picks the quantised file itself on a CPU. Its optimum classifier calls the pipeline without
+  `batch_size`, so each text of a dynamic batch is a forward pass of its own (Infinity 0.0.78's code, as shipped).
+  The graph it optimises on start is cached in a folder of the round's own (HF_HUB_CACHE), never reused from another
+  model or round. Started with `--no-model-warmup`: its warm-up sends a
+  514-token text, which this engine's pipeline does not truncate and the graph (512 positions) refuses, so the
+  server does not start otherwise; for the same reason it runs each text at its full length (SST-2 test sentences
+  are at most 70 tokens; the others cut at the model's max_length, 64);
+- pipeline-server: benchmarks/pipeline_server.py, the naive floor (a `def` endpoint calling the pipeline per
+  request without batch_size, many passes at once in FastAPI's thread pool; no log).
 
 Reported per system: texts/s (texts answered / time until the last answer), requests, p50/p95/p99 latency,
 errors (a non-200 answer, a wrong number of predictions, a broken connection), and for thrifty the rows in its
 prediction log against the predictions answered (after SIGTERM, which flushes the log). What differs by design:
-thrifty writes every prediction to its log and the pipeline server writes nothing.
+thrifty writes every prediction to its log and the others write nothing; thrifty's default backend is bf16 on a bf16
+CPU (compare it with careful-server-bf16; thrifty-torch with the fp32 servers; the int8 backends with each other).
 """
 
 from __future__ import annotations
@@ -27,6 +48,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -41,8 +63,11 @@ from typing import Callable, Optional
 from common import REPO, by_cpu, compare, head_by_cpu, ratio_line, read_sst2, spread, table_by_cpu
 from inference import MODEL, make_model
 
-SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")
-BACKEND_SYSTEMS = ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16")  # thrifty-BACKEND: --backend BACKEND
+SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16",
+           "thrifty-torch", "careful-server", "careful-server-bf16", "infinity-torch", "infinity-optimum-int8")
+BACKEND_SYSTEMS = ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16", "thrifty-torch")  # --backend BACKEND
+INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", REPO.parent / "infinity-venv"))
+INFINITY_NAME = "sst2"  # the name Infinity serves the model under
 
 
 def free_port() -> int:
@@ -61,6 +86,15 @@ def predict_requests(texts: list[str]) -> NextRequest:
         n = rng.randint(1, 16)
         return "/v1/predict", {"texts": rng.sample(texts, n)}, \
             lambda answer: n if len(answer.get("predictions", [])) == n else None
+    return next_request
+
+
+def classify_requests(texts: list[str]) -> NextRequest:
+    """Infinity's POST /classify with 1-16 of `texts`; answered when there is one list of label scores per text."""
+    def next_request(rng: random.Random):
+        n = rng.randint(1, 16)
+        return "/classify", {"input": rng.sample(texts, n), "model": INFINITY_NAME}, \
+            lambda answer: n if len(answer.get("data", [])) == n else None
     return next_request
 
 
@@ -110,7 +144,7 @@ async def load(port: int, next_request: NextRequest, clients: int, seconds: floa
     return stats
 
 
-def wait_ready(port: int, server: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def wait_ready(port: int, server: subprocess.Popen, log: Path, timeout: float = 300, path: str = "/readyz") -> None:
     import urllib.request
 
     deadline = time.monotonic() + timeout
@@ -118,7 +152,7 @@ def wait_ready(port: int, server: subprocess.Popen, log: Path, timeout: float = 
         if server.poll() is not None:
             raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
@@ -128,14 +162,14 @@ def wait_ready(port: int, server: subprocess.Popen, log: Path, timeout: float = 
 
 
 def measure(command: list[str], port: int, scratch: Path, next_request: NextRequest, args: argparse.Namespace,
-            seed: int) -> dict:
+            seed: int, ready_path: str = "/readyz", env: Optional[dict] = None, cwd: Path = REPO) -> dict:
     """Start the server (`command`, listening on `port`), load it with --clients clients for --seconds, stop it with
     SIGTERM (thrifty finishes what is in flight and flushes its log); throughput, latency percentiles, errors."""
     # The server's output goes to a file: an unread pipe fills up (64 KiB of access-log lines) and blocks the server
     output = open(scratch / "server.log", "w")
-    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
     try:
-        wait_ready(port, server, scratch / "server.log")
+        wait_ready(port, server, scratch / "server.log", path=ready_path)
         stats = asyncio.run(load(port, next_request, args.clients, args.seconds, seed))
         server.send_signal(signal.SIGTERM)
         server.wait(120)
@@ -154,33 +188,71 @@ def measure(command: list[str], port: int, scratch: Path, next_request: NextRequ
             "exit_code": server.returncode}
 
 
+def infinity_int8_folder(folder: Path) -> Path:
+    """The model folder as ONNX with optimum's dynamic int8 quantisation (AVX512-VNNI), made once with Infinity's own
+    environment's optimum: what an Infinity user runs before `--engine optimum`."""
+    out = folder.parent / "infinity-int8"
+    if (out / "model_quantized.onnx").exists():
+        return out
+    fp32 = folder.parent / "infinity-onnx"
+    cli = str(INFINITY_VENV / "bin" / "optimum-cli")
+    subprocess.run([cli, "export", "onnx", "--model", str(folder), "--task", "text-classification", str(fp32)],
+                   check=True, capture_output=True)
+    subprocess.run([cli, "onnxruntime", "quantize", "--onnx_model", str(fp32), "--avx512_vnni", "-o", str(out)],
+                   check=True, capture_output=True)
+    for f in fp32.iterdir():  # tokenizer and config beside the graph, as Infinity loads them from the same folder
+        if f.suffix != ".onnx" and not (out / f.name).exists():
+            (out / f.name).write_bytes(f.read_bytes())
+    return out
+
+
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     from thrifty.inference.predictor import Predictor
 
     texts, _ = read_sst2("stsa.binary.test")
-    max_length = Predictor.load(MODEL).max_length
+    loaded = Predictor.load(MODEL)
+    max_length, default_backend = loaded.max_length, loaded.backend  # what `thrifty serve` resolves `auto` to here
+    del loaded
     port, scratch = free_port(), Path(tempfile.mkdtemp(prefix="serve-load-"))
     db = scratch / "predictions.db"
+    requests, ready_path, env, cwd = predict_requests(texts), "/readyz", None, REPO
     if system.startswith("thrifty"):
         command = [sys.executable, "-m", "thrifty", "serve", str(MODEL), "--port", str(port), "--db", str(db),
                    "--serve.threads", str(args.threads)] + (["--no-batching"] if system == "thrifty-nobatch" else [])
         if system in BACKEND_SYSTEMS:
             command += ["--backend", system.split("-", 1)[1]]
+    elif system.startswith("careful-server"):
+        command = [sys.executable, str(REPO / "benchmarks" / "careful_server.py"), str(MODEL / "model"), str(port),
+                   str(max_length), str(args.threads), "bf16" if system.endswith("-bf16") else "fp32"]
+    elif system.startswith("infinity"):
+        int8 = system == "infinity-optimum-int8"
+        folder = infinity_int8_folder(MODEL / "model") if int8 else MODEL / "model"
+        # Started in the folder as "." : its optimum engine passes the ONNX file's path as found under --model-id to
+        # optimum, which wants it relative to the folder (an absolute --model-id fails to start)
+        cwd = folder
+        command = [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", ".", "--served-model-name",
+                   INFINITY_NAME, "--engine", "optimum" if int8 else "torch", "--device", "cpu", "--host", "127.0.0.1",
+                   "--port", str(port)] + (["--no-model-warmup"] if int8 else [])
+        requests, ready_path = classify_requests(texts), "/health"
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(scratch),
+               "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     else:
         command = [sys.executable, str(REPO / "benchmarks" / "pipeline_server.py"), str(MODEL / "model"), str(port),
                    str(max_length), str(args.threads)]
-    result = {**measure(command, port, scratch, predict_requests(texts), args, seed), "max_length": max_length}
+    result = {**measure(command, port, scratch, requests, args, seed, ready_path, env, cwd), "max_length": max_length}
     if system.startswith("thrifty"):
         result["log_rows"] = sqlite3.connect(db).execute("SELECT count(*) FROM predictions").fetchone()[0]
+        result["backend"] = default_backend if system in ("thrifty", "thrifty-nobatch") else system.split("-", 1)[1]
     return result
 
 
 def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
     """One table per CPU the rounds ran on: figures from different machines are not pooled."""
     columns = ["system", "rounds", "texts/s", "p50 ms", "p95 ms", "p99 ms", "errors", "log rows = answered"]
-    lines = head_by_cpu("Serving under load: thrifty serve vs FastAPI + transformers.pipeline",
-                        "python benchmarks/serve_load.py --seeds 6,7,8,9,10,11 --systems thrifty,thrifty-nobatch,"
-                        "pipeline-server,thrifty-onnx,thrifty-onnx-int8,thrifty-torch-bf16", saved,
+    lines = head_by_cpu("Serving under load: thrifty serve vs a careful FastAPI + pipeline server, Infinity and the naive "
+                        "pipeline server",
+                        "python benchmarks/serve_load.py --seeds 20,21,22,23,24 --systems thrifty,thrifty-torch,"
+                        "careful-server,careful-server-bf16,infinity-torch,thrifty-onnx-int8,infinity-optimum-int8", saved,
                         f"{args.clients} concurrent clients for {args.seconds:g} s, 1-16 SST-2 test sentences per request, "
                         "the same fine-tuned all-MiniLM-L6-v2 folder (trained on each machine); median (min-max) over "
                         "rounds. A machine's speed changes by the hour (on the Xeon, the same server: 452-543 texts/s in "
@@ -195,7 +267,10 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
             lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
                          f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
                          f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
-        for a, b in [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
+        for a, b in [("thrifty", "careful-server-bf16"), ("thrifty", "careful-server"), ("thrifty-torch", "careful-server"),
+                     ("thrifty-torch", "infinity-torch"), ("thrifty", "infinity-torch"),
+                     ("thrifty-onnx-int8", "infinity-optimum-int8")] + \
+                [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
                 [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
             line = ratio_line(runs, a, b, "texts_per_second", "texts/s")
             if line:

@@ -87,3 +87,13 @@ def test_a_model_with_it_computes_and_saves_what_it_would_without(tiny_bert, tmp
 def test_nothing_is_swapped_on_a_gpu():
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1))
     assert fast_dropout.enable(model, torch.device("cuda")) == 0 and type(model[1]) is nn.Dropout
+
+
+def test_a_mask_applied_as_bytes_gives_what_masked_fill_gives_in_every_float_dtype():
+    generator = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        x = torch.randn(4, 7, 9, generator=generator).to(dtype).transpose(1, 2)  # not contiguous
+        keep = torch.rand(4, 9, 7, generator=generator) > 0.3
+        got = fast_dropout._apply(x, keep, 1 / 0.7)
+        assert got.dtype == dtype
+        assert torch.equal(got, x.masked_fill(~keep, 0).mul_(1 / 0.7))

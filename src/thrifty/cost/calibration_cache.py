@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 from thrifty.models.precision import cpu_name  # noqa: F401 - benchmarks and the key read it here
 
-CALIBRATION_FORMAT = 2  # bump when _calibrate measures differently: older entries are then never matched
+CALIBRATION_FORMAT = 3  # bump when _calibrate measures differently: older entries are then never matched
 
 _SHAPE_BUCKET = 16  # widths are rounded up to this many tokens: the FLOP rate barely moves within a bucket
 
@@ -31,6 +31,8 @@ def calibration_key(model, *, task: str, strategy: str, trainable_parameters: in
     """What a calibration depends on, as a readable dict (stored beside it) whose hash names the file."""
     import torch
 
+    from thrifty.models.allocator import keep_freed_memory
+
     config_json = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else repr(model)
     return {
         "format": CALIBRATION_FORMAT, "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
@@ -40,6 +42,7 @@ def calibration_key(model, *, task: str, strategy: str, trainable_parameters: in
         "eval_batch_size": eval_batch_size, "width_bucket": -(-max_width // _SHAPE_BUCKET) * _SHAPE_BUCKET,
         "cached_layers": cached_layers, "pruned_last_layer": bool(pruned), "clips_gradients": max_grad_norm > 0,
         "precision": precision, "fast_dropout": bool(fast_dropout),
+        "kept_memory": keep_freed_memory(),  # glibc's mmap threshold the steps ran under (models/allocator.py)
     }
 
 

@@ -23,7 +23,7 @@ from thrifty.data.prepare import normalise_text
 from thrifty.data.tagged import normalise_word
 from thrifty.data.tokenize import encode
 from thrifty.evaluation.evaluate import predict_logits, softmax
-from thrifty.models import allocator, first_token
+from thrifty.models import first_token
 from thrifty.models.loading import AUTO_CLASSES, load_classifier, load_tokenizer, quiet_transformers
 from thrifty.models.precision import has_fast_bf16, prediction_backend
 from thrifty.runs.manifest import SENTENCE_FORMAT, model_folder, read_manifest
@@ -112,7 +112,6 @@ class Predictor:
         manifest = read_manifest(folder)
         task = manifest["task"]
         traits = task_traits(task)
-        allocator.keep_freed_memory()  # each pass frees and reallocates the same large activations (models/allocator.py)
         if traits.writes_text:
             raise ModelError(f"{folder} writes text (task {task}): it has no labels to predict; use thrifty generate "
                              f"{folder} --prompt \"...\" (or train a classifier from it with --model.name {folder})")
