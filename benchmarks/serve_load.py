@@ -80,22 +80,23 @@ def free_port() -> int:
 NextRequest = Callable[[random.Random], tuple[str, dict, Callable[[dict], Optional[int]]]]
 
 
-def predict_requests(texts: list[str]) -> NextRequest:
-    """POST /v1/predict with 1-16 of `texts`; answered when there is one prediction per text."""
+def text_requests(texts: list[str], path: str, body: Callable[[list[str]], dict], answers: str) -> NextRequest:
+    """POST `path` with 1-16 of `texts` (`body` wraps them in the server's JSON); answered when the answer's list
+    `answers` has one entry per text."""
     def next_request(rng: random.Random):
         n = rng.randint(1, 16)
-        return "/v1/predict", {"texts": rng.sample(texts, n)}, \
-            lambda answer: n if len(answer.get("predictions", [])) == n else None
+        return path, body(rng.sample(texts, n)), lambda answer: n if len(answer.get(answers, [])) == n else None
     return next_request
+
+
+def predict_requests(texts: list[str]) -> NextRequest:
+    """thrifty's (and the pipeline servers') POST /v1/predict: one prediction per text."""
+    return text_requests(texts, "/v1/predict", lambda sample: {"texts": sample}, "predictions")
 
 
 def classify_requests(texts: list[str]) -> NextRequest:
-    """Infinity's POST /classify with 1-16 of `texts`; answered when there is one list of label scores per text."""
-    def next_request(rng: random.Random):
-        n = rng.randint(1, 16)
-        return "/classify", {"input": rng.sample(texts, n), "model": INFINITY_NAME}, \
-            lambda answer: n if len(answer.get("data", [])) == n else None
-    return next_request
+    """Infinity's POST /classify: one list of label scores per text."""
+    return text_requests(texts, "/classify", lambda sample: {"input": sample, "model": INFINITY_NAME}, "data")
 
 
 async def _one_client(port: int, next_request: NextRequest, rng: random.Random, stop_at: float, stats: dict) -> None:

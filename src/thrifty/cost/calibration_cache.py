@@ -27,11 +27,10 @@ _SHAPE_BUCKET = 16  # widths are rounded up to this many tokens: the FLOP rate b
 
 def calibration_key(model, *, task: str, strategy: str, trainable_parameters: int, batch_size: int,
                     eval_batch_size: int, max_width: int, cached_layers: int, pruned: bool,
-                    max_grad_norm: float, precision: str = "fp32", fast_dropout: bool = False) -> dict[str, Any]:
+                    max_grad_norm: float, precision: str = "fp32", fast_dropout: bool = False,
+                    kept_memory: int = 0) -> dict[str, Any]:
     """What a calibration depends on, as a readable dict (stored beside it) whose hash names the file."""
     import torch
-
-    from thrifty.models.allocator import keep_freed_memory
 
     config_json = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else repr(model)
     return {
@@ -42,7 +41,7 @@ def calibration_key(model, *, task: str, strategy: str, trainable_parameters: in
         "eval_batch_size": eval_batch_size, "width_bucket": -(-max_width // _SHAPE_BUCKET) * _SHAPE_BUCKET,
         "cached_layers": cached_layers, "pruned_last_layer": bool(pruned), "clips_gradients": max_grad_norm > 0,
         "precision": precision, "fast_dropout": bool(fast_dropout),
-        "kept_memory": keep_freed_memory(),  # glibc's mmap threshold the steps ran under (models/allocator.py)
+        "kept_memory": kept_memory,  # glibc's mmap threshold the steps run under (models/allocator.py)
     }
 
 

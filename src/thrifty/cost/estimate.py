@@ -103,10 +103,8 @@ def estimate_prepared(config: Config, inputs, *, calibration: Optional[dict[str,
     an earlier estimate on this machine) is reused instead of timing steps again. The model is left as it was found:
     calibration steps are undone (weights, optimizer-free) and the random state is restored."""
     from thrifty.cost.hardware import hardware_for
-    from thrifty.models.allocator import keep_freed_memory
 
     hardware = hardware or hardware_for(config.cost)
-    keep_freed_memory()  # as training runs (models/allocator.py): the calibration times steps as they will run
     with last_layer_pruned(inputs.model, prunes(config, inputs)) as pruned:
         shape = shape or measured(config, inputs, processes)
         if hardware.kind == "cpu" and calibration is None:
@@ -269,14 +267,17 @@ def _kept_or_new_calibration(config, inputs, batches, flops, steps, forward_flop
     """The calibration kept for this machine, model, strategy and batch shape (cost/calibration_cache.py), or a
     new one, timed now and kept."""
     from thrifty.cost.calibration_cache import calibration_key, load_calibration, save_calibration
+    from thrifty.models.allocator import keep_freed_memory
 
     tc = config.train
+    kept_memory = keep_freed_memory()  # as training runs (models/allocator.py): steps are timed as they will run
     key = calibration_key(inputs.model, task=config.task, strategy=inputs.strategy.name,
                           trainable_parameters=inputs.strategy.trainable_parameters,
                           batch_size=max(len(b) for b in batches),  # a process's share of the batch
                           eval_batch_size=tc.eval_batch_size, max_width=max(w for _, w in widths),
                           cached_layers=cached_layers, pruned=pruned, max_grad_norm=tc.max_grad_norm,
-                          precision=cpu_precision(config).name, fast_dropout=tc.fast_dropout)
+                          precision=cpu_precision(config).name, fast_dropout=tc.fast_dropout,
+                          kept_memory=kept_memory)
     if config.cost.reuse_calibration:
         kept = load_calibration(key)
         if kept is not None:
