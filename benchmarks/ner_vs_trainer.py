@@ -1,34 +1,44 @@
 """NER side by side: thrifty vs the Hugging Face token-classification recipe, on CoNLL-2003 and WNUT-17.
 
-    python benchmarks/ner_vs_trainer.py --data wnut17 --seeds 42,43,44
-    python benchmarks/ner_vs_trainer.py --data conll2003 --seeds 42
+    python benchmarks/ner_vs_trainer.py --data wnut17 --seeds 42,43,44,45,46
+    python benchmarks/ner_vs_trainer.py --data conll2003 --train-sentences 200 --seeds 0,1,2,3,4
 
 - trainer: the recipe of transformers' token-classification example — AutoModelForTokenClassification,
   words tokenised with is_split_into_words, each word's label on its first sub-token (-100 elsewhere),
-  DataCollatorForTokenClassification, Trainer, entity-level seqeval F1 in compute_metrics (seqeval called
-  directly: `evaluate.load("seqeval")` needs the hub). Evaluation and a checkpoint each epoch, the best
-  model by dev F1 loaded at the end (load_best_model_at_end), then the test split once.
-- thrifty: `examples/{data}.yaml` as shipped.
+  DataCollatorForTokenClassification, Trainer with `train_sampling_strategy="group_by_length"` (what a careful
+  CPU user runs: far less padding), entity-level seqeval F1 in compute_metrics (seqeval called directly:
+  `evaluate.load("seqeval")` needs the hub). Evaluation and a checkpoint each epoch, the best model by dev F1
+  loaded at the end (load_best_model_at_end), then the test split once. fp32, the Trainer's default on a CPU.
+- thrifty: `examples/{data}.yaml` as shipped (`train.precision: auto`: bf16 autocast on a CPU with bf16).
 
-Same for both: all-MiniLM-L6-v2, the published train/dev/test files, epochs, learning rate, batch size 32,
-eval batch size 128, weight decay 0.01 (not on biases/LayerNorm), warmup 6% then linear decay, gradient
-clipping at 1.0, seed, 2 threads, evaluation each epoch, best-by-dev-F1 model scored on test. Settings that
-differ by design: thrifty groups batches by length and cuts training sentences at its automatic max_length
-(p99.9 of training lengths; evaluation is not cut), the Trainer recipe keeps the dataset order's random
-batches and cuts at 512. Wall time is the whole worker process: imports, data, model, training, evaluation,
-test, saving. Each run is a fresh process; the order alternates per seed. Results are appended as they
-finish to benchmarks/results/ner_vs_trainer_{data}.json and summarised (median and range) in the .md.
+Same for both: all-MiniLM-L6-v2, the published dev/test files, the training sentences, the data set's tag set
+(every tag of its full training file, as a Hugging Face dataset's features give it), epochs, learning rate,
+batch size, eval batch size 128, weight decay 0.01 (not on biases/LayerNorm), warmup 6% then linear decay,
+gradient clipping at 1.0, seed, 2 threads, evaluation each epoch, best-by-dev-F1 model scored on test.
+
+Full sets: the published training file, the epochs and learning rate of DATA, batch size 32. Small data
+(`--train-sentences N`): N training sentences drawn by the run's seed (both systems of a seed train on the
+same N; each seed another draw), 10 epochs, batch size 16, learning rate 1e-4 unless given.
+
+Settings that differ by design: thrifty's precision (above); thrifty cuts training sentences at its automatic
+max_length (p99.9 of training lengths; evaluation is not cut), the Trainer recipe at 512; the two length
+groupings differ in detail (the Trainer sorts megabatches of 50 batches by length, thrifty shuffles within
+length buckets). Wall time is the whole worker process: imports, data, model, training, evaluation, test,
+saving. Each run is a fresh process; the order alternates per seed. Results are appended as they finish to
+benchmarks/results/ner_vs_trainer_{data}[_{N}].json and summarised (median and range) in the .md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import random
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import PROCESS_START, REPO, compare, spread, table_head  # noqa: E402
+from common import PROCESS_START, REPO, by_cpu, compare, head_by_cpu, spread, table_by_cpu  # noqa: E402
 
 DATA = {
     "conll2003": {"epochs": 3, "lr": 1e-4, "files": ("conll2003/train.txt", "conll2003/valid.txt", "conll2003/test.txt")},
@@ -36,38 +46,82 @@ DATA = {
                "files": ("wnut17/wnut17train.conll", "wnut17/emerging.dev.conll", "wnut17/emerging.test.annotated")},
 }
 SHARED = (REPO / ".." / "shared" / "data").resolve()
+SMALL = {"epochs": 10, "batch_size": 16, "lr": 1e-4}  # the low-resource recipe of --train-sentences
 
 
-def run_thrifty(data: str, seed: int) -> dict:
+def recipe(args: argparse.Namespace) -> dict:
+    """Epochs, batch size and learning rate of this comparison: the data set's, or the small-data recipe's."""
+    base = {"epochs": DATA[args.data]["epochs"], "batch_size": 32, "lr": DATA[args.data]["lr"]}
+    if args.train_sentences:
+        base = dict(SMALL)
+    given = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    return {k: given[k] if given[k] is not None else v for k, v in base.items()}
+
+
+def tagged(path: Path) -> tuple[list[list[str]], list[list[str]]]:
+    from thrifty.config import DataConfig
+    from thrifty.data.tagged import read_tagged
+
+    words, tags, _ = read_tagged(str(path), "train", DataConfig())
+    return words, tags
+
+
+def training_file(args: argparse.Namespace, seed: int, folder: Path) -> Path:
+    """The published training file, or N of its sentences drawn by `seed` written as a two-column CoNLL file."""
+    full = SHARED / DATA[args.data]["files"][0]
+    if not args.train_sentences:
+        return full
+    words, tags = tagged(full)
+    chosen = sorted(random.Random(seed).sample(range(len(words)), args.train_sentences))
+    path = folder / "train.txt"
+    path.write_text("".join("".join(f"{w} {t}\n" for w, t in zip(words[i], tags[i])) + "\n" for i in chosen),
+                    encoding="utf-8")
+    return path
+
+
+def tag_set(args: argparse.Namespace) -> list[str]:
+    """Every tag of the data set's full training file, O first, then by type, B before I."""
+    from thrifty.data.tagged import order_tags
+
+    return order_tags({t for s in tagged(SHARED / DATA[args.data]["files"][0])[1] for t in s})
+
+
+def run_thrifty(args: argparse.Namespace, seed: int) -> dict:
     import thrifty
 
+    r = recipe(args)
     with tempfile.TemporaryDirectory() as tmp:
-        result = thrifty.train(REPO / "examples" / f"{data}.yaml", output=Path(tmp) / "run", progress=False,
+        train = training_file(args, seed, Path(tmp))
+        result = thrifty.train(REPO / "examples" / f"{args.data}.yaml", output=Path(tmp) / "run", progress=False,
                                overrides=["--train.seed", str(seed), "--train.num_threads", "2",
+                                          "--data.train", str(train), "--data.labels", json.dumps(tag_set(args)),
+                                          "--train.epochs", str(r["epochs"]), "--train.batch_size", str(r["batch_size"]),
+                                          "--train.learning_rate", str(r["lr"]),
                                           "--tracking.tensorboard", "false", "--tracking.energy", "false"])
     m = result.metrics
     return {"dev_f1": m["validation"]["f1"], "test_f1": m["test"]["f1"], "test_precision": m["test"]["precision"],
             "test_recall": m["test"]["recall"], "best_step": m["best"]["step"],
-            "train_tokens_per_second": m["train"]["tokens_per_second"]}
+            "train_tokens_per_second": m["train"]["tokens_per_second"], "precision": m["model"]["precision"],
+            "history": [{k: h.get(k) for k in ("step", "f1", "seconds")} for h in m["history"]]}
 
 
-def run_trainer(data: str, seed: int) -> dict:
+def run_trainer(args: argparse.Namespace, seed: int) -> dict:
     import numpy as np
     import torch
     from seqeval.metrics import f1_score, precision_score, recall_score
     from transformers import (AutoModelForTokenClassification, AutoTokenizer, DataCollatorForTokenClassification,
                               Trainer, TrainingArguments, set_seed)
 
-    from thrifty.config import DataConfig
-    from thrifty.data.tagged import read_tagged
     from thrifty.models.loading import default_model_dir, quiet_transformers
 
     quiet_transformers()
     torch.set_num_threads(2)
     set_seed(seed)
-    spec = DATA[data]
-    splits = [read_tagged(str(SHARED / f), "train", DataConfig())[:2] for f in spec["files"]]
-    tags = sorted({t for s in splits[0][1] for t in s}, key=lambda t: (t != "O", t[2:], t[:1]))
+    r = recipe(args)
+    scratch = tempfile.TemporaryDirectory()
+    files = [training_file(args, seed, Path(scratch.name)), *(SHARED / f for f in DATA[args.data]["files"][1:])]
+    splits = [tagged(f) for f in files]
+    tags = tag_set(args)
     index = {t: i for i, t in enumerate(tags)}
     path = default_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -96,8 +150,8 @@ def run_trainer(data: str, seed: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
-            output_dir=tmp, learning_rate=spec["lr"], per_device_train_batch_size=32, per_device_eval_batch_size=128,
-            num_train_epochs=spec["epochs"], weight_decay=0.01, warmup_steps=0.06, max_grad_norm=1.0, seed=seed,
+            output_dir=tmp, learning_rate=r["lr"], per_device_train_batch_size=r["batch_size"],
+            per_device_eval_batch_size=128, num_train_epochs=r["epochs"], train_sampling_strategy="group_by_length", weight_decay=0.01, warmup_steps=0.06, max_grad_norm=1.0, seed=seed,
             eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True, metric_for_best_model="f1",
             save_total_limit=1, logging_strategy="epoch", report_to=[], use_cpu=True, disable_tqdm=True,
             dataloader_num_workers=0,
@@ -105,42 +159,55 @@ def run_trainer(data: str, seed: int) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=train, eval_dataset=dev,
                           data_collator=DataCollatorForTokenClassification(tokenizer), compute_metrics=compute_metrics)
         trainer.train()
+        history = [{"step": h["step"], "f1": h["eval_f1"]} for h in trainer.state.log_history if "eval_f1" in h]
         dev_metrics = trainer.evaluate()
         test_metrics = trainer.predict(test).metrics
+    scratch.cleanup()
     return {"dev_f1": dev_metrics["eval_f1"], "test_f1": test_metrics["test_f1"],
-            "test_precision": test_metrics["test_precision"], "test_recall": test_metrics["test_recall"]}
+            "test_precision": test_metrics["test_precision"], "test_recall": test_metrics["test_recall"],
+            "history": history}
 
 
-def summarise(data: str, saved: dict) -> list[str]:
-    runs = saved["runs"]
-    lines = table_head(f"NER side by side on {data}: thrifty vs the Trainer recipe",
-                       f"python benchmarks/ner_vs_trainer.py --data {data}", saved,
-                       "Each run a fresh process, order alternated per seed.",
-                       ["system", "runs", "test F1 median (min-max)", "dev F1 median", "wall s median (min-max)"])
-    by = {s: [r for r in runs if r["system"] == s] for s in ("thrifty", "trainer")}
-    for system, rs in by.items():
-        if not rs:
-            continue
-        lines.append(f"| {system} | {len(rs)} (seeds {', '.join(str(r['seed']) for r in rs)}) | "
-                     f"{spread([r['test_f1'] for r in rs], '{:.4f}')} | "
-                     f"{statistics.median(r['dev_f1'] for r in rs):.4f} | {spread([r['wall_seconds'] for r in rs])} |")
-    if by["thrifty"] and by["trainer"]:
-        t, h = by["thrifty"], by["trainer"]
-        df1 = statistics.median(r["test_f1"] for r in t) - statistics.median(r["test_f1"] for r in h)
-        ratio = statistics.median(r["wall_seconds"] for r in t) / statistics.median(r["wall_seconds"] for r in h)
-        lines += ["", f"thrifty - Trainer test F1 (medians): **{100 * df1:+.2f} points** (floor: >= -0.5); "
-                      f"thrifty wall time / Trainer's: **{ratio:.2f}x** (floor: <= 0.7x)."]
+def summarise(args: argparse.Namespace, saved: dict) -> list[str]:
+    r = recipe(args)
+    small = f" --train-sentences {args.train_sentences}" if args.train_sentences else ""
+    what = f"{args.train_sentences} training sentences drawn per seed" if small else "the full training file"
+    precisions = ", ".join(sorted({str(x.get("precision") or "precision not recorded") for x in saved["runs"] if x["system"] == "thrifty"}))
+    lines = head_by_cpu(f"NER side by side on {args.data}{' (' + what + ')' if small else ''}: thrifty vs the "
+                        "length-grouped Trainer recipe", f"python benchmarks/ner_vs_trainer.py --data {args.data}{small}",
+                        saved, f"{what[0].upper() + what[1:]}, {r['epochs']} epochs, batch size {r['batch_size']}, "
+                               f"learning rate {r['lr']:g}; thrifty as shipped ({precisions}), the Trainer in fp32. Each "
+                               "run a fresh process, order alternated per seed.")
+    floor = ">= 0" if args.train_sentences else ">= -0.5"
+    for cpu, runs in by_cpu(saved).items():
+        lines += table_by_cpu(cpu, runs, ["system", "runs", "test F1 median (min-max)", "dev F1 median",
+                                          "wall s median (min-max)"])
+        by = {s: [x for x in runs if x["system"] == s] for s in ("thrifty", "trainer")}
+        for system, rs in by.items():
+            if rs:
+                lines.append(f"| {system} | {len(rs)} (seeds {', '.join(str(x['seed']) for x in rs)}) | "
+                             f"{spread([x['test_f1'] for x in rs], '{:.4f}')} | "
+                             f"{statistics.median(x['dev_f1'] for x in rs):.4f} | "
+                             f"{spread([x['wall_seconds'] for x in rs])} |")
+        if by["thrifty"] and by["trainer"]:
+            t, h = by["thrifty"], by["trainer"]
+            df1 = statistics.median(x["test_f1"] for x in t) - statistics.median(x["test_f1"] for x in h)
+            ratio = statistics.median(x["wall_seconds"] for x in t) / statistics.median(x["wall_seconds"] for x in h)
+            paired = [100 * (a["test_f1"] - b["test_f1"]) for a in t for b in h if a["seed"] == b["seed"]]
+            lines += ["", f"thrifty - Trainer test F1 (medians): **{100 * df1:+.2f} points** (floor: {floor}); seed by "
+                          f"seed {', '.join(f'{d:+.2f}' for d in paired)}; thrifty wall time / Trainer's: "
+                          f"**{ratio:.2f}x** (floor: <= 0.7x)."]
     return lines
 
 
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
-    result = (run_thrifty if system == "thrifty" else run_trainer)(args.data, seed)
+    result = (run_thrifty if system == "thrifty" else run_trainer)(args, seed)
     result["wall_seconds"] = round(time.perf_counter() - PROCESS_START, 1)  # the whole process is this benchmark's clock
     return result
 
 
 def summarise_saved(saved: dict, args: argparse.Namespace) -> list[str]:
-    markdown = summarise(args.data, saved)
+    markdown = summarise(args, saved)
     if saved.get("superseded"):
         old = saved["superseded"]
         markdown += ["", f"Superseded and not counted above: {len(old['runs'])} earlier thrifty runs ({old['why']}); "
@@ -153,6 +220,21 @@ def summarise_saved(saved: dict, args: argparse.Namespace) -> list[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", choices=sorted(DATA), required=True)
-    compare(__file__, "ner_vs_trainer_{data}", ("thrifty", "trainer"), run_system, summarise_saved, parser,
-            settings={"epochs_lr_files": DATA},
-            worker_args=lambda args: ["--data", args.data], default_seeds="42")
+
+    class Sentences(argparse.Action):  # also names the results file: ner_vs_trainer_{data}_{N}
+        def __call__(self, parser, namespace, values, option_string=None):
+            namespace.train_sentences, namespace.slice = values, f"_{values}" if values else ""
+
+    parser.add_argument("--train-sentences", type=int, default=0, action=Sentences,
+                        help="train on this many sentences drawn by each seed (small data); 0 = the full training file")
+    parser.add_argument("--epochs", type=int, help="default: the data set's (full) or 10 (small data)")
+    parser.add_argument("--batch-size", type=int, help="default: 32 (full) or 16 (small data)")
+    parser.add_argument("--lr", type=float, help="default: 1e-4")
+    parser.set_defaults(slice="")
+    compare(__file__, "ner_vs_trainer_{data}{slice}", ("thrifty", "trainer"), run_system, summarise_saved, parser,
+            settings={"epochs_lr_files": DATA, "small_data_recipe": SMALL},
+            worker_args=lambda args: ["--data", args.data, "--train-sentences", str(args.train_sentences),
+                                      *(["--epochs", str(args.epochs)] if args.epochs else []),
+                                      *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                                      *(["--lr", str(args.lr)] if args.lr else [])],
+            default_seeds="42")

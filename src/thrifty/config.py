@@ -186,7 +186,8 @@ class TrainConfig:
     stop_at_metric: Optional[float] = None  # stop as soon as `metric` reaches this value (e.g. 0.87): pay for no more
     checkpoint_every_steps: int = 0  # 0 = at every evaluation; checkpoints make a run resumable
     max_steps: int = 0  # stop after this many optimizer steps; 0 = run all epochs
-    group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch
+    group_by_length: bool = True  # batches of similar length: far less padding, same randomness per epoch (from
+    #                               more than 50 batches an epoch; smaller sets are batched at random: data/batching.py)
     cache_frozen_layers: bool = True  # freeze/head: compute frozen layers once, reuse them every epoch
     prune_last_layer: bool = True  # BERT/RoBERTa: last layer only for [CLS], the one position the head reads
     eval_batch_size: int = 128

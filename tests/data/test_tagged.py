@@ -42,7 +42,7 @@ def test_jsonl_input(tmp_path):
     path.write_text(json.dumps({"tokens": ["Anna", "sings"], "tags": ["B-PER", "O"]}) + "\n"
                     + json.dumps({"tokens": ["Bo"], "tags": ["B-PER"]}) + "\n")
     data = prepare_tagged(DataConfig(train=str(path), validation=str(path)), seed=1)
-    assert data.label_names == ["O", "B-PER"] and len(data.train) == 2
+    assert data.label_names == ["O", "B-PER", "I-PER"] and len(data.train) == 2  # I-PER: complete_bio
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n")
     with pytest.raises(DataError, match="same length"):
@@ -71,6 +71,20 @@ def test_unseen_tags_in_evaluation_files_are_refused(tmp_path, capsys):
     line = run_exit_2(capsys, tmp_path, "--task", "token_classification", "--data.train", str(train),
                       "--data.validation", str(dev))
     assert "never seen in training" in line and "B-ORG" in line
+
+
+def test_a_type_seen_only_in_one_word_entities_still_has_its_inside_tag(tmp_path):
+    """200 sentences may hold PER only as one-word names: a two-word name in validation is PER, not an unseen tag."""
+    train, dev = tmp_path / "train.txt", tmp_path / "dev.txt"
+    train.write_text("Anna B-PER\nsings O\n\nBo B-PER\nruns O\n")
+    dev.write_text("Anna B-PER\nKarenina I-PER\nreads O\n")
+    data = prepare_tagged(DataConfig(train=str(train), validation=str(dev)), seed=0)
+    assert data.label_names == ["O", "B-PER", "I-PER"]
+    assert data.validation.tags == [[1, 2, 0]]
+    # given labels still say which tags exist: only tags seen in training must be among them
+    given = prepare_tagged(DataConfig(train=str(train), validation=str(tmp_path / "train.txt"), labels=["O", "B-PER"]),
+                           seed=0)
+    assert given.label_names == ["O", "B-PER"]
 
 
 def test_task_and_format_mismatches_name_the_fix(tmp_path, capsys, small_csv):

@@ -153,6 +153,13 @@ def order_tags(tags: set[str]) -> list[str]:
     return sorted(tags, key=lambda t: (t != "O", t[2:], t[:1]))
 
 
+def complete_bio(tags: set[str]) -> set[str]:
+    """The tags with both B- and I- of every entity type among them. A small training set may hold a type only as
+    one-word entities (B-X, never I-X); a two-word X in validation or test is still that type, not an unseen one."""
+    types = {t[2:] for t in tags if t[:2] in ("B-", "I-")}
+    return set(tags) | {f"{prefix}{kind}" for kind in types for prefix in ("B-", "I-")}
+
+
 def prepare_tagged(config: DataConfig, seed: int) -> TaggedData:
     report: dict[str, Any] = {"files": {}, "splits": {}, "warnings": []}
 
@@ -183,9 +190,10 @@ def prepare_tagged(config: DataConfig, seed: int) -> TaggedData:
     train_words, train_tags = load(config.train, "train")
     if not train_words:
         raise DataError(f"no sentences in {report['files']['train']}; check that it is a CoNLL or JSONL tagged file")
-    label_names = order_tags({t for s in train_tags for t in s})
+    seen = {t for s in train_tags for t in s}
+    label_names = order_tags(complete_bio(seen))
     if config.labels:
-        unknown = sorted(set(label_names) - set(config.labels))
+        unknown = sorted(seen - set(config.labels))
         if unknown:
             raise DataError(f"training tags {unknown[:5]} are not in data.labels; add them or remove data.labels")
         label_names = list(config.labels)
