@@ -56,7 +56,9 @@ def test_sst2_full_fine_tuning_learns(tmp_path, minilm_dir):
     assert accuracy >= 0.75, accuracy
     assert accuracy >= before + 0.15, (before, accuracy)
     assert result.metrics["validation"]["examples"] == 300
-    assert result.metrics["train"]["padding_fraction"] < 0.2  # length-grouped batches
+    # 480 rows in batches of 16 are 30 batches, under one grouping window (50): batched at random (data/batching.py),
+    # so they pad as random batches do; the grouping of larger sets is tested in tests/data/test_batching.py
+    assert result.metrics["train"]["padding_fraction"] > 0.2
 
 
 def test_sst2_lora_learns(tmp_path):
