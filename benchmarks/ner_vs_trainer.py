@@ -31,6 +31,7 @@ benchmarks/results/ner_vs_trainer_{data}[_{N}].json and summarised (median and r
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import statistics
@@ -58,6 +59,7 @@ def recipe(args: argparse.Namespace) -> dict:
     return {k: given[k] if given[k] is not None else v for k, v in base.items()}
 
 
+@functools.lru_cache(maxsize=None)  # the full training file feeds both the draw and the tag set: read it once
 def tagged(path: Path) -> tuple[list[list[str]], list[list[str]]]:
     from thrifty.config import DataConfig
     from thrifty.data.tagged import read_tagged
