@@ -12,6 +12,8 @@ each: what is compared is F1, not time. Variants:
   loss weighting, thrifty's dropout masks;
 - fp32 / batch-mean-loss / torch-dropout / random-batches: grouped-as-before with one change
   (`train.precision: fp32`; each batch's mean loss; `train.fast_dropout: false`; `train.group_by_length: false`);
+- windows-2 / windows-4: grouped-as-before, but sorted inside random windows of 2 or 4 batches (other batches every
+  epoch, padding between random batches' and one window's);
 - shipped: thrifty as it is now.
 Results: benchmarks/results/ner_small_data_ablation.{json,md} (appended; the .md is rewritten).
 """
@@ -28,18 +30,21 @@ from pathlib import Path
 
 from common import REPO, RESULTS, machine
 
-VARIANTS = ("grouped-as-before", "fp32", "batch-mean-loss", "torch-dropout", "random-batches", "shipped")
+VARIANTS = ("grouped-as-before", "fp32", "batch-mean-loss", "torch-dropout", "random-batches", "windows-2", "windows-4",
+            "shipped")
 CHANGES = {"grouped-as-before": "length-grouped batches cut as before (one window: the same batches every epoch)",
            "fp32": "grouped-as-before, `--train.precision fp32`",
            "batch-mean-loss": "grouped-as-before, each batch's mean loss (the per-token weighting off)",
            "torch-dropout": "grouped-as-before, `--train.fast_dropout false` (PyTorch's dropout)",
            "random-batches": "`--train.group_by_length false`",
+           "windows-2": "sorted inside random windows of 2 batches (other batches every epoch, less padding)",
+           "windows-4": "sorted inside random windows of 4 batches",
            "shipped": "thrifty as shipped (at 200 sentences: the very batches of random-batches)"}
 
 
-def grouped_as_before(lengths, batch_size, seed, epoch, group_by_length):
+def grouped_as_before(lengths, batch_size, seed, epoch, group_by_length, window_batches=None):
     """data/batching.training_batches before small sets were batched at random: sorted inside windows of 50 batches
-    whatever the set's size."""
+    whatever the set's size (or of `window_batches`)."""
     import torch
 
     from thrifty.data.batching import GROUP_WINDOW_BATCHES, epoch_generator
@@ -48,7 +53,7 @@ def grouped_as_before(lengths, batch_size, seed, epoch, group_by_length):
     order = torch.randperm(len(lengths), generator=g).tolist()
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    window, batches = batch_size * GROUP_WINDOW_BATCHES, []
+    window, batches = batch_size * (window_batches or GROUP_WINDOW_BATCHES), []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
@@ -72,6 +77,11 @@ def run_one(data: str, seed: int, variant: str) -> dict:
         from thrifty.tasks.token_classification import TokenClassification
 
         TokenClassification.fit_loss = lambda self, train, batch_size: None
+    if variant.startswith("windows-"):
+        import functools
+
+        thrifty.data.batching.training_batches = functools.partial(grouped_as_before,
+                                                                   window_batches=int(variant.split("-")[1]))
     args = argparse.Namespace(data=data, train_sentences=200, epochs=None, batch_size=None, lr=None)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,6 +94,7 @@ def run_one(data: str, seed: int, variant: str) -> dict:
     m = result.metrics
     return {"variant": variant, "seed": seed, "dev_f1": round(m["validation"]["f1"], 4),
             "curve": [round(h["f1"], 3) for h in m["history"]], "precision": m["model"]["precision"],
+            "padding": round(m["train"]["padding_fraction"], 3),
             "s": round(time.perf_counter() - started)}
 
 

@@ -159,7 +159,9 @@ def test_the_estimate_of_two_processes_times_one_process_share_and_adds_the_grad
 @pytest.mark.parametrize("strategy", ["full", "lora"])
 def test_fsdp_on_a_small_decoder_trains_like_ddp_resumes_and_saves_one_safetensors_model(tiny_llama, small_csv, tmp_path,
                                                                                           strategy):
-    config = yaml.safe_load(open(_config(tiny_llama, small_csv, tmp_path, checkpoint_every_steps=2)))
+    # fp32: the two runs add the gradients' squares for clipping in another order; under bf16 autocast a last-bit
+    # difference in a weight can round a product the other way, and the curves part by 4e-4 in 16 steps
+    config = yaml.safe_load(open(_config(tiny_llama, small_csv, tmp_path, checkpoint_every_steps=2, precision="fp32")))
     config["strategy"] = {"name": strategy}
     path = tmp_path / "decoder.yaml"
     path.write_text(yaml.safe_dump(config))
