@@ -18,9 +18,11 @@ Same for all: SmolLM2-135M-Instruct's fp32 weights (thrifty's conversion of the 
 dropout 0.05 on q/k/v/o/gate/up/down projections, learning rate 5e-4, 1 epoch of batch 16 (30 steps), warmup 6% then
 linear decay, weight decay 0.01 (not on biases/norms), clipping at 1.0, max length 128 (no row is longer), loss on
 the completion and its end-of-sequence token only (TRL's default for prompt/completion), no packing, 2 threads,
-one validation at the end, the adapter saved. Differs by design: thrifty groups batches by length and computes the
-vocabulary logits only at the positions the loss reads (transformers' `logits_to_keep`); trl pads random batches and
-recomputes activations in the backward pass; trl-fast groups and recomputes nothing. Warmup: thrifty's first two
+one validation at the end, the adapter saved. Differs by design: thrifty computes the vocabulary logits only at the
+positions the loss reads (transformers' `logits_to_keep`), and batches 30 batches' worth of rows at random (thrifty
+groups by length above 50 batches; the Xeon rounds of 2026-11-29 ran before that, with grouped batches); trl pads
+random batches and recomputes activations in the backward pass; trl-fast groups (its whole set sorted: one window of
+50 batches) and recomputes nothing. Warmup: thrifty's first two
 steps run at 1/3 and 2/3 of the learning rate, transformers' at 0 and 1/2, so over 30 steps thrifty's learning
 rates add up to 3% more (15.5 against 15.0 peak-rate steps). Validation loss is the mean over
 completion tokens, computed for TRL's model the way thrifty computes it (TRL's own eval_loss, a mean of per-batch
