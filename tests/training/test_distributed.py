@@ -156,12 +156,10 @@ def test_the_estimate_of_two_processes_times_one_process_share_and_adds_the_grad
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["full", "lora"])
+@pytest.mark.parametrize("strategy,precision", [("full", "fp32"), ("lora", "auto")])
 def test_fsdp_on_a_small_decoder_trains_like_ddp_resumes_and_saves_one_safetensors_model(tiny_llama, small_csv, tmp_path,
-                                                                                          strategy):
-    # fp32: the two runs add the gradients' squares for clipping in another order; under bf16 autocast a last-bit
-    # difference in a weight can round a product the other way, and the curves part by 4e-4 in 16 steps
-    config = yaml.safe_load(open(_config(tiny_llama, small_csv, tmp_path, checkpoint_every_steps=2, precision="fp32")))
+                                                                                          strategy, precision):
+    config = yaml.safe_load(open(_config(tiny_llama, small_csv, tmp_path, checkpoint_every_steps=2, precision=precision)))
     config["strategy"] = {"name": strategy}
     path = tmp_path / "decoder.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -170,8 +168,13 @@ def test_fsdp_on_a_small_decoder_trains_like_ddp_resumes_and_saves_one_safetenso
     sharded = _thrifty("train", str(path), "--output", str(tmp_path / "fsdp"), "--processes", "2", "--train.fsdp", "true")
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "FSDP2: weights, gradients and optimizer state sharded over 2 processes (2 layers" in sharded.stdout
-    # the same arithmetic, other collectives: the same loss curve and accuracy
-    assert max(abs(x - y) for x, y in zip(_losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp"))) < 1e-4
+    # the same arithmetic, other collectives: the same loss curve and accuracy. In fp32 to 1e-5 (measured: 1e-6). The
+    # two add the gradients' squares for clipping in another order, and under bf16 autocast (auto on a CPU with bf16)
+    # a weight's last bit can then round a product the other way: the same first step, curves within 2e-3 (measured
+    # with full fine-tuning: 4e-4 after 16 steps; a gradient averaged wrongly parts them by far more)
+    ddp_losses, fsdp_losses = _losses(tmp_path / "ddp"), _losses(tmp_path / "fsdp")
+    assert abs(ddp_losses[0] - fsdp_losses[0]) < 1e-6
+    assert max(abs(x - y) for x, y in zip(ddp_losses, fsdp_losses)) < (1e-5 if precision == "fp32" else 2e-3)
     accuracy = [json.loads((tmp_path / r / "metrics.json").read_text())["validation"]["accuracy"] for r in ("ddp", "fsdp")]
     assert accuracy[0] == accuracy[1]
     # one consolidated model, as a single process would save it, that predicts on its own
