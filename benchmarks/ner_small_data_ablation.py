@@ -47,17 +47,13 @@ def grouped_as_before(lengths, batch_size, seed, epoch, group_by_length, window_
     whatever the set's size (or of `window_batches`)."""
     import torch
 
-    from thrifty.data.batching import GROUP_WINDOW_BATCHES, epoch_generator
+    from thrifty.data.batching import GROUP_WINDOW_BATCHES, epoch_generator, length_grouped
 
     g = epoch_generator(seed, epoch)
     order = torch.randperm(len(lengths), generator=g).tolist()
     if not group_by_length:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    window, batches = batch_size * (window_batches or GROUP_WINDOW_BATCHES), []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+    return length_grouped(order, lengths, batch_size, window_batches or GROUP_WINDOW_BATCHES, g)
 
 
 def run_one(data: str, seed: int, variant: str) -> dict:

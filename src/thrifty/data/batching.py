@@ -28,9 +28,16 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 def training_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, group_by_length: bool) -> list[list[int]]:
     g = epoch_generator(seed, epoch)
     order = torch.randperm(len(lengths), generator=g).tolist()
-    window = batch_size * GROUP_WINDOW_BATCHES
-    if not group_by_length or len(order) <= window:
+    if not group_by_length or len(order) <= batch_size * GROUP_WINDOW_BATCHES:
         return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return length_grouped(order, lengths, batch_size, GROUP_WINDOW_BATCHES, g)
+
+
+def length_grouped(order: list[int], lengths: Sequence[int], batch_size: int, window_batches: int,
+                   g: torch.Generator) -> list[list[int]]:
+    """`order` (already shuffled) sorted by length inside windows of `window_batches` batches, cut into batches, the
+    batches shuffled with `g`. benchmarks/ner_small_data_ablation.py calls it with other windows."""
+    window = batch_size * window_batches
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: lengths[i], reverse=True)
