@@ -33,6 +33,10 @@ per client and round, so every system gets the same requests). Traffic only to 1
   514-token text, which this engine's pipeline does not truncate and the graph (512 positions) refuses, so the
   server does not start otherwise; for the same reason it runs each text at its full length (SST-2 test sentences
   are at most 70 tokens; the others cut at the model's max_length, 64);
+- model-alone: no server: the model `thrifty serve` loads by default (the same backend, lanes and threads) predicting
+  batches of serve.max_batch_texts random SST-2 test sentences, passes of serve.forward_batch_size, back to back for
+  --seconds in one process: the ceiling any server of this model reaches on this machine at this hour, since HTTP,
+  the log and the load generator share the same cores. No latency: nothing waits.
 - pipeline-server: benchmarks/pipeline_server.py, the naive floor (a `def` endpoint calling the pipeline per
   request without batch_size, many passes at once in FastAPI's thread pool; no log).
 
@@ -53,6 +57,7 @@ import random
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,7 +69,8 @@ from common import REPO, by_cpu, compare, head_by_cpu, ratio_line, read_sst2, sp
 from inference import MODEL, make_model
 
 SYSTEMS = ("thrifty", "thrifty-nobatch", "pipeline-server", "thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16",
-           "thrifty-torch", "careful-server", "careful-server-bf16", "infinity-torch", "infinity-optimum-int8")
+           "thrifty-torch", "careful-server", "careful-server-bf16", "infinity-torch", "infinity-optimum-int8",
+           "model-alone")
 BACKEND_SYSTEMS = ("thrifty-onnx", "thrifty-onnx-int8", "thrifty-torch-bf16", "thrifty-torch")  # --backend BACKEND
 INFINITY_VENV = Path(os.environ.get("INFINITY_VENV", REPO.parent / "infinity-venv"))
 INFINITY_NAME = "sst2"  # the name Infinity serves the model under
@@ -207,8 +213,36 @@ def infinity_int8_folder(folder: Path) -> Path:
     return out
 
 
+def model_alone(seed: int, args: argparse.Namespace) -> dict:
+    """The served model's own texts/s: loaded as `thrifty serve` loads it, batches as its batcher forms them under
+    load, no HTTP, no log, no clients."""
+    import torch
+
+    from thrifty.config import ServeConfig
+    from thrifty.inference.predictor import Predictor
+
+    serve = ServeConfig()
+    torch.set_num_threads(args.threads)  # as serving.app.ServedModel does
+    model = Predictor.load(MODEL, backend=serve.backend, lanes=serve.lanes, threads=args.threads)
+    texts, _ = read_sst2("stsa.binary.test")
+    rng = random.Random(seed)
+    model.predict(texts[:64], batch_size=serve.forward_batch_size)  # the server warms up before it is ready too
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < args.seconds:
+        batch = rng.sample(texts, serve.max_batch_texts)
+        model.predict(batch, batch_size=serve.forward_batch_size)
+        done += len(batch)
+    elapsed = time.perf_counter() - started
+    return {"texts_per_second": round(done / elapsed, 1), "texts": done, "requests": None, "errors": 0,
+            "p50_ms": None, "p95_ms": None, "p99_ms": None, "seconds": round(elapsed, 1), "backend": model.backend,
+            "max_length": model.max_length}
+
+
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
     from thrifty.inference.predictor import Predictor
+
+    if system == "model-alone":
+        return model_alone(seed, args)
 
     texts, _ = read_sst2("stsa.binary.test")
     loaded = Predictor.load(MODEL)
@@ -264,7 +298,8 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
             rs = [r for r in runs if r["system"] == system]
             if not rs:
                 continue
-            logged = ("yes" if all(r["log_rows"] == r["texts"] for r in rs) else "no") if "log_rows" in rs[0] else "no log"
+            logged = ("yes" if all(r["log_rows"] == r["texts"] for r in rs) else "no") if "log_rows" in rs[0] else \
+                ("no server" if system == "model-alone" else "no log")
             lines.append(f"| {system} | {len(rs)} | {spread([r['texts_per_second'] for r in rs])} | "
                          f"{spread([r['p50_ms'] for r in rs])} | {spread([r['p95_ms'] for r in rs])} | "
                          f"{spread([r['p99_ms'] for r in rs])} | {sum(r['errors'] for r in rs)} | {logged} |")
@@ -272,10 +307,22 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                      ("thrifty-torch", "infinity-torch"), ("thrifty", "infinity-torch"),
                      ("thrifty-onnx-int8", "infinity-optimum-int8")] + \
                 [(a, "pipeline-server") for a in ("thrifty", "thrifty-nobatch") + BACKEND_SYSTEMS] + \
-                [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty")]:
+                [("thrifty", "thrifty-nobatch"), ("thrifty-onnx-int8", "thrifty"), ("thrifty-torch-bf16", "thrifty"),
+                 ("thrifty", "model-alone")]:
             line = ratio_line(runs, a, b, "texts_per_second", "texts/s")
             if line:
                 lines.append(line)
+        alone = [r["texts_per_second"] for r in runs if r["system"] == "model-alone"]
+        served = [r for r in runs if r["system"] == "thrifty"]
+        if alone and served:  # Little's law: a closed loop of N clients waits N / (requests/s) on average
+            per_request = sum(r["texts"] for r in served) / sum(r["requests"] for r in served)
+            best = statistics.median(alone)
+            lines.append(f"\nThe arithmetic of the p99: {args.clients} clients, each waiting for its answer before it "
+                         f"sends again, {per_request:.1f} texts per request on average: a server answering X texts/s "
+                         f"keeps each waiting {args.clients} x {per_request:.1f} / X s on average (Little's law). At the "
+                         f"model's own speed here ({best:.0f} texts/s, nothing else on the cores) that is "
+                         f"{args.clients * per_request / best * 1000:.0f} ms: the lowest mean latency any server of this "
+                         f"model and backend can give this load on this machine; p99 is above the mean.")
     return lines
 
 
