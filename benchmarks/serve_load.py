@@ -35,8 +35,9 @@ per client and round, so every system gets the same requests). Traffic only to 1
   are at most 70 tokens; the others cut at the model's max_length, 64);
 - model-alone: no server: the model `thrifty serve` loads by default (the same backend, lanes and threads) predicting
   batches of serve.max_batch_texts random SST-2 test sentences, passes of serve.forward_batch_size, back to back for
-  --seconds in one process: the ceiling any server of this model reaches on this machine at this hour, since HTTP,
-  the log and the load generator share the same cores. No latency: nothing waits.
+  --seconds in one process: the ceiling of a server of this model with thrifty's batch settings on this machine at
+  this hour (HTTP, the log and the load generator share the same cores; full batches sort better than the ~425
+  texts in flight under 50 clients allow). No latency: nothing waits.
 - pipeline-server: benchmarks/pipeline_server.py, the naive floor (a `def` endpoint calling the pipeline per
   request without batch_size, many passes at once in FastAPI's thread pool; no log).
 
@@ -214,8 +215,9 @@ def infinity_int8_folder(folder: Path) -> Path:
 
 
 def model_alone(seed: int, args: argparse.Namespace) -> dict:
-    """The served model's own texts/s: loaded as `thrifty serve` loads it, batches as its batcher forms them under
-    load, no HTTP, no log, no clients."""
+    """The served model's own texts/s: loaded as `thrifty serve` loads it, in full batches of serve.max_batch_texts
+    (under 50 clients only about 425 texts are ever in flight, so the server's batches are smaller and more uneven),
+    no HTTP, no log, no clients."""
     import torch
 
     from thrifty.config import ServeConfig

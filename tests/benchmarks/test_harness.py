@@ -80,7 +80,7 @@ def test_performance_page_lists_the_harness_comparisons():
     scripts = {c.split()[1] for c in _harness_commands()}
     assert scripts == {f"benchmarks/{name}.py" for name in
                        ("train_throughput", "time_to_accuracy", "frozen_cache", "inference", "ner_vs_trainer",
-                        "bf16_accuracy", "sft_vs_trl")}
+                        "bf16_accuracy", "sft_vs_trl", "serve_load")}
 
 
 @pytest.mark.parametrize("command", _harness_commands())
