@@ -323,8 +323,9 @@ def summarise(saved: dict, args: argparse.Namespace) -> list[str]:
                          f"sends again, {per_request:.1f} texts per request on average: a server answering X texts/s "
                          f"keeps each waiting {args.clients} x {per_request:.1f} / X s on average (Little's law). At the "
                          f"model's own speed here ({best:.0f} texts/s, nothing else on the cores) that is "
-                         f"{args.clients * per_request / best * 1000:.0f} ms: the lowest mean latency any server of this "
-                         f"model and backend can give this load on this machine; p99 is above the mean.")
+                         f"{args.clients * per_request / best * 1000:.0f} ms: the mean latency of a server of this "
+                         f"model and backend that cost nothing, with thrifty's batch settings and clients that send "
+                         f"again at once, under this load on this machine; p99 is above the mean.")
     return lines
 
 
