@@ -10,6 +10,8 @@
   `evaluate.load("seqeval")` needs the hub). Evaluation and a checkpoint each epoch, the best model by dev F1
   loaded at the end (load_best_model_at_end), then the test split once. fp32, the Trainer's default on a CPU.
 - thrifty: `examples/{data}.yaml` as shipped (`train.precision: auto`: bf16 autocast on a CPU with bf16).
+- thrifty-torch-dropout (only when asked for with --systems): the same with `--train.fast_dropout false`, PyTorch's
+  own dropout masks instead of thrifty's counter-based ones: the two differ only in which units each step drops.
 
 Same for both: all-MiniLM-L6-v2, the published dev/test files, the training sentences, the data set's tag set
 (every tag of its full training file, as a Hugging Face dataset's features give it), epochs, learning rate,
@@ -88,7 +90,7 @@ def tag_set(args: argparse.Namespace) -> list[str]:
     return order_tags({t for s in tagged(SHARED / DATA[args.data]["files"][0])[1] for t in s})
 
 
-def run_thrifty(args: argparse.Namespace, seed: int) -> dict:
+def run_thrifty(args: argparse.Namespace, seed: int, extra: tuple[str, ...] = ()) -> dict:
     import thrifty
 
     r = recipe(args)
@@ -99,7 +101,7 @@ def run_thrifty(args: argparse.Namespace, seed: int) -> dict:
                                           "--data.train", str(train), "--data.labels", json.dumps(tag_set(args)),
                                           "--train.epochs", str(r["epochs"]), "--train.batch_size", str(r["batch_size"]),
                                           "--train.learning_rate", str(r["lr"]),
-                                          "--tracking.tensorboard", "false", "--tracking.energy", "false"])
+                                          "--tracking.tensorboard", "false", "--tracking.energy", "false", *extra])
     m = result.metrics
     return {"dev_f1": m["validation"]["f1"], "test_f1": m["test"]["f1"], "test_precision": m["test"]["precision"],
             "test_recall": m["test"]["recall"], "best_step": m["best"]["step"],
@@ -184,7 +186,7 @@ def summarise(args: argparse.Namespace, saved: dict) -> list[str]:
     for cpu, runs in by_cpu(saved).items():
         lines += table_by_cpu(cpu, runs, ["system", "runs", "test F1 median (min-max)", "dev F1 median",
                                           "wall s median (min-max)"])
-        by = {s: [x for x in runs if x["system"] == s] for s in ("thrifty", "trainer")}
+        by = {s: [x for x in runs if x["system"] == s] for s in ("thrifty", "thrifty-torch-dropout", "trainer")}
         for system, rs in by.items():
             if rs:
                 lines.append(f"| {system} | {len(rs)} (seeds {', '.join(str(x['seed']) for x in rs)}) | "
@@ -199,11 +201,21 @@ def summarise(args: argparse.Namespace, saved: dict) -> list[str]:
             lines += ["", f"thrifty - Trainer test F1 (medians): **{100 * df1:+.2f} points** (floor: {floor}); seed by "
                           f"seed {', '.join(f'{d:+.2f}' for d in paired)}; thrifty wall time / Trainer's: "
                           f"**{ratio:.2f}x** (floor: <= 0.7x)."]
+        if by["thrifty"] and by["thrifty-torch-dropout"]:
+            t, p = by["thrifty"], by["thrifty-torch-dropout"]
+            paired = {x: [100 * (b[x] - a[x]) for a in t for b in p if a["seed"] == b["seed"]] for x in ("dev_f1", "test_f1")}
+            lines += ["", "PyTorch's dropout masks - thrifty's (thrifty-torch-dropout - thrifty), seed by seed: dev F1 "
+                          f"{', '.join(f'{d:+.2f}' for d in paired['dev_f1'])} (median {statistics.median(paired['dev_f1']):+.2f}); "
+                          f"test F1 {', '.join(f'{d:+.2f}' for d in paired['test_f1'])} "
+                          f"(median {statistics.median(paired['test_f1']):+.2f}) points."]
     return lines
 
 
 def run_system(system: str, seed: int, args: argparse.Namespace) -> dict:
-    result = (run_thrifty if system == "thrifty" else run_trainer)(args, seed)
+    if system == "trainer":
+        result = run_trainer(args, seed)
+    else:
+        result = run_thrifty(args, seed, ("--train.fast_dropout", "false") if system == "thrifty-torch-dropout" else ())
     result["wall_seconds"] = round(time.perf_counter() - PROCESS_START, 1)  # the whole process is this benchmark's clock
     return result
 
@@ -233,7 +245,8 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, help="default: 32 (full) or 16 (small data)")
     parser.add_argument("--lr", type=float, help="default: 1e-4")
     parser.set_defaults(slice="")
-    compare(__file__, "ner_vs_trainer_{data}{slice}", ("thrifty", "trainer"), run_system, summarise_saved, parser,
+    compare(__file__, "ner_vs_trainer_{data}{slice}", ("thrifty", "trainer", "thrifty-torch-dropout"), run_system,
+            summarise_saved, parser, default_systems=("thrifty", "trainer"),
             settings={"epochs_lr_files": DATA, "small_data_recipe": SMALL},
             worker_args=lambda args: ["--data", args.data, "--train-sentences", str(args.train_sentences),
                                       *(["--epochs", str(args.epochs)] if args.epochs else []),
