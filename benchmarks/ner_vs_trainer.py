@@ -172,6 +172,11 @@ def run_trainer(args: argparse.Namespace, seed: int) -> dict:
             "history": history}
 
 
+def paired_points(a_runs: list[dict], b_runs: list[dict], key: str) -> list[float]:
+    """a's `key` minus b's, in points, for each seed both ran (in a's order)."""
+    return [100 * (a[key] - b[key]) for a in a_runs for b in b_runs if a["seed"] == b["seed"]]
+
+
 def summarise(args: argparse.Namespace, saved: dict) -> list[str]:
     r = recipe(args)
     small = f" --train-sentences {args.train_sentences}" if args.train_sentences else ""
@@ -197,13 +202,13 @@ def summarise(args: argparse.Namespace, saved: dict) -> list[str]:
             t, h = by["thrifty"], by["trainer"]
             df1 = statistics.median(x["test_f1"] for x in t) - statistics.median(x["test_f1"] for x in h)
             ratio = statistics.median(x["wall_seconds"] for x in t) / statistics.median(x["wall_seconds"] for x in h)
-            paired = [100 * (a["test_f1"] - b["test_f1"]) for a in t for b in h if a["seed"] == b["seed"]]
+            paired = paired_points(t, h, "test_f1")
             lines += ["", f"thrifty - Trainer test F1 (medians): **{100 * df1:+.2f} points** (floor: {floor}); seed by "
                           f"seed {', '.join(f'{d:+.2f}' for d in paired)}; thrifty wall time / Trainer's: "
                           f"**{ratio:.2f}x** (floor: <= 0.7x)."]
         if by["thrifty"] and by["thrifty-torch-dropout"]:
             t, p = by["thrifty"], by["thrifty-torch-dropout"]
-            paired = {x: [100 * (b[x] - a[x]) for a in t for b in p if a["seed"] == b["seed"]] for x in ("dev_f1", "test_f1")}
+            paired = {x: paired_points(p, t, x) for x in ("dev_f1", "test_f1")}
             lines += ["", "PyTorch's dropout masks - thrifty's (thrifty-torch-dropout - thrifty), seed by seed: dev F1 "
                           f"{', '.join(f'{d:+.2f}' for d in paired['dev_f1'])} (median {statistics.median(paired['dev_f1']):+.2f}); "
                           f"test F1 {', '.join(f'{d:+.2f}' for d in paired['test_f1'])} "
